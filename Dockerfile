@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+
+# ---- build stage ----------------------------------------------------------
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+
+# Download modules first so this layer is cached until go.mod/go.sum change.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod \
+    go mod download
+
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/chatstream ./cmd/chatstream
+
+# ---- runtime stage --------------------------------------------------------
+# Static binary on distroless: no shell, no package manager, non-root user.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/chatstream /chatstream
+
+# nonroot (65532) made explicit so orchestrators can verify runAsNonRoot.
+USER 65532:65532
+EXPOSE 8080
+
+# No HEALTHCHECK: distroless has no shell or curl. Probe GET /healthz
+# (liveness) and GET /readyz (readiness) from the orchestrator instead.
+ENTRYPOINT ["/chatstream"]
+CMD ["serve"]

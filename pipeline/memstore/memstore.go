@@ -1,0 +1,219 @@
+// Package memstore is chatstream's embedded backend: rooms, history and
+// delivery in the process's memory, for a single instance with nothing to
+// install. Everything is lost when the process exits.
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// Config configures a Backend. A zero field takes the default in its comment.
+type Config struct {
+	// RoomMaxLen is the number of messages kept per room. Default 10,000.
+	RoomMaxLen int
+	// DeadLetterMaxLen is the number of rejected messages kept. Default 10,000.
+	DeadLetterMaxLen int
+	// Logger receives the feed's diagnostics. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Backend keeps rooms in memory. It is safe for concurrent use.
+type Backend struct {
+	cfg  Config
+	feed *gochannel.GoChannel
+
+	// mu guards the fields below and orders Append: a message gets its seq
+	// and is handed to the feed under mu, so delivery order is seq order.
+	mu     sync.Mutex
+	last   pipeline.Seq
+	rooms  map[string]*roomLog
+	dead   []*message.Message
+	closed bool
+}
+
+type roomLog struct {
+	msgs []pipeline.Message // oldest first, at most RoomMaxLen
+	// trimmed is the seq of the newest message dropped by the cap.
+	trimmed    pipeline.Seq
+	hasTrimmed bool
+}
+
+var _ pipeline.Backend = (*Backend)(nil)
+
+const feedTopic = "feed"
+
+// New returns an empty in-memory backend.
+func New(cfg Config) *Backend {
+	if cfg.RoomMaxLen <= 0 {
+		cfg.RoomMaxLen = 10_000
+	}
+	if cfg.DeadLetterMaxLen <= 0 {
+		cfg.DeadLetterMaxLen = 10_000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	return &Backend{
+		cfg: cfg,
+		// Blocking until the subscriber acks keeps the feed in seq order.
+		feed:  gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog),
+		rooms: make(map[string]*roomLog),
+	}
+}
+
+// Append stores msg and publishes it on the feed.
+func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return "", fmt.Errorf("memstore: %w", pipeline.ErrUnavailable)
+	}
+	seq := b.nextSeq()
+	stored := msg.Copy()
+	stored.Metadata.Set(pipeline.MetaSeq, seq.String())
+	m, err := pipeline.FromWatermill(stored)
+	if err != nil {
+		return "", fmt.Errorf("memstore: %w", err)
+	}
+	room := b.rooms[m.Room]
+	if room == nil {
+		room = &roomLog{}
+		b.rooms[m.Room] = room
+	}
+	room.msgs = append(room.msgs, m)
+	if over := len(room.msgs) - b.cfg.RoomMaxLen; over > 0 {
+		room.trimmed, _ = pipeline.ParseSeq(room.msgs[over-1].Seq)
+		room.hasTrimmed = true
+		room.msgs = append(room.msgs[:0:0], room.msgs[over:]...)
+	}
+	if err := b.feed.Publish(feedTopic, stored); err != nil {
+		return "", fmt.Errorf("memstore: feed: %w", err)
+	}
+	return m.Seq, nil
+}
+
+// nextSeq returns a seq after every earlier one, in the Redis entry ID format.
+func (b *Backend) nextSeq() pipeline.Seq {
+	now := pipeline.Seq{MS: uint64(time.Now().UnixMilli())}
+	if b.last.Less(now) {
+		b.last = now
+	} else {
+		b.last = b.last.Next()
+	}
+	return b.last
+}
+
+// Partitions is 1: one process needs no partitioning.
+func (b *Backend) Partitions() int { return 1 }
+
+// Subscribe returns the messages stored from now on. after is ignored: an
+// in-process feed loses nothing while the process runs.
+func (b *Backend) Subscribe(ctx context.Context, _ int, _ string) (<-chan *message.Message, error) {
+	ch, err := b.feed.Subscribe(ctx, feedTopic)
+	if err != nil {
+		return nil, fmt.Errorf("memstore: %w", err)
+	}
+	return ch, nil
+}
+
+// History returns the room's messages selected by q.
+func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQuery) (pipeline.HistoryPage, error) {
+	if err := ctx.Err(); err != nil {
+		return pipeline.HistoryPage{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.rooms[room]
+	if r == nil || q.Limit <= 0 {
+		return pipeline.HistoryPage{}, nil
+	}
+	var page pipeline.HistoryPage
+	switch {
+	case q.After != "":
+		after, err := pipeline.ParseSeq(q.After)
+		if err != nil {
+			return page, err
+		}
+		i := sort.Search(len(r.msgs), func(i int) bool {
+			s, _ := pipeline.ParseSeq(r.msgs[i].Seq)
+			return after.Less(s)
+		})
+		page.Messages = clone(r.msgs[i:min(len(r.msgs), i+q.Limit)])
+		page.Truncated = r.hasTrimmed && after.Less(r.trimmed)
+	case q.Before != "":
+		before, err := pipeline.ParseSeq(q.Before)
+		if err != nil {
+			return page, err
+		}
+		i := sort.Search(len(r.msgs), func(i int) bool {
+			s, _ := pipeline.ParseSeq(r.msgs[i].Seq)
+			return !s.Less(before)
+		})
+		page.Messages = clone(r.msgs[max(0, i-q.Limit):i])
+	default:
+		page.Messages = clone(r.msgs[max(0, len(r.msgs)-q.Limit):])
+	}
+	return page, nil
+}
+
+func clone(ms []pipeline.Message) []pipeline.Message {
+	return append([]pipeline.Message(nil), ms...)
+}
+
+// DeadLetter keeps msg in the capped dead-letter list.
+func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dead = append(b.dead, msg.Copy())
+	if over := len(b.dead) - b.cfg.DeadLetterMaxLen; over > 0 {
+		b.dead = append(b.dead[:0:0], b.dead[over:]...)
+	}
+	return nil
+}
+
+// DeadLetters returns copies of the kept dead letters, oldest first.
+func (b *Backend) DeadLetters() []*message.Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*message.Message, len(b.dead))
+	for i, m := range b.dead {
+		out[i] = m.Copy()
+	}
+	return out
+}
+
+// Ping always succeeds while the backend is open.
+func (b *Backend) Ping(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return pipeline.ErrUnavailable
+	}
+	return nil
+}
+
+// Close stops the feed; later Appends fail.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	if err := b.feed.Close(); err != nil {
+		return fmt.Errorf("memstore: %w", err)
+	}
+	return nil
+}

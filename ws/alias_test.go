@@ -1,0 +1,8 @@
+package ws_test
+
+import "github.com/ThreeDotsLabs/watermill/message"
+
+type (
+	pipelineHandler  = message.HandlerFunc
+	watermillMessage = message.Message
+)

@@ -1,0 +1,350 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// closeGrace is how long the writer waits for the client's close reply
+// before it drops the TCP connection.
+const closeGrace = time.Second
+
+// Conn is one WebSocket connection. Its reader goroutine (the HTTP handler's)
+// decodes frames and owns rooms; its writer goroutine owns every write except
+// close frames sent by gorilla itself. Other goroutines only call enqueue and
+// close.
+type Conn struct {
+	id   string
+	user string
+	ws   *websocket.Conn
+	gw   *Gateway
+	log  *slog.Logger
+
+	// send is the bounded queue of encoded server frames; it is never
+	// closed, the writer stops on done instead.
+	send chan []byte
+	// done is closed once, by close, to stop the writer.
+	done      chan struct{}
+	closeOnce sync.Once
+	closing   atomic.Bool
+	// closeCode, closeReason and drain are written once, before done is
+	// closed, and read by the writer after.
+	closeCode   int
+	closeReason string
+	drain       bool
+
+	readerDone chan struct{}
+	limiter    *rate.Limiter
+	// rooms is owned by the reader goroutine.
+	rooms map[string]struct{}
+}
+
+// ID returns the connection's id, used as conn_id in message metadata.
+func (c *Conn) ID() string { return c.id }
+
+// enqueue queues a server frame without blocking. A connection whose queue is
+// full is too slow to keep up: it is closed with 1008 and counted.
+func (c *Conn) enqueue(frame []byte) {
+	if c.closing.Load() {
+		return
+	}
+	select {
+	case c.send <- frame:
+	default:
+		c.kickSlow()
+	}
+}
+
+func (c *Conn) kickSlow() {
+	if c.close(websocket.ClosePolicyViolation, "send queue full: client too slow", false) {
+		c.gw.hub.slow.Add(1)
+		c.log.Warn("disconnecting slow client", "queue", cap(c.send))
+	}
+}
+
+// close asks the writer to send a close frame with code and reason (after
+// the queued frames when drain is set) and to drop the connection. Only the
+// first call has an effect; it reports whether this call was the first.
+func (c *Conn) close(code int, reason string, drain bool) bool {
+	first := false
+	c.closeOnce.Do(func() {
+		first = true
+		c.closeCode, c.closeReason, c.drain = code, reason, drain
+		c.closing.Store(true)
+		close(c.done)
+	})
+	return first
+}
+
+// writer sends queued frames, batching every frame that is already waiting
+// into one WebSocket message separated by "\n", and pings the client.
+func (c *Conn) writer() {
+	cfg := &c.gw.cfg
+	ticker := time.NewTicker(cfg.PingPeriod)
+	defer func() {
+		ticker.Stop()
+		_ = c.ws.Close() // the connection is finished either way
+	}()
+	for {
+		select {
+		case frame := <-c.send:
+			if err := c.writeBatch(frame); err != nil {
+				c.close(websocket.CloseAbnormalClosure, "", false)
+				return
+			}
+		case <-ticker.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
+				c.close(websocket.CloseAbnormalClosure, "", false)
+				return
+			}
+		case <-c.done:
+			c.finish()
+			return
+		}
+	}
+}
+
+// finish drains the queue if asked, sends the close frame and waits briefly
+// for the reader to see the client's reply.
+func (c *Conn) finish() {
+	cfg := &c.gw.cfg
+	if c.drain {
+		for len(c.send) > 0 {
+			if err := c.writeBatch(<-c.send); err != nil {
+				break
+			}
+		}
+	}
+	if c.closeCode != websocket.CloseAbnormalClosure {
+		msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteWait)) // best effort: the peer may be gone
+	}
+	select {
+	case <-c.readerDone:
+	case <-time.After(closeGrace):
+	}
+}
+
+// writeBatch writes first and then every frame already queued, up to
+// MaxBatchBytes, as one text message.
+func (c *Conn) writeBatch(first []byte) error {
+	cfg := &c.gw.cfg
+	if err := c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteWait)); err != nil {
+		return err
+	}
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(first); err != nil {
+		return err
+	}
+	size := len(first)
+	for size < cfg.MaxBatchBytes {
+		select {
+		case frame := <-c.send:
+			if _, err := w.Write(newline); err != nil {
+				return err
+			}
+			if _, err := w.Write(frame); err != nil {
+				return err
+			}
+			size += len(frame) + 1
+			continue
+		default:
+		}
+		break
+	}
+	return w.Close()
+}
+
+var newline = []byte{'\n'}
+
+// reader reads and handles client frames until the connection ends.
+func (c *Conn) reader() {
+	cfg := &c.gw.cfg
+	defer close(c.readerDone)
+	c.ws.SetReadLimit(cfg.ReadLimit)
+	extend := func() error { return c.ws.SetReadDeadline(time.Now().Add(cfg.PongWait)) }
+	_ = extend() // cannot fail before the first read
+	c.ws.SetPongHandler(func(string) error { return extend() })
+	for {
+		kind, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.readEnded(err)
+			break
+		}
+		if c.gw.shutting.Load() {
+			c.readEnded(nil)
+			break
+		}
+		_ = extend() // an error here surfaces on the next read
+		if kind != websocket.TextMessage {
+			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
+			continue
+		}
+		if r := c.limiter.Reserve(); r.Delay() > 0 {
+			wait := r.Delay()
+			r.Cancel()
+			f, _ := DecodeFrame(data) // for ref and room only
+			e := pipeline.Errorf(pipeline.CodeRateLimited, "too many frames; wait %s", wait.Round(time.Millisecond))
+			e.RetryAfter = wait
+			c.enqueue(errFrame(e, f.Ref, f.Room))
+			continue
+		}
+		c.handle(data)
+	}
+	rooms := make([]string, 0, len(c.rooms))
+	for r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.gw.hub.removeConn(c, rooms)
+}
+
+// readEnded closes the connection after the read loop ended with err.
+func (c *Conn) readEnded(err error) {
+	switch {
+	case c.gw.shutting.Load():
+		c.close(websocket.CloseGoingAway, "server shutting down", true)
+	case errors.Is(err, websocket.ErrReadLimit):
+		// gorilla has already sent 1009; this only stops the writer.
+		c.close(websocket.CloseMessageTooBig, "frame exceeds the read limit", false)
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
+		c.close(websocket.CloseNormalClosure, "", false)
+	default:
+		c.log.Debug("read ended", "err", err)
+		c.close(websocket.CloseNormalClosure, "", false)
+	}
+}
+
+// handle runs one text frame.
+func (c *Conn) handle(data []byte) {
+	f, perr := DecodeFrame(data)
+	if perr != nil {
+		c.enqueue(errFrame(perr, f.Ref, f.Room))
+		return
+	}
+	_, joined := c.rooms[f.Room]
+	if !joined && f.Type != TypeJoin {
+		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeNotJoined, "join room %s first", f.Room), f.Ref, f.Room))
+		return
+	}
+	switch f.Type {
+	case TypeJoin:
+		c.join(f, joined)
+	case TypeLeave:
+		delete(c.rooms, f.Room)
+		c.gw.hub.leave(c, f.Room)
+		c.enqueue(encode(leftFrame{Type: TypeLeft, Room: f.Room}))
+	case TypeSend:
+		err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
+			ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref,
+		})
+		if err != nil {
+			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "server is shutting down"), f.Ref, f.Room))
+		}
+	case TypeHistory:
+		c.olderHistory(f)
+	}
+}
+
+// join registers the connection in the room for live delivery, reads the
+// history asked for, and queues joined followed by any live message that
+// arrived meanwhile and is not in the history.
+func (c *Conn) join(f ClientFrame, rejoin bool) {
+	if !rejoin && len(c.rooms) >= c.gw.cfg.MaxRooms {
+		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room))
+		return
+	}
+	c.rooms[f.Room] = struct{}{}
+	c.gw.hub.beginJoin(c, f.Room)
+	page, last, err := c.readJoinHistory(f)
+	if err != nil {
+		delete(c.rooms, f.Room)
+		c.gw.hub.leave(c, f.Room)
+		c.log.Warn("history read failed", "room", f.Room, "err", err)
+		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room))
+		return
+	}
+	joined := encode(joinedFrame{Type: TypeJoined, Room: f.Room, History: toWireList(page.Messages), Truncated: page.Truncated})
+	c.gw.hub.finishJoin(c, f.Room, last, joined)
+}
+
+// resumePage is the page size of a since read.
+const resumePage = 500
+
+// readJoinHistory reads the history of a join and returns it with the seq
+// after which live messages are new.
+func (c *Conn) readJoinHistory(f ClientFrame) (pipeline.HistoryPage, pipeline.Seq, error) {
+	ctx, cancel := context.WithTimeout(c.gw.ctx, c.gw.cfg.HistoryTimeout)
+	defer cancel()
+	var last pipeline.Seq
+	if f.Since != "" {
+		last, _ = pipeline.ParseSeq(f.Since) // checked by DecodeFrame
+		var out pipeline.HistoryPage
+		after := f.Since
+		for first := true; ; first = false {
+			page, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{After: after, Limit: resumePage})
+			if err != nil {
+				return out, last, err
+			}
+			if first {
+				out.Truncated = page.Truncated
+			}
+			out.Messages = append(out.Messages, page.Messages...)
+			if len(page.Messages) < resumePage {
+				break
+			}
+			after = page.Messages[len(page.Messages)-1].Seq
+		}
+		if n := len(out.Messages); n > 0 {
+			last, _ = pipeline.ParseSeq(out.Messages[n-1].Seq)
+		}
+		return out, last, nil
+	}
+	n := DefaultHistory
+	if f.History != nil {
+		n = *f.History
+	}
+	if n == 0 {
+		return pipeline.HistoryPage{}, last, nil
+	}
+	page, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{Limit: n})
+	if err != nil {
+		return page, last, err
+	}
+	if k := len(page.Messages); k > 0 {
+		last, _ = pipeline.ParseSeq(page.Messages[k-1].Seq)
+	}
+	return page, last, nil
+}
+
+// olderHistory answers a history frame: messages before a seq, for
+// scrolling back.
+func (c *Conn) olderHistory(f ClientFrame) {
+	limit := f.Limit
+	if limit == 0 {
+		limit = DefaultHistory
+	}
+	ctx, cancel := context.WithTimeout(c.gw.ctx, c.gw.cfg.HistoryTimeout)
+	defer cancel()
+	q := pipeline.HistoryQuery{Before: f.Before, Limit: limit}
+	if f.Before == "" {
+		q.Before = pipeline.Seq{MS: ^uint64(0), N: ^uint64(0)}.String()
+	}
+	page, err := c.gw.hist.History(ctx, f.Room, q)
+	if err != nil {
+		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable"), f.Ref, f.Room))
+		return
+	}
+	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Messages: toWireList(page.Messages), More: len(page.Messages) == limit}))
+}

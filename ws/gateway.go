@@ -1,0 +1,249 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// Submitter accepts sends; *pipeline.Pipeline implements it. Submit returns
+// once the outcome has been given to the hub.
+type Submitter interface {
+	Submit(ctx context.Context, s pipeline.Submission) error
+}
+
+// Config configures a Gateway. A zero field takes the default in its comment.
+type Config struct {
+	// AllowedOrigins lists the cross-origin Origins allowed to connect
+	// ("*" allows all). Requests without Origin and same-host origins are
+	// always allowed.
+	AllowedOrigins []string
+	// ReadLimit is the largest client frame in bytes; a larger one closes
+	// the connection with 1009. Default 64 KiB.
+	ReadLimit int64
+	// SendQueue is the number of server frames queued per connection before
+	// it is dropped as too slow. Default 256.
+	SendQueue int
+	// MaxRooms is the number of rooms one connection may join. Default 100.
+	MaxRooms int
+	// MaxBatchBytes caps the frames the writer joins into one WebSocket
+	// message. Default 64 KiB.
+	MaxBatchBytes int
+	// WriteWait is the deadline of every write. Default 10s.
+	WriteWait time.Duration
+	// PongWait is how long a connection may stay silent; every pong or frame
+	// extends it. Default 60s.
+	PongWait time.Duration
+	// PingPeriod is the interval of pings; it must be less than PongWait.
+	// Default 9/10 of PongWait.
+	PingPeriod time.Duration
+	// HistoryTimeout bounds one history read. Default 5s.
+	HistoryTimeout time.Duration
+	// FrameRate is the sustained number of frames per second a connection
+	// may send; FrameBurst the burst above it. Defaults 20 and 40.
+	FrameRate  float64
+	FrameBurst int
+	// MaxPending bounds the live messages held for one member while its
+	// join reads history. Default 4096.
+	MaxPending int
+	// Logger logs connection events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadLimit == 0 {
+		c.ReadLimit = 64 << 10
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 256
+	}
+	if c.MaxRooms == 0 {
+		c.MaxRooms = 100
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 64 << 10
+	}
+	if c.WriteWait == 0 {
+		c.WriteWait = 10 * time.Second
+	}
+	if c.PongWait == 0 {
+		c.PongWait = 60 * time.Second
+	}
+	if c.PingPeriod == 0 {
+		c.PingPeriod = c.PongWait * 9 / 10
+	}
+	if c.HistoryTimeout == 0 {
+		c.HistoryTimeout = 5 * time.Second
+	}
+	if c.FrameRate == 0 {
+		c.FrameRate = 20
+	}
+	if c.FrameBurst == 0 {
+		c.FrameBurst = 40
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration that cannot work. It does not change c.
+func (c Config) Validate() error {
+	if c.ReadLimit < 0 || c.SendQueue < 0 || c.MaxRooms < 0 || c.MaxBatchBytes < 0 || c.FrameRate < 0 || c.FrameBurst < 0 || c.MaxPending < 0 {
+		return errors.New("ws: limits must not be negative")
+	}
+	if c.PingPeriod != 0 && c.PongWait != 0 && c.PingPeriod >= c.PongWait {
+		return errors.New("ws: ping period must be less than pong wait")
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("ws: allowed origin %q is not scheme://host[:port]", o)
+		}
+	}
+	return nil
+}
+
+// Gateway is the HTTP handler of /ws: it upgrades requests, runs their
+// connections and shuts them down gracefully.
+type Gateway struct {
+	cfg      Config
+	hub      *Hub
+	sub      Submitter
+	hist     pipeline.History
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	shutting atomic.Bool
+	conns    sync.WaitGroup
+}
+
+// NewGateway returns a gateway that registers connections in hub, submits
+// sends to sub and reads history from hist.
+func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 16 << 10,
+		// Idle connections hold no write buffer.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     g.checkOrigin,
+	}
+	return g, nil
+}
+
+// Hub returns the gateway's hub.
+func (g *Gateway) Hub() *Hub { return g.hub }
+
+// checkOrigin allows requests without Origin, same-host origins, and the
+// configured ones.
+func (g *Gateway) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return slices.ContainsFunc(g.cfg.AllowedOrigins, func(o string) bool {
+		return o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
+	})
+}
+
+// ServeHTTP upgrades GET /ws?user=<name> to a WebSocket connection and runs
+// it until it ends.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.shutting.Load() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	user := r.URL.Query().Get("user")
+	if err := pipeline.ValidateUser(user); err != nil {
+		http.Error(w, "bad user: "+err.(*pipeline.Error).Reason, http.StatusBadRequest)
+		return
+	}
+	if !g.checkOrigin(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	wsConn, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered with an HTTP error
+	}
+	id := uuid.NewString()
+	c := &Conn{
+		id: id, user: user, ws: wsConn, gw: g,
+		log:        g.log.With("conn_id", id, "user", user),
+		send:       make(chan []byte, g.cfg.SendQueue),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		limiter:    rate.NewLimiter(rate.Limit(g.cfg.FrameRate), g.cfg.FrameBurst),
+		rooms:      make(map[string]struct{}),
+	}
+	g.conns.Add(1)
+	defer g.conns.Done()
+	g.hub.addConn(c)
+	if g.shutting.Load() { // Shutdown began between the check and addConn
+		c.close(websocket.CloseGoingAway, "server shutting down", false)
+	}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writer()
+	}()
+	c.reader()
+	<-writerDone
+}
+
+// Shutdown stops reading from every connection, lets in-flight sends finish,
+// flushes every queue, sends close 1001 and waits for the connections to end
+// or ctx to be done.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.shutting.Store(true)
+	for _, c := range g.hub.allConns() {
+		// Wakes a reader blocked in ReadMessage; one busy handling a frame
+		// finishes it first. net.Conn deadlines are safe to set concurrently.
+		_ = c.ws.NetConn().SetReadDeadline(time.Now())
+	}
+	done := make(chan struct{})
+	go func() {
+		g.conns.Wait()
+		close(done)
+	}()
+	defer g.cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ws: shutdown: %w", ctx.Err())
+	}
+}

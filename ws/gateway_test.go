@@ -1,0 +1,511 @@
+package ws_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/ws"
+)
+
+// TestTwoClientsSeeEachOtherInOrder: every message reaches both members once,
+// in one order with increasing seqs, and each sender gets its acks.
+func TestTwoClientsSeeEachOtherInOrder(t *testing.T) {
+	h := start(t, ws.Config{FrameRate: 1000, FrameBurst: 1000})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, a, "lobby", 0)
+	join(t, b, "lobby", 0)
+	const n = 50
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		cl   *wstest.Client
+		name string
+	}{{a, "a"}, {b, "b"}} {
+		wg.Go(func() {
+			for i := range n {
+				if err := c.cl.Say("lobby", fmt.Sprintf("%s-%d", c.name, i), fmt.Sprintf("%s-%d", c.name, i)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got := map[string][]string{}
+	for name, c := range map[string]*wstest.Client{"alice": a, "bob": b} {
+		var texts []string
+		acks := 0
+		last := ""
+		for len(texts) < 2*n || acks < n {
+			f, err := c.Next(wait)
+			if err != nil {
+				t.Fatalf("%s: got %d messages and %d acks: %v", name, len(texts), acks, err)
+			}
+			switch f.Type {
+			case "ack":
+				acks++
+			case "message":
+				if last != "" && pipeline.CompareSeq(last, f.Seq) >= 0 {
+					t.Fatalf("%s: seq %s after %s", name, f.Seq, last)
+				}
+				last = f.Seq
+				texts = append(texts, f.Text)
+			default:
+				t.Fatalf("%s: unexpected frame %s", name, f.Raw)
+			}
+		}
+		got[name] = texts
+	}
+	if strings.Join(got["alice"], ",") != strings.Join(got["bob"], ",") {
+		t.Fatalf("orders differ:\nalice %v\nbob   %v", got["alice"], got["bob"])
+	}
+	seen := map[string]bool{}
+	for _, tx := range got["alice"] {
+		if seen[tx] {
+			t.Fatalf("%s delivered twice", tx)
+		}
+		seen[tx] = true
+	}
+	// Each sender's own messages keep their sending order.
+	for _, p := range []string{"a", "b"} {
+		next := 0
+		for _, tx := range got["alice"] {
+			if strings.HasPrefix(tx, p+"-") {
+				if tx != fmt.Sprintf("%s-%d", p, next) {
+					t.Fatalf("sender %s: got %s, want %s-%d", p, tx, p, next)
+				}
+				next++
+			}
+		}
+	}
+}
+
+// TestOtherRoomSeesNothing: delivery is confined to the room.
+func TestOtherRoomSeesNothing(t *testing.T) {
+	h := start(t, ws.Config{})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, a, "lobby", 0)
+	join(t, b, "other", 0)
+	say(t, a, "lobby", "hello lobby", "r1")
+	say(t, b, "other", "marker", "r2")
+	f, err := b.Await("message", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Text != "marker" || f.Room != "other" {
+		t.Fatalf("bob got %s, want only his own room's marker", f.Raw)
+	}
+}
+
+// TestMessageFrameFields: the message frame carries every field of protocol v1.
+func TestMessageFrameFields(t *testing.T) {
+	h := start(t, ws.Config{})
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	ack := say(t, a, "lobby", "hi", "c-1")
+	m, err := a.Await("message", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != ack.ID || m.Seq != ack.Seq || m.User != "alice" || m.Text != "hi" || m.Ref != "c-1" || m.Room != "lobby" {
+		t.Fatalf("message %s does not match ack %s", m.Raw, ack.Raw)
+	}
+	if ts, err := time.Parse(time.RFC3339, m.TS); err != nil || !strings.HasSuffix(m.TS, "Z") || len(m.TS) != len("2006-01-02T15:04:05.000Z") {
+		t.Fatalf("ts %q is not RFC 3339 UTC with milliseconds (%v, %v)", m.TS, ts, err)
+	}
+}
+
+// TestHistoryOnJoin: a join returns the last N messages, oldest first.
+func TestHistoryOnJoin(t *testing.T) {
+	h := start(t, ws.Config{})
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	for i := range 8 {
+		say(t, a, "lobby", fmt.Sprintf("m%d", i), fmt.Sprintf("r%d", i))
+	}
+	b := h.dial(t, "bob")
+	f := join(t, b, "lobby", 3)
+	var texts []string
+	for _, m := range f.History {
+		texts = append(texts, m.Text)
+	}
+	if got, want := strings.Join(texts, ","), "m5,m6,m7"; got != want {
+		t.Fatalf("history = %s, want %s", got, want)
+	}
+	if f := join(t, h.dial(t, "carol"), "lobby", 0); len(f.History) != 0 {
+		t.Fatalf("history 0 returned %d messages", len(f.History))
+	}
+}
+
+// TestSinceResume: a reconnecting client gets exactly the messages after its
+// last seq, then live ones, none twice.
+func TestSinceResume(t *testing.T) {
+	h := start(t, ws.Config{})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, a, "lobby", 0)
+	join(t, b, "lobby", 0)
+	for i := range 3 {
+		say(t, a, "lobby", fmt.Sprintf("m%d", i), fmt.Sprintf("r%d", i))
+	}
+	seen := collect(t, b, "lobby", 3)
+	b.Close()
+	for i := 3; i < 6; i++ {
+		say(t, a, "lobby", fmt.Sprintf("m%d", i), fmt.Sprintf("r%d", i))
+	}
+	b2 := h.dial(t, "bob")
+	if err := b2.Send(map[string]any{"type": "join", "room": "lobby", "since": seen[2].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := b2.Await("joined", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, m := range f.History {
+		texts = append(texts, m.Text)
+	}
+	if got, want := strings.Join(texts, ","), "m3,m4,m5"; got != want || f.Truncated {
+		t.Fatalf("resume = %s (truncated %v), want %s", got, f.Truncated, want)
+	}
+	say(t, a, "lobby", "live", "r-live")
+	live := collect(t, b2, "lobby", 1)
+	if live[0].Text != "live" {
+		t.Fatalf("after resume got %q, want live", live[0].Text)
+	}
+}
+
+// TestSinceTruncated: a since older than the oldest kept message says so.
+func TestSinceTruncated(t *testing.T) {
+	h := start(t, ws.Config{FrameRate: 1000, FrameBurst: 1000})
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	first := say(t, a, "lobby", "first", "r0")
+	for i := range 25 { // the harness keeps 20 per room
+		say(t, a, "lobby", fmt.Sprintf("m%d", i), fmt.Sprintf("r%d", i+1))
+	}
+	b := h.dial(t, "bob")
+	if err := b.Send(map[string]any{"type": "join", "room": "lobby", "since": first.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := b.Await("joined", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Truncated || len(f.History) != 20 {
+		t.Fatalf("truncated = %v with %d messages, want true with 20", f.Truncated, len(f.History))
+	}
+}
+
+// TestOlderHistory: a history frame pages back before a seq.
+func TestOlderHistory(t *testing.T) {
+	h := start(t, ws.Config{})
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	var acks []wstest.Frame
+	for i := range 6 {
+		acks = append(acks, say(t, a, "lobby", fmt.Sprintf("m%d", i), fmt.Sprintf("r%d", i)))
+	}
+	if err := a.Send(map[string]any{"type": "history", "room": "lobby", "before": acks[4].Seq, "limit": 2}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Await("history", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Messages) != 2 || f.Messages[0].Text != "m2" || f.Messages[1].Text != "m3" || !f.More {
+		t.Fatalf("history page = %s", f.Raw)
+	}
+}
+
+// TestBadInput: every bad frame gets its error code, keeps the connection
+// open, and leaves another member of the room untouched.
+func TestBadInput(t *testing.T) {
+	h := start(t, ws.Config{MaxRooms: 2, FrameRate: 1000, FrameBurst: 1000})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, a, "lobby", 0)
+	join(t, b, "lobby", 0)
+	long := strings.Repeat("x", pipeline.DefaultMaxTextBytes+1)
+	cases := []struct {
+		name  string
+		kind  int
+		frame string
+		code  string
+	}{
+		{"not json", websocket.TextMessage, `hello`, pipeline.CodeBadFrame},
+		{"binary frame", websocket.BinaryMessage, `{"type":"send"}`, pipeline.CodeBadFrame},
+		{"unknown type", websocket.TextMessage, `{"type":"dance","room":"lobby"}`, pipeline.CodeBadFrame},
+		{"no type", websocket.TextMessage, `{"room":"lobby"}`, pipeline.CodeBadFrame},
+		{"two objects", websocket.TextMessage, `{"type":"leave","room":"lobby"} {}`, pipeline.CodeBadFrame},
+		{"wrong field type", websocket.TextMessage, `{"type":"send","room":"lobby","text":5}`, pipeline.CodeBadFrame},
+		{"text too large", websocket.TextMessage, `{"type":"send","room":"lobby","text":"` + long + `","ref":"big"}`, pipeline.CodeTooLarge},
+		{"empty text", websocket.TextMessage, `{"type":"send","room":"lobby","text":""}`, pipeline.CodeInvalid},
+		{"blank text", websocket.TextMessage, `{"type":"send","room":"lobby","text":"  \n "}`, pipeline.CodeInvalid},
+		{"control character", websocket.TextMessage, `{"type":"send","room":"lobby","text":"a\u0007b"}`, pipeline.CodeInvalid},
+		{"invalid utf-8", websocket.TextMessage, "{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"a\xffb\"}", pipeline.CodeInvalid},
+		{"bad room name", websocket.TextMessage, `{"type":"join","room":"no spaces"}`, pipeline.CodeInvalid},
+		{"empty room", websocket.TextMessage, `{"type":"join","room":""}`, pipeline.CodeInvalid},
+		{"long room", websocket.TextMessage, `{"type":"join","room":"` + strings.Repeat("r", 65) + `"}`, pipeline.CodeInvalid},
+		{"long ref", websocket.TextMessage, `{"type":"send","room":"lobby","text":"x","ref":"` + strings.Repeat("r", 65) + `"}`, pipeline.CodeInvalid},
+		{"history too big", websocket.TextMessage, `{"type":"join","room":"x","history":501}`, pipeline.CodeInvalid},
+		{"negative history", websocket.TextMessage, `{"type":"join","room":"x","history":-1}`, pipeline.CodeInvalid},
+		{"bad since", websocket.TextMessage, `{"type":"join","room":"x","since":"yesterday"}`, pipeline.CodeInvalid},
+		{"send without join", websocket.TextMessage, `{"type":"send","room":"elsewhere","text":"x"}`, pipeline.CodeNotJoined},
+		{"leave without join", websocket.TextMessage, `{"type":"leave","room":"elsewhere"}`, pipeline.CodeNotJoined},
+		{"room limit", websocket.TextMessage, `{"type":"join","room":"third"}`, pipeline.CodeRoomLimit},
+	}
+	join(t, a, "second", 0) // a is now at its limit of 2 rooms
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := a.SendRaw(tc.kind, []byte(tc.frame)); err != nil {
+				t.Fatal(err)
+			}
+			f, err := a.Await("error", wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Code != tc.code || f.Message == "" {
+				t.Fatalf("got error %q (%q), want %q with a reason", f.Code, f.Message, tc.code)
+			}
+		})
+	}
+	// The connection still works, and bob saw nothing but the good message.
+	say(t, a, "lobby", "still here", "ok")
+	m := collect(t, b, "lobby", 1)
+	if m[0].Text != "still here" {
+		t.Fatalf("bob got %q, want the one good message", m[0].Text)
+	}
+	select {
+	case f := <-b.Frames():
+		t.Fatalf("bob got an extra frame %s", f.Raw)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestErrorEchoesRefAndRoom: errors name the ref and room of the frame.
+func TestErrorEchoesRefAndRoom(t *testing.T) {
+	h := start(t, ws.Config{})
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	if err := a.Say("lobby", "", "r-9"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Await("error", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Ref != "r-9" || f.Room != "lobby" {
+		t.Fatalf("error %s lacks ref or room", f.Raw)
+	}
+}
+
+// TestLeave: leave answers left and stops delivery.
+func TestLeave(t *testing.T) {
+	h := start(t, ws.Config{})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, a, "lobby", 0)
+	join(t, b, "lobby", 0)
+	join(t, b, "side", 0)
+	join(t, a, "side", 0)
+	if err := b.Send(map[string]any{"type": "leave", "room": "lobby"}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := b.Await("left", wait); err != nil || f.Room != "lobby" {
+		t.Fatalf("left = %v, %v", f.Raw, err)
+	}
+	say(t, a, "lobby", "gone", "r1")
+	say(t, a, "side", "marker", "r2")
+	if f, err := b.Await("message", wait); err != nil || f.Text != "marker" {
+		t.Fatalf("bob got %q (%v), want only the marker", f.Text, err)
+	}
+}
+
+// TestRateLimited: frames beyond the connection's rate get rate_limited
+// with the time to wait.
+func TestRateLimited(t *testing.T) {
+	h := start(t, ws.Config{FrameRate: 1, FrameBurst: 2})
+	a := h.dial(t, "alice")
+	for range 3 {
+		if err := a.Send(map[string]any{"type": "join", "room": "lobby", "history": 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := a.Await("error", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Code != pipeline.CodeRateLimited || f.Retry <= 0 {
+		t.Fatalf("got %s, want rate_limited with retry_after_ms", f.Raw)
+	}
+}
+
+// TestReadLimitCloses1009: a frame over the read limit closes the socket
+// with 1009, and other sockets carry on.
+func TestReadLimitCloses1009(t *testing.T) {
+	h := start(t, ws.Config{ReadLimit: 1024})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, b, "lobby", 0)
+	if err := a.SendRaw(websocket.TextMessage, []byte(`{"type":"send","room":"lobby","text":"`+strings.Repeat("x", 2000)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for range a.Frames() {
+	}
+	if !websocket.IsCloseError(a.CloseErr, websocket.CloseMessageTooBig) {
+		t.Fatalf("close = %v, want 1009", a.CloseErr)
+	}
+	say(t, b, "lobby", "fine", "r1")
+}
+
+// TestSlowClientDisconnected: a member that stops reading is dropped with
+// 1008 and counted, while the others still get every message.
+func TestSlowClientDisconnected(t *testing.T) {
+	h := start(t, ws.Config{SendQueue: 16, FrameRate: 1e6, FrameBurst: 1e6})
+	fast := h.dial(t, "fast")
+	join(t, fast, "lobby", 0)
+	// The slow client is a raw connection that never reads after joining.
+	slow, _, err := websocket.DefaultDialer.Dial(strings.Replace(h.srv.URL, "http", "ws", 1)+"/ws?user=slow", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if err := slow.WriteJSON(map[string]any{"type": "join", "room": "lobby", "history": 0}); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("y", 4000)
+	// Send until the slow client is dropped: its TCP buffers fill first,
+	// then its send queue. Every send is acked before the next.
+	sent := 0
+	for ; sent < 10000 && h.hub.SlowDisconnects() == 0; sent++ {
+		say(t, fast, "lobby", big, fmt.Sprint(sent))
+	}
+	if got := h.hub.SlowDisconnects(); got != 1 {
+		t.Fatalf("slow disconnects = %d after %d messages, want 1", got, sent)
+	}
+	for i := range 20 { // the room goes on without the slow client
+		say(t, fast, "lobby", "after", fmt.Sprint("after-", i))
+	}
+	if got := collect(t, fast, "lobby", sent+20); len(got) != sent+20 {
+		t.Fatalf("fast got %d messages, want %d", len(got), sent+20)
+	}
+	// The slow socket's close frame is behind its unread data; read until it.
+	_ = slow.SetReadDeadline(time.Now().Add(wait))
+	for {
+		if _, _, err = slow.ReadMessage(); err != nil {
+			break
+		}
+	}
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+		t.Fatalf("slow client ended with %v, want close 1008", err)
+	}
+}
+
+// TestShutdownCloses1001: shutdown flushes queued frames and closes every
+// socket with 1001.
+func TestShutdownCloses1001(t *testing.T) {
+	h := start(t, ws.Config{})
+	a, b := h.dial(t, "alice"), h.dial(t, "bob")
+	join(t, a, "lobby", 0)
+	join(t, b, "lobby", 0)
+	say(t, a, "lobby", "before shutdown", "r1")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := h.gw.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*wstest.Client{a, b} {
+		for range c.Frames() {
+		}
+		if !websocket.IsCloseError(c.CloseErr, websocket.CloseGoingAway) {
+			t.Fatalf("close = %v, want 1001", c.CloseErr)
+		}
+	}
+	if _, err := wstest.Dial(h.srv.URL, "late"); err == nil {
+		t.Fatal("dial after shutdown succeeded")
+	}
+}
+
+// TestUpgradeChecks: bad users get 400 before the upgrade; foreign origins
+// need to be allowed.
+func TestUpgradeChecks(t *testing.T) {
+	h := start(t, ws.Config{AllowedOrigins: []string{"https://chat.example"}})
+	open := start(t, ws.Config{AllowedOrigins: []string{"*"}})
+	cases := []struct {
+		name   string
+		h      *harness
+		user   string
+		origin string
+		status int
+	}{
+		{"no user", h, "", "", http.StatusBadRequest},
+		{"control char user", h, "a\x01b", "", http.StatusBadRequest},
+		{"long user", h, strings.Repeat("u", 33), "", http.StatusBadRequest},
+		{"padded user", h, " bob", "", http.StatusBadRequest},
+		{"no origin", h, "bob", "", http.StatusSwitchingProtocols},
+		{"same host", h, "bob", strings.TrimSuffix(h.srv.URL, "/"), http.StatusSwitchingProtocols},
+		{"listed origin", h, "bob", "https://chat.example", http.StatusSwitchingProtocols},
+		{"foreign origin", h, "bob", "https://evil.example", http.StatusForbidden},
+		{"star allows all", open, "bob", "https://evil.example", http.StatusSwitchingProtocols},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := http.Header{}
+			if tc.origin != "" {
+				hdr.Set("Origin", tc.origin)
+			}
+			u := strings.Replace(tc.h.srv.URL, "http", "ws", 1) + "/ws?user=" + url.QueryEscape(tc.user)
+			conn, resp, err := websocket.DefaultDialer.Dial(u, hdr)
+			if conn != nil {
+				conn.Close()
+			}
+			if resp == nil {
+				t.Fatalf("no response: %v", err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tc.status)
+			}
+		})
+	}
+}
+
+// TestRejectedByModerator: a moderator's rejection reaches the sender as
+// rejected with its reason and is dead-lettered; nothing is delivered.
+func TestRejectedByModerator(t *testing.T) {
+	block := pipeline.Moderator{Name: "no-spam", Middleware: func(next pipelineHandler) pipelineHandler {
+		return func(msg *watermillMessage) ([]*watermillMessage, error) {
+			if strings.Contains(string(msg.Payload), "spam") {
+				return nil, pipeline.Errorf(pipeline.CodeRejected, "no spam here")
+			}
+			return next(msg)
+		}
+	}}
+	h := start(t, ws.Config{}, block)
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	if err := a.Say("lobby", "buy spam", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Await("error", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Code != pipeline.CodeRejected || f.Message != "no spam here" || f.Moderator != "no-spam" || f.Ref != "r1" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	dead := h.backend.DeadLetters()
+	if len(dead) != 1 || dead[0].Metadata.Get(pipeline.MetaModerator) != "no-spam" || dead[0].Metadata.Get(pipeline.MetaReason) != "no spam here" {
+		t.Fatalf("dead letters = %v", dead)
+	}
+	say(t, a, "lobby", "fine", "r2")
+	if m := collect(t, a, "lobby", 1); m[0].Text != "fine" {
+		t.Fatalf("delivered %q, want only the accepted message", m[0].Text)
+	}
+}

@@ -1,0 +1,120 @@
+package ws_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
+	"github.com/chatstream/chatstream/ws"
+)
+
+// wait is the generous upper bound of every expected event in these tests.
+const wait = 5 * time.Second
+
+// harness is a gateway with the memory backend behind an httptest server.
+type harness struct {
+	srv     *httptest.Server
+	gw      *ws.Gateway
+	hub     *ws.Hub
+	backend *memstore.Backend
+	stop    context.CancelFunc
+}
+
+// start runs a gateway configured by cfg; it is stopped by t.Cleanup.
+func start(t *testing.T, cfg ws.Config, mods ...pipeline.Moderator) *harness {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Logger = log
+	be := memstore.New(memstore.Config{RoomMaxLen: 20, Logger: log})
+	hub := ws.NewHub(log, 4096)
+	p, err := pipeline.New(pipeline.Config{Backend: be, Replier: hub, Deliverer: hub, Logger: log, Moderators: mods})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ws.NewGateway(cfg, hub, p, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx); err != nil {
+			t.Errorf("pipeline: %v", err)
+		}
+	}()
+	<-p.Running()
+	h := &harness{srv: httptest.NewServer(gw), gw: gw, hub: hub, backend: be, stop: cancel}
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), wait)
+		defer scancel()
+		_ = gw.Shutdown(sctx) // tests that shut down themselves make this a no-op
+		h.srv.Close()
+		cancel()
+		<-done
+		_ = be.Close()
+	})
+	return h
+}
+
+// dial connects user and closes the client in t.Cleanup.
+func (h *harness) dial(t *testing.T, user string) *wstest.Client {
+	t.Helper()
+	c, err := wstest.Dial(h.srv.URL, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// join joins room with n history messages and returns the joined frame.
+func join(t *testing.T, c *wstest.Client, room string, n int) wstest.Frame {
+	t.Helper()
+	if err := c.Join(room, n); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Await("joined", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// say sends text and waits for its ack.
+func say(t *testing.T, c *wstest.Client, room, text, ref string) wstest.Frame {
+	t.Helper()
+	if err := c.Say(room, text, ref); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == ref && (f.Type == "ack" || f.Type == "error") }, wait)
+	if err != nil {
+		t.Fatalf("waiting for ack of %q: %v", ref, err)
+	}
+	if f.Type == "error" {
+		t.Fatalf("send %q: got error %s: %s", ref, f.Code, f.Message)
+	}
+	return f
+}
+
+// collect returns the next n message frames of room, failing on timeout.
+func collect(t *testing.T, c *wstest.Client, room string, n int) []wstest.Frame {
+	t.Helper()
+	var out []wstest.Frame
+	for len(out) < n {
+		f, err := c.Next(wait)
+		if err != nil {
+			t.Fatalf("got %d of %d messages: %v", len(out), n, err)
+		}
+		if f.Type == "message" && f.Room == room {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,202 @@
+package ws
+
+import (
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// hubShards is the number of independently locked room shards.
+const hubShards = 32
+
+// Hub tracks which local connections are in which rooms and delivers stored
+// messages and outcomes to them. It implements pipeline.Deliverer and
+// pipeline.Replier. All methods are safe for concurrent use and never block
+// on a socket.
+type Hub struct {
+	log        *slog.Logger
+	maxPending int
+	shards     [hubShards]roomShard
+
+	// connsMu guards conns.
+	connsMu sync.RWMutex
+	conns   map[string]*Conn
+
+	slow atomic.Int64
+}
+
+type roomShard struct {
+	// mu guards rooms and every member in it.
+	mu    sync.Mutex
+	rooms map[string]map[*Conn]*member
+}
+
+// member is one connection's membership in one room.
+type member struct {
+	// ready is false while the join reads history; live messages wait in
+	// pending until the history has been queued.
+	ready   bool
+	pending []pipeline.Message
+	// last is the highest seq queued to the connection; older or equal
+	// seqs are duplicates and dropped.
+	last pipeline.Seq
+}
+
+var (
+	_ pipeline.Deliverer = (*Hub)(nil)
+	_ pipeline.Replier   = (*Hub)(nil)
+)
+
+// NewHub returns an empty hub. maxPending bounds the live messages held for
+// one joining member while its history is read (a member that overflows it
+// is disconnected as too slow).
+func NewHub(log *slog.Logger, maxPending int) *Hub {
+	h := &Hub{log: log, maxPending: maxPending, conns: make(map[string]*Conn)}
+	for i := range h.shards {
+		h.shards[i].rooms = make(map[string]map[*Conn]*member)
+	}
+	return h
+}
+
+func (h *Hub) shard(room string) *roomShard {
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(room)) // hash writes never fail
+	return &h.shards[f.Sum32()%hubShards]
+}
+
+// SlowDisconnects is the number of connections dropped because their send
+// queue was full.
+func (h *Hub) SlowDisconnects() int64 { return h.slow.Load() }
+
+// Conns is the number of open connections.
+func (h *Hub) Conns() int {
+	h.connsMu.RLock()
+	defer h.connsMu.RUnlock()
+	return len(h.conns)
+}
+
+func (h *Hub) addConn(c *Conn) {
+	h.connsMu.Lock()
+	h.conns[c.id] = c
+	h.connsMu.Unlock()
+}
+
+func (h *Hub) removeConn(c *Conn, rooms []string) {
+	h.connsMu.Lock()
+	delete(h.conns, c.id)
+	h.connsMu.Unlock()
+	for _, r := range rooms {
+		h.leave(c, r)
+	}
+}
+
+func (h *Hub) allConns() []*Conn {
+	h.connsMu.RLock()
+	defer h.connsMu.RUnlock()
+	out := make([]*Conn, 0, len(h.conns))
+	for _, c := range h.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// beginJoin registers c in room for live delivery before its history is
+// read; messages that arrive meanwhile wait in the member's pending list.
+func (h *Hub) beginJoin(c *Conn, room string) {
+	s := h.shard(room)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	members := s.rooms[room]
+	if members == nil {
+		members = make(map[*Conn]*member)
+		s.rooms[room] = members
+	}
+	members[c] = &member{}
+}
+
+// finishJoin queues the joined frame (built by frame from the history whose
+// newest seq is last) and then every pending live message newer than last,
+// and switches the member to live delivery.
+func (h *Hub) finishJoin(c *Conn, room string, last pipeline.Seq, joined []byte) {
+	s := h.shard(room)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.rooms[room][c]
+	if m == nil {
+		return // left or disconnected meanwhile
+	}
+	m.last = last
+	c.enqueue(joined)
+	for _, p := range m.pending {
+		h.queueTo(c, m, p, nil)
+	}
+	m.pending, m.ready = nil, true
+}
+
+// leave removes c from room.
+func (h *Hub) leave(c *Conn, room string) {
+	s := h.shard(room)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	members := s.rooms[room]
+	delete(members, c)
+	if len(members) == 0 {
+		delete(s.rooms, room)
+	}
+}
+
+// Deliver queues m on every local member of its room, encoded once.
+func (h *Hub) Deliver(m pipeline.Message) {
+	s := h.shard(m.Room)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	members := s.rooms[m.Room]
+	if len(members) == 0 {
+		return
+	}
+	var frame []byte // encoded on first use, shared by every member
+	for c, mem := range members {
+		if !mem.ready {
+			if len(mem.pending) >= h.maxPending {
+				c.kickSlow()
+				continue
+			}
+			mem.pending = append(mem.pending, m)
+			continue
+		}
+		frame = h.queueTo(c, mem, m, frame)
+	}
+}
+
+// queueTo queues m to c unless c already has it; frame is m's encoding or nil.
+// It returns the encoding for reuse.
+func (h *Hub) queueTo(c *Conn, mem *member, m pipeline.Message, frame []byte) []byte {
+	seq, err := pipeline.ParseSeq(m.Seq)
+	if err != nil || !mem.last.Less(seq) {
+		return frame
+	}
+	mem.last = seq
+	if frame == nil {
+		frame = encode(toWire(m))
+	}
+	c.enqueue(frame)
+	return frame
+}
+
+// Reply sends an outcome to its connection, if it is still here.
+func (h *Hub) Reply(o pipeline.Outcome) {
+	h.connsMu.RLock()
+	c := h.conns[o.ConnID]
+	h.connsMu.RUnlock()
+	if c == nil {
+		return
+	}
+	if o.Err != nil {
+		c.enqueue(errFrame(o.Err, o.Ref, o.Room))
+		return
+	}
+	c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq}))
+}
