@@ -289,7 +289,9 @@ func (c *Conn) readJoinHistory(f ClientFrame) (pipeline.HistoryPage, pipeline.Se
 	defer cancel()
 	var last pipeline.Seq
 	if f.Since != "" {
-		last, _ = pipeline.ParseSeq(f.Since) // checked by DecodeFrame
+		// last stays zero when nothing follows since: every live message
+		// that arrives is then newer than since, and a since from the
+		// future cannot suppress them.
 		var out pipeline.HistoryPage
 		after := f.Since
 		for first := true; ; first = false {

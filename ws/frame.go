@@ -57,9 +57,9 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&f); err != nil {
-		return ClientFrame{}, pipeline.Errorf(pipeline.CodeBadFrame, "frame is not a JSON object of the protocol: %v", err)
+		return salvage(data), pipeline.Errorf(pipeline.CodeBadFrame, "frame is not a JSON object of the protocol: %v", err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
 		return ClientFrame{}, pipeline.Errorf(pipeline.CodeBadFrame, "one JSON object per frame")
 	}
 	if err := pipeline.ValidateRef(f.Ref); err != nil {
@@ -97,6 +97,23 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		}
 	}
 	return f, nil
+}
+
+// salvage reads the ref and room of a frame that failed to decode, so the
+// error can still name them; it keeps only values that are themselves valid.
+func salvage(data []byte) ClientFrame {
+	var probe map[string]json.RawMessage
+	if json.Unmarshal(data, &probe) != nil {
+		return ClientFrame{}
+	}
+	var f ClientFrame
+	if json.Unmarshal(probe["ref"], &f.Ref) != nil || pipeline.ValidateRef(f.Ref) != nil {
+		f.Ref = ""
+	}
+	if json.Unmarshal(probe["room"], &f.Room) != nil || pipeline.ValidateRoom(f.Room) != nil {
+		f.Room = ""
+	}
+	return f
 }
 
 // wireMessage is a message frame (and an element of a history list).

@@ -9,18 +9,18 @@ import (
 
 // serveCmd runs a gateway.
 type serveCmd struct {
-	Addr           string        `default:":8080" env:"CHATSTREAM_ADDR" help:"Listen address."`
-	AllowedOrigins []string      `env:"CHATSTREAM_ALLOWED_ORIGINS" sep:"," help:"Cross-origin Origins allowed to connect (scheme://host[:port], comma separated; * allows all). Same-host and Origin-less requests are always allowed."`
-	RoomMaxlen     int           `default:"10000" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
-	MaxText        int           `default:"4096" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
-	ReadLimit      int64         `default:"65536" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
-	MaxRooms       int           `default:"100" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
-	SendQueue      int           `default:"256" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
-	FrameRate      float64       `default:"20" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
-	FrameBurst     int           `default:"40" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
-	PongWait       time.Duration `default:"60s" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
-	WriteWait      time.Duration `default:"10s" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
-	ShutdownGrace  time.Duration `default:"10s" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
+	Addr            string        `default:":8080" env:"CHATSTREAM_ADDR" help:"Listen address."`
+	AllowedOrigins  []string      `env:"CHATSTREAM_ALLOWED_ORIGINS" sep:"," help:"Cross-origin Origins allowed to connect (scheme://host[:port], comma separated; * allows all). Same-host and Origin-less requests are always allowed."`
+	RoomMaxlen      int           `default:"10000" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
+	MaxText         int           `default:"4096" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
+	ReadLimit       int64         `default:"65536" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
+	MaxRooms        int           `default:"100" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
+	SendQueue       int           `default:"256" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
+	FrameRate       float64       `default:"20" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
+	FrameBurst      int           `default:"40" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
+	PongWait        time.Duration `default:"60s" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
+	WriteWait       time.Duration `default:"10s" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
+	ShutdownTimeout time.Duration `default:"10s" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
 }
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
@@ -37,7 +37,7 @@ func (s *serveCmd) config(g *globals) server.Config {
 		Addr:            s.Addr,
 		RoomMaxLen:      s.RoomMaxlen,
 		MaxTextBytes:    s.MaxText,
-		ShutdownTimeout: s.ShutdownGrace,
+		ShutdownTimeout: s.ShutdownTimeout,
 		Logger:          g.Log,
 		WS: ws.Config{
 			AllowedOrigins: s.AllowedOrigins,

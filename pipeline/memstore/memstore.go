@@ -22,6 +22,9 @@ import (
 type Config struct {
 	// RoomMaxLen is the number of messages kept per room. Default 10,000.
 	RoomMaxLen int
+	// FeedQueue is the number of stored messages waiting for the feed
+	// before Append blocks. Default 4096.
+	FeedQueue int
 	// DeadLetterMaxLen is the number of rejected messages kept. Default 10,000.
 	DeadLetterMaxLen int
 	// Logger receives the feed's diagnostics. Default slog.Default().
@@ -29,15 +32,26 @@ type Config struct {
 }
 
 // Backend keeps rooms in memory. It is safe for concurrent use.
+//
+// Append hands each stored message, in seq order, to a bounded queue; one
+// goroutine publishes the queue on a Watermill GoChannel that blocks until
+// the subscribers ack, which keeps the feed in seq order without making
+// Append wait for the subscribers.
 type Backend struct {
-	cfg  Config
-	feed *gochannel.GoChannel
+	cfg    Config
+	feed   *gochannel.GoChannel
+	queue  chan *message.Message
+	stop   chan struct{}
+	pumped chan struct{}
 
 	// mu guards the fields below and orders Append: a message gets its seq
 	// and is handed to the feed under mu, so delivery order is seq order.
 	mu     sync.Mutex
 	last   pipeline.Seq
 	rooms  map[string]*roomLog
+	// recent is the feed's own log (at most RoomMaxLen messages), so a
+	// subscription can resume after a seq like a Redis one.
+	recent []*message.Message
 	dead   []*message.Message
 	closed bool
 }
@@ -61,15 +75,37 @@ func New(cfg Config) *Backend {
 	if cfg.DeadLetterMaxLen <= 0 {
 		cfg.DeadLetterMaxLen = 10_000
 	}
+	if cfg.FeedQueue <= 0 {
+		cfg.FeedQueue = 4096
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	return &Backend{
-		cfg: cfg,
-		// Blocking until the subscriber acks keeps the feed in seq order.
-		feed:  gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog),
-		rooms: make(map[string]*roomLog),
+	b := &Backend{
+		cfg:    cfg,
+		feed:   gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog),
+		queue:  make(chan *message.Message, cfg.FeedQueue),
+		stop:   make(chan struct{}),
+		pumped: make(chan struct{}),
+		rooms:  make(map[string]*roomLog),
+	}
+	go b.pump()
+	return b
+}
+
+// pump publishes queued messages on the feed until Close.
+func (b *Backend) pump() {
+	defer close(b.pumped)
+	for {
+		select {
+		case m := <-b.queue:
+			if err := b.feed.Publish(feedTopic, m); err != nil {
+				return // the feed is closed
+			}
+		case <-b.stop:
+			return
+		}
 	}
 }
 
@@ -101,8 +137,14 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, err
 		room.hasTrimmed = true
 		room.msgs = append(room.msgs[:0:0], room.msgs[over:]...)
 	}
-	if err := b.feed.Publish(feedTopic, stored); err != nil {
-		return "", fmt.Errorf("memstore: feed: %w", err)
+	b.recent = append(b.recent, stored)
+	if over := len(b.recent) - b.cfg.RoomMaxLen; over > 0 {
+		b.recent = append(b.recent[:0:0], b.recent[over:]...)
+	}
+	select {
+	case b.queue <- stored:
+	case <-ctx.Done():
+		return "", fmt.Errorf("memstore: feed queue full: %w", ctx.Err())
 	}
 	return m.Seq, nil
 }
@@ -121,14 +163,58 @@ func (b *Backend) nextSeq() pipeline.Seq {
 // Partitions is 1: one process needs no partitioning.
 func (b *Backend) Partitions() int { return 1 }
 
-// Subscribe returns the messages stored from now on. after is ignored: an
-// in-process feed loses nothing while the process runs.
-func (b *Backend) Subscribe(ctx context.Context, _ int, _ string) (<-chan *message.Message, error) {
-	ch, err := b.feed.Subscribe(ctx, feedTopic)
+// Subscribe returns the messages stored after the seq after (from now on
+// when after is ""): first those still in the feed's recent log, then live
+// ones. The channel closes when ctx is done.
+func (b *Backend) Subscribe(ctx context.Context, _ int, after string) (<-chan *message.Message, error) {
+	var from pipeline.Seq
+	if after != "" {
+		s, err := pipeline.ParseSeq(after)
+		if err != nil {
+			return nil, fmt.Errorf("memstore: %w", err)
+		}
+		from = s
+	}
+	b.mu.Lock()
+	var replay []*message.Message
+	if after != "" {
+		for _, m := range b.recent {
+			if s, _ := pipeline.ParseSeq(m.Metadata.Get(pipeline.MetaSeq)); from.Less(s) {
+				replay = append(replay, m.Copy())
+			}
+		}
+	}
+	// Messages up to cursor are replayed or older than the subscription;
+	// the queue may still hold some of them, so live ones are filtered.
+	cursor := b.last
+	live, err := b.feed.Subscribe(ctx, feedTopic)
+	b.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("memstore: %w", err)
 	}
-	return ch, nil
+	out := make(chan *message.Message)
+	go func() {
+		defer close(out)
+		for _, m := range replay {
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+		for m := range live {
+			if s, _ := pipeline.ParseSeq(m.Metadata.Get(pipeline.MetaSeq)); !cursor.Less(s) {
+				m.Ack()
+				continue
+			}
+			select {
+			case out <- m: // the consumer acks it, which releases the pump
+			case <-ctx.Done():
+				m.Ack()
+			}
+		}
+	}()
+	return out, nil
 }
 
 // History returns the room's messages selected by q.
@@ -210,9 +296,16 @@ func (b *Backend) Ping(context.Context) error {
 // Close stops the feed; later Appends fail.
 func (b *Backend) Close() error {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
 	b.closed = true
 	b.mu.Unlock()
-	if err := b.feed.Close(); err != nil {
+	close(b.stop)
+	err := b.feed.Close() // also releases a pump blocked in Publish
+	<-b.pumped
+	if err != nil {
 		return fmt.Errorf("memstore: %w", err)
 	}
 	return nil

@@ -1,0 +1,117 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// blockTime is how long one XREAD of a partition blocks; it bounds how long
+// a cancelled subscription keeps its connection.
+const blockTime = time.Second
+
+// MetaUndecodable marks a message made from a stream entry that could not be
+// decoded; it carries the reason. pipeline.FromWatermill rejects such
+// messages, so the delivery loop logs, counts and skips them.
+const MetaUndecodable = "_chatstream_undecodable"
+
+// Subscribe follows partition p's bus with watermill-redisstream in fan-out
+// mode, starting after the seq after. For after == "" it starts after the
+// bus's current last entry, resolved now, so no message stored after
+// Subscribe returns is missed.
+func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
+	bus := b.keys.Bus(p)
+	if after == "" {
+		last, err := b.lastID(ctx, bus)
+		if err != nil {
+			return nil, err
+		}
+		after = last
+	}
+	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+		Client:                        b.subClient,
+		Unmarshaller:                  tolerantUnmarshaller{},
+		FanOutOldestId:                after,
+		BlockTime:                     blockTime,
+		DisableIndefiniteInitialBlock: true,
+	}, b.wlog)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: subscriber: %w", err)
+	}
+	ch, err := sub.Subscribe(ctx, bus)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: subscribe %s: %w", bus, err)
+	}
+	return ch, nil
+}
+
+// lastID returns the last entry ID ever added to stream, "0-0" when it does
+// not exist yet.
+func (b *Backend) lastID(ctx context.Context, stream string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	info, err := b.client.XInfoStream(ctx, stream).Result()
+	if err != nil {
+		if isNoSuchKey(err) {
+			return "0-0", nil
+		}
+		return "", fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+	}
+	return info.LastGeneratedID, nil
+}
+
+func isNoSuchKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such key")
+}
+
+// tolerantUnmarshaller decodes entries in Watermill's layout; an entry it
+// cannot decode becomes a message marked MetaUndecodable instead of an
+// error, because an error would end the subscription.
+type tolerantUnmarshaller struct{}
+
+func (tolerantUnmarshaller) Unmarshal(values map[string]any) (msg *message.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil { // the default unmarshaller type-asserts fields
+			msg, err = undecodable(values, fmt.Sprint(r)), nil
+		}
+	}()
+	m, derr := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(values)
+	if derr != nil {
+		return undecodable(values, derr.Error()), nil
+	}
+	return m, nil
+}
+
+func undecodable(values map[string]any, reason string) *message.Message {
+	id, _ := values[redisstream.UUIDHeaderKey].(string)
+	if id == "" {
+		id = "unknown"
+	}
+	m := message.NewMessage(id, nil)
+	m.Metadata.Set(MetaUndecodable, reason)
+	return m
+}
+
+// decodeEntry turns a room stream entry into a Message; its seq is the entry ID.
+func decodeEntry(x redis.XMessage) (pipeline.Message, error) {
+	msg, _ := tolerantUnmarshaller{}.Unmarshal(x.Values)
+	if reason := msg.Metadata.Get(MetaUndecodable); reason != "" {
+		return pipeline.Message{}, fmt.Errorf("entry %s: %w: %s", x.ID, errUndecodable, reason)
+	}
+	msg.Metadata.Set(pipeline.MetaSeq, x.ID)
+	m, err := pipeline.FromWatermill(msg)
+	if err != nil {
+		return pipeline.Message{}, fmt.Errorf("entry %s: %w", x.ID, err)
+	}
+	return m, nil
+}
+
+var errUndecodable = errors.New("undecodable entry")

@@ -1,0 +1,377 @@
+// Package redisstore is chatstream's Redis Streams backend: a history stream
+// per room, N partition bus streams that every instance follows with
+// watermill-redisstream in fan-out mode, and a dead-letter stream.
+//
+// Key layout (prefix "chat", N = 16 by default):
+//
+//	chat:{p07}:room:<room>   history of one room (MAXLEN ~ RoomMaxLen)
+//	chat:{p07}:bus           delivery log of partition 07 (MAXLEN ~ BusMaxLen)
+//	chat:rejected            dead letters (MAXLEN ~ DeadLetterMaxLen)
+//
+// A room belongs to partition pipeline.PartitionOf(room, N); the {pNN} hash
+// tag keeps a room and its bus in one Redis Cluster slot, so one Lua script
+// writes both atomically, under one entry ID that is the message's seq.
+// Entries use Watermill's layout: _watermill_message_uuid, payload (the
+// text) and metadata (a msgpack map of strings, including seq).
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+//go:embed append.lua
+var appendLua string
+
+var appendScript = redis.NewScript(appendLua)
+
+// Config configures a Backend. A zero field takes the default in its comment.
+type Config struct {
+	// URL selects the Redis: redis://[user:pass@]host:port/db, or a comma
+	// separated list of host:port addresses for a Redis Cluster. Required.
+	URL string
+	// Prefix starts every key. Default "chat".
+	Prefix string
+	// Partitions is the number of bus streams. Default 16. Every instance
+	// sharing a Redis must use the same value.
+	Partitions int
+	// RoomMaxLen is the approximate number of messages kept per room.
+	// Default 10,000.
+	RoomMaxLen int64
+	// BusMaxLen is the approximate length of each bus stream. Default 10,000.
+	BusMaxLen int64
+	// DeadLetterMaxLen is the approximate length of the dead-letter stream.
+	// Default 10,000.
+	DeadLetterMaxLen int64
+	// MaxBatch caps the appends sent in one pipelined round trip. Default 128.
+	MaxBatch int
+	// Timeout bounds one Redis round trip. Default 3s.
+	Timeout time.Duration
+	// Logger receives diagnostics. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = "chat"
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 16
+	}
+	if c.RoomMaxLen == 0 {
+		c.RoomMaxLen = 10_000
+	}
+	if c.BusMaxLen == 0 {
+		c.BusMaxLen = 10_000
+	}
+	if c.DeadLetterMaxLen == 0 {
+		c.DeadLetterMaxLen = 10_000
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 128
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 3 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration that cannot work. It does not change c.
+func (c Config) Validate() error {
+	switch {
+	case c.URL == "":
+		return errors.New("redisstore: URL is required")
+	case c.Partitions < 0 || c.Partitions > 100:
+		return errors.New("redisstore: partitions must be between 1 and 100")
+	case c.RoomMaxLen < 0, c.BusMaxLen < 0, c.DeadLetterMaxLen < 0, c.MaxBatch < 0, c.Timeout < 0:
+		return errors.New("redisstore: limits must not be negative")
+	case strings.ContainsAny(c.Prefix, "{} \n"):
+		return errors.New("redisstore: prefix must not contain braces or spaces")
+	}
+	return nil
+}
+
+// Keys names the Redis keys of a deployment.
+type Keys struct {
+	Prefix     string
+	Partitions int
+}
+
+// Room returns the history stream of room.
+func (k Keys) Room(room string) string {
+	return fmt.Sprintf("%s:{p%02d}:room:%s", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room)
+}
+
+// Bus returns the bus stream of partition p.
+func (k Keys) Bus(p int) string { return fmt.Sprintf("%s:{p%02d}:bus", k.Prefix, p) }
+
+// BusOf returns the bus stream of room's partition.
+func (k Keys) BusOf(room string) string { return k.Bus(pipeline.PartitionOf(room, k.Partitions)) }
+
+// Rejected returns the dead-letter stream.
+func (k Keys) Rejected() string { return k.Prefix + ":rejected" }
+
+// Backend stores chat in Redis Streams. It is safe for concurrent use.
+type Backend struct {
+	cfg  Config
+	keys Keys
+	log  *slog.Logger
+	wlog watermill.LoggerAdapter
+	// client serves appends, history and dead letters; subClient serves the
+	// partition subscriptions, each of which pins one connection while it
+	// blocks, so its pool is larger than the number of partitions.
+	client    redis.UniversalClient
+	subClient redis.UniversalClient
+	dead      *redisstream.Publisher
+
+	reqs     chan appendReq
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+var _ pipeline.Backend = (*Backend)(nil)
+
+// Options parses a Redis URL (see Config.URL) into client options.
+func Options(url string) (*redis.UniversalOptions, error) {
+	if strings.Contains(url, "://") {
+		o, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: %w", err)
+		}
+		return &redis.UniversalOptions{
+			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password,
+			TLSConfig: o.TLSConfig, Protocol: o.Protocol,
+		}, nil
+	}
+	var addrs []string
+	for a := range strings.SplitSeq(url, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("redisstore: no address in %q", url)
+	}
+	return &redis.UniversalOptions{Addrs: addrs}, nil
+}
+
+// New connects to Redis (lazily: New does not fail when Redis is down) and
+// starts the append batcher. Close stops it.
+func New(cfg Config) (*Backend, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	opts, err := Options(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	opts.DialTimeout = cfg.Timeout
+	opts.ReadTimeout = cfg.Timeout
+	opts.WriteTimeout = cfg.Timeout
+	opts.MaxRetries = 1
+	client := redis.NewUniversalClient(opts)
+	subOpts := *opts
+	subOpts.PoolSize = cfg.Partitions + 4
+	// Blocking reads last up to the subscriber's block time; the read
+	// timeout must not cut them.
+	subOpts.ReadTimeout = cfg.Timeout + 2*time.Second
+	subClient := redis.NewUniversalClient(&subOpts)
+
+	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
+	dead, err := redisstream.NewPublisher(redisstream.PublisherConfig{
+		Client:     client,
+		Marshaller: redisstream.DefaultMarshallerUnmarshaller{},
+		Maxlens:    map[string]int64{keys.Rejected(): cfg.DeadLetterMaxLen},
+	}, wlog)
+	if err != nil {
+		_ = client.Close()    // nothing was used yet
+		_ = subClient.Close() // nothing was used yet
+		return nil, fmt.Errorf("redisstore: dead-letter publisher: %w", err)
+	}
+	b := &Backend{
+		cfg: cfg, keys: keys, log: cfg.Logger, wlog: wlog,
+		client: client, subClient: subClient, dead: dead,
+		reqs: make(chan appendReq, 4*cfg.MaxBatch),
+		stop: make(chan struct{}),
+	}
+	b.wg.Go(b.batcher)
+	return b, nil
+}
+
+// Keys returns the deployment's key names.
+func (b *Backend) Keys() Keys { return b.keys }
+
+// Client returns the backend's Redis client (for tools).
+func (b *Backend) Client() redis.UniversalClient { return b.client }
+
+// Partitions returns the number of bus streams.
+func (b *Backend) Partitions() int { return b.cfg.Partitions }
+
+// Ping reports whether Redis answers.
+func (b *Backend) Ping(ctx context.Context) error {
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close stops the batcher and closes the Redis clients.
+func (b *Backend) Close() error {
+	b.stopOnce.Do(func() { close(b.stop) })
+	b.wg.Wait()
+	return errors.Join(b.client.Close(), b.subClient.Close())
+}
+
+// DeadLetter publishes msg to the dead-letter stream through Watermill's
+// Redis Streams publisher.
+func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
+	if err := b.dead.Publish(b.keys.Rejected(), msg); err != nil {
+		return fmt.Errorf("redisstore: dead letter: %w", err)
+	}
+	return nil
+}
+
+// appendReq is one Append waiting for the batcher.
+type appendReq struct {
+	room, bus string
+	args      []any
+	res       chan appendRes
+}
+
+type appendRes struct {
+	seq string
+	err error
+}
+
+// ErrClosed reports use of a closed backend.
+var ErrClosed = errors.New("redisstore: closed")
+
+// Append stores msg in its room stream and bus with one script call; calls
+// that arrive while a round trip is in flight are pipelined together.
+func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, error) {
+	room := msg.Metadata.Get(pipeline.MetaRoom)
+	if room == "" {
+		return "", fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
+	}
+	md, err := msgpack.Marshal(map[string]string(msg.Metadata))
+	if err != nil {
+		return "", fmt.Errorf("redisstore: metadata: %w", err)
+	}
+	req := appendReq{
+		room: b.keys.Room(room), bus: b.keys.BusOf(room),
+		args: []any{b.cfg.RoomMaxLen, b.cfg.BusMaxLen, msg.UUID, []byte(msg.Payload), md},
+		res:  make(chan appendRes, 1),
+	}
+	select {
+	case b.reqs <- req:
+	case <-ctx.Done():
+		return "", fmt.Errorf("redisstore: append: %w", ctx.Err())
+	case <-b.stop:
+		return "", ErrClosed
+	}
+	select {
+	case r := <-req.res:
+		return r.seq, r.err
+	case <-ctx.Done():
+		// The batcher answers into the buffered channel later; the
+		// message may still be stored, but it was not acknowledged.
+		return "", fmt.Errorf("redisstore: append: %w", ctx.Err())
+	}
+}
+
+// batcher sends appends in pipelined batches: whatever has queued while the
+// previous round trip was in flight goes in the next one.
+func (b *Backend) batcher() {
+	batch := make([]appendReq, 0, b.cfg.MaxBatch)
+	for {
+		select {
+		case <-b.stop:
+			b.failQueued()
+			return
+		case r := <-b.reqs:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < b.cfg.MaxBatch {
+			select {
+			case r := <-b.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		b.runBatch(batch)
+	}
+}
+
+func (b *Backend) failQueued() {
+	for {
+		select {
+		case r := <-b.reqs:
+			r.res <- appendRes{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+func (b *Backend) runBatch(batch []appendReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	defer cancel()
+	cmds, err := b.evalBatch(ctx, batch, true)
+	if err != nil && isNoScript(err) {
+		cmds, err = b.evalBatch(ctx, batch, false)
+	}
+	for i, r := range batch {
+		if i >= len(cmds) {
+			r.res <- appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)}
+			continue
+		}
+		seq, cerr := cmds[i].Text()
+		if cerr != nil {
+			r.res <- appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cerr)}
+			continue
+		}
+		r.res <- appendRes{seq: seq}
+	}
+}
+
+// evalBatch runs the append script for every request in one pipeline, by
+// SHA when bySHA is set (the script is cached after the first Eval).
+func (b *Backend) evalBatch(ctx context.Context, batch []appendReq, bySHA bool) ([]*redis.Cmd, error) {
+	pipe := b.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, r := range batch {
+		keys := []string{r.room, r.bus}
+		if bySHA {
+			cmds[i] = appendScript.EvalSha(ctx, pipe, keys, r.args...)
+		} else {
+			cmds[i] = appendScript.Eval(ctx, pipe, keys, r.args...)
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	return cmds, err
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
