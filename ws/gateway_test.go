@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/gorilla/websocket"
 
 	"github.com/chatstream/chatstream/internal/wstest"
@@ -479,8 +480,8 @@ func TestUpgradeChecks(t *testing.T) {
 // TestRejectedByModerator: a moderator's rejection reaches the sender as
 // rejected with its reason and is dead-lettered; nothing is delivered.
 func TestRejectedByModerator(t *testing.T) {
-	block := pipeline.Moderator{Name: "no-spam", Middleware: func(next pipelineHandler) pipelineHandler {
-		return func(msg *watermillMessage) ([]*watermillMessage, error) {
+	block := pipeline.Moderator{Name: "no-spam", Middleware: func(next message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
 			if strings.Contains(string(msg.Payload), "spam") {
 				return nil, pipeline.Errorf(pipeline.CodeRejected, "no spam here")
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/ws"
 )
@@ -10,6 +11,10 @@ import (
 // serveCmd runs a gateway.
 type serveCmd struct {
 	Addr            string        `default:":8080" env:"CHATSTREAM_ADDR" help:"Listen address."`
+	Redis           string        `env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis backend: redis://host:port/db, or host:port,host:port,... for a Cluster. Empty: the embedded in-memory backend (one instance)."`
+	RedisPrefix     string        `default:"chat" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key, so deployments can share a Redis."`
+	Partitions      int           `default:"16" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams rooms are spread over (same on every instance)."`
+	BusMaxlen       int64         `default:"10000" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus stream (approximately)."`
 	AllowedOrigins  []string      `env:"CHATSTREAM_ALLOWED_ORIGINS" sep:"," help:"Cross-origin Origins allowed to connect (scheme://host[:port], comma separated; * allows all). Same-host and Origin-less requests are always allowed."`
 	RoomMaxlen      int           `default:"10000" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
 	MaxText         int           `default:"4096" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
@@ -25,8 +30,22 @@ type serveCmd struct {
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
 func (s *serveCmd) Run(g *globals) error {
-	srv, err := server.New(s.config(g))
+	cfg := s.config(g)
+	if s.Redis != "" {
+		b, err := redisstore.New(redisstore.Config{
+			URL: s.Redis, Prefix: s.RedisPrefix, Partitions: s.Partitions,
+			RoomMaxLen: int64(s.RoomMaxlen), BusMaxLen: s.BusMaxlen, Logger: g.Log,
+		})
+		if err != nil {
+			return err
+		}
+		cfg.Backend = b
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
+		if cfg.Backend != nil {
+			_ = cfg.Backend.Close() // the server never started
+		}
 		return err
 	}
 	return srv.Run(g.Ctx)

@@ -1,8 +1,0 @@
-package ws_test
-
-import "github.com/ThreeDotsLabs/watermill/message"
-
-type (
-	pipelineHandler  = message.HandlerFunc
-	watermillMessage = message.Message
-)
