@@ -46,9 +46,9 @@ type Backend struct {
 
 	// mu guards the fields below and orders Append: a message gets its seq
 	// and is handed to the feed under mu, so delivery order is seq order.
-	mu     sync.Mutex
-	last   pipeline.Seq
-	rooms  map[string]*roomLog
+	mu    sync.Mutex
+	last  pipeline.Seq
+	rooms map[string]*roomLog
 	// recent is the feed's own log (at most RoomMaxLen messages), so a
 	// subscription can resume after a seq like a Redis one.
 	recent []*message.Message

@@ -100,13 +100,23 @@ func undecodable(values map[string]any, reason string) *message.Message {
 	return m
 }
 
-// decodeEntry turns a room stream entry into a Message; its seq is the entry ID.
-func decodeEntry(x redis.XMessage) (pipeline.Message, error) {
+// DecodeEntry decodes any chatstream stream entry (room, bus or dead
+// letter) into its Watermill message, with MetaSeq set to the entry ID.
+func DecodeEntry(x redis.XMessage) (*message.Message, error) {
 	msg, _ := tolerantUnmarshaller{}.Unmarshal(x.Values)
 	if reason := msg.Metadata.Get(MetaUndecodable); reason != "" {
-		return pipeline.Message{}, fmt.Errorf("entry %s: %w: %s", x.ID, errUndecodable, reason)
+		return nil, fmt.Errorf("entry %s: %w: %s", x.ID, ErrUndecodable, reason)
 	}
 	msg.Metadata.Set(pipeline.MetaSeq, x.ID)
+	return msg, nil
+}
+
+// decodeEntry turns a room stream entry into a Message; its seq is the entry ID.
+func decodeEntry(x redis.XMessage) (pipeline.Message, error) {
+	msg, err := DecodeEntry(x)
+	if err != nil {
+		return pipeline.Message{}, err
+	}
 	m, err := pipeline.FromWatermill(msg)
 	if err != nil {
 		return pipeline.Message{}, fmt.Errorf("entry %s: %w", x.ID, err)
@@ -114,4 +124,5 @@ func decodeEntry(x redis.XMessage) (pipeline.Message, error) {
 	return m, nil
 }
 
-var errUndecodable = errors.New("undecodable entry")
+// ErrUndecodable reports a stream entry that is not in chatstream's layout.
+var ErrUndecodable = errors.New("undecodable entry")

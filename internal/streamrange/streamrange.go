@@ -1,0 +1,60 @@
+// Package streamrange parses the time bounds that chatstream's tools accept
+// (RFC 3339 times, durations ago, stream IDs/seqs) into Redis stream IDs.
+package streamrange
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// ErrBadBound reports a bound that is none of the accepted forms.
+var ErrBadBound = errors.New("not an RFC 3339 time, a duration ago (15m, -15m) or a seq (1700000000000-0)")
+
+// Bound converts s to a stream ID, relative to now:
+//
+//	2026-11-26T03:00:00Z   an RFC 3339 time (its millisecond, seq 0)
+//	15m, -15m, 1h30m       that long before now (the sign is optional)
+//	1795716957201-3, 1795716957201  a stream ID / seq, or milliseconds
+//
+// An empty s returns "".
+func Bound(s string, now time.Time) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return fromTime(t), nil
+	}
+	if d, err := time.ParseDuration(strings.TrimPrefix(s, "-")); err == nil && d >= 0 {
+		return fromTime(now.Add(-d)), nil
+	}
+	if seq, err := pipeline.ParseSeq(s); err == nil {
+		return seq.String(), nil
+	}
+	if ms, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return pipeline.Seq{MS: ms}.String(), nil
+	}
+	return "", fmt.Errorf("%q: %w", s, ErrBadBound)
+}
+
+func fromTime(t time.Time) string {
+	ms := t.UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	return pipeline.Seq{MS: uint64(ms)}.String()
+}
+
+// Time returns the wall-clock time of a stream ID.
+func Time(id string) (time.Time, error) {
+	seq, err := pipeline.ParseSeq(id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(int64(seq.MS)).UTC(), nil
+}

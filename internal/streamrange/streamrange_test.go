@@ -1,0 +1,46 @@
+package streamrange
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestBound covers every accepted form and the rejected ones.
+func TestBound(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	ms := fromTime
+	cases := []struct {
+		name, in, want string
+		err            bool
+	}{
+		{"empty", "", "", false},
+		{"rfc3339", "2026-11-26T03:00:00Z", ms(time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)), false},
+		{"rfc3339 offset", "2026-11-26T04:00:00+01:00", ms(time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)), false},
+		{"duration", "15m", ms(now.Add(-15 * time.Minute)), false},
+		{"negative duration", "-1h30m", ms(now.Add(-90 * time.Minute)), false},
+		{"seq", "1795716957201-3", "1795716957201-3", false},
+		{"millis", "1795716957201", "1795716957201-0", false},
+		{"garbage", "yesterday", "", true},
+		{"bad seq", "12-x", "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Bound(tc.in, now)
+			if tc.err {
+				if !errors.Is(err, ErrBadBound) {
+					t.Fatalf("Bound(%q) error = %v, want ErrBadBound", tc.in, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Bound(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+	tm, err := Time("1795716957201-3")
+	if err != nil || tm.UnixMilli() != 1795716957201 {
+		t.Fatalf("Time = %v, %v", tm, err)
+	}
+}
+
