@@ -146,6 +146,11 @@ type Pipeline struct {
 	subscribed sync.WaitGroup
 
 	stored, refused, delivered, undecodable atomic.Int64
+
+	// posMu guards positions: the seq of the last message delivered per
+	// partition ("" before the first).
+	posMu     sync.Mutex
+	positions []string
 }
 
 // New builds a pipeline from cfg.
@@ -183,6 +188,7 @@ func New(cfg Config) (*Pipeline, error) {
 		router.AddConsumerHandler(topic, topic, p.ingress, p.store)
 	}
 	p.router = router
+	p.positions = make([]string, cfg.Backend.Partitions())
 	return p, nil
 }
 
@@ -222,6 +228,14 @@ func (p *Pipeline) Stats() Stats {
 		Stored: p.stored.Load(), Refused: p.refused.Load(),
 		Delivered: p.delivered.Load(), Undecodable: p.undecodable.Load(),
 	}
+}
+
+// Positions returns, per partition, the seq of the last message delivered
+// ("" before the first): how far this instance has read each bus.
+func (p *Pipeline) Positions() []string {
+	p.posMu.Lock()
+	defer p.posMu.Unlock()
+	return append([]string(nil), p.positions...)
 }
 
 // ErrClosed reports a submission to a pipeline that is not running.
@@ -356,6 +370,9 @@ func (p *Pipeline) deliverLoop(ctx context.Context, part int) {
 			for msg := range ch {
 				if seq := p.deliver(msg); seq != "" {
 					last = seq
+					p.posMu.Lock()
+					p.positions[part] = seq
+					p.posMu.Unlock()
 				}
 				msg.Ack()
 			}

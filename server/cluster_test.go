@@ -42,7 +42,8 @@ func startInstance(t *testing.T, url, prefix string, roomMaxLen int64) *instance
 	}
 	srv, err := server.New(server.Config{
 		Addr: "127.0.0.1:0", Backend: b, Logger: log,
-		WS: ws.Config{FrameRate: 1e6, FrameBurst: 1e6, SendQueue: 4096},
+		WS:          ws.Config{FrameRate: 1e6, FrameBurst: 1e6, SendQueue: 4096},
+		ReportEvery: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -382,4 +383,34 @@ func status(t *testing.T, url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestInstanceRecords: each instance records how far it has read every
+// partition bus, under a key with a TTL.
+func TestInstanceRecords(t *testing.T) {
+	rs := testredis.Start(t)
+	in := startInstance(t, rs.URL, rs.Prefix, 10_000)
+	c := dial(t, in, "alice")
+	joinRoom(t, c, map[string]any{"type": "join", "room": "lobby", "history": 0})
+	ack := sendAcked(t, c, "lobby", "hello")
+	messages(t, c, 1)
+	part := pipeline.PartitionOf("lobby", in.backend.Partitions())
+	deadline := time.Now().Add(wait)
+	for {
+		infos, err := in.backend.Instances(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(infos) == 1 && infos[0].ID == in.InstanceID() && infos[0].Positions[part] == ack.Seq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instances = %+v, want %s at %s on partition %d", infos, in.InstanceID(), ack.Seq, part)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ttl, err := rs.Client().TTL(context.Background(), in.backend.Keys().InstanceKey(in.InstanceID())).Result()
+	if err != nil || ttl <= 0 || ttl > redisstore.InstanceTTL {
+		t.Fatalf("instance key TTL = %v, %v", ttl, err)
+	}
 }

@@ -9,11 +9,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/web"
 	"github.com/chatstream/chatstream/ws"
 )
@@ -37,6 +42,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger is the server's logger. Default slog.Default().
 	Logger *slog.Logger
+	// InstanceID names this instance in the backend's instance records.
+	// Default: host name, port and a random suffix.
+	InstanceID string
+	// ReportEvery is the interval of instance records (read positions per
+	// partition) for backends that keep them. Default 5s.
+	ReportEvery time.Duration
+}
+
+// instanceRecorder is implemented by backends that record running
+// instances and their read positions (the Redis backend).
+type instanceRecorder interface {
+	RecordInstance(ctx context.Context, info redisstore.InstanceInfo) error
 }
 
 // Server is one chatstream instance.
@@ -59,6 +76,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ReportEvery == 0 {
+		cfg.ReportEvery = 5 * time.Second
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
@@ -86,6 +106,10 @@ func New(cfg Config) (*Server, error) {
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("server: listen: %w", err)
+	}
+	if cfg.InstanceID == "" {
+		host, _ := os.Hostname() // empty on error: the suffix keeps it unique
+		s.cfg.InstanceID = fmt.Sprintf("%s-%s-%s", host, portOf(s.ln.Addr()), uuid.NewString()[:8])
 	}
 	s.http = &http.Server{
 		Handler:           s.routes(),
@@ -168,6 +192,10 @@ func (s *Server) Run(ctx context.Context) error {
 	var pipeErr error
 	wg.Go(func() { pipeErr = s.pipeline.Run(pctx) })
 
+	if rec, ok := s.backend.(instanceRecorder); ok {
+		wg.Go(func() { s.report(pctx, rec) })
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
 	s.log.Info("chatstream listening", "addr", s.ln.Addr().String())
@@ -196,4 +224,37 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("chatstream stopped")
 	return err
+}
+
+// InstanceID returns the instance's name in the backend's records.
+func (s *Server) InstanceID() string { return s.cfg.InstanceID }
+
+// report records the instance and its read positions until ctx is done.
+func (s *Server) report(ctx context.Context, rec instanceRecorder) {
+	started := time.Now()
+	tick := time.NewTicker(s.cfg.ReportEvery)
+	defer tick.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReportEvery)
+		err := rec.RecordInstance(rctx, redisstore.InstanceInfo{
+			ID: s.cfg.InstanceID, Addr: s.ln.Addr().String(), StartedAt: started,
+			Positions: s.pipeline.Positions(),
+		})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("instance record failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func portOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return strconv.Itoa(t.Port)
+	}
+	return "0"
 }
