@@ -11,18 +11,16 @@
 -- so it is valid in each. Every room entry is written by this script, so a
 -- room's IDs are a subset of its bus's IDs, and a subscriber that knows the
 -- seq of the last message it handled knows its position in the bus.
+-- last_id returns the newest entry ID of a stream (0, 0 when it is empty).
+-- Entries are only ever removed from the old end (MAXLEN trimming), so the
+-- newest entry's ID is the stream's last generated ID.
 local function last_id(key)
-  local info = redis.pcall('XINFO', 'STREAM', key)
-  if type(info) ~= 'table' or info.err then
+  local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #e == 0 then
     return 0, 0
   end
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then
-      local ms, seq = string.match(info[i + 1], '^(%d+)-(%d+)$')
-      return tonumber(ms), tonumber(seq)
-    end
-  end
-  return 0, 0
+  local ms, seq = string.match(e[1][1], '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
 end
 
 local t = redis.call('TIME')
