@@ -198,7 +198,7 @@ func New(cfg Config) (*Backend, error) {
 	subOpts.ReadTimeout = cfg.Timeout + 2*time.Second
 	subClient := redis.NewUniversalClient(&subOpts)
 
-	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wlog := quietCancel{watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
 	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
 	dead, err := redisstream.NewPublisher(redisstream.PublisherConfig{
 		Client:     client,
