@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,8 +43,9 @@ func startInstance(t *testing.T, url, prefix string, roomMaxLen int64) *instance
 	}
 	srv, err := server.New(server.Config{
 		Addr: "127.0.0.1:0", Backend: b, Logger: log,
-		WS:          ws.Config{FrameRate: 1e6, FrameBurst: 1e6, SendQueue: 4096},
-		ReportEvery: 100 * time.Millisecond,
+		WS:            ws.Config{FrameRate: 1e6, FrameBurst: 1e6, SendQueue: 4096},
+		ReportEvery:   100 * time.Millisecond,
+		PresenceEvery: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -412,5 +414,46 @@ func TestInstanceRecords(t *testing.T) {
 	ttl, err := rs.Client().TTL(context.Background(), in.backend.Keys().InstanceKey(in.InstanceID())).Result()
 	if err != nil || ttl <= 0 || ttl > redisstore.InstanceTTL {
 		t.Fatalf("instance key TTL = %v, %v", ttl, err)
+	}
+}
+
+// TestPresenceAcrossInstances: members on two instances see each other in
+// presence, and a leave on one instance reaches the other.
+func TestPresenceAcrossInstances(t *testing.T) {
+	rs := testredis.Start(t)
+	a := startInstance(t, rs.URL, rs.Prefix, 10_000)
+	b := startInstance(t, rs.URL, rs.Prefix, 10_000)
+	alice := dial(t, a, "alice")
+	joinRoom(t, alice, map[string]any{"type": "join", "room": "lobby", "history": 0})
+	snap, err := alice.Await("presence", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(snap.Users) != "[alice]" || snap.Count != 1 {
+		t.Fatalf("alice's snapshot = %s", snap.Raw)
+	}
+	bob := dial(t, b, "bob")
+	joinRoom(t, bob, map[string]any{"type": "join", "room": "lobby", "history": 0})
+	// Alice learns that bob joined (on the other instance).
+	f, err := alice.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "presence" && slices.Contains(f.Joined, "bob") }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Count != 2 {
+		t.Fatalf("count after bob joined = %d, want 2", f.Count)
+	}
+	// Bob's view converges to both users.
+	if _, err := bob.AwaitFunc(func(f wstest.Frame) bool {
+		return f.Type == "presence" && (slices.Contains(f.Users, "alice") || slices.Contains(f.Joined, "alice"))
+	}, wait); err != nil {
+		t.Fatal(err)
+	}
+	bob.Close()
+	f, err = alice.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "presence" && slices.Contains(f.Left, "bob") }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Count != 1 {
+		t.Fatalf("count after bob left = %d, want 1", f.Count)
 	}
 }

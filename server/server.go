@@ -16,9 +16,11 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/chatstream/chatstream/admin"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/replay"
 	"github.com/chatstream/chatstream/web"
 	"github.com/chatstream/chatstream/ws"
 )
@@ -45,9 +47,22 @@ type Config struct {
 	// InstanceID names this instance in the backend's instance records.
 	// Default: host name, port and a random suffix.
 	InstanceID string
+	// PresenceEvery is the interval of presence updates. Default 1s.
+	PresenceEvery time.Duration
 	// ReportEvery is the interval of instance records (read positions per
 	// partition) for backends that keep them. Default 5s.
 	ReportEvery time.Duration
+	// AdminToken turns on the admin HTTP API under /api/ (docs/ADMIN.md);
+	// every request must carry it as a bearer token. Empty: the API is off
+	// and /api/ answers 404. With a backend other than Redis the API
+	// answers 501.
+	AdminToken string
+}
+
+// presenceBackend is implemented by backends that share presence between
+// instances (the Redis backend).
+type presenceBackend interface {
+	NewPresenceStore(instanceID string) *redisstore.PresenceStore
 }
 
 // instanceRecorder is implemented by backends that record running
@@ -66,6 +81,7 @@ type Server struct {
 	pipeline *pipeline.Pipeline
 	hub      *ws.Hub
 	gateway  *ws.Gateway
+	admin    http.Handler
 }
 
 // New builds a server and opens its listener, so Addr is known before Run.
@@ -76,6 +92,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.PresenceEvery == 0 {
+		cfg.PresenceEvery = time.Second
 	}
 	if cfg.ReportEvery == 0 {
 		cfg.ReportEvery = 5 * time.Second
@@ -101,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	s.pipeline = p
 	s.gateway, err = ws.NewGateway(cfg.WS, s.hub, p, cfg.Backend)
 	if err != nil {
+		return nil, err
+	}
+	if s.admin, err = newAdmin(cfg); err != nil {
 		return nil, err
 	}
 	s.ln, err = net.Listen("tcp", cfg.Addr)
@@ -144,8 +166,26 @@ func (s *Server) routes() http.Handler {
 		_, _ = w.Write([]byte("ok\n")) // the client may be gone
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /api/", s.admin)
 	mux.Handle("GET /", secureHeaders(http.FileServerFS(web.FS())))
 	return mux
+}
+
+// newAdmin returns the admin API's handler: 404 for everything without a
+// token, reading Redis when the backend is Redis.
+func newAdmin(cfg Config) (http.Handler, error) {
+	if cfg.AdminToken == "" {
+		return http.NotFoundHandler(), nil
+	}
+	acfg := admin.Config{Token: cfg.AdminToken, Logger: cfg.Logger}
+	if rb, ok := cfg.Backend.(*redisstore.Backend); ok {
+		acfg.Source = replay.NewReader(rb, replay.Config{Logger: cfg.Logger})
+	}
+	h, err := admin.New(acfg)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return h, nil
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -195,6 +235,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if rec, ok := s.backend.(instanceRecorder); ok {
 		wg.Go(func() { s.report(pctx, rec) })
 	}
+	var presence ws.PresenceStore = ws.LocalPresence{}
+	if pb, ok := s.backend.(presenceBackend); ok {
+		presence = pb.NewPresenceStore(s.cfg.InstanceID)
+	}
+	wg.Go(func() { s.hub.RunPresence(pctx, presence, s.cfg.PresenceEvery) })
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()

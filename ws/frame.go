@@ -3,6 +3,8 @@ package ws
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"unicode/utf8"
 
 	"github.com/chatstream/chatstream/pipeline"
@@ -10,15 +12,16 @@ import (
 
 // Frame types of protocol v1 (docs/PROTOCOL.md).
 const (
-	TypeJoin    = "join"
-	TypeLeave   = "leave"
-	TypeSend    = "send"
-	TypeHistory = "history"
-	TypeJoined  = "joined"
-	TypeMessage = "message"
-	TypeAck     = "ack"
-	TypeError   = "error"
-	TypeLeft    = "left"
+	TypeJoin     = "join"
+	TypeLeave    = "leave"
+	TypeSend     = "send"
+	TypeHistory  = "history"
+	TypeJoined   = "joined"
+	TypeMessage  = "message"
+	TypeAck      = "ack"
+	TypeError    = "error"
+	TypeLeft     = "left"
+	TypePresence = "presence"
 )
 
 // Protocol limits on join and history requests.
@@ -55,12 +58,8 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 	if !utf8.Valid(data) {
 		return f, pipeline.Errorf(pipeline.CodeInvalid, "frame is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&f); err != nil {
+	if err := decodeStrict(data, &f); err != nil {
 		return salvage(data), pipeline.Errorf(pipeline.CodeBadFrame, "frame is not a JSON object of the protocol: %v", err)
-	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
-		return ClientFrame{}, pipeline.Errorf(pipeline.CodeBadFrame, "one JSON object per frame")
 	}
 	if err := pipeline.ValidateRef(f.Ref); err != nil {
 		f.Ref = ""
@@ -97,6 +96,37 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		}
 	}
 	return f, nil
+}
+
+// decodeStrict decodes one JSON object into f with field names matched
+// exactly (encoding/json alone would accept "TYPE" for "type"); unknown
+// fields are ignored so that clients may send newer fields.
+func decodeStrict(data []byte, f *ClientFrame) error {
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&fields); err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
+		return errors.New("one JSON object per frame")
+	}
+	if fields == nil {
+		return errors.New("frame is null")
+	}
+	targets := map[string]any{
+		"type": &f.Type, "room": &f.Room, "history": &f.History, "since": &f.Since,
+		"before": &f.Before, "limit": &f.Limit, "text": &f.Text, "ref": &f.Ref,
+	}
+	for name, raw := range fields {
+		target, known := targets[name]
+		if !known {
+			continue
+		}
+		if err := json.Unmarshal(raw, target); err != nil {
+			return fmt.Errorf("field %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // salvage reads the ref and room of a frame that failed to decode, so the

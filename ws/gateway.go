@@ -58,7 +58,7 @@ type Config struct {
 	FrameRate  float64
 	FrameBurst int
 	// MaxPending bounds the live messages held for one member while its
-	// join reads history. Default 4096.
+	// join reads history; it is the hub's (NewHub). Default 4096.
 	MaxPending int
 	// Logger logs connection events. Default slog.Default().
 	Logger *slog.Logger
@@ -94,9 +94,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.FrameBurst == 0 {
 		c.FrameBurst = 40
-	}
-	if c.MaxPending == 0 {
-		c.MaxPending = 4096
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

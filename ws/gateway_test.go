@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -54,6 +55,7 @@ func TestTwoClientsSeeEachOtherInOrder(t *testing.T) {
 			switch f.Type {
 			case "ack":
 				acks++
+			case "presence": // presence is tested on its own
 			case "message":
 				if last != "" && pipeline.CompareSeq(last, f.Seq) >= 0 {
 					t.Fatalf("%s: seq %s after %s", name, f.Seq, last)
@@ -508,5 +510,40 @@ func TestRejectedByModerator(t *testing.T) {
 	say(t, a, "lobby", "fine", "r2")
 	if m := collect(t, a, "lobby", 1); m[0].Text != "fine" {
 		t.Fatalf("delivered %q, want only the accepted message", m[0].Text)
+	}
+}
+
+// TestPresence: a member gets a snapshot after joined, and diffs when others
+// join and leave.
+func TestPresence(t *testing.T) {
+	h := start(t, ws.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.hub.RunPresence(ctx, ws.LocalPresence{}, 20*time.Millisecond)
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	snap, err := a.Await("presence", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(snap.Users) != "[alice]" || snap.Count != 1 {
+		t.Fatalf("snapshot = %s", snap.Raw)
+	}
+	b := h.dial(t, "bob")
+	join(t, b, "lobby", 0)
+	f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "presence" && slices.Contains(f.Joined, "bob") }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Count != 2 {
+		t.Fatalf("join diff = %s", f.Raw)
+	}
+	b.Close()
+	f, err = a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "presence" && len(f.Left) > 0 }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(f.Left) != "[bob]" || f.Count != 1 {
+		t.Fatalf("leave diff = %s", f.Raw)
 	}
 }

@@ -26,6 +26,11 @@ type Hub struct {
 	conns   map[string]*Conn
 
 	slow atomic.Int64
+
+	// presMu guards presence: the users of each room with local members,
+	// as last published.
+	presMu   sync.Mutex
+	presence map[string][]string
 }
 
 type roomShard struct {
@@ -50,10 +55,17 @@ var (
 	_ pipeline.Replier   = (*Hub)(nil)
 )
 
+// DefaultMaxPending is the default bound of live messages held for one
+// joining member.
+const DefaultMaxPending = 4096
+
 // NewHub returns an empty hub. maxPending bounds the live messages held for
 // one joining member while its history is read (a member that overflows it
-// is disconnected as too slow).
+// is disconnected as too slow); 0 means DefaultMaxPending.
 func NewHub(log *slog.Logger, maxPending int) *Hub {
+	if maxPending <= 0 {
+		maxPending = DefaultMaxPending
+	}
 	h := &Hub{log: log, maxPending: maxPending, conns: make(map[string]*Conn)}
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]map[*Conn]*member)
@@ -130,6 +142,7 @@ func (h *Hub) finishJoin(c *Conn, room string, last pipeline.Seq, joined []byte)
 	}
 	m.last = last
 	c.enqueue(joined)
+	c.enqueue(h.presenceSnapshot(room, c.user))
 	for _, p := range m.pending {
 		h.queueTo(c, m, p, nil)
 	}

@@ -35,6 +35,10 @@ type Frame struct {
 	More      bool      `json:"more"`
 	Truncated bool      `json:"truncated"`
 	Moderator string    `json:"moderator"`
+	Users     []string  `json:"users"`
+	Joined    []string  `json:"joined"`
+	Left      []string  `json:"left"`
+	Count     int       `json:"count"`
 	Retry     int64     `json:"retry_after_ms"`
 	Raw       string    `json:"-"`
 	Received  time.Time `json:"-"`

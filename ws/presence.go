@@ -1,0 +1,152 @@
+package ws
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// PresenceStore is the shared view of who is in which room. Sync is called
+// by one goroutine at a time.
+type PresenceStore interface {
+	// Sync records this instance's users of every room it has members in
+	// (rooms missing from local have none here any more) and returns, for
+	// each room of local, the users present on any instance, sorted.
+	Sync(ctx context.Context, local map[string][]string) (map[string][]string, error)
+}
+
+// LocalPresence is the PresenceStore of a single instance: the users here
+// are all the users there are.
+type LocalPresence struct{}
+
+// Sync returns local.
+func (LocalPresence) Sync(_ context.Context, local map[string][]string) (map[string][]string, error) {
+	return local, nil
+}
+
+// MaxPresenceList caps the user names in one presence frame; count always
+// gives the total.
+const MaxPresenceList = 100
+
+type presenceFrame struct {
+	Type   string   `json:"type"`
+	Room   string   `json:"room"`
+	Users  []string `json:"users,omitempty"`
+	Joined []string `json:"joined,omitempty"`
+	Left   []string `json:"left,omitempty"`
+	Count  int      `json:"count"`
+}
+
+// RunPresence keeps presence up to date every interval until ctx is done:
+// it syncs the local members with store and sends each local room's members
+// a presence diff when the room's users changed. Rooms with thousands of
+// members cost one diff frame per interval at most.
+func (h *Hub) RunPresence(ctx context.Context, store PresenceStore, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, every)
+		global, err := store.Sync(sctx, h.localUsers())
+		cancel()
+		if err != nil {
+			h.log.Debug("presence sync failed", "err", err)
+			continue
+		}
+		h.publishPresence(global)
+	}
+}
+
+// localUsers returns the distinct users of every room with local members.
+func (h *Hub) localUsers() map[string][]string {
+	out := make(map[string][]string)
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for room, members := range s.rooms {
+			seen := make(map[string]bool, len(members))
+			users := make([]string, 0, len(members))
+			for c := range members {
+				if !seen[c.user] {
+					seen[c.user] = true
+					users = append(users, c.user)
+				}
+			}
+			slices.Sort(users)
+			out[room] = users
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// publishPresence sends a diff to the members of every room whose users
+// changed, and remembers the new sets.
+func (h *Hub) publishPresence(global map[string][]string) {
+	h.presMu.Lock()
+	prev := h.presence
+	h.presence = global
+	h.presMu.Unlock()
+	for room, users := range global {
+		joined, left := diffSorted(prev[room], users)
+		if len(joined) == 0 && len(left) == 0 {
+			continue
+		}
+		frame := encode(presenceFrame{
+			Type: TypePresence, Room: room, Count: len(users),
+			Joined: capList(joined), Left: capList(left),
+		})
+		s := h.shard(room)
+		s.mu.Lock()
+		for c, m := range s.rooms[room] {
+			if m.ready {
+				c.enqueue(frame)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// presenceSnapshot encodes the presence frame a new member gets after
+// joined: the last known users of room, with user among them.
+func (h *Hub) presenceSnapshot(room, user string) []byte {
+	h.presMu.Lock()
+	users := h.presence[room]
+	h.presMu.Unlock()
+	if _, found := slices.BinarySearch(users, user); !found {
+		users = slices.Insert(slices.Clone(users), 0, user)
+		slices.Sort(users)
+	}
+	return encode(presenceFrame{Type: TypePresence, Room: room, Users: capList(users), Count: len(users)})
+}
+
+func capList(xs []string) []string {
+	if len(xs) > MaxPresenceList {
+		return xs[:MaxPresenceList]
+	}
+	return xs
+}
+
+// diffSorted returns the elements only in b (joined) and only in a (left)
+// of two sorted lists.
+func diffSorted(a, b []string) (joined, left []string) {
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i] < b[j]:
+			left = append(left, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			joined = append(joined, b[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return joined, left
+}
