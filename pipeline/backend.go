@@ -80,12 +80,23 @@ type Backend interface {
 // ErrUnavailable reports that the backend could not be reached.
 var ErrUnavailable = errors.New("backend unavailable")
 
-// PartitionOf maps a room to one of n partitions with a stable hash (FNV-1a).
+// PartitionOf maps a room to one of n partitions with a stable hash (FNV-1a,
+// then MurmurHash3's finaliser so every input bit reaches the low bits).
 func PartitionOf(room string, n int) int {
 	if n <= 1 {
 		return 0
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(room)) // hash writes never fail
-	return int(h.Sum32() % uint32(n))
+	return int(mix32(h.Sum32()) % uint32(n))
+}
+
+// mix32 is MurmurHash3's 32-bit finaliser.
+func mix32(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }

@@ -117,7 +117,7 @@ func (c Config) Validate() error {
 		return errors.New("pipeline: replier is required")
 	case c.Deliverer == nil:
 		return errors.New("pipeline: deliverer is required")
-	case c.MaxTextBytes < 0, c.Shards < 0, c.StoreTimeout < 0:
+	case c.MaxTextBytes < 0, c.Shards < 0, c.StoreTimeout < 0, c.ResubscribeDelay < 0:
 		return errors.New("pipeline: limits must not be negative")
 	}
 	for _, m := range c.Moderators {
@@ -340,7 +340,10 @@ func named(m Moderator) message.HandlerMiddleware {
 			out, err := wrapped(msg)
 			var perr *Error
 			if errors.As(err, &perr) && perr.Moderator == "" && perr.Code != CodeUnavailable {
-				perr.Moderator = m.Name
+				// A copy: moderators may return one shared error value.
+				named := *perr
+				named.Moderator = m.Name
+				return out, &named
 			}
 			return out, err
 		}

@@ -132,13 +132,15 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, err
 		b.rooms[m.Room] = room
 	}
 	room.msgs = append(room.msgs, m)
-	if over := len(room.msgs) - b.cfg.RoomMaxLen; over > 0 {
+	// Trimming waits until a log is twice its cap, so each message costs
+	// amortised O(1) instead of a copy of the whole log.
+	if over := len(room.msgs) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
 		room.trimmed, _ = pipeline.ParseSeq(room.msgs[over-1].Seq)
 		room.hasTrimmed = true
 		room.msgs = append(room.msgs[:0:0], room.msgs[over:]...)
 	}
 	b.recent = append(b.recent, stored)
-	if over := len(b.recent) - b.cfg.RoomMaxLen; over > 0 {
+	if over := len(b.recent) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
 		b.recent = append(b.recent[:0:0], b.recent[over:]...)
 	}
 	select {
@@ -228,6 +230,7 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 	if r == nil || q.Limit <= 0 {
 		return pipeline.HistoryPage{}, nil
 	}
+	msgs, trimmed, hasTrimmed := b.kept(r)
 	var page pipeline.HistoryPage
 	switch {
 	case q.After != "":
@@ -235,26 +238,37 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 		if err != nil {
 			return page, err
 		}
-		i := sort.Search(len(r.msgs), func(i int) bool {
-			s, _ := pipeline.ParseSeq(r.msgs[i].Seq)
+		i := sort.Search(len(msgs), func(i int) bool {
+			s, _ := pipeline.ParseSeq(msgs[i].Seq)
 			return after.Less(s)
 		})
-		page.Messages = clone(r.msgs[i:min(len(r.msgs), i+q.Limit)])
-		page.Truncated = r.hasTrimmed && after.Less(r.trimmed)
+		page.Messages = clone(msgs[i:min(len(msgs), i+q.Limit)])
+		page.Truncated = hasTrimmed && after.Less(trimmed)
 	case q.Before != "":
 		before, err := pipeline.ParseSeq(q.Before)
 		if err != nil {
 			return page, err
 		}
-		i := sort.Search(len(r.msgs), func(i int) bool {
-			s, _ := pipeline.ParseSeq(r.msgs[i].Seq)
+		i := sort.Search(len(msgs), func(i int) bool {
+			s, _ := pipeline.ParseSeq(msgs[i].Seq)
 			return !s.Less(before)
 		})
-		page.Messages = clone(r.msgs[max(0, i-q.Limit):i])
+		page.Messages = clone(msgs[max(0, i-q.Limit):i])
 	default:
-		page.Messages = clone(r.msgs[max(0, len(r.msgs)-q.Limit):])
+		page.Messages = clone(msgs[max(0, len(msgs)-q.Limit):])
 	}
 	return page, nil
+}
+
+// kept returns the room's last RoomMaxLen messages (the log may hold up to
+// twice as many until it is trimmed) and the newest seq no longer kept.
+func (b *Backend) kept(r *roomLog) ([]pipeline.Message, pipeline.Seq, bool) {
+	over := len(r.msgs) - b.cfg.RoomMaxLen
+	if over <= 0 {
+		return r.msgs, r.trimmed, r.hasTrimmed
+	}
+	last, _ := pipeline.ParseSeq(r.msgs[over-1].Seq)
+	return r.msgs[over:], last, true
 }
 
 func clone(ms []pipeline.Message) []pipeline.Message {

@@ -1,0 +1,113 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// countingSink is a Replier and Deliverer that only counts, so the
+// benchmarks measure the pipeline and not a recorder.
+type countingSink struct {
+	acks, refused, delivered atomic.Int64
+}
+
+func (c *countingSink) Reply(o pipeline.Outcome) {
+	if o.Err != nil {
+		c.refused.Add(1)
+		return
+	}
+	c.acks.Add(1)
+}
+
+func (c *countingSink) Deliver(pipeline.Message) { c.delivered.Add(1) }
+
+// check fails b unless exactly n submissions were acknowledged and
+// delivered since the last reset.
+func (c *countingSink) check(b *testing.B, n int64) {
+	b.Helper()
+	deadline := time.Now().Add(wait)
+	for c.delivered.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if acks, refused, delivered := c.acks.Load(), c.refused.Load(), c.delivered.Load(); acks != n || refused != 0 || delivered != n {
+		b.Fatalf("%d submissions: %d acks, %d refused, %d delivered", n, acks, refused, delivered)
+	}
+}
+
+func (c *countingSink) reset() {
+	c.acks.Store(0)
+	c.refused.Store(0)
+	c.delivered.Store(0)
+}
+
+// benchSubmission is a typical send of conn n to its own room.
+func benchSubmission(n int) pipeline.Submission {
+	return pipeline.Submission{
+		ConnID: fmt.Sprint("conn-", n), User: "alice", Room: fmt.Sprint("room-", n),
+		Text: "hello, world — a message of typical length", Ref: "r",
+	}
+}
+
+// startSubmitBench runs a pipeline reporting to a new counting sink and
+// fills the rooms of conns 1..rooms to the backend's cap, so the benchmark
+// measures the steady state of a busy room rather than an empty one.
+func startSubmitBench(b *testing.B, rooms int) (*pipeline.Pipeline, *countingSink) {
+	b.Helper()
+	sink := &countingSink{}
+	p := run(b, pipeline.Config{Replier: sink, Deliverer: sink}).p
+	for n := 1; n <= rooms; n++ {
+		s := benchSubmission(n)
+		for range roomMaxLen {
+			if err := p.Submit(context.Background(), s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	sink.check(b, int64(rooms*roomMaxLen))
+	sink.reset()
+	return p, sink
+}
+
+// BenchmarkSubmit measures one submission through the whole pipeline —
+// middleware chain, memory store at its per-room cap, and delivery — from
+// one goroutine to one room ("serial") and from GOMAXPROCS goroutines with
+// a room each ("parallel"). Every submission must be acknowledged and
+// delivered.
+func BenchmarkSubmit(b *testing.B) {
+	b.Run("serial", func(b *testing.B) {
+		p, sink := startSubmitBench(b, 1)
+		s := benchSubmission(1)
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := p.Submit(ctx, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+		sink.check(b, int64(b.N))
+	})
+	b.Run("parallel", func(b *testing.B) {
+		p, sink := startSubmitBench(b, runtime.GOMAXPROCS(0))
+		var conns atomic.Int64
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			s := benchSubmission(int(conns.Add(1)))
+			ctx := context.Background()
+			for pb.Next() {
+				if err := p.Submit(ctx, s); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.StopTimer()
+		sink.check(b, int64(b.N))
+	})
+}

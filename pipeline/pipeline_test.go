@@ -1,0 +1,739 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
+)
+
+// wait is the generous upper bound of every expected event in these tests.
+const wait = 5 * time.Second
+
+// roomMaxLen is the number of messages the fixture's memory backend keeps
+// per room.
+const roomMaxLen = 1000
+
+// replies is a pipeline.Replier that records every outcome.
+type replies struct {
+	// mu guards got.
+	mu  sync.Mutex
+	got []pipeline.Outcome
+}
+
+func (r *replies) Reply(o pipeline.Outcome) {
+	r.mu.Lock()
+	r.got = append(r.got, o)
+	r.mu.Unlock()
+}
+
+// find returns the outcome addressed to connID with ref.
+func (r *replies) find(connID, ref string) (pipeline.Outcome, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var found pipeline.Outcome
+	n := 0
+	for _, o := range r.got {
+		if o.ConnID == connID && o.Ref == ref {
+			found = o
+			n++
+		}
+	}
+	return found, n
+}
+
+// deliveries is a pipeline.Deliverer that queues every message without
+// blocking; a full queue counts a drop, which fails the test.
+type deliveries struct {
+	ch      chan pipeline.Message
+	dropped atomic.Int64
+}
+
+func (d *deliveries) Deliver(m pipeline.Message) {
+	select {
+	case d.ch <- m:
+	default:
+		d.dropped.Add(1)
+	}
+}
+
+// fixture is a running pipeline over the memory backend.
+type fixture struct {
+	p          *pipeline.Pipeline
+	be         *memstore.Backend
+	replies    *replies
+	deliveries *deliveries
+}
+
+// run starts a pipeline configured by cfg, filling in a memory backend, the
+// recording Replier and Deliverer and a silent logger where cfg has none
+// (the fixture's recorders then stay empty). It is stopped by tb.Cleanup,
+// which also checks that Run returned nil.
+func run(tb testing.TB, cfg pipeline.Config) *fixture {
+	tb.Helper()
+	log := slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = log
+	}
+	f := &fixture{
+		be:         memstore.New(memstore.Config{RoomMaxLen: roomMaxLen, Logger: log}),
+		replies:    &replies{},
+		deliveries: &deliveries{ch: make(chan pipeline.Message, 1<<14)},
+	}
+	if cfg.Backend == nil {
+		cfg.Backend = f.be
+	}
+	if cfg.Replier == nil {
+		cfg.Replier = f.replies
+	}
+	if cfg.Deliverer == nil {
+		cfg.Deliverer = f.deliveries
+	}
+	p, err := pipeline.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.p = p
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("Run = %v, want nil after cancel", err)
+			}
+		case <-time.After(wait):
+			tb.Errorf("Run did not return within %v of cancel", wait)
+		}
+		_ = f.be.Close() // a second Close of a failed test is harmless
+		if n := f.deliveries.dropped.Load(); n > 0 {
+			tb.Errorf("%d deliveries dropped: the test's queue was too small", n)
+		}
+	})
+	select {
+	case <-p.Running():
+	case <-time.After(wait):
+		tb.Fatalf("pipeline not running after %v", wait)
+	}
+	return f
+}
+
+// submit submits s and returns its outcome, failing when Submit errs, does
+// not return in time, or returns before exactly one outcome was given.
+func (f *fixture) submit(tb testing.TB, s pipeline.Submission) pipeline.Outcome {
+	tb.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- f.p.Submit(context.Background(), s) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			tb.Fatalf("Submit(%q) = %v", s.Ref, err)
+		}
+	case <-time.After(wait):
+		tb.Fatalf("Submit(%q) did not return within %v", s.Ref, wait)
+	}
+	o, n := f.replies.find(s.ConnID, s.Ref)
+	if n != 1 {
+		tb.Fatalf("Submit(%q) returned with %d outcomes for it, want 1", s.Ref, n)
+	}
+	return o
+}
+
+// nextDelivery returns the next delivered message.
+func (f *fixture) nextDelivery(t *testing.T) pipeline.Message {
+	t.Helper()
+	select {
+	case m := <-f.deliveries.ch:
+		return m
+	case <-time.After(wait):
+		t.Fatalf("no delivery within %v", wait)
+		return pipeline.Message{}
+	}
+}
+
+// history returns the last 500 messages of room.
+func (f *fixture) history(t *testing.T, room string) []pipeline.Message {
+	t.Helper()
+	page, err := f.be.History(context.Background(), room, pipeline.HistoryQuery{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page.Messages
+}
+
+// send is a valid submission of text to lobby with ref as its ref.
+func send(text, ref string) pipeline.Submission {
+	return pipeline.Submission{ConnID: "conn-1", User: "alice", Room: "lobby", Text: text, Ref: ref}
+}
+
+// calls records what moderators saw, in order.
+type calls struct {
+	// mu guards seen.
+	mu   sync.Mutex
+	seen []string
+}
+
+func (c *calls) add(s string) {
+	c.mu.Lock()
+	c.seen = append(c.seen, s)
+	c.mu.Unlock()
+}
+
+func (c *calls) list() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.seen)
+}
+
+// moderator returns a moderator named name that records "name:text" in c
+// and then returns decide's error, or passes the message on when it is nil.
+func moderator(name string, c *calls, decide func(msg *message.Message) error) pipeline.Moderator {
+	return pipeline.Moderator{Name: name, Middleware: func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if c != nil {
+				c.add(name + ":" + string(msg.Payload))
+			}
+			if decide != nil {
+				if err := decide(msg); err != nil {
+					return nil, err
+				}
+			}
+			return h(msg)
+		}
+	}}
+}
+
+// TestSubmitStored proves that a valid submission is acknowledged with an ID
+// and seq, delivered with the same fields, and kept in the room's history.
+func TestSubmitStored(t *testing.T) {
+	f := run(t, pipeline.Config{})
+	before := time.Now()
+	o := f.submit(t, send("hello", "r1"))
+	after := time.Now()
+	if o.Err != nil {
+		t.Fatalf("outcome error %s: %s", o.Err.Code, o.Err.Reason)
+	}
+	if o.ConnID != "conn-1" || o.Ref != "r1" || o.Room != "lobby" || o.ID == "" {
+		t.Fatalf("outcome = %+v, want conn-1, r1, lobby and an ID", o)
+	}
+	if _, err := pipeline.ParseSeq(o.Seq); err != nil {
+		t.Fatalf("outcome seq: %v", err)
+	}
+	m := f.nextDelivery(t)
+	want := pipeline.Message{ID: o.ID, Room: "lobby", Seq: o.Seq, User: "alice", Text: "hello", Ref: "r1", TS: m.TS}
+	if m != want {
+		t.Fatalf("delivered %+v, want %+v", m, want)
+	}
+	if m.TS.Before(before.Truncate(time.Microsecond)) || m.TS.After(after) || m.TS.Location() != time.UTC {
+		t.Errorf("delivered ts %v is not the UTC receive time in [%v, %v]", m.TS, before, after)
+	}
+	if h := f.history(t, "lobby"); len(h) != 1 || h[0] != m {
+		t.Fatalf("history = %+v, want [%+v]", h, m)
+	}
+	if s := f.p.Stats(); s.Stored != 1 || s.Delivered != 1 || s.Refused != 0 {
+		t.Errorf("stats = %+v, want 1 stored, 1 delivered, 0 refused", s)
+	}
+}
+
+// TestSubmitMetaCannotOverrideCoreFields proves that a submission's extra
+// metadata is stored but cannot replace the sender, room or connection.
+func TestSubmitMetaCannotOverrideCoreFields(t *testing.T) {
+	var seen atomic.Pointer[message.Metadata]
+	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+		moderator("spy", nil, func(msg *message.Message) error {
+			md := maps.Clone(msg.Metadata)
+			seen.Store(&md)
+			return nil
+		}),
+	}})
+	s := send("hi", "r1")
+	s.Meta = map[string]string{
+		pipeline.MetaUser: "mallory", pipeline.MetaRoom: "elsewhere", pipeline.MetaConnID: "conn-x",
+		"replayed_from": "other-instance",
+	}
+	o := f.submit(t, s)
+	if o.Err != nil || o.ConnID != "conn-1" || o.Room != "lobby" {
+		t.Fatalf("outcome = %+v, want an ack to conn-1 for lobby", o)
+	}
+	if m := f.nextDelivery(t); m.User != "alice" || m.Room != "lobby" {
+		t.Fatalf("delivered user %q room %q, want alice in lobby", m.User, m.Room)
+	}
+	if md := seen.Load(); md == nil || md.Get("replayed_from") != "other-instance" {
+		t.Fatalf("moderator saw metadata %v, want replayed_from kept", md)
+	}
+}
+
+// TestSubmitRefused proves that too-large and invalid submissions get an
+// outcome with the right code, echo ref and room, and are neither stored,
+// delivered nor dead-lettered.
+func TestSubmitRefused(t *testing.T) {
+	const maxText = 16
+	f := run(t, pipeline.Config{MaxTextBytes: maxText})
+	cases := []struct {
+		name string
+		s    pipeline.Submission
+		code string
+	}{
+		{"text of max+1 bytes", send(strings.Repeat("x", maxText+1), "big"), pipeline.CodeTooLarge},
+		{"empty text", send("", "empty"), pipeline.CodeInvalid},
+		{"blank text", send(" \n\t", "blank"), pipeline.CodeInvalid},
+		{"control character", send("a\x07b", "bel"), pipeline.CodeInvalid},
+		{"invalid UTF-8", send("a\xffb", "utf8"), pipeline.CodeInvalid},
+		{"bad room", pipeline.Submission{ConnID: "conn-1", User: "alice", Room: "no spaces", Text: "x", Ref: "room"}, pipeline.CodeInvalid},
+		{"empty room", pipeline.Submission{ConnID: "conn-1", User: "alice", Room: "", Text: "x", Ref: "noroom"}, pipeline.CodeInvalid},
+		{"bad user", pipeline.Submission{ConnID: "conn-1", User: " alice", Room: "lobby", Text: "x", Ref: "user"}, pipeline.CodeInvalid},
+		{"bad ref", send("x", strings.Repeat("r", pipeline.MaxRefLen+1)), pipeline.CodeInvalid},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := f.submit(t, tc.s)
+			if o.Err == nil {
+				t.Fatalf("outcome = %+v, want error %q", o, tc.code)
+			}
+			if o.Err.Code != tc.code || o.Err.Reason == "" {
+				t.Fatalf("outcome error %q (%q), want %q with a reason", o.Err.Code, o.Err.Reason, tc.code)
+			}
+			if o.Seq != "" || o.Room != tc.s.Room {
+				t.Fatalf("outcome seq %q room %q, want no seq and room %q", o.Seq, o.Room, tc.s.Room)
+			}
+		})
+	}
+	ok := f.submit(t, send(strings.Repeat("y", maxText), "exact"))
+	if ok.Err != nil {
+		t.Fatalf("text of exactly %d bytes refused: %s", maxText, ok.Err.Reason)
+	}
+	if m := f.nextDelivery(t); m.Ref != "exact" {
+		t.Fatalf("first delivery is %q, want only the valid message", m.Ref)
+	}
+	if h := f.history(t, "lobby"); len(h) != 1 || h[0].Ref != "exact" {
+		t.Fatalf("history has %d messages, want only the valid one: %+v", len(h), h)
+	}
+	if dl := f.be.DeadLetters(); len(dl) != 0 {
+		t.Fatalf("%d refused messages were dead-lettered, want none (only moderator rejections are)", len(dl))
+	}
+	if s := f.p.Stats(); s.Refused != int64(len(cases)) || s.Stored != 1 {
+		t.Errorf("stats = %+v, want %d refused and 1 stored", s, len(cases))
+	}
+}
+
+// TestModeratorsRunInOrderAfterValidation proves that moderators see each
+// message in the order they were registered, and never see a message that
+// validation or the size limit refused.
+func TestModeratorsRunInOrderAfterValidation(t *testing.T) {
+	c := &calls{}
+	f := run(t, pipeline.Config{MaxTextBytes: 32, Moderators: []pipeline.Moderator{
+		moderator("A", c, nil), moderator("B", c, nil),
+	}})
+	f.submit(t, send("one", "1"))
+	for _, s := range []pipeline.Submission{
+		send("", "empty"),
+		send("bad\x00", "nul"),
+		send(strings.Repeat("z", 33), "big"),
+		{ConnID: "conn-1", User: "alice", Room: "a/b", Text: "x", Ref: "room"},
+	} {
+		if o := f.submit(t, s); o.Err == nil {
+			t.Fatalf("submission %q was accepted", s.Ref)
+		}
+	}
+	f.submit(t, send("two", "2"))
+	want := []string{"A:one", "B:one", "A:two", "B:two"}
+	if got := c.list(); !slices.Equal(got, want) {
+		t.Fatalf("moderators saw %v, want %v", got, want)
+	}
+}
+
+// TestModeratorRejection proves that a moderator's rejection reaches the
+// sender with the moderator's name, stops the chain, is not stored, and is
+// dead-lettered with reason, code and moderator; a rate limit from a
+// moderator is refused but not dead-lettered.
+func TestModeratorRejection(t *testing.T) {
+	c := &calls{}
+	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+		moderator("flood", c, func(msg *message.Message) error {
+			if msg.Metadata.Get(pipeline.MetaUser) == "flooder" {
+				e := pipeline.Errorf(pipeline.CodeRateLimited, "slow down")
+				e.RetryAfter = time.Second
+				return e
+			}
+			return nil
+		}),
+		moderator("spam", c, func(msg *message.Message) error {
+			if strings.Contains(string(msg.Payload), "spam") {
+				return pipeline.Errorf(pipeline.CodeRejected, "no spam please")
+			}
+			return nil
+		}),
+		moderator("last", c, nil),
+	}})
+	o := f.submit(t, pipeline.Submission{ConnID: "conn-1", User: "alice", Room: "lobby", Text: "buy spam", Ref: "s1", CorrelationID: "corr-dl"})
+	if o.Err == nil || o.Err.Code != pipeline.CodeRejected || o.Err.Moderator != "spam" || o.Err.Reason != "no spam please" {
+		t.Fatalf("outcome = %+v (err %+v), want rejected by spam", o, o.Err)
+	}
+	if got, want := c.list(), []string{"flood:buy spam", "spam:buy spam"}; !slices.Equal(got, want) {
+		t.Fatalf("moderators saw %v, want %v: a rejection ends the chain", got, want)
+	}
+	dl := f.be.DeadLetters()
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dl))
+	}
+	d := dl[0]
+	wantMeta := map[string]string{
+		pipeline.MetaReason: "no spam please", pipeline.MetaModerator: "spam", pipeline.MetaCode: pipeline.CodeRejected,
+		pipeline.MetaRoom: "lobby", pipeline.MetaUser: "alice", pipeline.MetaCorrelationID: "corr-dl",
+	}
+	for k, v := range wantMeta {
+		if got := d.Metadata.Get(k); got != v {
+			t.Errorf("dead letter %s = %q, want %q", k, got, v)
+		}
+	}
+	if d.UUID != o.ID || string(d.Payload) != "buy spam" {
+		t.Errorf("dead letter %s %q, want %s with the text", d.UUID, d.Payload, o.ID)
+	}
+
+	r := f.submit(t, pipeline.Submission{ConnID: "conn-2", User: "flooder", Room: "lobby", Text: "hi", Ref: "f1"})
+	if r.Err == nil || r.Err.Code != pipeline.CodeRateLimited || r.Err.Moderator != "flood" || r.Err.RetryAfter != time.Second {
+		t.Fatalf("outcome = %+v (err %+v), want rate_limited by flood with retry after 1s", r, r.Err)
+	}
+	if n := len(f.be.DeadLetters()); n != 1 {
+		t.Errorf("%d dead letters after a rate limit, want still 1", n)
+	}
+
+	ok := f.submit(t, send("ham", "h1"))
+	if ok.Err != nil {
+		t.Fatalf("valid message after rejections refused: %+v", ok.Err)
+	}
+	if m := f.nextDelivery(t); m.Ref != "h1" {
+		t.Fatalf("first delivery is %q, want only the accepted message", m.Ref)
+	}
+	if h := f.history(t, "lobby"); len(h) != 1 {
+		t.Fatalf("history has %d messages, want 1", len(h))
+	}
+}
+
+// TestModeratorSharedErrorAttribution proves that a rejection is attributed
+// to the moderator that returned it even when moderators return one shared
+// *pipeline.Error value (a natural sentinel).
+func TestModeratorSharedErrorAttribution(t *testing.T) {
+	errBlocked := pipeline.Errorf(pipeline.CodeRejected, "blocked")
+	rejectIf := func(text string) func(*message.Message) error {
+		return func(msg *message.Message) error {
+			if string(msg.Payload) == text {
+				return errBlocked
+			}
+			return nil
+		}
+	}
+	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+		moderator("A", nil, rejectIf("for A")),
+		moderator("B", nil, rejectIf("for B")),
+	}})
+	if o := f.submit(t, send("for B", "b")); o.Err == nil || o.Err.Moderator != "B" {
+		t.Fatalf("first rejection: outcome %+v, want moderator B", o.Err)
+	}
+	o := f.submit(t, send("for A", "a"))
+	if o.Err == nil || o.Err.Moderator != "A" {
+		t.Errorf("BUG: rejection by A reported moderator %q, want A (pipeline.go named() stamps the moderator's name into the "+
+			"*Error it returned, so a shared error keeps the first name forever, and concurrent rejections race on it)", o.Err.Moderator)
+	}
+	if errBlocked.Moderator != "" {
+		t.Errorf("BUG: the moderator's own error value was modified: Moderator = %q", errBlocked.Moderator)
+	}
+}
+
+// TestModeratorPanic proves that a panicking moderator yields an internal
+// error outcome, runs once (no redelivery), is not dead-lettered, and leaves
+// the pipeline working.
+func TestModeratorPanic(t *testing.T) {
+	var runs atomic.Int64
+	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+		moderator("crashy", nil, func(msg *message.Message) error {
+			if string(msg.Payload) == "boom" {
+				runs.Add(1)
+				panic("moderator bug")
+			}
+			return nil
+		}),
+	}})
+	o := f.submit(t, send("boom", "p1"))
+	if o.Err == nil || o.Err.Code != pipeline.CodeInternal || o.Err.Reason == "" {
+		t.Fatalf("outcome = %+v (err %+v), want %s", o, o.Err, pipeline.CodeInternal)
+	}
+	if strings.Contains(o.Err.Reason, "moderator bug") || strings.Contains(o.Err.Reason, "goroutine") {
+		t.Errorf("internal error reason %q leaks the panic to the client", o.Err.Reason)
+	}
+	ok := f.submit(t, send("fine", "p2"))
+	if ok.Err != nil {
+		t.Fatalf("submission after a panic refused: %+v", ok.Err)
+	}
+	if m := f.nextDelivery(t); m.Ref != "p2" {
+		t.Fatalf("first delivery %q, want p2", m.Ref)
+	}
+	time.Sleep(200 * time.Millisecond) // room for a redelivery, which must not happen
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("panicking message handled %d times, want 1", n)
+	}
+	if n := len(f.be.DeadLetters()); n != 0 {
+		t.Errorf("%d dead letters after a panic, want 0", n)
+	}
+	if s := f.p.Stats(); s.Refused != 1 || s.Stored != 1 {
+		t.Errorf("stats = %+v, want 1 refused and 1 stored", s)
+	}
+}
+
+// failingStore is a memory backend whose Append always fails.
+type failingStore struct {
+	*memstore.Backend
+}
+
+func (failingStore) Append(context.Context, *message.Message) (string, error) {
+	return "", fmt.Errorf("test store: %w", pipeline.ErrUnavailable)
+}
+
+// TestStoreFailure proves that a message the backend cannot store gets an
+// unavailable outcome that names no moderator and is not dead-lettered.
+func TestStoreFailure(t *testing.T) {
+	be := memstore.New(memstore.Config{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = be.Close() }) // closing twice is harmless
+	f := run(t, pipeline.Config{Backend: failingStore{be}, Moderators: []pipeline.Moderator{moderator("A", nil, nil)}})
+	o := f.submit(t, send("hello", "u1"))
+	if o.Err == nil || o.Err.Code != pipeline.CodeUnavailable || o.Err.Moderator != "" || o.Seq != "" {
+		t.Fatalf("outcome = %+v (err %+v), want unavailable without moderator", o, o.Err)
+	}
+	if n := len(be.DeadLetters()); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+}
+
+// TestCorrelationID proves that a submission's correlation id is set on the
+// message the moderators see, and that one is generated, unique, when the
+// submission has none.
+func TestCorrelationID(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[string]string{} // text → correlation id
+	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+		moderator("ids", nil, func(msg *message.Message) error {
+			mu.Lock()
+			ids[string(msg.Payload)] = msg.Metadata.Get(pipeline.MetaCorrelationID)
+			mu.Unlock()
+			return nil
+		}),
+	}})
+	given := send("given", "1")
+	given.CorrelationID = "corr-42"
+	f.submit(t, given)
+	f.submit(t, send("gen-a", "2"))
+	f.submit(t, send("gen-b", "3"))
+	mu.Lock()
+	defer mu.Unlock()
+	if ids["given"] != "corr-42" {
+		t.Errorf("correlation id = %q, want the submission's corr-42", ids["given"])
+	}
+	if ids["gen-a"] == "" || ids["gen-b"] == "" || ids["gen-a"] == ids["gen-b"] {
+		t.Errorf("generated correlation ids %q and %q, want two different non-empty ids", ids["gen-a"], ids["gen-b"])
+	}
+}
+
+// TestRoomOrder proves that messages submitted to one room from one
+// goroutine are stored, acknowledged and delivered in submission order with
+// increasing seqs, while several rooms are written concurrently.
+func TestRoomOrder(t *testing.T) {
+	const rooms, perRoom = 8, 100
+	f := run(t, pipeline.Config{})
+	var wg sync.WaitGroup
+	acks := make([][]string, rooms) // seqs of each room, in submission order
+	for r := range rooms {
+		wg.Go(func() {
+			for i := range perRoom {
+				s := pipeline.Submission{
+					ConnID: fmt.Sprint("conn-", r), User: "alice", Room: fmt.Sprint("room-", r),
+					Text: fmt.Sprint(i), Ref: fmt.Sprint(i),
+				}
+				if err := f.p.Submit(context.Background(), s); err != nil {
+					t.Errorf("room %d message %d: %v", r, i, err)
+					return
+				}
+				o, _ := f.replies.find(s.ConnID, s.Ref)
+				if o.Err != nil {
+					t.Errorf("room %d message %d refused: %+v", r, i, o.Err)
+					return
+				}
+				acks[r] = append(acks[r], o.Seq)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	delivered := map[string][]pipeline.Message{}
+	for range rooms * perRoom {
+		m := f.nextDelivery(t)
+		delivered[m.Room] = append(delivered[m.Room], m)
+	}
+	for r := range rooms {
+		room := fmt.Sprint("room-", r)
+		for name, got := range map[string][]pipeline.Message{"history": f.history(t, room), "deliveries": delivered[room]} {
+			if len(got) != perRoom {
+				t.Fatalf("%s %s: %d messages, want %d", room, name, len(got), perRoom)
+			}
+			for i, m := range got {
+				if m.Text != fmt.Sprint(i) || m.Seq != acks[r][i] {
+					t.Fatalf("%s %s[%d] = text %q seq %s, want text %d seq %s", room, name, i, m.Text, m.Seq, i, acks[r][i])
+				}
+				if i > 0 && pipeline.CompareSeq(got[i-1].Seq, m.Seq) >= 0 {
+					t.Fatalf("%s %s: seq %s after %s", room, name, m.Seq, got[i-1].Seq)
+				}
+			}
+		}
+	}
+}
+
+// TestSubmitWhenNotRunning proves that Submit gives up with its context
+// before the pipeline runs, and returns ErrClosed without an outcome once
+// the pipeline stopped.
+func TestSubmitWhenNotRunning(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	be := memstore.New(memstore.Config{Logger: log})
+	t.Cleanup(func() { _ = be.Close() }) // closing twice is harmless
+	rep := &replies{}
+	p, err := pipeline.New(pipeline.Config{Backend: be, Replier: rep, Deliverer: &deliveries{ch: make(chan pipeline.Message, 16)}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p.Submit(ctx, send("early", "e")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Submit before Run = %v, want context.DeadlineExceeded", err)
+	}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	<-p.Running()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if err := p.Submit(context.Background(), send("late", "l")); !errors.Is(err, pipeline.ErrClosed) {
+		t.Fatalf("Submit after stop = %v, want ErrClosed", err)
+	}
+	if _, n := rep.find("conn-1", "l"); n != 0 {
+		t.Fatalf("%d outcomes for a submission that was not accepted, want 0", n)
+	}
+}
+
+// TestConfigValidate proves that Validate and New refuse a configuration
+// without backend, replier or deliverer, with negative limits or with an
+// incomplete moderator, and accept a minimal complete one.
+func TestConfigValidate(t *testing.T) {
+	be := memstore.New(memstore.Config{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = be.Close() }) // nothing to report in a test
+	rep, del := &replies{}, &deliveries{}
+	valid := pipeline.Config{Backend: be, Replier: rep, Deliverer: del}
+	mw := func(h message.HandlerFunc) message.HandlerFunc { return h }
+	cases := []struct {
+		name   string
+		change func(*pipeline.Config)
+		ok     bool
+	}{
+		{"minimal", func(*pipeline.Config) {}, true},
+		{"with moderator", func(c *pipeline.Config) { c.Moderators = []pipeline.Moderator{{Name: "m", Middleware: mw}} }, true},
+		{"no backend", func(c *pipeline.Config) { c.Backend = nil }, false},
+		{"no replier", func(c *pipeline.Config) { c.Replier = nil }, false},
+		{"no deliverer", func(c *pipeline.Config) { c.Deliverer = nil }, false},
+		{"negative max text", func(c *pipeline.Config) { c.MaxTextBytes = -1 }, false},
+		{"negative shards", func(c *pipeline.Config) { c.Shards = -1 }, false},
+		{"negative store timeout", func(c *pipeline.Config) { c.StoreTimeout = -time.Second }, false},
+		{"moderator without name", func(c *pipeline.Config) { c.Moderators = []pipeline.Moderator{{Middleware: mw}} }, false},
+		{"moderator without middleware", func(c *pipeline.Config) { c.Moderators = []pipeline.Moderator{{Name: "m"}} }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := valid
+			tc.change(&cfg)
+			err := cfg.Validate()
+			if (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok %v", err, tc.ok)
+			}
+			p, nerr := pipeline.New(cfg)
+			if (nerr == nil) != tc.ok || (p == nil) != !tc.ok {
+				t.Fatalf("New() = %v, %v; want ok %v", p, nerr, tc.ok)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), "pipeline: ") {
+				t.Errorf("error %q does not name the package", err)
+			}
+		})
+	}
+}
+
+// TestNoTextInLogs proves that a running pipeline logging at debug level
+// never writes a message's text, whether it is stored, refused, rejected or
+// makes a moderator panic.
+func TestNoTextInLogs(t *testing.T) {
+	var buf lockedBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f := run(t, pipeline.Config{Logger: log, MaxTextBytes: 64, Moderators: []pipeline.Moderator{
+		moderator("mod", nil, func(msg *message.Message) error {
+			switch {
+			case strings.HasPrefix(string(msg.Payload), "reject"):
+				return pipeline.Errorf(pipeline.CodeRejected, "rejected by policy")
+			case strings.HasPrefix(string(msg.Payload), "panic"):
+				panic("policy crashed")
+			}
+			return nil
+		}),
+	}})
+	texts := []string{
+		"stored-" + secretText,
+		"reject-" + secretText,
+		"panic-" + secretText,
+		"\x07invalid-" + secretText,
+		"too-large-" + strings.Repeat(secretText, 4),
+	}
+	for i, text := range texts {
+		f.submit(t, send(text, fmt.Sprint(i)))
+	}
+	f.nextDelivery(t)
+	if !strings.Contains(buf.String(), "message handled") {
+		t.Fatalf("no debug line was logged; the test does not see the log:\n%s", buf.String())
+	}
+	if strings.Contains(buf.String(), secretText) {
+		t.Fatalf("message text was logged:\n%s", buf.String())
+	}
+}
+
+// lockedBuffer is an io.Writer safe for the pipeline's goroutines.
+type lockedBuffer struct {
+	// mu guards b.
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+var _ io.Writer = (*lockedBuffer)(nil)
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -1,0 +1,362 @@
+package ws
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+func intPtr(n int) *int { return &n }
+
+// frameString renders a frame for failure messages, showing *History.
+func frameString(f ClientFrame) string {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// TestDecodeFrameRefused proves that every kind of bad client frame of
+// protocol v1 is refused with its error code and a reason, and that the
+// frame's ref and room come back when they could be read (and a ref that is
+// itself invalid does not).
+func TestDecodeFrameRefused(t *testing.T) {
+	room64 := strings.Repeat("r", pipeline.MaxRoomLen)
+	cases := []struct {
+		name  string
+		input string
+		code  string
+		// ref and room are the values expected in the returned frame.
+		ref, room string
+	}{
+		// Not one JSON object.
+		{name: "not JSON", input: `hello`, code: pipeline.CodeBadFrame},
+		{name: "empty input", input: ``, code: pipeline.CodeBadFrame},
+		{name: "only whitespace", input: " \n\t", code: pipeline.CodeBadFrame},
+		{name: "truncated object", input: `{"type":"join","room":"lobby"`, code: pipeline.CodeBadFrame},
+		{name: "single quotes", input: `{'type':'join','room':'lobby'}`, code: pipeline.CodeBadFrame},
+		{name: "two objects", input: `{"type":"leave","room":"lobby"} {"type":"leave","room":"lobby"}`, code: pipeline.CodeBadFrame},
+		{name: "two objects on two lines", input: "{\"type\":\"leave\",\"room\":\"lobby\"}\n{\"type\":\"leave\",\"room\":\"lobby\"}", code: pipeline.CodeBadFrame},
+		{name: "trailing word", input: `{"type":"leave","room":"lobby"} garbage`, code: pipeline.CodeBadFrame},
+		{name: "trailing number", input: `{"type":"leave","room":"lobby"}5`, code: pipeline.CodeBadFrame},
+		{name: "JSON null", input: `null`, code: pipeline.CodeBadFrame},
+		{name: "JSON array", input: `[{"type":"join","room":"lobby"}]`, code: pipeline.CodeBadFrame},
+		{name: "JSON empty array", input: `[]`, code: pipeline.CodeBadFrame},
+		{name: "JSON string", input: `"join"`, code: pipeline.CodeBadFrame},
+		{name: "JSON number", input: `42`, code: pipeline.CodeBadFrame},
+		{name: "JSON boolean", input: `true`, code: pipeline.CodeBadFrame},
+		{name: "empty object", input: `{}`, code: pipeline.CodeBadFrame},
+
+		// The type.
+		{name: "unknown type", input: `{"type":"dance","room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "server frame type", input: `{"type":"message","room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "type in upper case", input: `{"type":"JOIN","room":"lobby"}`, code: pipeline.CodeBadFrame, room: "lobby"},
+		{name: "missing type", input: `{"room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "empty type", input: `{"type":"","room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
+
+		// Fields of the wrong JSON type.
+		{name: "type is a number", input: `{"type":5}`, code: pipeline.CodeBadFrame},
+		{name: "type is an object", input: `{"type":{}}`, code: pipeline.CodeBadFrame},
+		{name: "room is a number", input: `{"type":"join","room":7}`, code: pipeline.CodeBadFrame},
+		{name: "room is an array", input: `{"type":"join","room":["lobby"]}`, code: pipeline.CodeBadFrame},
+		{name: "history is a string", input: `{"type":"join","history":"5"}`, code: pipeline.CodeBadFrame},
+		{name: "history is fractional", input: `{"type":"join","history":1.5}`, code: pipeline.CodeBadFrame},
+		{name: "history overflows int", input: `{"type":"join","history":99999999999999999999}`, code: pipeline.CodeBadFrame},
+		{name: "since is a number", input: `{"type":"join","since":123}`, code: pipeline.CodeBadFrame},
+		{name: "limit is a string", input: `{"type":"history","limit":"10"}`, code: pipeline.CodeBadFrame},
+		{name: "text is a number", input: `{"type":"send","text":5}`, code: pipeline.CodeBadFrame},
+		{name: "text is an object", input: `{"type":"send","text":{"a":1}}`, code: pipeline.CodeBadFrame},
+		{name: "ref is a boolean", input: `{"type":"send","ref":true}`, code: pipeline.CodeBadFrame},
+
+		// Bytes that are not UTF-8: nothing is read from the frame.
+		{name: "invalid UTF-8 in text", input: "{\"type\":\"send\",\"room\":\"lobby\",\"ref\":\"r1\",\"text\":\"a\xffb\"}", code: pipeline.CodeInvalid},
+		{name: "invalid UTF-8 in room", input: "{\"type\":\"join\",\"room\":\"lob\xc3by\"}", code: pipeline.CodeInvalid},
+		{name: "invalid UTF-8 in ref", input: "{\"type\":\"join\",\"room\":\"lobby\",\"ref\":\"\xfe\"}", code: pipeline.CodeInvalid},
+		{name: "overlong UTF-8 encoding", input: "{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"\xc0\xaf\"}", code: pipeline.CodeInvalid},
+		{name: "UTF-8 encoded surrogate", input: "{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"\xed\xa0\x80\"}", code: pipeline.CodeInvalid},
+		{name: "invalid UTF-8 after the object", input: "{\"type\":\"join\",\"room\":\"lobby\"}\xff", code: pipeline.CodeInvalid},
+
+		// Room names.
+		{name: "room missing", input: `{"type":"join","ref":"r1"}`, code: pipeline.CodeInvalid, ref: "r1"},
+		{name: "room empty", input: `{"type":"join","room":"","ref":"r1"}`, code: pipeline.CodeInvalid, ref: "r1"},
+		{name: "room of 65 characters", input: `{"type":"join","room":"` + room64 + `x","ref":"r1"}`, code: pipeline.CodeInvalid, ref: "r1", room: room64 + "x"},
+		{name: "room with a space", input: `{"type":"join","room":"no spaces","ref":"r1"}`, code: pipeline.CodeInvalid, ref: "r1", room: "no spaces"},
+		{name: "room with a slash", input: `{"type":"send","room":"a/b","ref":"r1","text":"x"}`, code: pipeline.CodeInvalid, ref: "r1", room: "a/b"},
+		{name: "room with dot-dot-slash", input: `{"type":"join","room":"../etc"}`, code: pipeline.CodeInvalid, room: "../etc"},
+		{name: "room with accented letter", input: `{"type":"join","room":"café"}`, code: pipeline.CodeInvalid, room: "café"},
+		{name: "room in Cyrillic", input: `{"type":"join","room":"комната"}`, code: pipeline.CodeInvalid, room: "комната"},
+		{name: "room with emoji", input: `{"type":"leave","room":"party🎉"}`, code: pipeline.CodeInvalid, room: "party🎉"},
+		{name: "room with NUL escape", input: `{"type":"join","room":"a\u0000b"}`, code: pipeline.CodeInvalid, room: "a\x00b"},
+		{name: "room with fullwidth digit", input: `{"type":"join","room":"room１"}`, code: pipeline.CodeInvalid, room: "room１"},
+
+		// Refs: an invalid ref is not echoed, the room still is.
+		{name: "ref of 65 characters", input: `{"type":"send","room":"lobby","text":"x","ref":"` + strings.Repeat("f", 65) + `"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref of 65 multibyte characters", input: `{"type":"send","room":"lobby","text":"x","ref":"` + strings.Repeat("é", 65) + `"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with BEL", input: `{"type":"send","room":"lobby","text":"x","ref":"a\u0007"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with newline", input: `{"type":"send","room":"lobby","text":"x","ref":"a\nb"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with tab", input: `{"type":"send","room":"lobby","text":"x","ref":"\t"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with DEL", input: `{"type":"send","room":"lobby","text":"x","ref":"\u007f"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with C1 control", input: `{"type":"send","room":"lobby","text":"x","ref":"\u0085"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with zero-width space", input: `{"type":"send","room":"lobby","text":"x","ref":"a\u200bb"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "ref with escaped lone surrogate", input: `{"type":"send","room":"lobby","text":"x","ref":"\ud800"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "bad ref on unknown type", input: `{"type":"dance","room":"lobby","ref":"\u0000"}`, code: pipeline.CodeInvalid, room: "lobby"},
+
+		// Join.
+		{name: "history -1", input: `{"type":"join","room":"lobby","history":-1,"ref":"j"}`, code: pipeline.CodeInvalid, ref: "j", room: "lobby"},
+		{name: "history 501", input: `{"type":"join","room":"lobby","history":501,"ref":"j"}`, code: pipeline.CodeInvalid, ref: "j", room: "lobby"},
+		{name: "since a word", input: `{"type":"join","room":"lobby","since":"yesterday","ref":"j"}`, code: pipeline.CodeInvalid, ref: "j", room: "lobby"},
+		{name: "since without dash", input: `{"type":"join","room":"lobby","since":"123"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since without counter", input: `{"type":"join","room":"lobby","since":"123-"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since without ms", input: `{"type":"join","room":"lobby","since":"-4"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since with three parts", input: `{"type":"join","room":"lobby","since":"1-2-3"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since negative", input: `{"type":"join","room":"lobby","since":"-1-2"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since with plus sign", input: `{"type":"join","room":"lobby","since":"+1-2"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since with spaces", input: `{"type":"join","room":"lobby","since":" 1-2"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "since overflows uint64", input: `{"type":"join","room":"lobby","since":"18446744073709551616-0"}`, code: pipeline.CodeInvalid, room: "lobby"},
+
+		// History.
+		{name: "history before a word", input: `{"type":"history","room":"lobby","before":"bad","ref":"h"}`, code: pipeline.CodeInvalid, ref: "h", room: "lobby"},
+		{name: "history before without counter", input: `{"type":"history","room":"lobby","before":"5"}`, code: pipeline.CodeInvalid, room: "lobby"},
+		{name: "history limit 501", input: `{"type":"history","room":"lobby","limit":501,"ref":"h"}`, code: pipeline.CodeInvalid, ref: "h", room: "lobby"},
+		{name: "history limit -1", input: `{"type":"history","room":"lobby","limit":-1}`, code: pipeline.CodeInvalid, room: "lobby"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := DecodeFrame([]byte(tc.input))
+			if err == nil {
+				t.Fatalf("DecodeFrame(%q) = %s, nil; want error %q", tc.input, frameString(f), tc.code)
+			}
+			if err.Code != tc.code {
+				t.Errorf("code = %q (%s), want %q", err.Code, err.Reason, tc.code)
+			}
+			if strings.TrimSpace(err.Reason) == "" {
+				t.Errorf("error %q has no reason", err.Code)
+			}
+			if f.Ref != tc.ref || f.Room != tc.room {
+				t.Errorf("frame ref, room = %q, %q; want %q, %q", f.Ref, f.Room, tc.ref, tc.room)
+			}
+		})
+	}
+}
+
+// TestDecodeFrameRejectsTrailingCloser proves that a frame with a stray "}"
+// or "]" after its object is refused like any other trailing data: protocol
+// v1 allows exactly one JSON object per frame.
+func TestDecodeFrameRejectsTrailingCloser(t *testing.T) {
+	for _, input := range []string{
+		`{"type":"leave","room":"lobby"}}`,
+		`{"type":"leave","room":"lobby"}]`,
+		`{"type":"leave","room":"lobby"} ]]]}`,
+		`{"type":"leave","room":"lobby"}}{"type":"send","room":"lobby","text":"smuggled"}`,
+	} {
+		f, err := DecodeFrame([]byte(input))
+		if err == nil {
+			t.Errorf("DecodeFrame(%q) accepted %s; want %s (json.Decoder.More reports false before '}' and ']', so it cannot be the trailing-data check)",
+				input, frameString(f), pipeline.CodeBadFrame)
+			continue
+		}
+		if err.Code != pipeline.CodeBadFrame {
+			t.Errorf("DecodeFrame(%q) code = %q, want %q", input, err.Code, pipeline.CodeBadFrame)
+		}
+	}
+}
+
+// TestDecodeFrameWrongTypeKeepsRef proves DecodeFrame's documented promise
+// that on error the ref and room are set when they could be read: a field of
+// the wrong JSON type does not hide the other fields, so the client's error
+// frame can still name its ref; a ref or room that is itself invalid is not
+// echoed.
+func TestDecodeFrameWrongTypeKeepsRef(t *testing.T) {
+	cases := []struct {
+		name, input string
+		ref, room   string
+	}{
+		{"valid ref and room", `{"type":"send","room":"lobby","ref":"r1","text":5}`, "r1", "lobby"},
+		{"fields after the bad one", `{"type":"send","text":5,"room":"lobby","ref":"r1"}`, "r1", "lobby"},
+		{"invalid ref", `{"type":"send","room":"lobby","ref":"a\u0007","text":5}`, "", "lobby"},
+		{"invalid room", `{"type":"send","room":"a b","ref":"r1","text":5}`, "r1", ""},
+		{"ref of the wrong type", `{"type":"send","room":"lobby","ref":5}`, "", "lobby"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := DecodeFrame([]byte(tc.input))
+			if err == nil || err.Code != pipeline.CodeBadFrame {
+				t.Fatalf("DecodeFrame(%q) = %s, %v; want %s", tc.input, frameString(f), err, pipeline.CodeBadFrame)
+			}
+			if f.Ref != tc.ref || f.Room != tc.room {
+				t.Errorf("ref, room = %q, %q; want %q, %q, so the client can match the error to its send",
+					f.Ref, f.Room, tc.ref, tc.room)
+			}
+		})
+	}
+}
+
+// TestDecodeFrameFieldNamesAreCaseSensitive proves docs/PROTOCOL.md §2
+// ("the server ignores fields it does not know"): "TYPE" or "Room" are not
+// the protocol's "type" and "room", so they must neither make a frame valid
+// nor override the real fields.
+func TestDecodeFrameFieldNamesAreCaseSensitive(t *testing.T) {
+	cases := []struct {
+		name, input string
+		// code is the wanted error code, or "" when the frame is valid
+		// and its room is room.
+		code, room string
+	}{
+		{"TYPE is not type", `{"TYPE":"join","room":"lobby"}`, pipeline.CodeBadFrame, ""},
+		{"Room is not room", `{"type":"join","Room":"lobby"}`, pipeline.CodeInvalid, ""},
+		{"Room does not override room", `{"type":"leave","room":"lobby","Room":"elsewhere"}`, "", "lobby"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := DecodeFrame([]byte(tc.input))
+			switch {
+			case tc.code == "" && err != nil:
+				t.Errorf("DecodeFrame(%q) error %s, want a valid frame of room %q", tc.input, err.Code, tc.room)
+			case tc.code == "" && f.Room != tc.room:
+				t.Errorf("DecodeFrame(%q) room = %q, want %q: encoding/json matches field names case-insensitively", tc.input, f.Room, tc.room)
+			case tc.code != "" && (err == nil || err.Code != tc.code):
+				t.Errorf("DecodeFrame(%q) = %s, %v; want %s: encoding/json matches field names case-insensitively", tc.input, frameString(f), err, tc.code)
+			}
+		})
+	}
+}
+
+// TestDecodeFrameAccepted proves that valid frames of each type decode with
+// exactly the expected fields, including the boundaries of every limit.
+func TestDecodeFrameAccepted(t *testing.T) {
+	room64 := strings.Repeat("r", pipeline.MaxRoomLen)
+	cases := []struct {
+		name  string
+		input string
+		want  ClientFrame
+	}{
+		{"join", `{"type":"join","room":"lobby","history":10,"ref":"j1"}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby", History: intPtr(10), Ref: "j1"}},
+		{"join without history", `{"type":"join","room":"lobby"}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby"}},
+		{"join with null history", `{"type":"join","room":"lobby","history":null}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby"}},
+		{"join history 0", `{"type":"join","room":"lobby","history":0}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby", History: intPtr(0)}},
+		{"join history 500", `{"type":"join","room":"lobby","history":500}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby", History: intPtr(MaxHistory)}},
+		{"join since", `{"type":"join","room":"lobby","since":"123-4"}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby", Since: "123-4"}},
+		{"join since max seq", `{"type":"join","room":"lobby","since":"18446744073709551615-18446744073709551615"}`,
+			ClientFrame{Type: TypeJoin, Room: "lobby", Since: "18446744073709551615-18446744073709551615"}},
+		{"room of 64 characters", `{"type":"join","room":"` + room64 + `"}`,
+			ClientFrame{Type: TypeJoin, Room: room64}},
+		{"room with every punctuation allowed", `{"type":"join","room":"a_b-c.d:E9"}`,
+			ClientFrame{Type: TypeJoin, Room: "a_b-c.d:E9"}},
+		{"leave", `{"type":"leave","room":"lobby","ref":"l"}`,
+			ClientFrame{Type: TypeLeave, Room: "lobby", Ref: "l"}},
+		{"send", `{"type":"send","room":"lobby","text":"héllo\nworld 🎉","ref":"c-1"}`,
+			ClientFrame{Type: TypeSend, Room: "lobby", Text: "héllo\nworld 🎉", Ref: "c-1"}},
+		{"send with empty text (checked by the pipeline)", `{"type":"send","room":"lobby","text":""}`,
+			ClientFrame{Type: TypeSend, Room: "lobby"}},
+		{"send with ref of 64 characters", `{"type":"send","room":"lobby","text":"x","ref":"` + strings.Repeat("é", pipeline.MaxRefLen) + `"}`,
+			ClientFrame{Type: TypeSend, Room: "lobby", Text: "x", Ref: strings.Repeat("é", pipeline.MaxRefLen)}},
+		{"send with escaped text", `{"type":"send","room":"lobby","text":"\u00e9\"\\"}`,
+			ClientFrame{Type: TypeSend, Room: "lobby", Text: "é\"\\"}},
+		{"history", `{"type":"history","room":"lobby","before":"123-4","limit":20,"ref":"h"}`,
+			ClientFrame{Type: TypeHistory, Room: "lobby", Before: "123-4", Limit: 20, Ref: "h"}},
+		{"history without before or limit", `{"type":"history","room":"lobby"}`,
+			ClientFrame{Type: TypeHistory, Room: "lobby"}},
+		{"history limit 500", `{"type":"history","room":"lobby","limit":500}`,
+			ClientFrame{Type: TypeHistory, Room: "lobby", Limit: MaxHistory}},
+		{"surrounding whitespace", " \n{\"type\":\"leave\",\"room\":\"lobby\"}\n ",
+			ClientFrame{Type: TypeLeave, Room: "lobby"}},
+		{"unknown fields are ignored", `{"type":"leave","room":"lobby","extra":{"a":[1,2]}}`,
+			ClientFrame{Type: TypeLeave, Room: "lobby"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeFrame([]byte(tc.input))
+			if err != nil {
+				t.Fatalf("DecodeFrame(%q) error %s: %s", tc.input, err.Code, err.Reason)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("DecodeFrame(%q) = %s, want %s", tc.input, frameString(got), frameString(tc.want))
+			}
+		})
+	}
+}
+
+// fuzzSeeds are the in-code seeds of FuzzDecodeFrame; the files under
+// testdata/fuzz/FuzzDecodeFrame add more.
+var fuzzSeeds = []string{
+	`{"type":"join","room":"lobby","history":10,"ref":"j1"}`,
+	`{"type":"join","room":"lobby","since":"123-4"}`,
+	`{"type":"leave","room":"lobby"}`,
+	`{"type":"send","room":"lobby","text":"hi","ref":"c-1"}`,
+	`{"type":"history","room":"lobby","before":"5-0","limit":500}`,
+	`{"type":"leave","room":"lobby"}}`,
+	`{"type":"send","room":"lobby","text":5}`,
+	`{"type":"send","room":"lobby","ref":"\ud800"}`,
+	`null`,
+	"{\"type\":\"send\",\"room\":\"lobby\",\"text\":\"\xff\"}",
+}
+
+// FuzzDecodeFrame proves, for any input, that DecodeFrame does not panic;
+// that an error carries a protocol code, a reason and never echoes an
+// invalid ref; and that an accepted frame has a known type, a valid room and
+// ref, and survives a round trip through encoding/json unchanged.
+func FuzzDecodeFrame(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr, err := DecodeFrame(data)
+		if err != nil {
+			if err.Code != pipeline.CodeBadFrame && err.Code != pipeline.CodeInvalid {
+				t.Fatalf("DecodeFrame(%q) code %q, want %s or %s", data, err.Code, pipeline.CodeBadFrame, pipeline.CodeInvalid)
+			}
+			if err.Reason == "" {
+				t.Fatalf("DecodeFrame(%q) error %s without reason", data, err.Code)
+			}
+			if verr := pipeline.ValidateRef(fr.Ref); verr != nil {
+				t.Fatalf("DecodeFrame(%q) refused with ref %q, which is itself invalid: %v", data, fr.Ref, verr)
+			}
+			return
+		}
+		switch fr.Type {
+		case TypeJoin, TypeLeave, TypeSend, TypeHistory:
+		default:
+			t.Fatalf("DecodeFrame(%q) accepted type %q", data, fr.Type)
+		}
+		if verr := pipeline.ValidateRoom(fr.Room); verr != nil {
+			t.Fatalf("DecodeFrame(%q) accepted room %q: %v", data, fr.Room, verr)
+		}
+		if verr := pipeline.ValidateRef(fr.Ref); verr != nil {
+			t.Fatalf("DecodeFrame(%q) accepted ref %q: %v", data, fr.Ref, verr)
+		}
+		enc, merr := json.Marshal(fr)
+		if merr != nil {
+			t.Fatalf("re-encoding %#v: %v", fr, merr)
+		}
+		again, err := DecodeFrame(enc)
+		if err != nil {
+			t.Fatalf("DecodeFrame(%q) accepted, but its re-encoding %s is refused: %s: %s", data, enc, err.Code, err.Reason)
+		}
+		if !reflect.DeepEqual(again, fr) {
+			t.Fatalf("round trip of %q: got %s, want %s", data, frameString(again), frameString(fr))
+		}
+	})
+}
+
+// BenchmarkDecodeFrame measures decoding a typical send frame, the hottest
+// client frame.
+func BenchmarkDecodeFrame(b *testing.B) {
+	data := []byte(`{"type":"send","room":"lobby","text":"hello, world — how is everyone today?","ref":"c-12345"}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := DecodeFrame(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
