@@ -1,0 +1,762 @@
+// chatstream-client.js: a WebSocket client for the chatstream protocol v1
+// (docs/PROTOCOL.md), for browsers and Node.js. It has no DOM dependence and
+// no dependencies; docs/CLIENT.md documents its API.
+//
+// One ChatClient owns one connection at a time. It reconnects by itself with
+// exponential backoff and full jitter, resumes every room with `since` the
+// last seq it saw, never emits a message twice, and queues sends while it is
+// offline.
+
+/** Limits and timings used when the constructor's options leave them out. */
+export const DEFAULTS = Object.freeze({
+  // Reconnect delays: attempt k waits a random time in [0, min(maxMs, initialMs·2^k)).
+  backoff: Object.freeze({ initialMs: 500, maxMs: 30_000 }),
+  // A connection that stayed open this long starts the backoff over; one
+  // that drops sooner (a server that accepts and closes) keeps growing it.
+  stableMs: 5_000,
+  // A send not acknowledged within this time rejects with code "timeout".
+  sendTimeoutMs: 15_000,
+  // A history request not answered within this time rejects with code "timeout".
+  requestTimeoutMs: 15_000,
+  // Sends waiting for their ack (queued or in flight); one more rejects
+  // with code "offline_queue_full".
+  maxQueue: 100,
+  // A socket that has not opened within this time is abandoned and retried.
+  connectTimeoutMs: 10_000,
+  // Client frames larger than this are refused locally with "too_large":
+  // the server closes the connection on frames over its 64 KiB read limit.
+  maxFrameBytes: 65_536,
+  // Number of recent seqs remembered per room for deduplication.
+  seenPerRoom: 1_000,
+  // Delay before retrying a join the server answered with "unavailable"
+  // or "rate_limited" without retry_after_ms.
+  joinRetryMs: 1_000,
+});
+
+const OPEN = 1; // WebSocket.OPEN, the same in every implementation
+const NORMAL_CLOSURE = 1000;
+
+// Local error codes, in addition to the server's codes of PROTOCOL.md §9.
+export const CODE_TIMEOUT = 'timeout';
+export const CODE_QUEUE_FULL = 'offline_queue_full';
+export const CODE_CLOSED = 'closed';
+export const CODE_DISCONNECTED = 'disconnected';
+export const CODE_LEFT = 'left';
+
+/**
+ * ChatError is the rejection value of every promise of ChatClient and the
+ * payload of its "error" event. `code` is a protocol error code (PROTOCOL.md
+ * §9) or one of the local codes above; `message` is meant for people.
+ */
+export class ChatError extends Error {
+  constructor({ code, message, ref, room, moderator, retryAfterMs }) {
+    super(message || code);
+    this.name = 'ChatError';
+    this.code = code;
+    if (ref) this.ref = ref;
+    if (room) this.room = room;
+    if (moderator) this.moderator = moderator;
+    if (retryAfterMs) this.retryAfterMs = retryAfterMs;
+  }
+}
+
+const seqPattern = /^(\d+)-(\d+)$/;
+
+/**
+ * parseSeq parses a seq of the form "<ms>-<n>" into BigInts, or returns null
+ * for any other form. Seqs are opaque on the wire; this helper is the only
+ * place that looks inside them.
+ */
+export function parseSeq(seq) {
+  const m = typeof seq === 'string' ? seqPattern.exec(seq) : null;
+  return m ? { ms: BigInt(m[1]), n: BigInt(m[2]) } : null;
+}
+
+/**
+ * compareSeq returns -1, 0 or 1 as seq a sorts before, equal to or after b
+ * within one room, comparing the parts numerically (never as strings). It
+ * returns NaN when either seq does not have the "<ms>-<n>" form.
+ */
+export function compareSeq(a, b) {
+  const x = parseSeq(a);
+  const y = parseSeq(b);
+  if (!x || !y) return NaN;
+  if (x.ms !== y.ms) return x.ms < y.ms ? -1 : 1;
+  if (x.n !== y.n) return x.n < y.n ? -1 : 1;
+  return 0;
+}
+
+/**
+ * validateUser returns why name is not a valid user name (PROTOCOL.md §3),
+ * or "" when it is valid.
+ */
+export function validateUser(name) {
+  if (typeof name !== 'string' || name === '') return 'a name is required';
+  if ([...name].length > 32) return 'a name has at most 32 characters';
+  if (name.trim() !== name) return 'a name cannot start or end with a space';
+  if (!/^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$/u.test(name)) return 'a name cannot contain control or invisible characters';
+  return '';
+}
+
+/**
+ * validateRoom returns why name is not a valid room name (PROTOCOL.md §5),
+ * or "" when it is valid.
+ */
+export function validateRoom(name) {
+  if (typeof name !== 'string' || name === '') return 'a room name is required';
+  if (name.length > 64) return 'a room name has at most 64 characters';
+  if (!/^[A-Za-z0-9_.:-]+$/.test(name)) return 'a room name may contain only letters, digits and _ - . :';
+  return '';
+}
+
+// wsURL turns an http(s) or ws(s) URL of the /ws endpoint into the WebSocket
+// URL for user.
+function wsURL(url, user) {
+  const u = new URL(url, globalThis.location?.href);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  u.searchParams.set('user', user);
+  return u.href;
+}
+
+function randomId() {
+  const bytes = new Uint8Array(6);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(36).padStart(2, '0')).join('');
+}
+
+const encoder = new TextEncoder();
+
+// Codes after which a join is tried again instead of given up.
+const retryableJoin = new Set(['rate_limited', 'unavailable']);
+
+/**
+ * ChatClient is a chatstream connection that survives disconnects.
+ *
+ * Events (subscribe with on/off/once; listeners get one argument):
+ *   status   {state: 'connecting'|'connected'|'reconnecting'|'offline', retryInMs?, attempt?}
+ *   joined   {room, history: [message], truncated, resumed}
+ *   message  {room, id, seq, user, text, ts, ref?, own}
+ *   ack      {room, id, seq, ref}
+ *   error    ChatError (every error frame, and local failures of requests)
+ *   left     {room, error?}
+ *   presence {room, users, count, joined, left, snapshot}
+ */
+export class ChatClient {
+  #url;
+  #user;
+  #WebSocket;
+  #opts;
+  #random;
+  #listeners = new Map();
+
+  #ws = null;
+  #stopped = true;
+  #attempt = 0;
+  #openedAt = 0;
+  #retryTimer = null;
+  #connectTimer = null;
+  #status = { state: 'offline' };
+  #readyWaiters = [];
+
+  // rooms holds every room the application wants to be in, by name.
+  #rooms = new Map();
+  // leaving holds unconfirmed leave frames by ref: {room, resolve}.
+  #leaving = new Map();
+  // outbox holds sends until they are acked, rejected or timed out, in send order.
+  #outbox = [];
+  #pausedUntil = 0;
+  #pauseTimer = null;
+  #refBase = randomId();
+  #refN = 0;
+
+  /**
+   * @param {object} options
+   * @param {string} options.url URL of the /ws endpoint (http, https, ws or wss).
+   * @param {string} options.user User name (PROTOCOL.md §3).
+   * @param {Function} [options.WebSocket] WebSocket constructor; default globalThis.WebSocket.
+   * @param {{initialMs?: number, maxMs?: number}} [options.backoff] Reconnect backoff.
+   * @param {number} [options.sendTimeoutMs] See DEFAULTS.
+   * @param {number} [options.requestTimeoutMs] See DEFAULTS.
+   * @param {number} [options.maxQueue] See DEFAULTS.
+   * @param {number} [options.connectTimeoutMs] See DEFAULTS.
+   * @param {() => number} [options.random] Source of jitter in [0, 1); default Math.random.
+   */
+  constructor({ url, user, WebSocket, backoff, random, ...rest } = {}) {
+    const bad = validateUser(user);
+    if (bad) throw new TypeError(`chatstream: invalid user: ${bad}`);
+    if (!url) throw new TypeError('chatstream: url is required');
+    this.#url = wsURL(url, user);
+    this.#user = user;
+    this.#WebSocket = WebSocket || globalThis.WebSocket;
+    if (typeof this.#WebSocket !== 'function') {
+      throw new TypeError('chatstream: no WebSocket implementation; pass options.WebSocket');
+    }
+    this.#opts = { ...DEFAULTS, ...rest, backoff: { ...DEFAULTS.backoff, ...backoff } };
+    this.#random = random || Math.random;
+  }
+
+  /** The user name this client connects as. */
+  get user() { return this.#user; }
+
+  /** The last status event's payload. */
+  get status() { return { ...this.#status }; }
+
+  /** Whether the socket is open. */
+  get connected() { return this.#status.state === 'connected'; }
+
+  /** Names of the rooms the client is in or joining. */
+  get rooms() { return [...this.#rooms.keys()]; }
+
+  /** The newest seq seen in room, or null. */
+  lastSeq(room) { return this.#rooms.get(room)?.lastSeq ?? null; }
+
+  /** The present users of room from the latest presence frames: {users, count}. */
+  presence(room) {
+    const r = this.#rooms.get(room);
+    return r ? { users: [...r.presence].sort(), count: r.presenceCount } : { users: [], count: 0 };
+  }
+
+  /** Number of sends waiting for their ack. */
+  get pendingSends() { return this.#outbox.length; }
+
+  // ---- events ----
+
+  /** on subscribes fn to event type and returns a function that unsubscribes it. */
+  on(type, fn) {
+    let set = this.#listeners.get(type);
+    if (!set) this.#listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+
+  /** off unsubscribes fn from event type. */
+  off(type, fn) {
+    this.#listeners.get(type)?.delete(fn);
+  }
+
+  /** once subscribes fn for the next event of type only. */
+  once(type, fn) {
+    const off = this.on(type, (d) => { off(); fn(d); });
+    return off;
+  }
+
+  #emit(type, detail) {
+    const set = this.#listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(detail);
+      } catch (err) {
+        // A listener's bug must not break the client's state; report it
+        // the way an uncaught error is reported.
+        queueMicrotask(() => { throw err; });
+      }
+    }
+  }
+
+  #setStatus(state, extra = {}) {
+    this.#status = { state, ...extra };
+    this.#emit('status', { ...this.#status });
+  }
+
+  // ---- connection ----
+
+  /**
+   * connect opens the connection and keeps it open, reconnecting as needed,
+   * until close. The promise resolves with true once the socket is open, or
+   * with false if close is called first; it never rejects.
+   */
+  connect() {
+    const p = new Promise((resolve) => {
+      if (this.connected) resolve(true);
+      else this.#readyWaiters.push(resolve);
+    });
+    if (this.#stopped) {
+      this.#stopped = false;
+      this.#attempt = 0;
+      this.#open();
+    }
+    return p;
+  }
+
+  /**
+   * close closes the connection and stops reconnecting. Pending sends,
+   * joins and history requests reject with code "closed". The rooms are
+   * kept: a later connect resumes them.
+   */
+  close() {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#connectTimer);
+    clearTimeout(this.#pauseTimer);
+    this.#pausedUntil = 0;
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      try { ws.close(NORMAL_CLOSURE); } catch { /* already closing */ }
+    }
+    const err = (room) => new ChatError({ code: CODE_CLOSED, message: 'the client was closed', room });
+    for (const resolve of this.#readyWaiters.splice(0)) resolve(false);
+    for (const rec of [...this.#outbox]) this.#settle(rec, null, err(rec.room));
+    for (const r of this.#rooms.values()) {
+      r.joined = false;
+      r.joinRef = null;
+      clearTimeout(r.retryTimer);
+      for (const w of r.waiters.splice(0)) w.reject(err(r.name));
+      this.#failHistory(r, err(r.name));
+    }
+    this.#resolveLeaves();
+    if (this.#status.state !== 'offline') this.#setStatus('offline');
+  }
+
+  /**
+   * reconnectNow skips the rest of the backoff wait and reconnects at once.
+   * It does nothing unless the client is waiting to reconnect. Call it when
+   * the network comes back (the browser's "online" event).
+   */
+  reconnectNow() {
+    if (this.#stopped || this.#ws) return;
+    clearTimeout(this.#retryTimer);
+    this.#open();
+  }
+
+  #open() {
+    this.#retryTimer = null;
+    this.#setStatus('connecting', { attempt: this.#attempt });
+    let ws;
+    try {
+      ws = new this.#WebSocket(this.#url);
+    } catch (err) {
+      this.#emit('error', new ChatError({ code: CODE_DISCONNECTED, message: `cannot open a WebSocket: ${err.message}` }));
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#ws = ws;
+    this.#connectTimer = setTimeout(() => {
+      if (ws === this.#ws && ws.readyState !== OPEN) this.#drop(ws);
+    }, this.#opts.connectTimeoutMs);
+    ws.onopen = () => {
+      if (ws !== this.#ws) return;
+      clearTimeout(this.#connectTimer);
+      this.#openedAt = Date.now();
+      this.#setStatus('connected');
+      for (const resolve of this.#readyWaiters.splice(0)) resolve(true);
+      for (const r of this.#rooms.values()) this.#sendJoin(r);
+    };
+    ws.onmessage = (ev) => {
+      if (ws === this.#ws) this.#receive(ev.data);
+    };
+    ws.onclose = () => {
+      if (ws === this.#ws) this.#drop(ws);
+    };
+    // Browsers follow an error with a close event, but some WebSocket
+    // implementations (Node 20's) do not when the connection fails: an
+    // error ends the socket either way.
+    ws.onerror = () => {
+      if (ws === this.#ws) this.#drop(ws);
+    };
+  }
+
+  // drop forgets the current socket, puts in-flight work back in line and
+  // schedules a reconnect.
+  #drop(ws) {
+    clearTimeout(this.#connectTimer);
+    this.#ws = null;
+    if (this.#openedAt && Date.now() - this.#openedAt >= this.#opts.stableMs) this.#attempt = 0;
+    this.#openedAt = 0;
+    try { ws.close(); } catch { /* already closed */ }
+    for (const r of this.#rooms.values()) {
+      r.joined = false;
+      r.joinRef = null;
+      clearTimeout(r.retryTimer);
+      this.#failHistory(r, new ChatError({ code: CODE_DISCONNECTED, message: 'the connection was lost', room: r.name }));
+    }
+    this.#resolveLeaves();
+    for (const rec of this.#outbox) {
+      if (rec.state === 'sent') {
+        // Stored or not: the rejoin's history tells (PROTOCOL.md §11.3).
+        rec.state = 'queued';
+        rec.uncertain = true;
+      }
+    }
+    if (!this.#stopped) this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    const { initialMs, maxMs } = this.#opts.backoff;
+    const cap = Math.min(maxMs, initialMs * 2 ** Math.min(this.#attempt, 30));
+    const delay = Math.floor(this.#random() * cap);
+    this.#attempt++;
+    this.#setStatus('reconnecting', { retryInMs: delay, attempt: this.#attempt });
+    this.#retryTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  #write(frame) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #nextRef(prefix) {
+    return `${prefix}${this.#refBase}-${++this.#refN}`;
+  }
+
+  // ---- rooms ----
+
+  /**
+   * join joins room and resolves with the first joined event's payload:
+   * {room, history, truncated, resumed}. While offline the join waits for
+   * the connection. It rejects when the server refuses the join (for
+   * example "invalid" or "room_limit"), when leave(room) is called first,
+   * or on close. Joining a room already joined resolves at once with an
+   * empty history.
+   */
+  join(room, { history = 50 } = {}) {
+    let r = this.#rooms.get(room);
+    if (r?.joined) return Promise.resolve({ room, history: [], truncated: false, resumed: true });
+    if (!r) {
+      r = {
+        name: room, historyN: history, joined: false, everJoined: false, joinRef: null,
+        lastSeq: null, seen: new Set(), waiters: [], historyWaiters: [],
+        presence: new Set(), presenceCount: 0, retryTimer: null,
+      };
+      this.#rooms.set(room, r);
+    }
+    const p = new Promise((resolve, reject) => r.waiters.push({ resolve, reject }));
+    if (!r.joinRef) this.#sendJoin(r);
+    return p;
+  }
+
+  #sendJoin(r) {
+    r.joinRef = this.#nextRef('j');
+    const frame = { type: 'join', room: r.name, ref: r.joinRef };
+    if (r.lastSeq) frame.since = r.lastSeq;
+    else frame.history = r.historyN;
+    if (!this.#write(frame)) r.joinRef = null; // sent on open
+  }
+
+  /**
+   * leave leaves room. Sends still queued for it reject with code "left".
+   * The promise resolves when the server confirms, or at once when offline.
+   */
+  leave(room) {
+    const r = this.#rooms.get(room);
+    if (!r) return Promise.resolve({ room });
+    this.#rooms.delete(room);
+    clearTimeout(r.retryTimer);
+    const err = new ChatError({ code: CODE_LEFT, message: `left ${room}`, room });
+    for (const w of r.waiters.splice(0)) w.reject(err);
+    this.#failHistory(r, err);
+    for (const rec of [...this.#outbox]) {
+      if (rec.room === room && rec.state === 'queued') this.#settle(rec, null, err);
+    }
+    const ref = this.#nextRef('l');
+    if (!this.#write({ type: 'leave', room, ref })) return Promise.resolve({ room });
+    return new Promise((resolve) => this.#leaving.set(ref, { room, resolve }));
+  }
+
+  // resolveLeaves confirms every unconfirmed leave: a lost connection
+  // leaves every room.
+  #resolveLeaves() {
+    for (const { room, resolve } of this.#leaving.values()) resolve({ room });
+    this.#leaving.clear();
+  }
+
+  // accept records m as seen in r and reports whether it is new: not seen
+  // before and, when seqs have the "<ms>-<n>" form, after the room's newest.
+  #accept(r, m) {
+    if (typeof m.seq !== 'string' || r.seen.has(m.seq)) return false;
+    if (r.lastSeq && compareSeq(m.seq, r.lastSeq) <= 0) return false;
+    r.seen.add(m.seq);
+    if (r.seen.size > this.#opts.seenPerRoom) r.seen.delete(r.seen.values().next().value);
+    r.lastSeq = m.seq;
+    return true;
+  }
+
+  // ---- sending ----
+
+  /**
+   * send sends text to room and resolves with the ack {room, id, seq, ref}
+   * once the server has stored it, or rejects with a ChatError: the
+   * server's refusal ("invalid", "rejected", "too_large", ...), "timeout"
+   * if no ack came within sendTimeoutMs, "offline_queue_full" if maxQueue
+   * sends are already waiting, "not_joined" for a room never joined, "left"
+   * or "closed". While offline the send waits in the queue and goes out
+   * after the room is resumed. The returned promise has a `ref` property:
+   * the message will carry it, so the application can match its own
+   * message events to the send (pass options.ref to choose it).
+   */
+  send(room, text, { ref } = {}) {
+    ref ||= this.#nextRef('m');
+    let rec;
+    const p = new Promise((resolve, reject) => {
+      const fail = (code, message) => reject(new ChatError({ code, message, ref, room }));
+      if (!this.#rooms.has(room)) return fail('not_joined', `join room ${room} first`);
+      if (this.#outbox.length >= this.#opts.maxQueue) {
+        return fail(CODE_QUEUE_FULL, `${this.#opts.maxQueue} messages are already waiting to be sent`);
+      }
+      const frame = JSON.stringify({ type: 'send', room, text, ref });
+      if (encoder.encode(frame).length > this.#opts.maxFrameBytes) return fail('too_large', 'the message is too long');
+      rec = { ref, room, text, frame, state: 'queued', uncertain: false, resolve, reject };
+      rec.timer = setTimeout(() => {
+        const s = Math.round(this.#opts.sendTimeoutMs / 1000);
+        this.#settle(rec, null, new ChatError({ code: CODE_TIMEOUT, message: `not acknowledged within ${s} s`, ref, room }));
+      }, this.#opts.sendTimeoutMs);
+      this.#outbox.push(rec);
+    });
+    p.ref = ref;
+    if (rec) this.#flush();
+    return p;
+  }
+
+  // settle removes rec from the outbox and resolves or rejects its promise.
+  #settle(rec, ack, err) {
+    const i = this.#outbox.indexOf(rec);
+    if (i < 0) return;
+    this.#outbox.splice(i, 1);
+    clearTimeout(rec.timer);
+    if (err) rec.reject(err);
+    else rec.resolve(ack);
+  }
+
+  // flush writes every queued send whose room is joined, in order.
+  #flush() {
+    if (!this.connected || Date.now() < this.#pausedUntil) return;
+    for (const rec of this.#outbox) {
+      if (rec.state !== 'queued' || !this.#rooms.get(rec.room)?.joined) continue;
+      if (!this.#write(rec.frame)) return;
+      rec.state = 'sent';
+    }
+  }
+
+  #pause(ms) {
+    this.#pausedUntil = Date.now() + ms;
+    clearTimeout(this.#pauseTimer);
+    this.#pauseTimer = setTimeout(() => this.#flush(), ms);
+  }
+
+  // ---- history ----
+
+  /**
+   * history asks for up to limit messages of a joined room before seq
+   * `before` (the newest when before is empty) and resolves with
+   * {room, messages, more}; messages are oldest first and are not emitted
+   * as message events.
+   */
+  history(room, before, limit = 50) {
+    const r = this.#rooms.get(room);
+    if (!r || !r.joined) {
+      const code = r ? CODE_DISCONNECTED : 'not_joined';
+      return Promise.reject(new ChatError({ code, message: r ? 'not connected' : `join room ${room} first`, room }));
+    }
+    const ref = this.#nextRef('h');
+    const frame = { type: 'history', room, limit, ref };
+    if (before) frame.before = before;
+    return new Promise((resolve, reject) => {
+      const w = { ref, resolve, reject };
+      w.timer = setTimeout(() => {
+        const i = r.historyWaiters.indexOf(w);
+        // Keep the slot so the late reply is matched to it and dropped.
+        if (i >= 0) r.historyWaiters[i] = { ref, resolve() {}, reject() {}, timer: null };
+        reject(new ChatError({ code: CODE_TIMEOUT, message: 'history request timed out', ref, room }));
+      }, this.#opts.requestTimeoutMs);
+      r.historyWaiters.push(w);
+      if (!this.#write(frame)) {
+        r.historyWaiters.pop();
+        clearTimeout(w.timer);
+        reject(new ChatError({ code: CODE_DISCONNECTED, message: 'not connected', ref, room }));
+      }
+    });
+  }
+
+  #failHistory(r, err) {
+    for (const w of r.historyWaiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+  }
+
+  // ---- receiving ----
+
+  #receive(data) {
+    if (typeof data !== 'string') return; // the protocol has text messages only
+    for (const line of data.split('\n')) {
+      if (!line.trim()) continue;
+      let f;
+      try {
+        f = JSON.parse(line);
+      } catch {
+        continue; // not a frame of the protocol; ignore it as PROTOCOL.md §2 asks
+      }
+      if (f && typeof f === 'object') this.#handle(f);
+    }
+  }
+
+  #handle(f) {
+    switch (f.type) {
+      case 'joined': return this.#onJoined(f);
+      case 'message': return this.#onMessage(f);
+      case 'ack': return this.#onAck(f);
+      case 'error': return this.#onError(f);
+      case 'left': return this.#onLeft(f);
+      case 'history': return this.#onHistory(f);
+      case 'presence': return this.#onPresence(f);
+      default: // unknown frame types are ignored (PROTOCOL.md §2)
+    }
+  }
+
+  #onJoined(f) {
+    const r = this.#rooms.get(f.room);
+    if (!r || !r.joinRef) return; // left meanwhile
+    r.joinRef = null;
+    r.joined = true;
+    const resumed = r.everJoined;
+    r.everJoined = true;
+    const all = Array.isArray(f.history) ? f.history : [];
+    const history = [];
+    for (const m of all) {
+      if (this.#accept(r, m)) history.push(this.#toMessage(m));
+    }
+    // Sends cut off by the disconnect: stored if the resumed history holds them.
+    for (const rec of [...this.#outbox]) {
+      if (rec.room !== r.name || !rec.uncertain) continue;
+      const m = all.find((x) => x.ref === rec.ref && x.user === this.#user);
+      if (m) this.#settle(rec, { room: r.name, id: m.id, seq: m.seq, ref: rec.ref });
+      else rec.uncertain = false;
+    }
+    const detail = { room: r.name, history, truncated: !!f.truncated, resumed };
+    this.#emit('joined', detail);
+    for (const w of r.waiters.splice(0)) w.resolve(detail);
+    this.#flush();
+  }
+
+  #toMessage(m) {
+    const out = { room: m.room, id: m.id, seq: m.seq, user: m.user, text: m.text, ts: m.ts, own: m.user === this.#user };
+    if (m.ref) out.ref = m.ref;
+    return out;
+  }
+
+  #onMessage(f) {
+    const r = this.#rooms.get(f.room);
+    if (!r || !r.joined || !this.#accept(r, f)) return;
+    const m = this.#toMessage(f);
+    if (m.own && m.ref) {
+      // Our own message can arrive before its ack (PROTOCOL.md §11.2).
+      const rec = this.#outbox.find((x) => x.ref === m.ref);
+      if (rec) this.#settle(rec, { room: m.room, id: m.id, seq: m.seq, ref: m.ref });
+    }
+    this.#emit('message', m);
+  }
+
+  #onAck(f) {
+    const ack = { room: f.room, id: f.id, seq: f.seq, ref: f.ref };
+    const rec = this.#outbox.find((x) => x.ref === f.ref);
+    if (rec) this.#settle(rec, ack);
+    this.#emit('ack', ack);
+  }
+
+  #onError(f) {
+    const err = new ChatError({
+      code: f.code || 'internal', message: f.message, ref: f.ref, room: f.room,
+      moderator: f.moderator, retryAfterMs: f.retry_after_ms,
+    });
+    if (f.ref) this.#correlateError(f.ref, err);
+    this.#emit('error', err);
+  }
+
+  #correlateError(ref, err) {
+    const rec = this.#outbox.find((x) => x.ref === ref);
+    if (rec) {
+      if (err.code === 'rate_limited') {
+        // The server dropped the frame unhandled: send it again later.
+        rec.state = 'queued';
+        this.#pause(err.retryAfterMs || this.#opts.joinRetryMs);
+      } else {
+        this.#settle(rec, null, err);
+      }
+      return;
+    }
+    const l = this.#leaving.get(ref);
+    if (l) {
+      if (err.code === 'rate_limited') {
+        setTimeout(() => {
+          if (this.#leaving.get(ref) === l && !this.#write({ type: 'leave', room: l.room, ref })) this.#resolveLeaves();
+        }, err.retryAfterMs || this.#opts.joinRetryMs);
+      } else {
+        // not_joined: the server has already forgotten the room.
+        this.#leaving.delete(ref);
+        l.resolve({ room: l.room });
+      }
+      return;
+    }
+    for (const r of this.#rooms.values()) {
+      if (r.joinRef === ref) {
+        r.joinRef = null;
+        if (retryableJoin.has(err.code)) {
+          clearTimeout(r.retryTimer);
+          r.retryTimer = setTimeout(() => {
+            if (this.#rooms.get(r.name) === r && !r.joined && !r.joinRef) this.#sendJoin(r);
+          }, err.retryAfterMs || this.#opts.joinRetryMs);
+          return;
+        }
+        this.#rooms.delete(r.name);
+        for (const w of r.waiters.splice(0)) w.reject(err);
+        for (const x of [...this.#outbox]) if (x.room === r.name) this.#settle(x, null, err);
+        if (r.everJoined) this.#emit('left', { room: r.name, error: err });
+        return;
+      }
+      const i = r.historyWaiters.findIndex((w) => w.ref === ref);
+      if (i >= 0) {
+        const [w] = r.historyWaiters.splice(i, 1);
+        clearTimeout(w.timer);
+        w.reject(err);
+        return;
+      }
+    }
+  }
+
+  #onLeft(f) {
+    for (const [ref, l] of this.#leaving) {
+      if (l.room !== f.room) continue;
+      this.#leaving.delete(ref);
+      l.resolve({ room: f.room });
+      this.#emit('left', { room: f.room });
+      return;
+    }
+  }
+
+  #onHistory(f) {
+    const r = this.#rooms.get(f.room);
+    const w = r?.historyWaiters.shift();
+    if (!w) return;
+    clearTimeout(w.timer);
+    const messages = (Array.isArray(f.messages) ? f.messages : []).map((m) => this.#toMessage(m));
+    w.resolve({ room: f.room, messages, more: !!f.more });
+  }
+
+  #onPresence(f) {
+    const r = this.#rooms.get(f.room);
+    if (!r || !r.joined) return;
+    const snapshot = Array.isArray(f.users);
+    const joined = Array.isArray(f.joined) ? f.joined : [];
+    const left = Array.isArray(f.left) ? f.left : [];
+    if (snapshot) {
+      r.presence = new Set(f.users);
+    } else {
+      for (const u of left) r.presence.delete(u);
+      for (const u of joined) r.presence.add(u);
+    }
+    r.presenceCount = Number.isFinite(f.count) ? f.count : r.presence.size;
+    this.#emit('presence', {
+      room: r.name, users: [...r.presence].sort(), count: r.presenceCount,
+      joined, left, snapshot,
+    });
+  }
+}

@@ -1,0 +1,328 @@
+// Unit tests of chatstream-client.js against a scripted fake WebSocket: the
+// cases a real server cannot be made to produce on demand (duplicates,
+// a send stored just before the connection dropped, rate limiting,
+// presence). Run by web/node_test.go; no server needed.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ChatClient, compareSeq, parseSeq, validateRoom, validateUser } from '../static/chatstream-client.js';
+
+// FakeSocket is a WebSocket the test drives: open() opens it, recv() delivers
+// one server message (frames joined with "\n"), drop() loses the connection.
+class FakeSocket {
+  static instances = [];
+  static OPEN = 1;
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.instances.push(this);
+  }
+
+  send(data) {
+    if (this.readyState !== 1) throw new Error('not open');
+    this.sent.push(JSON.parse(data));
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    queueMicrotask(() => this.onclose?.({ code: 1000 }));
+  }
+
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+
+  recv(...frames) {
+    this.onmessage?.({ data: frames.map((f) => (typeof f === 'string' ? f : JSON.stringify(f))).join('\n') });
+  }
+
+  drop() {
+    this.readyState = 3;
+    this.onclose?.({ code: 1006 });
+  }
+
+  lastSent(type) {
+    return this.sent.filter((f) => f.type === type).at(-1);
+  }
+}
+
+function latest() {
+  return FakeSocket.instances.at(-1);
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+// until waits for cond, however late a loaded machine runs the timers.
+async function until(cond, what) {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await tick(2);
+  }
+}
+
+// nextSocket waits for the client to open its next socket.
+async function nextSocket() {
+  const n = FakeSocket.instances.length;
+  await until(() => FakeSocket.instances.length > n, 'a reconnect attempt');
+  return latest();
+}
+
+function msg(room, seq, user, text, ref) {
+  const m = { type: 'message', room, id: `id-${seq}`, seq, user, text, ts: '2026-01-02T03:04:05.000Z' };
+  if (ref) m.ref = ref;
+  return m;
+}
+
+function newClient(t, opts = {}) {
+  FakeSocket.instances = [];
+  const c = new ChatClient({
+    url: 'http://chat.test/ws', user: 'alice', WebSocket: FakeSocket,
+    backoff: { initialMs: 10, maxMs: 40 }, random: () => 0.5, ...opts,
+  });
+  t.after(() => c.close());
+  return c;
+}
+
+// record collects every event of the given types.
+function record(c, ...types) {
+  const log = [];
+  for (const type of types) c.on(type, (d) => log.push({ type, ...d }));
+  return log;
+}
+
+// connectAndJoin opens a client and joins room with the given history.
+async function connectAndJoin(c, room, history = []) {
+  const connected = c.connect();
+  latest().open();
+  await connected;
+  const joined = c.join(room);
+  latest().recv({ type: 'joined', room, history });
+  return joined;
+}
+
+test('compareSeq compares both parts as numbers, never as strings', () => {
+  const cases = [
+    ['9-0', '10-0', -1],
+    ['10-0', '9-0', 1],
+    ['5-9', '5-10', -1],
+    ['1795716957201-16', '1795716957201-16', 0],
+    ['1795716957201-16', '1795716957201-2', 1],
+    ['99999999999999999999-1', '100000000000000000000-0', -1],
+  ];
+  for (const [a, b, want] of cases) assert.equal(compareSeq(a, b), want, `${a} vs ${b}`);
+  assert.ok(Number.isNaN(compareSeq('abc', '1-0')));
+  assert.equal(parseSeq('x-1'), null);
+  assert.deepEqual(parseSeq('12-3'), { ms: 12n, n: 3n });
+});
+
+test('user and room names are checked like the server does', () => {
+  assert.equal(validateUser('alice'), '');
+  assert.equal(validateUser('Zoë Ünal'), '');
+  assert.notEqual(validateUser(''), '');
+  assert.notEqual(validateUser(' alice'), '');
+  assert.notEqual(validateUser('a'.repeat(33)), '');
+  assert.notEqual(validateUser('bad\u0007bell'), '');
+  assert.equal(validateRoom('dev.ops:eu-1_b'), '');
+  assert.notEqual(validateRoom('has space'), '');
+  assert.notEqual(validateRoom('r'.repeat(65)), '');
+  assert.throws(() => new ChatClient({ url: 'ws://x/ws', user: '', WebSocket: FakeSocket }), TypeError);
+});
+
+test('the socket URL carries the user and a ws scheme', (t) => {
+  const c = newClient(t, { user: 'Zoë & co' });
+  c.connect();
+  const u = new URL(latest().url);
+  assert.equal(u.protocol, 'ws:');
+  assert.equal(u.pathname, '/ws');
+  assert.equal(u.searchParams.get('user'), 'Zoë & co');
+});
+
+test('a batched server message is split into its frames', async (t) => {
+  const c = newClient(t);
+  const log = record(c, 'message', 'ack');
+  await connectAndJoin(c, 'lobby');
+  latest().recv(
+    msg('lobby', '10-0', 'bob', 'one'),
+    '',
+    msg('lobby', '10-1', 'bob', 'two\nlines'),
+    { type: 'ack', ref: 'zz', room: 'lobby', id: 'i', seq: '10-1' },
+    { type: 'from-the-future', x: 1 },
+    'not json',
+    msg('lobby', '11-0', 'carol', 'three'),
+  );
+  assert.deepEqual(log.map((e) => e.type === 'message' ? e.text : e.type), ['one', 'two\nlines', 'ack', 'three']);
+});
+
+test('duplicates and older seqs are never emitted twice', async (t) => {
+  const c = newClient(t);
+  const log = record(c, 'message');
+  const joined = await connectAndJoin(c, 'lobby', [msg('lobby', '5-0', 'bob', 'a'), msg('lobby', '6-0', 'bob', 'b')]);
+  assert.deepEqual(joined.history.map((m) => m.text), ['a', 'b']);
+  latest().recv(msg('lobby', '6-0', 'bob', 'b'), msg('lobby', '5-0', 'bob', 'a'), msg('lobby', '7-0', 'bob', 'c'), msg('lobby', '7-0', 'bob', 'c'));
+  assert.deepEqual(log.map((m) => m.text), ['c']);
+  assert.equal(c.lastSeq('lobby'), '7-0');
+});
+
+test('reconnect resumes each room with since, with backoff and full jitter', async (t) => {
+  const c = newClient(t, { random: () => 0.999 });
+  const status = record(c, 'status');
+  await connectAndJoin(c, 'lobby', [msg('lobby', '5-0', 'bob', 'a')]);
+  const log = record(c, 'message', 'joined');
+
+  latest().drop();
+  let s = status.at(-1);
+  assert.equal(s.state, 'reconnecting');
+  assert.equal(s.retryInMs, 9); // floor(0.999 × min(40, 10·2⁰))
+  (await nextSocket()).drop(); // the first attempt fails
+  assert.equal(status.at(-1).retryInMs, 19); // floor(0.999 × 20)
+  (await nextSocket()).drop();
+  assert.equal(status.at(-1).retryInMs, 39); // floor(0.999 × 40)
+  (await nextSocket()).drop();
+  assert.equal(status.at(-1).retryInMs, 39, 'the delay is capped at maxMs');
+
+  const ws = await nextSocket();
+  ws.open();
+  assert.deepEqual(ws.lastSent('join'), { type: 'join', room: 'lobby', since: '5-0', ref: ws.lastSent('join').ref });
+  ws.recv({ type: 'joined', room: 'lobby', history: [msg('lobby', '5-0', 'bob', 'a'), msg('lobby', '6-0', 'carol', 'b')] });
+  const joined = log.find((e) => e.type === 'joined');
+  assert.equal(joined.resumed, true);
+  assert.deepEqual(joined.history.map((m) => m.text), ['b'], 'the resumed history holds only unseen messages');
+  s = status.at(-1);
+  assert.equal(s.state, 'connected');
+});
+
+test('a send cut off by a disconnect is not sent again when the resumed history holds it', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby', [msg('lobby', '5-0', 'bob', 'a')]);
+  const p1 = c.send('lobby', 'stored before the drop');
+  const p2 = c.send('lobby', 'lost in the drop');
+  const first = latest();
+  assert.equal(first.sent.filter((f) => f.type === 'send').length, 2);
+  first.drop();
+  assert.equal(c.pendingSends, 2);
+  const ws = await nextSocket();
+  ws.open();
+  assert.equal(ws.sent.filter((f) => f.type === 'send').length, 0, 'nothing is sent before the room is resumed');
+  ws.recv({ type: 'joined', room: 'lobby', history: [msg('lobby', '6-0', 'alice', 'stored before the drop', p1.ref)] });
+  assert.deepEqual(await p1, { room: 'lobby', id: 'id-6-0', seq: '6-0', ref: p1.ref });
+  const resent = ws.sent.filter((f) => f.type === 'send');
+  assert.deepEqual(resent.map((f) => f.text), ['lost in the drop']);
+  assert.equal(resent[0].ref, p2.ref, 'a resend keeps its ref');
+  ws.recv({ type: 'ack', ref: p2.ref, room: 'lobby', id: 'id-7-0', seq: '7-0' });
+  assert.equal((await p2).seq, '7-0');
+});
+
+test('a rate-limited send is sent again after retry_after_ms', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  const errors = record(c, 'error');
+  const p = c.send('lobby', 'hello');
+  const ws = latest();
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too many frames', ref: p.ref, room: 'lobby', retry_after_ms: 300 });
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].retryAfterMs, 300);
+  assert.equal(ws.sent.filter((f) => f.type === 'send').length, 1);
+  await tick(10);
+  assert.equal(ws.sent.filter((f) => f.type === 'send').length, 1, 'sent again before retry_after_ms');
+  await until(() => ws.sent.filter((f) => f.type === 'send').length === 2, 'the send again');
+  ws.recv({ type: 'ack', ref: p.ref, room: 'lobby', id: 'x', seq: '9-0' });
+  assert.equal((await p).seq, '9-0');
+});
+
+test('a rejected send rejects with the code, reason and moderator', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  const p = c.send('lobby', 'buy spam');
+  latest().recv({ type: 'error', code: 'rejected', message: 'no spam here', moderator: 'no-spam', ref: p.ref, room: 'lobby' });
+  await assert.rejects(p, { code: 'rejected', message: 'no spam here', moderator: 'no-spam', ref: p.ref });
+  assert.equal(c.pendingSends, 0);
+});
+
+test('an own message resolves its send even before the ack', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  const log = record(c, 'message');
+  const p = c.send('lobby', 'hi');
+  latest().recv(msg('lobby', '8-0', 'alice', 'hi', p.ref));
+  assert.equal((await p).seq, '8-0');
+  assert.equal(log[0].own, true);
+  latest().recv({ type: 'ack', ref: p.ref, room: 'lobby', id: 'id-8-0', seq: '8-0' }); // late ack: harmless
+});
+
+test('a join the server cannot serve is tried again; a refused one rejects', async (t) => {
+  const c = newClient(t, { joinRetryMs: 10 });
+  const connected = c.connect();
+  latest().open();
+  await connected;
+  const ws = latest();
+  const joining = c.join('lobby');
+  ws.recv({ type: 'error', code: 'unavailable', message: 'history is unavailable; join again', ref: ws.lastSent('join').ref, room: 'lobby' });
+  await until(() => ws.sent.filter((f) => f.type === 'join').length === 2, 'the join again');
+  ws.recv({ type: 'joined', room: 'lobby', history: [] });
+  assert.equal((await joining).room, 'lobby');
+
+  const bad = c.join('no way');
+  ws.recv({ type: 'error', code: 'invalid', message: 'room name may contain only letters', ref: ws.lastSent('join').ref, room: 'no way' });
+  await assert.rejects(bad, { code: 'invalid' });
+  assert.deepEqual(c.rooms, ['lobby']);
+});
+
+test('presence snapshots replace the list and changes apply to it', async (t) => {
+  const c = newClient(t);
+  const log = record(c, 'presence');
+  await connectAndJoin(c, 'lobby');
+  const ws = latest();
+  ws.recv({ type: 'presence', room: 'lobby', users: ['alice', 'bob'], count: 2 });
+  ws.recv({ type: 'presence', room: 'lobby', joined: ['carol'], left: ['bob'], count: 2 });
+  ws.recv({ type: 'presence', room: 'elsewhere', users: ['x'], count: 1 });
+  assert.equal(log.length, 2);
+  assert.deepEqual(log[0], { type: 'presence', room: 'lobby', users: ['alice', 'bob'], count: 2, joined: [], left: [], snapshot: true });
+  assert.deepEqual(log[1], { type: 'presence', room: 'lobby', users: ['alice', 'carol'], count: 2, joined: ['carol'], left: ['bob'], snapshot: false });
+  assert.deepEqual(c.presence('lobby'), { users: ['alice', 'carol'], count: 2 });
+});
+
+test('history replies are matched to requests in order', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby', [msg('lobby', '50-0', 'bob', 'x')]);
+  const ws = latest();
+  const a = c.history('lobby', '50-0', 2);
+  const b = c.history('lobby', '40-0', 2);
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'history').map((f) => f.before), ['50-0', '40-0']);
+  ws.recv(
+    { type: 'history', room: 'lobby', messages: [msg('lobby', '41-0', 'bob', 'p'), msg('lobby', '42-0', 'bob', 'q')], more: true },
+    { type: 'history', room: 'lobby', messages: [], more: false },
+  );
+  assert.deepEqual((await a).messages.map((m) => m.text), ['p', 'q']);
+  assert.equal((await b).more, false);
+  await assert.rejects(c.history('elsewhere'), { code: 'not_joined' });
+});
+
+test('leave confirms, and queued sends for the room reject', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  latest().drop();
+  const queued = c.send('lobby', 'never');
+  const left = c.leave('lobby');
+  await assert.rejects(queued, { code: 'left' });
+  assert.deepEqual(await left, { room: 'lobby' });
+  await assert.rejects(c.send('lobby', 'x'), { code: 'not_joined' });
+});
+
+test('close rejects what is pending and stops reconnecting', async (t) => {
+  const c = newClient(t);
+  const status = record(c, 'status');
+  await connectAndJoin(c, 'lobby');
+  latest().drop();
+  const p = c.send('lobby', 'x');
+  const n = FakeSocket.instances.length;
+  c.close();
+  await assert.rejects(p, { code: 'closed' });
+  assert.equal(status.at(-1).state, 'offline');
+  await tick(60);
+  assert.equal(FakeSocket.instances.length, n, 'no reconnect after close');
+});

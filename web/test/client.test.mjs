@@ -1,0 +1,288 @@
+// Tests of chatstream-client.js against a real chatstream server, whose base
+// URL web/node_test.go passes in CHATSTREAM_URL. Every test uses rooms of
+// its own, so the test files can share the server.
+
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { ChatClient, compareSeq } from '../static/chatstream-client.js';
+
+const BASE = process.env.CHATSTREAM_URL;
+const WS_URL = BASE && new URL('/ws', BASE).href;
+const WAIT_MS = 5000;
+
+before(() => {
+  assert.ok(BASE, 'CHATSTREAM_URL must name a running server (web/node_test.go sets it)');
+  assert.equal(typeof WebSocket, 'function', 'run node with --experimental-websocket');
+});
+
+let roomN = 0;
+const uniqueRoom = (name) => `${name}-${process.pid}-${Date.now().toString(36)}-${++roomN}`;
+
+// Spy is a WebSocket that records what it receives, can be forced closed,
+// and while `blocked` dials a port where nothing listens.
+function spySockets() {
+  const spy = { sockets: [], raw: [], sent: [], blocked: false };
+  spy.WebSocket = class extends WebSocket {
+    constructor(url, protocols) {
+      super(spy.blocked ? 'ws://127.0.0.1:9/ws' : url, protocols);
+      spy.sockets.push(this);
+      this.addEventListener('message', (e) => spy.raw.push(e.data));
+    }
+
+    send(data) {
+      spy.sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  };
+  spy.current = () => spy.sockets.at(-1);
+  return spy;
+}
+
+function newClient(t, user, opts = {}) {
+  const c = new ChatClient({ url: WS_URL, user, backoff: { initialMs: 20, maxMs: 200 }, ...opts });
+  t.after(() => c.close());
+  return c;
+}
+
+// until polls cond until it is true or WAIT_MS passes.
+async function until(cond, what) {
+  const deadline = Date.now() + WAIT_MS;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+// inbox collects every message of room a client shows: the joined histories
+// and the live messages, in order.
+function inbox(c, room) {
+  const got = [];
+  c.on('joined', (j) => { if (j.room === room) got.push(...j.history); });
+  c.on('message', (m) => { if (m.room === room) got.push(m); });
+  return got;
+}
+
+const texts = (ms) => ms.map((m) => m.text);
+
+// nextStatus resolves at the client's next status event with this state.
+function nextStatus(c, state) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${state} status within ${WAIT_MS} ms`)), WAIT_MS);
+    const off = c.on('status', (s) => {
+      if (s.state !== state) return;
+      clearTimeout(timer);
+      off();
+      resolve(s);
+    });
+  });
+}
+
+test('connect, join, send and ack', async (t) => {
+  const room = uniqueRoom('basic');
+  const c = newClient(t, 'alice');
+  const states = [];
+  c.on('status', (s) => states.push(s.state));
+  const got = inbox(c, room);
+  const acks = [];
+  c.on('ack', (a) => acks.push(a));
+
+  assert.equal(await c.connect(), true);
+  assert.deepEqual(states, ['connecting', 'connected']);
+  const joined = await c.join(room, { history: 10 });
+  assert.deepEqual(joined, { room, history: [], truncated: false, resumed: false });
+
+  const sent = c.send(room, 'hello, world');
+  const ack = await sent;
+  assert.equal(ack.room, room);
+  assert.equal(ack.ref, sent.ref);
+  assert.match(ack.id, /^[0-9a-f-]{36}$/);
+  assert.ok(ack.seq);
+  await until(() => got.length === 1, 'own message');
+  assert.equal(got[0].text, 'hello, world');
+  assert.equal(got[0].seq, ack.seq);
+  assert.equal(got[0].user, 'alice');
+  assert.equal(got[0].own, true);
+  assert.equal(got[0].ref, sent.ref);
+  assert.ok(!Number.isNaN(Date.parse(got[0].ts)));
+  await until(() => acks.length === 1, 'ack event');
+  assert.equal(c.pendingSends, 0);
+});
+
+test('two clients see each other\'s messages, in the same order', async (t) => {
+  const room = uniqueRoom('pair');
+  const a = newClient(t, 'alice');
+  const b = newClient(t, 'bob');
+  const gotA = inbox(a, room);
+  const gotB = inbox(b, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room), b.join(room)]);
+
+  await a.send(room, 'hi bob');
+  await b.send(room, 'hi alice');
+  await a.send(room, 'how are you?');
+  await until(() => gotA.length === 3 && gotB.length === 3, 'three messages on both');
+  assert.deepEqual(texts(gotA), ['hi bob', 'hi alice', 'how are you?']);
+  assert.deepEqual(texts(gotB), texts(gotA));
+  assert.deepEqual(gotA.map((m) => m.own), [true, false, true]);
+  assert.deepEqual(gotB.map((m) => m.own), [false, true, false]);
+  for (let i = 1; i < gotA.length; i++) assert.equal(compareSeq(gotA[i - 1].seq, gotA[i].seq), -1);
+
+  // A later joiner gets them as history, and pages back with history().
+  const c = newClient(t, 'carol');
+  await c.connect();
+  const joined = await c.join(room, { history: 2 });
+  assert.deepEqual(texts(joined.history), ['hi alice', 'how are you?']);
+  const older = await c.history(room, joined.history[0].seq, 5);
+  assert.deepEqual(texts(older.messages), ['hi bob']);
+  assert.equal(older.more, false);
+});
+
+test('batched server messages are split into frames', async (t) => {
+  const room = uniqueRoom('batch');
+  const spy = spySockets();
+  const c = newClient(t, 'alice', { WebSocket: spy.WebSocket });
+  const got = inbox(c, room);
+  await c.connect();
+  await c.join(room);
+
+  // Thirty sends without waiting make the server queue messages and acks
+  // faster than it writes them, so it batches them.
+  let sent = 0;
+  for (let round = 0; round < 3 && !spy.raw.some((d) => d.includes('\n')); round++) {
+    const acks = await Promise.all(Array.from({ length: 30 }, (_, i) => c.send(room, `m${sent + i}`)));
+    sent += 30;
+    assert.equal(acks.length, 30);
+    await until(() => got.length === sent, `${sent} messages`);
+  }
+  assert.ok(spy.raw.some((d) => d.includes('\n')), 'the server sent no batched message');
+  assert.deepEqual(texts(got), Array.from({ length: sent }, (_, i) => `m${i}`));
+});
+
+test('a resumed client gets every message once after its socket is dropped', async (t) => {
+  const room = uniqueRoom('resume');
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { WebSocket: spy.WebSocket });
+  const b = newClient(t, 'bob');
+  const got = inbox(a, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room), b.join(room)]);
+  await b.send(room, 'one');
+  await b.send(room, 'two');
+  await until(() => got.length === 2, 'two messages');
+  const lastSeen = a.lastSeq(room);
+
+  // Drop alice's socket and keep her away while bob talks.
+  spy.blocked = true;
+  const old = spy.current();
+  const away = nextStatus(a, 'reconnecting');
+  old.close();
+  await away;
+  for (const text of ['three', 'four', 'five']) await b.send(room, text);
+
+  // Record alice's frames on the new socket, and replay old ones there.
+  spy.blocked = false;
+  a.reconnectNow();
+  await until(() => a.connected && spy.current() !== old, 'reconnected');
+  const ws = spy.current();
+  await until(() => got.length === 5, 'the missed messages');
+  const rejoins = spy.sent.filter((f) => f.type === 'join').slice(1);
+  assert.deepEqual(rejoins.map((f) => f.since), [lastSeen], 'rejoined once, with since the last seq seen');
+  ws.dispatchEvent(new MessageEvent('message', { data: spy.raw.filter((d) => d.includes('"two"') || d.includes('"four"')).join('\n') }));
+  await b.send(room, 'six');
+  await until(() => got.length >= 6, 'the next live message');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(texts(got), ['one', 'two', 'three', 'four', 'five', 'six']);
+  assert.equal(new Set(got.map((m) => m.seq)).size, 6);
+});
+
+test('sends made while offline are queued and sent once on reconnect', async (t) => {
+  const room = uniqueRoom('queue');
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { WebSocket: spy.WebSocket });
+  const b = newClient(t, 'bob');
+  const gotB = inbox(b, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room), b.join(room)]);
+
+  spy.blocked = true;
+  const away = nextStatus(a, 'reconnecting');
+  spy.current().close();
+  await away;
+  const sends = ['q1', 'q2', 'q3'].map((text) => a.send(room, text));
+  assert.equal(a.pendingSends, 3);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(gotB.length, 0, 'nothing went out while offline');
+
+  spy.blocked = false;
+  a.reconnectNow();
+  const acks = await Promise.all(sends);
+  assert.deepEqual(acks.map((x) => x.ref), sends.map((p) => p.ref));
+  assert.equal(compareSeq(acks[0].seq, acks[1].seq), -1);
+  assert.equal(compareSeq(acks[1].seq, acks[2].seq), -1);
+  await until(() => gotB.length === 3, 'bob gets the queued messages');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(texts(gotB), ['q1', 'q2', 'q3']);
+  assert.equal(a.pendingSends, 0);
+});
+
+test('the offline queue is bounded and unacknowledged sends time out', async (t) => {
+  const room = uniqueRoom('bounded');
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { WebSocket: spy.WebSocket, maxQueue: 2, sendTimeoutMs: 300 });
+  await a.connect();
+  await a.join(room);
+  spy.blocked = true;
+  const away = nextStatus(a, 'reconnecting');
+  spy.current().close();
+  await away;
+
+  const first = a.send(room, 'one');
+  const second = a.send(room, 'two');
+  await assert.rejects(a.send(room, 'three'), { code: 'offline_queue_full' });
+  const started = Date.now();
+  await assert.rejects(first, { code: 'timeout' });
+  await assert.rejects(second, { code: 'timeout' });
+  assert.ok(Date.now() - started >= 250, 'timed out too early');
+  assert.equal(a.pendingSends, 0);
+});
+
+test('invalid input is refused with the server\'s code', async (t) => {
+  const room = uniqueRoom('invalid');
+  const c = newClient(t, 'alice');
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  await c.connect();
+  await c.join(room);
+
+  const empty = c.send(room, '');
+  await assert.rejects(empty, (err) => {
+    assert.equal(err.code, 'invalid');
+    assert.equal(err.ref, empty.ref);
+    assert.match(err.message, /empty/);
+    return true;
+  });
+  await assert.rejects(c.send(room, '   '), { code: 'invalid' });
+  await assert.rejects(c.send(room, 'x'.repeat(5000)), { code: 'too_large' });
+  await assert.rejects(c.send(room, 'bell \u0007'), { code: 'invalid' });
+  await assert.rejects(c.join('not a room!'), { code: 'invalid' });
+  await assert.rejects(c.send('never-joined', 'hi'), { code: 'not_joined' });
+  assert.ok(errors.some((e) => e.ref === empty.ref), 'the error event fired too');
+  // The connection survives every refusal.
+  assert.equal((await c.send(room, 'still here')).room, room);
+});
+
+test('leave stops delivery for the room', async (t) => {
+  const room = uniqueRoom('leave');
+  const a = newClient(t, 'alice');
+  const b = newClient(t, 'bob');
+  const got = inbox(a, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room), b.join(room)]);
+  await b.send(room, 'before');
+  await until(() => got.length === 1, 'first message');
+  assert.deepEqual(await a.leave(room), { room });
+  assert.deepEqual(a.rooms, []);
+  await b.send(room, 'after');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(texts(got), ['before']);
+});
