@@ -244,7 +244,7 @@ func (c *Conn) handle(data []byte) {
 	case TypeLeave:
 		delete(c.rooms, f.Room)
 		c.gw.hub.leave(c, f.Room)
-		c.enqueue(encode(leftFrame{Type: TypeLeft, Room: f.Room}))
+		c.enqueue(encode(leftFrame{Type: TypeLeft, Room: f.Room, Ref: f.Ref}))
 	case TypeSend:
 		err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
 			ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref,
@@ -275,7 +275,7 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room))
 		return
 	}
-	joined := encode(joinedFrame{Type: TypeJoined, Room: f.Room, History: toWireList(page.Messages), Truncated: page.Truncated})
+	joined := encode(joinedFrame{Type: TypeJoined, Room: f.Room, Ref: f.Ref, History: toWireList(page.Messages), Truncated: page.Truncated})
 	c.gw.hub.finishJoin(c, f.Room, last, joined)
 }
 
@@ -348,5 +348,5 @@ func (c *Conn) olderHistory(f ClientFrame) {
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable"), f.Ref, f.Room))
 		return
 	}
-	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Messages: toWireList(page.Messages), More: len(page.Messages) == limit}))
+	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Ref: f.Ref, Messages: toWireList(page.Messages), More: len(page.Messages) == limit}))
 }

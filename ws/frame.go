@@ -176,6 +176,7 @@ func toWireList(ms []pipeline.Message) []wireMessage {
 type joinedFrame struct {
 	Type      string        `json:"type"`
 	Room      string        `json:"room"`
+	Ref       string        `json:"ref,omitempty"`
 	History   []wireMessage `json:"history"`
 	Truncated bool          `json:"truncated,omitempty"`
 }
@@ -183,6 +184,7 @@ type joinedFrame struct {
 type historyFrame struct {
 	Type     string        `json:"type"`
 	Room     string        `json:"room"`
+	Ref      string        `json:"ref,omitempty"`
 	Messages []wireMessage `json:"messages"`
 	More     bool          `json:"more"`
 }
@@ -210,6 +212,7 @@ type errorFrame struct {
 type leftFrame struct {
 	Type string `json:"type"`
 	Room string `json:"room"`
+	Ref  string `json:"ref,omitempty"`
 }
 
 // encode marshals a server frame. Server frames are plain structs of strings

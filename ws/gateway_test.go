@@ -217,14 +217,14 @@ func TestOlderHistory(t *testing.T) {
 	for i := range 6 {
 		acks = append(acks, say(t, a, "lobby", fmt.Sprintf("m%d", i), fmt.Sprintf("r%d", i)))
 	}
-	if err := a.Send(map[string]any{"type": "history", "room": "lobby", "before": acks[4].Seq, "limit": 2}); err != nil {
+	if err := a.Send(map[string]any{"type": "history", "room": "lobby", "before": acks[4].Seq, "limit": 2, "ref": "h-1"}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := a.Await("history", wait)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Messages) != 2 || f.Messages[0].Text != "m2" || f.Messages[1].Text != "m3" || !f.More {
+	if len(f.Messages) != 2 || f.Messages[0].Text != "m2" || f.Messages[1].Text != "m3" || !f.More || f.Ref != "h-1" {
 		t.Fatalf("history page = %s", f.Raw)
 	}
 }
