@@ -24,6 +24,10 @@ type cli struct {
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" env:"CHATSTREAM_LOG_LEVEL" help:"Lowest log level written."`
 
 	Serve serveCmd `cmd:"" default:"withargs" help:"Run a chatstream gateway (the default command)."`
+
+	Replay   replayCmd   `cmd:"" help:"Print, follow or republish a room's stored messages (reads Redis)."`
+	Rejected rejectedCmd `cmd:"" help:"List dead-lettered messages with their reasons, or requeue them."`
+	Streams  streamsCmd  `cmd:"" help:"Show every stream's length, bounds and memory, and each instance's delivery lag."`
 }
 
 // globals is what every subcommand receives from the top-level flags.

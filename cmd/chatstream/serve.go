@@ -26,6 +26,7 @@ type serveCmd struct {
 	PongWait        time.Duration `default:"60s" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
 	WriteWait       time.Duration `default:"10s" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
 	ShutdownTimeout time.Duration `default:"10s" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
+	AdminToken      string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
 }
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
@@ -57,6 +58,7 @@ func (s *serveCmd) config(g *globals) server.Config {
 		RoomMaxLen:      s.RoomMaxlen,
 		MaxTextBytes:    s.MaxText,
 		ShutdownTimeout: s.ShutdownTimeout,
+		AdminToken:      s.AdminToken,
 		Logger:          g.Log,
 		WS: ws.Config{
 			AllowedOrigins: s.AllowedOrigins,

@@ -43,4 +43,3 @@ func TestBound(t *testing.T) {
 		t.Fatalf("Time = %v, %v", tm, err)
 	}
 }
-
