@@ -27,6 +27,7 @@ type serveCmd struct {
 	WriteWait       time.Duration `default:"10s" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
 	ShutdownTimeout time.Duration `default:"10s" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
 	AdminToken      string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
+	Moderation      string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
 }
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
@@ -41,6 +42,17 @@ func (s *serveCmd) Run(g *globals) error {
 			return err
 		}
 		cfg.Backend = b
+	}
+	if s.Moderation != "" {
+		mods, stop, err := serveModeration(g.Ctx, s.Moderation, cfg.Backend, s.RedisPrefix, g.Log)
+		if err != nil {
+			if cfg.Backend != nil {
+				_ = cfg.Backend.Close() // the server never started
+			}
+			return err
+		}
+		defer stop()
+		cfg.Moderators = mods
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

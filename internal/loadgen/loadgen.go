@@ -152,9 +152,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	r.start = time.Now()
 	r.send(ctx, conns[cfg.Conns:])
 	elapsed := time.Since(r.start)
-	// Drain: stop when every expected delivery arrived or the drain ends.
+	// Drain: stop when every send is answered and every expected delivery
+	// arrived, or the drain ends.
 	deadline := time.Now().Add(cfg.Drain)
-	for r.delivered.Load() < r.expected.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+	for (r.acked.Load()+r.errs.Load() < r.sent.Load() || r.delivered.Load() < r.expected.Load()) &&
+		time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stopReading()

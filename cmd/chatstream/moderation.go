@@ -1,0 +1,588 @@
+package main
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/chatstream/chatstream/internal/streamrange"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/moderation"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
+)
+
+// moderationCmd groups the moderation tools.
+type moderationCmd struct {
+	Check moderationCheckCmd `cmd:"" help:"Validate a moderation config file and print its chain. Exit code 0: valid, 1: invalid."`
+	Test  moderationTestCmd  `cmd:"" help:"Dry-run a moderation config on traffic recorded in Redis; writes nothing."`
+}
+
+// Exit codes of the moderation tools (1 is any other error, 2 a usage
+// error, as for every command).
+const (
+	modExitInvalid     = 1
+	modExitUsage       = 2
+	modExitUnknownRoom = 3
+	modExitRedis       = 4
+)
+
+// modExitError is an error with the process exit code it calls for.
+type modExitError struct {
+	code int
+	err  error
+}
+
+// Error returns the message.
+func (e *modExitError) Error() string { return e.err.Error() }
+
+// Unwrap returns the error.
+func (e *modExitError) Unwrap() error { return e.err }
+
+// ExitCode returns the exit code (see exitCode in main.go).
+func (e *modExitError) ExitCode() int { return e.code }
+
+func modExitf(code int, format string, args ...any) error {
+	return &modExitError{code: code, err: fmt.Errorf(format, args...)}
+}
+
+// moderationCheckCmd validates a config file.
+type moderationCheckCmd struct {
+	File string `arg:"" placeholder:"FILE" help:"Moderation config file (YAML or JSON)."`
+}
+
+// Run validates the file and prints the chain on stdout.
+func (c *moderationCheckCmd) Run(g *globals) error {
+	return c.run(os.Stdout, g.Log)
+}
+
+func (c *moderationCheckCmd) run(stdout io.Writer, log *slog.Logger) error {
+	// DryRun: nothing is connected, so the Redis-backed limits load too.
+	chain, err := moderation.LoadFile(c.File, moderation.Env{Logger: log, DryRun: true})
+	if err != nil {
+		return &modExitError{code: modExitInvalid, err: err}
+	}
+	infos := chain.Describe()
+	if len(infos) == 0 {
+		fmt.Fprintf(stdout, "%s: valid, no moderators: every message is accepted\n", c.File)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s: valid, %d moderators, run in this order:\n", c.File, len(infos))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for i, in := range infos {
+		fmt.Fprintf(tw, "  %d.\t%s\t%s\ton_error=%s\t%s\n", i+1, in.Name, in.Kind, in.OnError, in.Summary)
+	}
+	return tw.Flush()
+}
+
+// moderationTestCmd replays recorded traffic through a chain.
+type moderationTestCmd struct {
+	Config      string   `required:"" placeholder:"FILE" help:"Moderation config file to try."`
+	Room        []string `placeholder:"ROOM" help:"Room to replay (repeatable)."`
+	AllRooms    bool     `help:"Replay every room, merged in time order."`
+	Since       string   `default:"1h" help:"Start: an RFC 3339 time, a duration ago (90m) or a seq."`
+	Until       string   `help:"End (inclusive): an RFC 3339 time, a duration ago or a seq. Default: now."`
+	JSON        bool     `name:"json" help:"Print one JSON object per message, then a summary object (JSON lines)."`
+	Width       int      `default:"60" help:"Characters of each text shown (text output)."`
+	Batch       int64    `default:"500" help:"Entries read per XRANGE."`
+	Redis       string   `required:"" env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis holding the traffic: redis://host:port/db, or host:port,... for a Cluster."`
+	RedisPrefix string   `default:"chat" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of the deployment's keys."`
+	Partitions  int      `default:"16" env:"CHATSTREAM_PARTITIONS" help:"Partitions of the deployment (as given to serve)."`
+}
+
+// Run replays the traffic, printing on stdout and progress on stderr.
+func (c *moderationTestCmd) Run(g *globals) error {
+	// go-redis logs every failed dial on its own; this command reports an
+	// unreachable Redis itself, once.
+	redis.SetLogger(modSilentRedis{})
+	return c.run(g.Ctx, os.Stdout, os.Stderr, g.Log)
+}
+
+// modSilentRedis discards go-redis's internal log lines.
+type modSilentRedis struct{}
+
+// Printf discards the line.
+func (modSilentRedis) Printf(context.Context, string, ...any) {}
+
+// Validate checks the flags that kong cannot.
+func (c *moderationTestCmd) Validate() error {
+	switch {
+	case len(c.Room) == 0 && !c.AllRooms:
+		return errors.New("give --room ROOM (repeatable) or --all-rooms")
+	case len(c.Room) > 0 && c.AllRooms:
+		return errors.New("give --room or --all-rooms, not both")
+	case c.Batch <= 0 || c.Width < 0:
+		return errors.New("--batch must be positive and --width not negative")
+	}
+	return nil
+}
+
+// modRedisTimeout bounds each Redis round trip of a dry run.
+const modRedisTimeout = 5 * time.Second
+
+// modFlushEvery is how many lines of text output are aligned together and
+// written at once.
+const modFlushEvery = 1000
+
+func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io.Writer, log *slog.Logger) error {
+	if err := c.Validate(); err != nil {
+		return &modExitError{code: modExitUsage, err: err}
+	}
+	now := time.Now()
+	start, err := streamrange.Bound(c.Since, now)
+	if err != nil {
+		return modExitf(modExitUsage, "--since: %w", err)
+	}
+	end, err := streamrange.Bound(c.Until, now)
+	if err != nil {
+		return modExitf(modExitUsage, "--until: %w", err)
+	}
+	if start == "" {
+		start = "-"
+	}
+	if end == "" {
+		// Every entry of this millisecond: XRANGE completes a bare
+		// millisecond end with the largest sequence number.
+		end = strconv.FormatInt(now.UnixMilli(), 10)
+	} else if start != "-" && pipeline.CompareSeq(start, end) > 0 {
+		return modExitf(modExitUsage, "--since (%s) is after --until (%s)", start, end)
+	}
+	// The chain keeps every state in memory and gets no Redis client: a dry
+	// run cannot write anywhere.
+	chain, err := moderation.LoadFile(c.Config, moderation.Env{Logger: log, DryRun: true})
+	if err != nil {
+		return &modExitError{code: modExitInvalid, err: err}
+	}
+	b, err := redisstore.New(redisstore.Config{URL: c.Redis, Prefix: c.RedisPrefix, Partitions: c.Partitions, Logger: log, Timeout: modRedisTimeout})
+	if err != nil {
+		return &modExitError{code: modExitUsage, err: err}
+	}
+	defer b.Close()
+	pctx, cancel := context.WithTimeout(ctx, modRedisTimeout)
+	err = b.Ping(pctx)
+	cancel()
+	if err != nil {
+		return modExitf(modExitRedis, "cannot reach Redis at %s: %w", modRedactURL(c.Redis), err)
+	}
+	rooms, err := c.rooms(ctx, b)
+	if err != nil {
+		return err
+	}
+	r := &modReplay{
+		cmd: c, chain: chain, out: stdout, client: b.Client(), keys: b.Keys(),
+		start: start, end: end, rooms: rooms,
+	}
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		r.progress = newModProgress(f, start, end, now)
+	}
+	return r.run(ctx)
+}
+
+// rooms returns the rooms to replay, checking that named ones exist.
+func (c *moderationTestCmd) rooms(ctx context.Context, b *redisstore.Backend) ([]string, error) {
+	if c.AllRooms {
+		rooms, err := b.Rooms(ctx)
+		if err != nil {
+			return nil, modExitf(modExitRedis, "list rooms: %w", err)
+		}
+		return rooms, nil
+	}
+	rooms := slices.Compact(slices.Sorted(slices.Values(c.Room)))
+	for _, room := range rooms {
+		if err := pipeline.ValidateRoom(room); err != nil {
+			return nil, modExitf(modExitUsage, "--room %q: %w", room, err)
+		}
+		n, err := b.Client().Exists(ctx, b.Keys().Room(room)).Result()
+		if err != nil {
+			return nil, modExitf(modExitRedis, "room %s: %w", room, err)
+		}
+		if n == 0 {
+			return nil, &modExitError{code: modExitUnknownRoom, err: c.unknownRoom(ctx, b, room)}
+		}
+	}
+	return rooms, nil
+}
+
+// unknownRoom explains a room without a stream, naming some that exist.
+func (c *moderationTestCmd) unknownRoom(ctx context.Context, b *redisstore.Backend, room string) error {
+	msg := fmt.Sprintf("room %q has no stream in Redis (prefix %q, %d partitions)", room, c.RedisPrefix, c.Partitions)
+	known, err := b.Rooms(ctx)
+	switch {
+	case err != nil:
+	case len(known) == 0:
+		msg += "; no room has one: check --redis-prefix and --partitions"
+	default:
+		const show = 10
+		list := strings.Join(known[:min(len(known), show)], ", ")
+		if len(known) > show {
+			list += fmt.Sprintf(", ... (%d rooms)", len(known))
+		}
+		msg += "; rooms: " + list
+	}
+	return errors.New(msg)
+}
+
+// modRedactURL hides the password of a Redis URL.
+func modRedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && strings.Contains(s, "://") {
+		return u.Redacted()
+	}
+	return s
+}
+
+// modReplay reads the rooms' streams in time order and runs every message
+// through the chain.
+type modReplay struct {
+	cmd      *moderationTestCmd
+	chain    *moderation.Chain
+	out      io.Writer
+	client   redis.UniversalClient
+	keys     redisstore.Keys
+	start    string
+	end      string
+	rooms    []string
+	progress *modProgress
+
+	messages, accepted, rejected, rewritten, undecodable int64
+}
+
+func (r *modReplay) run(ctx context.Context) error {
+	cursors := make(modCursorHeap, 0, len(r.rooms))
+	for _, room := range r.rooms {
+		cur := &modCursor{room: room, key: r.keys.Room(room), next: r.start, end: r.end}
+		if err := cur.fill(ctx, r.client, r.cmd.Batch); err != nil {
+			return err
+		}
+		if cur.head() != nil {
+			cursors = append(cursors, cur)
+		}
+	}
+	heap.Init(&cursors)
+	var tw *tabwriter.Writer
+	if !r.cmd.JSON {
+		tw = tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tROOM\tUSER\tDECISION\tMODERATOR\tREASON / REWRITE\tTEXT")
+	}
+	enc := json.NewEncoder(r.out)
+	enc.SetEscapeHTML(false)
+	for n := 0; len(cursors) > 0; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cur := cursors[0]
+		x := *cur.head()
+		cur.pop()
+		if cur.head() == nil {
+			if err := cur.fill(ctx, r.client, r.cmd.Batch); err != nil {
+				return err
+			}
+		}
+		if cur.head() == nil {
+			heap.Pop(&cursors)
+		} else {
+			heap.Fix(&cursors, 0)
+		}
+		if err := r.one(ctx, cur.room, x, tw, enc); err != nil {
+			return err
+		}
+		if tw != nil && (n+1)%modFlushEvery == 0 {
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if tw != nil {
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	r.progress.finish()
+	return r.summary(enc)
+}
+
+// one evaluates and prints one entry.
+func (r *modReplay) one(ctx context.Context, room string, x redis.XMessage, tw *tabwriter.Writer, enc *json.Encoder) error {
+	at, _ := streamrange.Time(x.ID)
+	r.progress.set(x.ID)
+	msg, err := redisstore.DecodeEntry(x)
+	if err != nil {
+		r.undecodable++
+		return nil
+	}
+	md := msg.Metadata
+	m := moderation.Message{
+		ID: msg.UUID, Room: room, User: md.Get(pipeline.MetaUser), ConnID: md.Get(pipeline.MetaConnID),
+		Text: string(msg.Payload), Time: at, Metadata: md,
+	}
+	res := r.chain.Evaluate(ctx, m)
+	r.messages++
+	switch res.Action {
+	case moderation.Accept:
+		r.accepted++
+	case moderation.Reject:
+		r.rejected++
+	case moderation.Rewrite:
+		r.rewritten++
+	}
+	if enc != nil && tw == nil {
+		out := modDecisionJSON{
+			Type: "message", Seq: x.ID, Time: at.Format(pipeline.TimeFormat), Room: room, User: m.User,
+			Decision: res.Action.String(), Moderator: res.Moderator, Rule: res.Rule, Text: m.Text,
+		}
+		switch res.Action {
+		case moderation.Reject:
+			out.Code, out.Reason, out.RetryAfterMS = res.Code, res.Reason, res.RetryAfter.Milliseconds()
+		case moderation.Rewrite:
+			out.Rewritten, out.Notes = res.Text, res.Notes
+		}
+		return enc.Encode(out)
+	}
+	who, detail := res.Moderator, ""
+	if res.Rule != "" {
+		who += "/" + res.Rule
+	}
+	switch res.Action {
+	case moderation.Reject:
+		detail = modOneLine(res.Reason, r.cmd.Width)
+		if res.Code == pipeline.CodeRateLimited {
+			detail = modOneLine(fmt.Sprintf("rate_limited (%s): %s", res.RetryAfter, res.Reason), r.cmd.Width)
+		}
+	case moderation.Rewrite:
+		detail = "→ " + modOneLine(res.Text, r.cmd.Width)
+	}
+	_, err = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		at.Format(pipeline.TimeFormat), room, m.User, res.Action, modOrDash(who), modOrDash(detail), modOneLine(m.Text, r.cmd.Width))
+	return err
+}
+
+// modDecisionJSON is one line of --json output.
+type modDecisionJSON struct {
+	Type         string `json:"type"`
+	Seq          string `json:"seq"`
+	Time         string `json:"time"`
+	Room         string `json:"room"`
+	User         string `json:"user"`
+	Decision     string `json:"decision"`
+	Code         string `json:"code,omitempty"`
+	Moderator    string `json:"moderator,omitempty"`
+	Rule         string `json:"rule,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	Text         string `json:"text"`
+	Rewritten    string `json:"rewritten,omitempty"`
+	Notes        string `json:"notes,omitempty"`
+}
+
+// modSummaryJSON is the last line of --json output.
+type modSummaryJSON struct {
+	Type        string             `json:"type"`
+	Rooms       []string           `json:"rooms"`
+	Since       string             `json:"since"`
+	Until       string             `json:"until"`
+	Messages    int64              `json:"messages"`
+	Accepted    int64              `json:"accepted"`
+	Rejected    int64              `json:"rejected"`
+	Rewritten   int64              `json:"rewritten"`
+	Undecodable int64              `json:"undecodable"`
+	Moderators  []modModeratorJSON `json:"moderators"`
+}
+
+type modModeratorJSON struct {
+	Name      string        `json:"name"`
+	Kind      string        `json:"kind"`
+	Accepted  int64         `json:"accepted"`
+	Rejected  int64         `json:"rejected"`
+	Rewritten int64         `json:"rewritten"`
+	Errors    int64         `json:"errors"`
+	Rules     []modRuleJSON `json:"rules,omitempty"`
+}
+
+type modRuleJSON struct {
+	Name      string `json:"name"`
+	Rejected  int64  `json:"rejected"`
+	Rewritten int64  `json:"rewritten"`
+	Errors    int64  `json:"errors"`
+}
+
+func (r *modReplay) summary(enc *json.Encoder) error {
+	stats := r.chain.Stats()
+	sum := modSummaryJSON{
+		Type: "summary", Rooms: r.rooms, Since: r.start, Until: r.end, Messages: r.messages,
+		Accepted: r.accepted, Rejected: r.rejected, Rewritten: r.rewritten, Undecodable: r.undecodable,
+		Moderators: []modModeratorJSON{},
+	}
+	for _, in := range r.chain.Describe() {
+		st := stats[in.Name]
+		jm := modModeratorJSON{Name: in.Name, Kind: in.Kind, Accepted: st.Accepted, Rejected: st.Rejected, Rewritten: st.Rewritten, Errors: st.Errors}
+		for _, name := range slices.Sorted(func(yield func(string) bool) {
+			for k := range st.Rules {
+				if !yield(k) {
+					return
+				}
+			}
+		}) {
+			rc := st.Rules[name]
+			jm.Rules = append(jm.Rules, modRuleJSON{Name: name, Rejected: rc.Rejected, Rewritten: rc.Rewritten, Errors: rc.Errors})
+		}
+		sum.Moderators = append(sum.Moderators, jm)
+	}
+	if r.cmd.JSON {
+		return enc.Encode(sum)
+	}
+	fmt.Fprintf(r.out, "\n%d messages in %d rooms: %d accepted, %d rejected, %d rewritten", sum.Messages, len(sum.Rooms), sum.Accepted, sum.Rejected, sum.Rewritten)
+	if sum.Undecodable > 0 {
+		fmt.Fprintf(r.out, " (%d undecodable entries skipped)", sum.Undecodable)
+	}
+	fmt.Fprintln(r.out)
+	if len(sum.Moderators) == 0 {
+		return nil
+	}
+	fmt.Fprintln(r.out)
+	tw := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODERATOR\tKIND\tACCEPTED\tREJECTED\tREWRITTEN\tERRORS")
+	for _, m := range sum.Moderators {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", m.Name, m.Kind, m.Accepted, m.Rejected, m.Rewritten, m.Errors)
+		for _, ru := range m.Rules {
+			fmt.Fprintf(tw, "  rule %s\t\t-\t%d\t%d\t%d\n", ru.Name, ru.Rejected, ru.Rewritten, ru.Errors)
+		}
+	}
+	return tw.Flush()
+}
+
+// modOneLine shows text on one line, at most width characters (0: all).
+func modOneLine(text string, width int) string {
+	text = strings.NewReplacer("\n", "⏎", "\t", " ", "\r", "").Replace(text)
+	if width > 0 && utf8.RuneCountInString(text) > width {
+		runes := []rune(text)
+		return string(runes[:max(width-1, 0)]) + "…"
+	}
+	return text
+}
+
+func modOrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// modCursor pages through one room stream.
+type modCursor struct {
+	room, key string
+	// next is the XRANGE start of the next page; "" once the stream is
+	// exhausted.
+	next, end string
+	buf       []redis.XMessage
+}
+
+func (c *modCursor) head() *redis.XMessage {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	return &c.buf[0]
+}
+
+func (c *modCursor) pop() { c.buf = c.buf[1:] }
+
+// fill reads the next page when the buffer is empty.
+func (c *modCursor) fill(ctx context.Context, client redis.UniversalClient, batch int64) error {
+	if len(c.buf) > 0 || c.next == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, modRedisTimeout)
+	defer cancel()
+	xs, err := client.XRangeN(ctx, c.key, c.next, c.end, batch).Result()
+	if err != nil {
+		return modExitf(modExitRedis, "read %s: %w", c.key, err)
+	}
+	c.buf = xs
+	if int64(len(xs)) < batch {
+		c.next = ""
+	} else {
+		c.next = "(" + xs[len(xs)-1].ID
+	}
+	return nil
+}
+
+// modCursorHeap orders cursors by their head entry's ID.
+type modCursorHeap []*modCursor
+
+// Len, Less, Swap, Push and Pop implement heap.Interface.
+func (h modCursorHeap) Len() int { return len(h) }
+
+// Less orders by head entry ID.
+func (h modCursorHeap) Less(i, j int) bool {
+	return pipeline.CompareSeq(h[i].head().ID, h[j].head().ID) < 0
+}
+
+// Swap swaps two cursors.
+func (h modCursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+
+// Push adds a cursor.
+func (h *modCursorHeap) Push(x any) { *h = append(*h, x.(*modCursor)) }
+
+// Pop removes the last cursor.
+func (h *modCursorHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return c
+}
+
+// modProgress shows how far through the time range the replay is, on a
+// terminal.
+type modProgress struct {
+	bar     *progressbar.ProgressBar
+	startMS uint64
+}
+
+func newModProgress(w io.Writer, start, end string, now time.Time) *modProgress {
+	from, _ := pipeline.ParseSeq(start) // "-" parses as 0: progress from the epoch is useless
+	to, err := pipeline.ParseSeq(end)   // a bare millisecond is now
+	if err != nil || to.MS > uint64(now.UnixMilli()) {
+		to = pipeline.Seq{MS: uint64(now.UnixMilli())}
+	}
+	if from.MS == 0 || to.MS <= from.MS {
+		return nil
+	}
+	return &modProgress{
+		startMS: from.MS,
+		bar: progressbar.NewOptions64(int64(to.MS-from.MS),
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription("replaying"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+			progressbar.OptionSetPredictTime(true),
+		),
+	}
+}
+
+func (p *modProgress) set(id string) {
+	if p == nil {
+		return
+	}
+	if s, err := pipeline.ParseSeq(id); err == nil && s.MS >= p.startMS {
+		_ = p.bar.Set64(int64(s.MS - p.startMS)) // only drawing can fail
+	}
+}
+
+func (p *modProgress) finish() {
+	if p != nil {
+		_ = p.bar.Finish() // only drawing can fail
+	}
+}

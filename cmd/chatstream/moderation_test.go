@@ -1,0 +1,498 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/alecthomas/kong"
+
+	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
+)
+
+// modWait bounds every expected event of these tests.
+const modWait = 10 * time.Second
+
+var modQuiet = slog.New(slog.DiscardHandler)
+
+// modConfig is the chain the dry-run tests replay traffic through.
+const modConfig = `moderators:
+  - kind: wordlist
+    name: profanity
+    words: [darn]
+  - kind: rules
+    name: spam
+    rules:
+      - name: crypto
+        when: text.matches("(?i)free\\s+crypto")
+        action: reject
+        reason: no crypto offers
+  - kind: flood
+    max_repeats: 1
+`
+
+func modWrite(t *testing.T, dir, name, data string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// modParse parses a command line like main does and returns the command.
+func modParse(t *testing.T, args ...string) (*cli, *kong.Context) {
+	t.Helper()
+	var c cli
+	parser, err := kong.New(&c, kong.Name("chatstream"), kong.Exit(func(int) { t.Fatal("kong exited") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	return &c, kctx
+}
+
+func TestModerationCheck(t *testing.T) {
+	dir := t.TempDir()
+	modWrite(t, dir, "words.txt", "darn\nheck\n")
+	modWrite(t, dir, "rules.yaml", "rules:\n  - name: crypto\n    when: text.contains(\"crypto\")\n    action: reject\n")
+	tests := []struct {
+		name, config string
+		code         int
+		want         []string // in stdout (valid) or the error (invalid)
+	}{
+		{
+			name: "valid",
+			config: "moderators:\n  - kind: wordlist\n    name: profanity\n    file: words.txt\n  - kind: rules\n    file: rules.yaml\n" +
+				"  - kind: ratelimit\n    per_user: {rate: 5, per: 10s}\n    per_conn: {rate: 10, per: 10s}\n    on_error: accept\n",
+			want: []string{
+				"valid, 3 moderators, run in this order:",
+				"1.  profanity  wordlist   on_error=reject  action=mask entries=2 file=" + filepath.Join(dir, "words.txt"),
+				"2.  rules      rules      on_error=reject  rules=1 [crypto]",
+				"3.  ratelimit  ratelimit  on_error=accept  per_user=5/10s burst 5",
+				"per_conn=10/10s burst 10 (in memory)",
+			},
+		},
+		{name: "empty", config: "moderators: []\n", want: []string{"valid, no moderators"}},
+		{name: "unknown kind", config: "moderators:\n  - kind: wordlist\n    words: [a]\n  - kind: nope\n", code: 1, want: []string{"mod.yaml:4: unknown kind \"nope\""}},
+		{name: "broken rules file", config: "moderators:\n  - kind: rules\n    file: broken.yaml\n", code: 1, want: []string{"broken.yaml:3: rule \"x\": when: undeclared reference to 'txt'"}},
+		{name: "missing file", config: "", code: 1, want: []string{"no such file"}},
+	}
+	modWrite(t, dir, "broken.yaml", "rules:\n  - name: x\n    when: txt == \"a\"\n    action: reject\n")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "missing.yaml")
+			if tt.config != "" {
+				path = modWrite(t, dir, "mod.yaml", tt.config)
+			}
+			_, kctx := modParse(t, "moderation", "check", path)
+			if kctx.Command() != "moderation check <file>" {
+				t.Fatalf("command = %q", kctx.Command())
+			}
+			var out bytes.Buffer
+			err := (&moderationCheckCmd{File: path}).run(&out, modQuiet)
+			got := out.String()
+			if tt.code != 0 {
+				if err == nil || exitCode(err) != tt.code {
+					t.Fatalf("err = %v (exit %d), want exit %d", err, exitCode(err), tt.code)
+				}
+				got = err.Error()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("output:\n%s\nwant it to contain %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+// modFixture is a Redis with traffic recorded by the redisstore backend.
+type modFixture struct {
+	rs  *testredis.Server
+	b   *redisstore.Backend
+	dir string
+}
+
+func newModFixture(t *testing.T) *modFixture {
+	t.Helper()
+	rs := testredis.Start(t)
+	b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, Logger: modQuiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	f := &modFixture{rs: rs, b: b, dir: t.TempDir()}
+	modWrite(t, f.dir, "mod.yaml", modConfig)
+	return f
+}
+
+// append stores a message as the pipeline would and returns its seq.
+func (f *modFixture) append(t *testing.T, room, user, text string) string {
+	t.Helper()
+	m := message.NewMessage(fmt.Sprintf("%s-%d", user, time.Now().UnixNano()), []byte(text))
+	m.Metadata.Set(pipeline.MetaRoom, room)
+	m.Metadata.Set(pipeline.MetaUser, user)
+	m.Metadata.Set(pipeline.MetaConnID, "conn-"+user)
+	m.Metadata.Set(pipeline.MetaReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	seq, err := f.b.Append(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+// seed records the traffic the tests replay.
+func (f *modFixture) seed(t *testing.T) {
+	t.Helper()
+	for _, m := range [][3]string{
+		{"lobby", "alice", "hello"},
+		{"lobby", "bob", "FREE  crypto now"},
+		{"general", "dave", "hi there"},
+		{"lobby", "alice", "well darn it"},
+		{"lobby", "carol", "again"},
+		{"lobby", "carol", "AGAIN!"},
+	} {
+		f.append(t, m[0], m[1], m[2])
+		// Rooms have streams of their own, whose IDs are ordered only by
+		// their millisecond: keep the messages a millisecond apart.
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (f *modFixture) cmd(args ...string) *moderationTestCmd {
+	c := &moderationTestCmd{
+		Config: filepath.Join(f.dir, "mod.yaml"), Since: "1h", Width: 60, Batch: 2,
+		Redis: f.rs.URL, RedisPrefix: f.rs.Prefix, Partitions: 4,
+	}
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--room":
+			i++
+			c.Room = append(c.Room, args[i])
+		case "--all-rooms":
+			c.AllRooms = true
+		case "--json":
+			c.JSON = true
+		case "--since":
+			i++
+			c.Since = args[i]
+		case "--until":
+			i++
+			c.Until = args[i]
+		}
+	}
+	return c
+}
+
+func (f *modFixture) run(t *testing.T, c *moderationTestCmd) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := c.run(context.Background(), &out, io.Discard, modQuiet)
+	return out.String(), err
+}
+
+// TestModerationDryRun replays seeded traffic and checks the decisions, the
+// summary, and that nothing was written to Redis.
+func TestModerationDryRun(t *testing.T) {
+	f := newModFixture(t)
+	f.seed(t)
+	rc := f.rs.Client()
+	ctx := context.Background()
+	keysBefore, err := rc.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := f.run(t, f.cmd("--room", "lobby"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	wantRows := [][]string{
+		{"TIME", "ROOM", "USER", "DECISION", "MODERATOR", "REASON / REWRITE", "TEXT"},
+		{"lobby", "alice", "accept", "-", "-", "hello"},
+		{"lobby", "bob", "reject", "spam/crypto", "no crypto offers", "FREE  crypto now"},
+		{"lobby", "alice", "rewrite", "profanity", "→ well **** it", "well darn it"},
+		{"lobby", "carol", "accept", "-", "-", "again"},
+		{"lobby", "carol", "reject", "flood", "already sent this message", "AGAIN!"},
+	}
+	for i, want := range wantRows {
+		if i >= len(lines) {
+			t.Fatalf("output has %d lines:\n%s", len(lines), out)
+		}
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d %q lacks %q", i, lines[i], w)
+			}
+		}
+	}
+	for _, w := range []string{
+		"5 messages in 1 rooms: 2 accepted, 2 rejected, 1 rewritten",
+		"profanity wordlist 4 0 1 0",
+		"spam rules 4 1 0 0",
+		"rule crypto - 1 0 0",
+		"flood flood 3 1 0 0",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "dave") {
+		t.Error("a message of another room was replayed")
+	}
+
+	// --all-rooms merges the rooms in time order.
+	out, err = f.run(t, f.cmd("--all-rooms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, j := strings.Index(out, "bob"), strings.Index(out, "dave"); i < 0 || j < i || strings.Index(out, "well darn") < j {
+		t.Errorf("--all-rooms is not in time order:\n%s", out)
+	}
+	if !strings.Contains(out, "6 messages in 2 rooms") {
+		t.Errorf("--all-rooms summary:\n%s", out)
+	}
+
+	keysAfter, err := rc.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keysAfter) != len(keysBefore) {
+		t.Fatalf("keys before %v, after %v: the dry run wrote to Redis", keysBefore, keysAfter)
+	}
+}
+
+// TestModerationDryRunJSON checks --json: one object per message and a
+// summary object.
+func TestModerationDryRunJSON(t *testing.T) {
+	f := newModFixture(t)
+	f.seed(t)
+	out, err := f.run(t, f.cmd("--room", "lobby", "--json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []modDecisionJSON
+	var sum modSummaryJSON
+	for line := range strings.Lines(out) {
+		var probe struct{ Type string }
+		if err := json.Unmarshal([]byte(line), &probe); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		switch probe.Type {
+		case "message":
+			var m modDecisionJSON
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, m)
+		case "summary":
+			if err := json.Unmarshal([]byte(line), &sum); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("unknown line %q", line)
+		}
+	}
+	if len(msgs) != 5 {
+		t.Fatalf("%d message lines, want 5:\n%s", len(msgs), out)
+	}
+	if m := msgs[1]; m.Decision != "reject" || m.Code != pipeline.CodeRejected || m.Moderator != "spam" || m.Rule != "crypto" || m.Reason != "no crypto offers" || m.Text != "FREE  crypto now" {
+		t.Errorf("message 1 = %+v", m)
+	}
+	if m := msgs[2]; m.Decision != "rewrite" || m.Rewritten != "well **** it" || m.Moderator != "profanity" || !strings.Contains(m.Notes, "masked 1 word") {
+		t.Errorf("message 2 = %+v", m)
+	}
+	if sum.Messages != 5 || sum.Accepted != 2 || sum.Rejected != 2 || sum.Rewritten != 1 || len(sum.Moderators) != 3 {
+		t.Fatalf("summary = %+v", sum)
+	}
+	if spam := sum.Moderators[1]; spam.Name != "spam" || len(spam.Rules) != 1 || spam.Rules[0].Name != "crypto" || spam.Rules[0].Rejected != 1 {
+		t.Errorf("spam summary = %+v", spam)
+	}
+}
+
+// TestModerationDryRunReadOnly runs the dry run as a Redis user that may
+// only read: any write would fail it.
+func TestModerationDryRunReadOnly(t *testing.T) {
+	f := newModFixture(t)
+	if !f.rs.Private() {
+		t.Skip("needs a private redis-server to add a user")
+	}
+	f.seed(t)
+	ctx := context.Background()
+	err := f.rs.Client().Do(ctx, "ACL", "SETUSER", "reader", "on", ">secret", "~*", "&*", "-@all", "+@read", "+@connection", "+info").Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.cmd("--all-rooms")
+	c.Redis = strings.Replace(f.rs.URL, "redis://", "redis://reader:secret@", 1)
+	if ok, err := f.rs.Client().Do(ctx, "ACL", "DRYRUN", "reader", "XADD", "x", "*", "a", "b").Text(); err != nil || ok == "OK" {
+		t.Fatalf("ACL DRYRUN XADD = %q, %v: the reader may write and the test proves nothing", ok, err)
+	}
+	out, err := f.run(t, c)
+	if err != nil {
+		t.Fatalf("dry run as a read-only user: %v", err)
+	}
+	if !strings.Contains(out, "6 messages in 2 rooms") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
+
+func TestModerationDryRunErrors(t *testing.T) {
+	f := newModFixture(t)
+	f.seed(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "redis://" + l.Addr().String() + "/0"
+	l.Close()
+	tests := []struct {
+		name   string
+		modify func(*moderationTestCmd)
+		code   int
+		want   string
+	}{
+		{"unknown room", func(c *moderationTestCmd) { c.Room = []string{"nowhere"} }, 3, `room "nowhere" has no stream in Redis`},
+		{"unknown room names rooms", func(c *moderationTestCmd) { c.Room = []string{"nowhere"} }, 3, "rooms: general, lobby"},
+		{"wrong partitions", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Partitions = 7 }, 3, "has no stream"},
+		{"unreachable redis", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Redis = closed }, 4, "cannot reach Redis at " + closed},
+		{"bad since", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Since = "yesterday" }, 2, `--since: "yesterday": not an RFC 3339 time`},
+		{"bad until", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Until = "soon" }, 2, "--until:"},
+		{"since after until", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Since = "1m"; c.Until = "2h" }, 2, "is after --until"},
+		{"no room", func(*moderationTestCmd) {}, 2, "give --room ROOM (repeatable) or --all-rooms"},
+		{"broken config", func(c *moderationTestCmd) {
+			c.Room = []string{"lobby"}
+			c.Config = modWrite(t, f.dir, "bad.yaml", "moderators:\n  - kind: flood\n    max_repeats: -1\n")
+		}, 1, "bad.yaml:2: flood"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := f.cmd()
+			tt.modify(c)
+			_, err := f.run(t, c)
+			if err == nil || exitCode(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v (exit %d), want exit %d with %q", err, exitCode(err), tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// TestModerationDryRunRange: --since and --until select by stream ID.
+func TestModerationDryRunRange(t *testing.T) {
+	f := newModFixture(t)
+	first := f.append(t, "lobby", "alice", "one")
+	f.append(t, "lobby", "alice", "two")
+	third := f.append(t, "lobby", "alice", "three")
+	f.append(t, "lobby", "alice", "four")
+	out, err := f.run(t, f.cmd("--room", "lobby", "--since", first, "--until", third, "--json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for line := range strings.Lines(out) {
+		var m modDecisionJSON
+		if err := json.Unmarshal([]byte(line), &m); err == nil && m.Type == "message" {
+			texts = append(texts, m.Text)
+		}
+	}
+	if strings.Join(texts, ",") != "one,two,three" {
+		t.Fatalf("replayed %v, want one,two,three", texts)
+	}
+}
+
+// TestServeModeration: serve refuses to start with a broken file (naming
+// the line), and with a good one moderates, and reloads on SIGHUP.
+func TestServeModeration(t *testing.T) {
+	dir := t.TempDir()
+	broken := modWrite(t, dir, "broken.yaml", "moderators:\n  - kind: wordlist\n    action: erase\n    words: [a]\n")
+	_, kctx := modParse(t, "serve", "--addr", "127.0.0.1:0", "--moderation", broken)
+	err := kctx.Run(&globals{Log: modQuiet, Ctx: context.Background()})
+	if err == nil || !strings.Contains(err.Error(), "broken.yaml:2: wordlist") {
+		t.Fatalf("serve with a broken file: %v", err)
+	}
+
+	modWrite(t, dir, "rules.yaml", "rules:\n  - name: one\n    when: text == \"one\"\n    action: reject\n    reason: not one\n")
+	good := modWrite(t, dir, "good.yaml", "moderators:\n  - kind: rules\n    file: rules.yaml\n    poll: -1s\n")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, kctx = modParse(t, "serve", "--addr", addr, "--moderation", good)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- kctx.Run(&globals{Log: modQuiet, Ctx: ctx}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	var c *wstest.Client
+	deadline := time.Now().Add(modWait)
+	for c == nil {
+		if c, err = wstest.Dial("http://"+addr, "alice"); err != nil {
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Cleanup(c.Close)
+	if err := c.Join("lobby", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Await("joined", modWait); err != nil {
+		t.Fatal(err)
+	}
+	say := func(text string) wstest.Frame {
+		t.Helper()
+		ref := fmt.Sprintf("r%d", time.Now().UnixNano())
+		if err := c.Say("lobby", text, ref); err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == ref && (f.Type == "ack" || f.Type == "error") }, modWait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	if f := say("one"); f.Code != pipeline.CodeRejected || f.Message != "not one" || f.Moderator != "rules" {
+		t.Fatalf("got %s, want rejected by rules", f.Raw)
+	}
+	modWrite(t, dir, "rules.yaml", "rules:\n  - name: two\n    when: text == \"two\"\n    action: reject\n    reason: not two\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(modWait)
+	for say("two").Type != "error" {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the rules")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if f := say("one"); f.Type != "ack" {
+		t.Fatalf("after the reload %q got %s, want ack", "one", f.Raw)
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/replay"
+)
+
+// deadLetter stores a rejected message in the dead-letter stream and
+// returns its entry ID.
+func (f *toolFixture) deadLetter(t *testing.T, room, user, text, moderator string) string {
+	t.Helper()
+	m := message.NewMessage("dl-"+text, []byte(text))
+	m.Metadata.Set(pipeline.MetaRoom, room)
+	m.Metadata.Set(pipeline.MetaUser, user)
+	m.Metadata.Set(pipeline.MetaReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	m.Metadata.Set(pipeline.MetaCode, pipeline.CodeRejected)
+	m.Metadata.Set(pipeline.MetaReason, "looks like "+text)
+	m.Metadata.Set(pipeline.MetaModerator, moderator)
+	ctx := context.Background()
+	if err := f.b.DeadLetter(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	xs, err := f.b.Client().XRevRangeN(ctx, f.b.Keys().Rejected(), "+", "-", 1).Result()
+	if err != nil || len(xs) != 1 {
+		t.Fatalf("dead letter: %v %v", xs, err)
+	}
+	return xs[0].ID
+}
+
+// TestRejectedCommand: the listing with its filter, a requeue by ID and a
+// requeue of everything listed, each checked in the room stream.
+func TestRejectedCommand(t *testing.T) {
+	f := newToolFixture(t)
+	f.seed(t, "lobby", "alice", "hi", time.Now())
+	first := f.deadLetter(t, "lobby", "eve", "spam", "words")
+	second := f.deadLetter(t, "dev", "mallory", "flood", "rate")
+	third := f.deadLetter(t, "lobby", "eve", "ads", "words")
+
+	t.Run("list", func(t *testing.T) {
+		tio, out, _ := bufferIO()
+		c := rejectedCmd{Conn: f.flags(), Moderator: "words", Format: "text"}
+		if err := c.run(context.Background(), tio); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) != 2 || !strings.Contains(lines[0], " "+first+" lobby eve rejected by words: \"looks like spam\": spam") ||
+			!strings.Contains(lines[1], " "+third+" ") {
+			t.Fatalf("listing %q", out)
+		}
+	})
+
+	t.Run("requeue by ID", func(t *testing.T) {
+		tio, out, _ := bufferIO()
+		c := rejectedCmd{Conn: f.flags(), Requeue: []string{second}, Format: "jsonl"}
+		if err := c.run(context.Background(), tio); err != nil {
+			t.Fatal(err)
+		}
+		var res replay.Result
+		if err := json.Unmarshal([]byte(out.String()), &res); err != nil || res.From != second || res.Room != "dev" || res.Seq == "" || res.Error != nil {
+			t.Fatalf("result %q (%v)", out, err)
+		}
+		if got := roomMessages(t, f, "dev"); len(got) != 1 || got[0].ID != res.Seq || got[0].Meta[replay.MetaRequeuedFrom] != second || got[0].User != "mallory" {
+			t.Fatalf("dev = %+v", got)
+		}
+	})
+
+	t.Run("requeue all listed", func(t *testing.T) {
+		tio, out, errs := bufferIO()
+		c := rejectedCmd{Conn: f.flags(), Moderator: "words", RequeueAll: true, Format: "text"}
+		if err := c.run(context.Background(), tio); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], first+" -> lobby/") || !strings.HasPrefix(lines[1], third+" -> lobby/") ||
+			!strings.Contains(errs.String(), "requeued 2 of 2") {
+			t.Fatalf("stdout %q stderr %q", out, errs)
+		}
+		got := roomMessages(t, f, "lobby")
+		if len(got) != 3 || got[1].Text != "spam" || got[1].Meta[replay.MetaRequeuedFrom] != first || got[2].Meta[replay.MetaRequeuedFrom] != third {
+			t.Fatalf("lobby = %+v", got)
+		}
+	})
+}
+
+// TestRequeueModerated: with --moderation, a requeued message passes the
+// configured chain; one rejected again is reported, dead-lettered again,
+// and the run exits with exitRefused. A bad file is a usage error.
+func TestRequeueModerated(t *testing.T) {
+	f := newToolFixture(t)
+	id := f.deadLetter(t, "lobby", "eve", "buy spam now", "words")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "moderation.yaml")
+	if err := os.WriteFile(conf, []byte("moderators:\n  - kind: wordlist\n    name: words\n    action: reject\n    reason: no spam\n    words: [spam]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("moderators:\n  - kind: nosuchkind\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tio, out, _ := bufferIO()
+	c := rejectedCmd{Conn: f.flags(), Requeue: []string{id}, Format: "jsonl", Moderation: conf}
+	err := c.run(context.Background(), tio)
+	if exitCode(err) != exitRefused {
+		t.Fatalf("err %v (exit %d), want exit %d", err, exitCode(err), exitRefused)
+	}
+	var res replay.Result
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil || res.Error == nil || res.Error.Moderator != "words" || res.Error.Reason != "no spam" {
+		t.Fatalf("result %q (%v)", out, err)
+	}
+	tio, out, _ = bufferIO()
+	list := rejectedCmd{Conn: f.flags(), Format: "jsonl"}
+	if err := list.run(context.Background(), tio); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var again replay.RejectedRecord
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &again); err != nil || len(lines) != 2 || again.Meta[replay.MetaRequeuedFrom] != id || again.Reason != "no spam" {
+		t.Fatalf("dead letters %q (%v)", out, err)
+	}
+	c.Moderation = bad
+	if err := c.run(context.Background(), tio); exitCode(err) != exitUsage {
+		t.Fatalf("bad moderation file: %v (exit %d), want exit %d", err, exitCode(err), exitUsage)
+	}
+}
+
+// roomMessages returns every message of room.
+func roomMessages(t *testing.T, f *toolFixture, room string) []replay.Entry {
+	t.Helper()
+	var out []replay.Entry
+	r := replay.NewReader(f.b, replay.Config{Logger: quiet})
+	if err := r.Messages(context.Background(), replay.Query{Room: room}, func(e replay.Entry) error {
+		out = append(out, e)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
