@@ -140,14 +140,13 @@ type Backend struct {
 	subClient redis.UniversalClient
 	dead      *redisstream.Publisher
 
-	// mu guards the append queue: the first caller to find no batch in
-	// flight becomes the flusher and sends what has queued, in pipelined
-	// batches, until the queue is empty (group commit); the others wait
-	// for their result. The queue holds at most one request per caller.
-	mu       sync.Mutex
-	pending  []appendReq
-	flushing bool
-	closed   bool
+	// reqs queues appends for the batcher goroutine, which sends whatever
+	// has queued while its previous round trip was in flight as one
+	// pipelined batch. Append blocks when it is full.
+	reqs     chan appendReq
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 }
 
 var _ pipeline.Backend = (*Backend)(nil)
@@ -176,7 +175,8 @@ func Options(url string) (*redis.UniversalOptions, error) {
 	return &redis.UniversalOptions{Addrs: addrs}, nil
 }
 
-// New connects to Redis (lazily: New does not fail when Redis is down).
+// New connects to Redis (lazily: New does not fail when Redis is down) and
+// starts the append batcher; Close stops it.
 func New(cfg Config) (*Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -213,7 +213,10 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{
 		cfg: cfg, keys: keys, log: cfg.Logger, wlog: wlog,
 		client: client, subClient: subClient, dead: dead,
+		reqs: make(chan appendReq, 4*cfg.MaxBatch),
+		stop: make(chan struct{}),
 	}
+	b.wg.Go(b.batcher)
 	return b, nil
 }
 
@@ -234,15 +237,18 @@ func (b *Backend) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the Redis clients; later Appends fail with ErrClosed.
+// Close stops the batcher and closes the Redis clients; later Appends fail
+// with ErrClosed.
 func (b *Backend) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	first := false
+	b.stopOnce.Do(func() {
+		first = true
+		close(b.stop)
+	})
+	if !first {
 		return nil
 	}
-	b.closed = true
-	b.mu.Unlock()
+	b.wg.Wait()
 	return errors.Join(b.client.Close(), b.subClient.Close())
 }
 
@@ -272,7 +278,7 @@ var ErrClosed = errors.New("redisstore: closed")
 
 // Append stores msg in its room stream and bus with one script call; calls
 // that arrive while a round trip is in flight are pipelined together in the
-// next one.
+// next one, by the batcher goroutine.
 func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, error) {
 	room := msg.Metadata.Get(pipeline.MetaRoom)
 	if room == "" {
@@ -287,43 +293,57 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, err
 		args: []any{b.cfg.RoomMaxLen, b.cfg.BusMaxLen, msg.UUID, []byte(msg.Payload), md},
 		res:  make(chan appendRes, 1),
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	select {
+	case b.reqs <- req:
+	case <-ctx.Done():
+		return "", fmt.Errorf("redisstore: append: %w", ctx.Err())
+	case <-b.stop:
 		return "", ErrClosed
-	}
-	b.pending = append(b.pending, req)
-	if !b.flushing {
-		b.flushing = true
-		b.flush() // unlocks b.mu
-	} else {
-		b.mu.Unlock()
 	}
 	select {
 	case r := <-req.res:
 		return r.seq, r.err
 	case <-ctx.Done():
-		// The flusher answers into the buffered channel later; the
+		// The batcher answers into the buffered channel later; the
 		// message may still be stored, but it was not acknowledged.
 		return "", fmt.Errorf("redisstore: append: %w", ctx.Err())
 	}
 }
 
-// flush is called with b.mu held by the caller that became the flusher; it
-// sends queued appends in batches of at most MaxBatch until none is left,
-// then returns with b.mu unlocked.
-func (b *Backend) flush() {
-	for len(b.pending) > 0 {
-		n := min(len(b.pending), b.cfg.MaxBatch)
-		batch := b.pending[:n:n]
-		b.pending = b.pending[n:]
-		b.mu.Unlock()
+// batcher sends appends in pipelined batches of at most MaxBatch: whatever
+// has queued while the previous round trip was in flight goes in the next.
+func (b *Backend) batcher() {
+	batch := make([]appendReq, 0, b.cfg.MaxBatch)
+	for {
+		select {
+		case <-b.stop:
+			b.failQueued()
+			return
+		case r := <-b.reqs:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < b.cfg.MaxBatch {
+			select {
+			case r := <-b.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
 		b.runBatch(batch)
-		b.mu.Lock()
 	}
-	b.pending = nil
-	b.flushing = false
-	b.mu.Unlock()
+}
+
+func (b *Backend) failQueued() {
+	for {
+		select {
+		case r := <-b.reqs:
+			r.res <- appendRes{err: ErrClosed}
+		default:
+			return
+		}
+	}
 }
 
 func (b *Backend) runBatch(batch []appendReq) {
