@@ -23,7 +23,8 @@ COPY --from=build /out/chatstream /chatstream
 USER 65532:65532
 EXPOSE 8080
 
-# No HEALTHCHECK: distroless has no shell or curl. Probe GET /healthz
-# (liveness) and GET /readyz (readiness) from the orchestrator instead.
+# distroless has no shell or curl: the binary probes its own /readyz.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["/chatstream", "healthcheck"]
 ENTRYPOINT ["/chatstream"]
 CMD ["serve"]

@@ -115,6 +115,16 @@ func TestComposeChatServices(t *testing.T) {
 				}
 			})
 
+			t.Run("healthcheck runs the binary's own probe", func(t *testing.T) {
+				hc := svc.HealthCheck
+				if hc == nil || hc.Disable {
+					t.Fatalf("healthcheck: got %+v, want an enabled healthcheck", hc)
+				}
+				if test := strings.Join(hc.Test, " "); test != "CMD /chatstream healthcheck" {
+					t.Errorf("healthcheck test: got %q, want %q", test, "CMD /chatstream healthcheck")
+				}
+			})
+
 			t.Run("redis url", func(t *testing.T) {
 				url := svc.Environment["CHATSTREAM_REDIS_URL"]
 				if url == nil || !strings.HasPrefix(*url, "redis://redis:6379") {

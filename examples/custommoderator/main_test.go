@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatstream/chatstream/cli"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
@@ -62,14 +63,20 @@ func TestMuteKind(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"--help"}, &out, &errOut); code != 0 {
-		t.Fatalf("--help exited %d: %s", code, errOut.String())
+	if code := cli.Run(context.Background(), []string{"serve", "--help"}, &out, &errOut); code != 0 {
+		t.Fatalf("serve --help exited %d: %s", code, errOut.String())
 	}
-	if !strings.Contains(out.String(), "--moderation=FILE") {
+	if !strings.Contains(out.String(), "--moderation") {
 		t.Fatalf("help:\n%s", out.String())
 	}
-	if code := run(context.Background(), nil, &out, &errOut); code != 2 {
-		t.Fatalf("without --moderation exited %d, want 2", code)
+	// The custom kind is known to the tools too.
+	path := filepath.Join(t.TempDir(), "moderation.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := cli.Run(context.Background(), []string{"moderation", "check", path}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "mute") {
+		t.Fatalf("moderation check exited %d:\n%s%s", code, out.String(), errOut.String())
 	}
 }
 
@@ -89,7 +96,9 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var stderr bytes.Buffer
-	go func() { done <- run(ctx, []string{"--addr", addr, "--moderation", path}, &bytes.Buffer{}, &stderr) }()
+	go func() {
+		done <- cli.Run(ctx, []string{"serve", "--addr", addr, "--moderation", path}, &bytes.Buffer{}, &stderr)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != 0 {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -25,7 +25,7 @@ type streamsCmd struct {
 
 // Run runs the command on the process's streams.
 func (c *streamsCmd) Run(g *globals) error {
-	return quietPipe(func() error { return c.run(g.Ctx, processIO(g.Log)) })
+	return quietPipe(func() error { return c.run(g.Ctx, processIO(g)) })
 }
 
 func (c *streamsCmd) run(ctx context.Context, tio toolIO) error {

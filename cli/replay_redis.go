@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -58,11 +58,17 @@ type toolIO struct {
 	Terminal bool
 }
 
-func processIO(log *slog.Logger) toolIO {
+func processIO(g *globals) toolIO {
 	return toolIO{
-		Stdout: os.Stdout, Stderr: os.Stderr, Log: log,
-		Terminal: term.IsTerminal(int(os.Stderr.Fd())) && !term.IsTerminal(int(os.Stdout.Fd())),
+		Stdout: g.Stdout, Stderr: g.Stderr, Log: g.Log,
+		Terminal: isTerminal(g.Stderr) && !isTerminal(g.Stdout),
 	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // open connects to the deployment's Redis and checks that it answers.

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"container/heap"
@@ -68,7 +68,7 @@ type moderationCheckCmd struct {
 
 // Run validates the file and prints the chain on stdout.
 func (c *moderationCheckCmd) Run(g *globals) error {
-	return c.run(os.Stdout, g.Log)
+	return c.run(g.Stdout, g.Log)
 }
 
 func (c *moderationCheckCmd) run(stdout io.Writer, log *slog.Logger) error {
@@ -110,7 +110,7 @@ func (c *moderationTestCmd) Run(g *globals) error {
 	// go-redis logs every failed dial on its own; this command reports an
 	// unreachable Redis itself, once.
 	redis.SetLogger(modSilentRedis{})
-	return c.run(g.Ctx, os.Stdout, os.Stderr, g.Log)
+	return c.run(g.Ctx, g.Stdout, g.Stderr, g.Log)
 }
 
 // modSilentRedis discards go-redis's internal log lines.

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -24,7 +24,7 @@ type rejectedCmd struct {
 
 // Run runs the command on the process's streams.
 func (c *rejectedCmd) Run(g *globals) error {
-	return quietPipe(func() error { return c.run(g.Ctx, processIO(g.Log)) })
+	return quietPipe(func() error { return c.run(g.Ctx, processIO(g)) })
 }
 
 func (c *rejectedCmd) run(ctx context.Context, tio toolIO) error {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -122,7 +122,7 @@ func TestToolExitCodes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := run(tc.args); got != tc.want {
+			if got := Run(context.Background(), tc.args, io.Discard, io.Discard); got != tc.want {
 				t.Fatalf("exit code %d, want %d", got, tc.want)
 			}
 		})

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type replayCmd struct {
 
 // Run runs the command on the process's streams.
 func (c *replayCmd) Run(g *globals) error {
-	return quietPipe(func() error { return c.run(g.Ctx, processIO(g.Log)) })
+	return quietPipe(func() error { return c.run(g.Ctx, processIO(g)) })
 }
 
 // query checks the flags and turns them into a query and a replay speed.

@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream/server"
+)
+
+// TestRunUsage: --help lists the commands and exits 0; a bad flag exits 2
+// with a message.
+func TestRunUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"--help"}, &out, &errOut); code != 0 {
+		t.Fatalf("--help exited %d: %s", code, errOut.String())
+	}
+	for _, cmd := range []string{"serve", "healthcheck", "moderation", "replay", "rejected", "streams"} {
+		if !strings.Contains(out.String(), cmd) {
+			t.Errorf("help does not list %s:\n%s", cmd, out.String())
+		}
+	}
+	errOut.Reset()
+	if code := Run(context.Background(), []string{"serve", "--no-such-flag"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "no-such-flag") {
+		t.Fatalf("bad flag exited %d: %s", code, errOut.String())
+	}
+}
+
+// TestHealthcheck: 0 against a ready gateway, 1 against a closed port.
+func TestHealthcheck(t *testing.T) {
+	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-srv.Pipeline().Running()
+
+	if code := Run(context.Background(), []string{"healthcheck", "--addr", srv.Addr().String()}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("healthcheck of a ready gateway exited %d", code)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	var errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"healthcheck", "--addr", closed, "--timeout", time.Second.String()}, io.Discard, &errOut); code != 1 {
+		t.Fatalf("healthcheck of a closed port exited %d: %s", code, errOut.String())
+	}
+}
