@@ -539,7 +539,13 @@ export class ChatClient {
   #pause(ms) {
     this.#pausedUntil = Date.now() + ms;
     clearTimeout(this.#pauseTimer);
-    this.#pauseTimer = setTimeout(() => this.#flush(), ms);
+    // The timer ends the pause itself: timers may fire a millisecond before
+    // Date.now() reaches #pausedUntil, and a flush that saw the pause still
+    // running would leave the queue stuck.
+    this.#pauseTimer = setTimeout(() => {
+      this.#pausedUntil = 0;
+      this.#flush();
+    }, ms);
   }
 
   // ---- history ----

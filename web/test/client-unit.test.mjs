@@ -234,6 +234,23 @@ test('a rate-limited send is sent again after retry_after_ms', async (t) => {
   assert.equal((await p).seq, '9-0');
 });
 
+test('a rate-limited send goes out even when its timer fires before the clock says so', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  const p = c.send('lobby', 'hello');
+  const ws = latest();
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too many frames', ref: p.ref, room: 'lobby', retry_after_ms: 50 });
+  // Timers and Date.now() come from different clocks; make the wall clock
+  // lag so that the retry timer fires "early".
+  const realNow = Date.now;
+  Date.now = () => realNow() - 40;
+  t.after(() => { Date.now = realNow; });
+  await until(() => ws.sent.filter((f) => f.type === 'send').length === 2, 'the send again');
+  Date.now = realNow;
+  ws.recv({ type: 'ack', ref: p.ref, room: 'lobby', id: 'x', seq: '9-1' });
+  assert.equal((await p).seq, '9-1');
+});
+
 test('a rejected send rejects with the code, reason and moderator', async (t) => {
   const c = newClient(t);
   await connectAndJoin(c, 'lobby');
