@@ -80,3 +80,37 @@ func TestRoomsAndDecodeEntry(t *testing.T) {
 		t.Fatalf("RoomOfKey(bus) = %q, want empty", got)
 	}
 }
+
+// TestOptions: a redis:// URL selects one server and its database; a list
+// of addresses selects a Cluster; nonsense is refused.
+func TestOptions(t *testing.T) {
+	cases := []struct {
+		name, url string
+		addrs     []string
+		db        int
+		err       bool
+	}{
+		{"url", "redis://127.0.0.1:6380/2", []string{"127.0.0.1:6380"}, 2, false},
+		{"url with password", "redis://:secret@h:1/0", []string{"h:1"}, 0, false},
+		{"cluster list", "a:7000, b:7001,c:7002", []string{"a:7000", "b:7001", "c:7002"}, 0, false},
+		{"empty list", " , ", nil, 0, true},
+		{"bad scheme", "http://x:1", nil, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := redisstore.Options(tc.url)
+			if tc.err {
+				if err == nil {
+					t.Fatalf("Options(%q) = %+v, want an error", tc.url, o)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(o.Addrs) != fmt.Sprint(tc.addrs) || o.DB != tc.db {
+				t.Fatalf("Options(%q) = addrs %v db %d, want %v db %d", tc.url, o.Addrs, o.DB, tc.addrs, tc.db)
+			}
+		})
+	}
+}
