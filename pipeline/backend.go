@@ -46,6 +46,10 @@ type HistoryQuery struct {
 // HistoryPage is the result of a History read, oldest first.
 type HistoryPage struct {
 	Messages []Message
+	// Next, for an After query whose page was full, is the seq to read the
+	// next page after ("" when the end was reached). Undecodable entries
+	// may make Messages shorter than the page, so callers page on Next.
+	Next string
 	// Truncated reports that After is older than the oldest message kept:
 	// messages after it were trimmed and are lost.
 	Truncated bool

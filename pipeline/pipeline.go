@@ -243,13 +243,17 @@ var ErrClosed = errors.New("pipeline closed")
 
 // Submit runs s through the pipeline and returns once it was handled: its
 // outcome has been given to the Replier. It returns an error only when the
-// message could not enter the pipeline (ctx done, pipeline closed); then no
-// outcome is sent.
+// message could not enter the pipeline (ctx done, pipeline closed, or not
+// ready within StoreTimeout: ErrUnavailable); then no outcome is sent.
 func (p *Pipeline) Submit(ctx context.Context, s Submission) error {
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-time.After(p.cfg.StoreTimeout):
+		// Not ready yet (e.g. the backend was down at start): refuse
+		// rather than hold the sender's connection.
+		return fmt.Errorf("%w: not ready", ErrUnavailable)
 	}
 	if p.router.IsClosed() {
 		return ErrClosed

@@ -14,6 +14,9 @@ import (
 	"github.com/chatstream/chatstream/pipeline"
 )
 
+// errShuttingDown ends a read loop from the pong handler during shutdown.
+var errShuttingDown = errors.New("ws: shutting down")
+
 // closeGrace is how long the writer waits for the client's close reply
 // before it drops the TCP connection.
 const closeGrace = time.Second
@@ -176,18 +179,25 @@ func (c *Conn) reader() {
 	c.ws.SetReadLimit(cfg.ReadLimit)
 	extend := func() error { return c.ws.SetReadDeadline(time.Now().Add(cfg.PongWait)) }
 	_ = extend() // cannot fail before the first read
-	c.ws.SetPongHandler(func(string) error { return extend() })
+	c.ws.SetPongHandler(func(string) error {
+		if c.gw.shutting.Load() {
+			return errShuttingDown // ends the read loop
+		}
+		return extend()
+	})
 	for {
 		kind, data, err := c.ws.ReadMessage()
 		if err != nil {
 			c.readEnded(err)
 			break
 		}
+		// Extend first, then check: a Shutdown that set the deadline to
+		// now in between is then seen here, not undone.
+		_ = extend() // an error here surfaces on the next read
 		if c.gw.shutting.Load() {
 			c.readEnded(nil)
 			break
 		}
-		_ = extend() // an error here surfaces on the next read
 		if kind != websocket.TextMessage {
 			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
 			continue
@@ -250,7 +260,7 @@ func (c *Conn) handle(data []byte) {
 			ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref,
 		})
 		if err != nil {
-			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "server is shutting down"), f.Ref, f.Room))
+			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), f.Ref, f.Room))
 		}
 	case TypeHistory:
 		c.olderHistory(f)
@@ -282,6 +292,10 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 // resumePage is the page size of a since read.
 const resumePage = 500
 
+// maxClockSkew is how far in the future of this instance's clock a since
+// may be and still be trusted to mark what the client has seen.
+const maxClockSkew = time.Minute
+
 // readJoinHistory reads the history of a join and returns it with the seq
 // after which live messages are new.
 func (c *Conn) readJoinHistory(f ClientFrame) (pipeline.HistoryPage, pipeline.Seq, error) {
@@ -289,24 +303,26 @@ func (c *Conn) readJoinHistory(f ClientFrame) (pipeline.HistoryPage, pipeline.Se
 	defer cancel()
 	var last pipeline.Seq
 	if f.Since != "" {
-		// last stays zero when nothing follows since: every live message
-		// that arrives is then newer than since, and a since from the
-		// future cannot suppress them.
+		// Live messages up to since are duplicates of what the client has,
+		// even when nothing follows since yet (another instance's feed may
+		// still be delivering them here). A since from the future is not
+		// trusted for that: it could hide real messages.
+		if s, _ := pipeline.ParseSeq(f.Since); s.MS <= uint64(time.Now().Add(maxClockSkew).UnixMilli()) { // checked by DecodeFrame
+			last = s
+		}
 		var out pipeline.HistoryPage
 		after := f.Since
-		for first := true; ; first = false {
+		for {
 			page, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{After: after, Limit: resumePage})
 			if err != nil {
 				return out, last, err
 			}
-			if first {
-				out.Truncated = page.Truncated
-			}
+			out.Truncated = out.Truncated || page.Truncated
 			out.Messages = append(out.Messages, page.Messages...)
-			if len(page.Messages) < resumePage {
+			if page.Next == "" {
 				break
 			}
-			after = page.Messages[len(page.Messages)-1].Seq
+			after = page.Next
 		}
 		if n := len(out.Messages); n > 0 {
 			last, _ = pipeline.ParseSeq(out.Messages[n-1].Seq)

@@ -192,6 +192,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
+	// Counted before the upgrade, so a Shutdown that starts meanwhile waits
+	// for this connection too.
+	g.conns.Add(1)
+	defer g.conns.Done()
 	wsConn, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
@@ -206,8 +210,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		limiter:    rate.NewLimiter(rate.Limit(g.cfg.FrameRate), g.cfg.FrameBurst),
 		rooms:      make(map[string]struct{}),
 	}
-	g.conns.Add(1)
-	defer g.conns.Done()
 	g.hub.addConn(c)
 	if g.shutting.Load() { // Shutdown began between the check and addConn
 		c.close(websocket.CloseGoingAway, "server shutting down", false)
@@ -226,6 +228,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // or ctx to be done.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.shutting.Store(true)
+	// In-flight history reads and sends still waiting for the pipeline give
+	// up now; their connections answer unavailable and close with 1001.
+	g.cancel()
 	for _, c := range g.hub.allConns() {
 		// Wakes a reader blocked in ReadMessage; one busy handling a frame
 		// finishes it first. net.Conn deadlines are safe to set concurrently.
@@ -236,7 +241,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.conns.Wait()
 		close(done)
 	}()
-	defer g.cancel()
 	select {
 	case <-done:
 		return nil

@@ -547,3 +547,33 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("leave diff = %s", f.Raw)
 	}
 }
+
+// TestSinceDropsLateDuplicates: a resume from the newest seq gets nothing
+// it already has, even when the feed delivers that message again late (as
+// a lagging instance's feed would).
+func TestSinceDropsLateDuplicates(t *testing.T) {
+	h := start(t, ws.Config{})
+	a := h.dial(t, "alice")
+	join(t, a, "lobby", 0)
+	ack := say(t, a, "lobby", "only", "r1")
+	b := h.dial(t, "bob")
+	if err := b.Send(map[string]any{"type": "join", "room": "lobby", "since": ack.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := b.Await("joined", wait); err != nil || len(f.History) != 0 {
+		t.Fatalf("joined = %s, %v; want no history", f.Raw, err)
+	}
+	stored, err := h.backend.History(context.Background(), "lobby", pipeline.HistoryQuery{Limit: 1})
+	if err != nil || len(stored.Messages) != 1 {
+		t.Fatalf("history = %+v, %v", stored, err)
+	}
+	h.hub.Deliver(stored.Messages[0]) // the same message, late
+	say(t, a, "lobby", "next", "r2")
+	f, err := b.Await("message", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Text != "next" {
+		t.Fatalf("bob got %q first, want only the new message", f.Text)
+	}
+}

@@ -47,6 +47,11 @@ func (h *Hub) RunPresence(ctx context.Context, store PresenceStore, every time.D
 	for {
 		select {
 		case <-ctx.Done():
+			// Withdraw this instance's members at once instead of letting
+			// them expire elsewhere.
+			fctx, cancel := context.WithTimeout(context.Background(), every)
+			_, _ = store.Sync(fctx, map[string][]string{}) // best effort: entries expire anyway
+			cancel()
 			return
 		case <-tick.C:
 		}

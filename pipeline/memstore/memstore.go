@@ -119,6 +119,12 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, err
 	if b.closed {
 		return "", fmt.Errorf("memstore: %w", pipeline.ErrUnavailable)
 	}
+	// Only Append (under mu) fills the queue, so a free slot seen here is
+	// still free below: a message is stored only if it can be delivered,
+	// and nothing blocks while holding mu.
+	if len(b.queue) == cap(b.queue) {
+		return "", fmt.Errorf("memstore: feed queue full: %w", pipeline.ErrUnavailable)
+	}
 	seq := b.nextSeq()
 	stored := msg.Copy()
 	stored.Metadata.Set(pipeline.MetaSeq, seq.String())
@@ -143,11 +149,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, err
 	if over := len(b.recent) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
 		b.recent = append(b.recent[:0:0], b.recent[over:]...)
 	}
-	select {
-	case b.queue <- stored:
-	case <-ctx.Done():
-		return "", fmt.Errorf("memstore: feed queue full: %w", ctx.Err())
-	}
+	b.queue <- stored // never blocks: checked above
 	return m.Seq, nil
 }
 
@@ -244,6 +246,9 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 		})
 		page.Messages = clone(msgs[i:min(len(msgs), i+q.Limit)])
 		page.Truncated = hasTrimmed && after.Less(trimmed)
+		if n := len(page.Messages); n == q.Limit && i+n < len(msgs) {
+			page.Next = page.Messages[n-1].Seq
+		}
 	case q.Before != "":
 		before, err := pipeline.ParseSeq(q.Before)
 		if err != nil {

@@ -37,6 +37,9 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 		if i, ierr := info.Result(); ierr == nil {
 			page.Truncated = trimmedAfter(q.After, i)
 		}
+		if len(entries) == q.Limit {
+			page.Next = entries[len(entries)-1].ID
+		}
 	case q.Before != "":
 		xs, err := b.client.XRevRangeN(ctx, key, "("+q.Before, "-", limit).Result()
 		if err != nil {

@@ -115,13 +115,28 @@ func (p *PresenceStore) Sync(ctx context.Context, local map[string][]string) (ma
 	}
 	if refresh {
 		p.lastRefresh = now
+		// Entries of a stopped or crashed instance expired: tell every
+		// instance to read the room again.
+		bumps := p.b.client.Pipeline()
+		for room, cmd := range expired {
+			if cmd.Val() > 0 {
+				bumps.Incr(ctx, keys.PresenceVersion(room))
+				bumps.Expire(ctx, keys.PresenceVersion(room), 24*time.Hour)
+				delete(p.cache, room) // and read it here too
+			}
+		}
+		if bumps.Len() > 0 {
+			if _, err := bumps.Exec(ctx); err != nil {
+				return nil, p.b.unavailable(err)
+			}
+		}
 	}
 
 	read := p.b.client.Pipeline()
 	ranges := map[string]*redis.StringSliceCmd{}
 	for room := range local {
 		v := vers[room].Val()
-		if c, ok := p.cache[room]; ok && c != nil && v == p.versions[room] && (expired[room] == nil || expired[room].Val() == 0) {
+		if c, ok := p.cache[room]; ok && c != nil && v == p.versions[room] {
 			continue
 		}
 		p.versions[room] = v

@@ -133,12 +133,14 @@ type Backend struct {
 	keys Keys
 	log  *slog.Logger
 	wlog watermill.LoggerAdapter
-	// client serves appends, history and dead letters; subClient serves the
-	// partition subscriptions, each of which pins one connection while it
-	// blocks, so its pool is larger than the number of partitions.
-	client    redis.UniversalClient
-	subClient redis.UniversalClient
-	dead      *redisstream.Publisher
+	// client serves history, dead letters and tools; appendClient serves
+	// appends and never retries; subClient serves the partition
+	// subscriptions, each of which pins one connection while it blocks, so
+	// its pool is larger than the number of partitions.
+	client       redis.UniversalClient
+	appendClient redis.UniversalClient
+	subClient    redis.UniversalClient
+	dead         *redisstream.Publisher
 
 	// reqs queues appends for the batcher goroutine, which sends whatever
 	// has queued while its previous round trip was in flight as one
@@ -191,6 +193,12 @@ func New(cfg Config) (*Backend, error) {
 	opts.WriteTimeout = cfg.Timeout
 	opts.MaxRetries = 1
 	client := redis.NewUniversalClient(opts)
+	// Appends are never retried by the client: a pipeline whose replies
+	// were lost may have run, and running it again would store its
+	// messages twice. A failed append is answered unavailable instead.
+	appendOpts := *opts
+	appendOpts.MaxRetries = -1
+	appendClient := redis.NewUniversalClient(&appendOpts)
 	subOpts := *opts
 	subOpts.PoolSize = cfg.Partitions + 4
 	// Blocking reads last up to the subscriber's block time; the read
@@ -206,13 +214,14 @@ func New(cfg Config) (*Backend, error) {
 		Maxlens:    map[string]int64{keys.Rejected(): cfg.DeadLetterMaxLen},
 	}, wlog)
 	if err != nil {
-		_ = client.Close()    // nothing was used yet
-		_ = subClient.Close() // nothing was used yet
+		_ = client.Close()       // nothing was used yet
+		_ = appendClient.Close() // nothing was used yet
+		_ = subClient.Close()    // nothing was used yet
 		return nil, fmt.Errorf("redisstore: dead-letter publisher: %w", err)
 	}
 	b := &Backend{
 		cfg: cfg, keys: keys, log: cfg.Logger, wlog: wlog,
-		client: client, subClient: subClient, dead: dead,
+		client: client, appendClient: appendClient, subClient: subClient, dead: dead,
 		reqs: make(chan appendReq, 4*cfg.MaxBatch),
 		stop: make(chan struct{}),
 	}
@@ -249,7 +258,7 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.wg.Wait()
-	return errors.Join(b.client.Close(), b.subClient.Close())
+	return errors.Join(b.client.Close(), b.appendClient.Close(), b.subClient.Close())
 }
 
 // DeadLetter publishes msg to the dead-letter stream through Watermill's
@@ -350,8 +359,27 @@ func (b *Backend) runBatch(batch []appendReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
 	cmds, err := b.evalBatch(ctx, batch, true)
-	if err != nil && isNoScript(err) {
-		cmds, err = b.evalBatch(ctx, batch, false)
+	if err != nil {
+		// Only the calls that failed for want of the cached script run
+		// again, with the script's text: the others may have been stored
+		// (in a Cluster, by another node).
+		var again []int
+		for i, c := range cmds {
+			if isNoScript(c.Err()) {
+				again = append(again, i)
+			}
+		}
+		if len(again) > 0 {
+			retry := make([]appendReq, len(again))
+			for j, i := range again {
+				retry[j] = batch[i]
+			}
+			if rcmds, _ := b.evalBatch(ctx, retry, false); len(rcmds) == len(again) {
+				for j, i := range again {
+					cmds[i] = rcmds[j]
+				}
+			}
+		}
 	}
 	for i, r := range batch {
 		if i >= len(cmds) {
@@ -370,7 +398,7 @@ func (b *Backend) runBatch(batch []appendReq) {
 // evalBatch runs the append script for every request in one pipeline, by
 // SHA when bySHA is set (the script is cached after the first Eval).
 func (b *Backend) evalBatch(ctx context.Context, batch []appendReq, bySHA bool) ([]*redis.Cmd, error) {
-	pipe := b.client.Pipeline()
+	pipe := b.appendClient.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, r := range batch {
 		keys := []string{r.room, r.bus}

@@ -114,3 +114,33 @@ func TestOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendAfterScriptFlush: when Redis has lost its script cache (a
+// restart or a failover), appends still succeed, each stored once.
+func TestAppendAfterScriptFlush(t *testing.T) {
+	srv := testredis.Start(t)
+	b, err := redisstore.New(redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx := context.Background()
+	appendOne := func(text string) {
+		t.Helper()
+		m := message.NewMessage("id-"+text, []byte(text))
+		m.Metadata.Set(pipeline.MetaRoom, "lobby")
+		m.Metadata.Set(pipeline.MetaUser, "alice")
+		if _, err := b.Append(ctx, m); err != nil {
+			t.Fatalf("append %s: %v", text, err)
+		}
+	}
+	appendOne("before")
+	if err := srv.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("after")
+	n, err := srv.Client().XLen(ctx, b.Keys().Room("lobby")).Result()
+	if err != nil || n != 2 {
+		t.Fatalf("room stream length = %d, %v; want 2", n, err)
+	}
+}

@@ -132,7 +132,14 @@ func historyAfter(t *testing.T, b pipeline.Backend) {
 	if p.Truncated {
 		t.Fatal("after m4 reported truncated")
 	}
-	want(t, "after m1 limit 2", texts(history(t, b, "lobby", pipeline.HistoryQuery{After: seqs[1], Limit: 2}).Messages), "m2", "m3")
+	page := history(t, b, "lobby", pipeline.HistoryQuery{After: seqs[1], Limit: 2})
+	want(t, "after m1 limit 2", texts(page.Messages), "m2", "m3")
+	if page.Next != seqs[3] {
+		t.Fatalf("next after a full page = %q, want %s", page.Next, seqs[3])
+	}
+	if p.Next != "" {
+		t.Fatalf("next after the last page = %q, want empty", p.Next)
+	}
 	if p := history(t, b, "lobby", pipeline.HistoryQuery{After: seqs[7], Limit: 10}); len(p.Messages) != 0 || p.Truncated {
 		t.Fatalf("after the last = %v (truncated %v), want nothing", texts(p.Messages), p.Truncated)
 	}
