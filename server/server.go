@@ -82,6 +82,10 @@ type Server struct {
 	hub      *ws.Hub
 	gateway  *ws.Gateway
 	admin    http.Handler
+
+	// gapHandled is the position per partition at which a feed gap was
+	// last handled; owned by the report goroutine.
+	gapHandled map[int]string
 }
 
 // New builds a server and opens its listener, so Addr is known before Run.
@@ -108,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WS.Logger == nil {
 		cfg.WS.Logger = cfg.Logger
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend}
+	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend, gapHandled: make(map[int]string)}
 	s.hub = ws.NewHub(cfg.Logger, cfg.WS.MaxPending)
 	p, err := pipeline.New(pipeline.Config{
 		Backend: cfg.Backend, Replier: s.hub, Deliverer: s.hub, Logger: cfg.Logger,
@@ -289,11 +293,45 @@ func (s *Server) report(ctx context.Context, rec instanceRecorder) {
 		if err != nil && ctx.Err() == nil {
 			s.log.Debug("instance record failed", "err", err)
 		}
+		if og, ok := s.backend.(oldestGetter); ok {
+			s.checkGaps(ctx, og)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// oldestGetter is implemented by backends whose feed can lose entries to
+// trimming (the Redis backend).
+type oldestGetter interface {
+	Oldest(ctx context.Context, partition int) (string, error)
+}
+
+// checkGaps compares how far this instance has read each partition with
+// the oldest entry the partition still keeps. A position older than that
+// means trimming removed entries this instance never delivered: the members
+// of that partition's rooms are closed with 1012 so their clients resume
+// from the room streams, which keep far more. Each gap is handled once.
+func (s *Server) checkGaps(ctx context.Context, og oldestGetter) {
+	s.checkGapsAt(ctx, og, s.pipeline.Positions())
+}
+
+func (s *Server) checkGapsAt(ctx context.Context, og oldestGetter, positions []string) {
+	for p, pos := range positions {
+		if pos == "" || s.gapHandled[p] == pos {
+			continue
+		}
+		oldest, err := og.Oldest(ctx, p)
+		if err != nil || oldest == "" || pipeline.CompareSeq(pos, oldest) >= 0 {
+			continue
+		}
+		s.gapHandled[p] = pos
+		n := s.hub.Resync(func(room string) bool { return pipeline.PartitionOf(room, len(positions)) == p })
+		s.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
+			"partition", p, "position", pos, "oldest", oldest, "closed", n)
 	}
 }
 

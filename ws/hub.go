@@ -213,3 +213,34 @@ func (h *Hub) Reply(o pipeline.Outcome) {
 	}
 	c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq}))
 }
+
+// Resync closes, with 1012 and a reason, every connection that is a member
+// of a room for which match is true, so its client reconnects and resumes
+// each room from its last seq. It returns how many were closed. It is used
+// when this instance's feed lost messages of those rooms.
+func (h *Hub) Resync(match func(room string) bool) int {
+	victims := make(map[*Conn]bool)
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for room, members := range s.rooms {
+			if match(room) {
+				for c := range members {
+					victims[c] = true
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+	n := 0
+	for c := range victims {
+		if c.close(CloseResync, "resync: reconnect and resume", true) {
+			n++
+		}
+	}
+	return n
+}
+
+// CloseResync is the close code of Hub.Resync (1012, "service restart"):
+// the client should reconnect and resume every room with since.
+const CloseResync = 1012
