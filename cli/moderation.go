@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,13 +16,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/chatstream/chatstream/internal/streamrange"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/replay"
 )
 
 // moderationCmd groups the moderation tools.
@@ -33,32 +30,17 @@ type moderationCmd struct {
 	Test  moderationTestCmd  `cmd:"" help:"Dry-run a moderation config on traffic recorded in Redis; writes nothing."`
 }
 
-// Exit codes of the moderation tools (1 is any other error, 2 a usage
-// error, as for every command).
+// Exit codes of the moderation tools, shared with the stream tools
+// (replay_redis.go): 1 is an invalid config or any other error.
 const (
 	modExitInvalid     = 1
-	modExitUsage       = 2
-	modExitUnknownRoom = 3
-	modExitRedis       = 4
+	modExitUsage       = exitUsage
+	modExitUnknownRoom = exitNotFound
+	modExitRedis       = exitUnavailable
 )
 
-// modExitError is an error with the process exit code it calls for.
-type modExitError struct {
-	code int
-	err  error
-}
-
-// Error returns the message.
-func (e *modExitError) Error() string { return e.err.Error() }
-
-// Unwrap returns the error.
-func (e *modExitError) Unwrap() error { return e.err }
-
-// ExitCode returns the exit code (see exitCode in main.go).
-func (e *modExitError) ExitCode() int { return e.code }
-
 func modExitf(code int, format string, args ...any) error {
-	return &modExitError{code: code, err: fmt.Errorf(format, args...)}
+	return &exitError{code: code, err: fmt.Errorf(format, args...)}
 }
 
 // moderationCheckCmd validates a config file.
@@ -75,7 +57,7 @@ func (c *moderationCheckCmd) run(stdout io.Writer, log *slog.Logger) error {
 	// DryRun: nothing is connected, so the Redis-backed limits load too.
 	chain, err := moderation.LoadFile(c.File, moderation.Env{Logger: log, DryRun: true})
 	if err != nil {
-		return &modExitError{code: modExitInvalid, err: err}
+		return &exitError{code: modExitInvalid, err: err}
 	}
 	infos := chain.Describe()
 	if len(infos) == 0 {
@@ -141,7 +123,7 @@ const modFlushEvery = 1000
 
 func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io.Writer, log *slog.Logger) error {
 	if err := c.Validate(); err != nil {
-		return &modExitError{code: modExitUsage, err: err}
+		return &exitError{code: modExitUsage, err: err}
 	}
 	now := time.Now()
 	start, err := streamrange.Bound(c.Since, now)
@@ -166,11 +148,11 @@ func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io
 	// run cannot write anywhere.
 	chain, err := moderation.LoadFile(c.Config, moderation.Env{Logger: log, DryRun: true})
 	if err != nil {
-		return &modExitError{code: modExitInvalid, err: err}
+		return &exitError{code: modExitInvalid, err: err}
 	}
 	b, err := redisstore.New(redisstore.Config{URL: c.Redis, Prefix: c.RedisPrefix, Partitions: c.Partitions, Logger: log, Timeout: modRedisTimeout})
 	if err != nil {
-		return &modExitError{code: modExitUsage, err: err}
+		return &exitError{code: modExitUsage, err: err}
 	}
 	defer b.Close()
 	pctx, cancel := context.WithTimeout(ctx, modRedisTimeout)
@@ -183,14 +165,23 @@ func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io
 	if err != nil {
 		return err
 	}
-	r := &modReplay{
-		cmd: c, chain: chain, out: stdout, client: b.Client(), keys: b.Keys(),
-		start: start, end: end, rooms: rooms,
+	rng, err := replay.ParseRange(c.Since, c.Until, now)
+	if err != nil {
+		return modExitf(modExitUsage, "%w", err)
 	}
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		r.progress = newModProgress(f, start, end, now)
+	r := &modReplay{cmd: c, chain: chain, out: stdout, start: start, end: end, rooms: rooms}
+	tio := toolIO{Stdout: stdout, Stderr: stderr, Log: log, Terminal: isTerminal(stderr) && !isTerminal(stdout)}
+	reader := replay.NewReader(b, replay.Config{PageSize: int(c.Batch), Logger: log})
+	q := replay.Query{Rooms: rooms, Range: rng}
+	r.progress = &progress{}
+	if len(rooms) > 0 && tio.Terminal {
+		if total, err := reader.Count(ctx, q); err == nil {
+			r.progress = newProgress(tio, total, "replaying")
+			q.Progress = r.progress.set
+		}
 	}
-	return r.run(ctx)
+	q.Skipped = func(string, error) { r.undecodable++ }
+	return r.run(ctx, reader, q)
 }
 
 // rooms returns the rooms to replay, checking that named ones exist.
@@ -212,7 +203,7 @@ func (c *moderationTestCmd) rooms(ctx context.Context, b *redisstore.Backend) ([
 			return nil, modExitf(modExitRedis, "room %s: %w", room, err)
 		}
 		if n == 0 {
-			return nil, &modExitError{code: modExitUnknownRoom, err: c.unknownRoom(ctx, b, room)}
+			return nil, &exitError{code: modExitUnknownRoom, err: c.unknownRoom(ctx, b, room)}
 		}
 	}
 	return rooms, nil
@@ -251,28 +242,17 @@ type modReplay struct {
 	cmd      *moderationTestCmd
 	chain    *moderation.Chain
 	out      io.Writer
-	client   redis.UniversalClient
-	keys     redisstore.Keys
 	start    string
 	end      string
 	rooms    []string
-	progress *modProgress
+	progress *progress
 
 	messages, accepted, rejected, rewritten, undecodable int64
 }
 
-func (r *modReplay) run(ctx context.Context) error {
-	cursors := make(modCursorHeap, 0, len(r.rooms))
-	for _, room := range r.rooms {
-		cur := &modCursor{room: room, key: r.keys.Room(room), next: r.start, end: r.end}
-		if err := cur.fill(ctx, r.client, r.cmd.Batch); err != nil {
-			return err
-		}
-		if cur.head() != nil {
-			cursors = append(cursors, cur)
-		}
-	}
-	heap.Init(&cursors)
+// run reads the rooms' stored messages in seq order (replay.Reader) and
+// evaluates every one, then prints the summary.
+func (r *modReplay) run(ctx context.Context, reader *replay.Reader, q replay.Query) error {
 	var tw *tabwriter.Writer
 	if !r.cmd.JSON {
 		tw = tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
@@ -280,30 +260,25 @@ func (r *modReplay) run(ctx context.Context) error {
 	}
 	enc := json.NewEncoder(r.out)
 	enc.SetEscapeHTML(false)
-	for n := 0; len(cursors) > 0; n++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		cur := cursors[0]
-		x := *cur.head()
-		cur.pop()
-		if cur.head() == nil {
-			if err := cur.fill(ctx, r.client, r.cmd.Batch); err != nil {
+	if len(r.rooms) > 0 {
+		n := 0
+		err := reader.Messages(ctx, q, func(e replay.Entry) error {
+			if err := r.one(ctx, e, tw, enc); err != nil {
 				return err
 			}
-		}
-		if cur.head() == nil {
-			heap.Pop(&cursors)
-		} else {
-			heap.Fix(&cursors, 0)
-		}
-		if err := r.one(ctx, cur.room, x, tw, enc); err != nil {
-			return err
-		}
-		if tw != nil && (n+1)%modFlushEvery == 0 {
-			if err := tw.Flush(); err != nil {
-				return err
+			n++
+			if tw != nil && n%modFlushEvery == 0 {
+				return tw.Flush()
 			}
+			return nil
+		})
+		switch {
+		case errors.Is(err, replay.ErrUnknownRoom):
+			return &exitError{code: modExitUnknownRoom, err: err}
+		case errors.Is(err, pipeline.ErrUnavailable):
+			return &exitError{code: modExitRedis, err: err}
+		case err != nil:
+			return err
 		}
 	}
 	if tw != nil {
@@ -311,23 +286,17 @@ func (r *modReplay) run(ctx context.Context) error {
 			return err
 		}
 	}
-	r.progress.finish()
+	r.progress.done()
 	return r.summary(enc)
 }
 
 // one evaluates and prints one entry.
-func (r *modReplay) one(ctx context.Context, room string, x redis.XMessage, tw *tabwriter.Writer, enc *json.Encoder) error {
-	at, _ := streamrange.Time(x.ID)
-	r.progress.set(x.ID)
-	msg, err := redisstore.DecodeEntry(x)
-	if err != nil {
-		r.undecodable++
-		return nil
-	}
-	md := msg.Metadata
+func (r *modReplay) one(ctx context.Context, e replay.Entry, tw *tabwriter.Writer, enc *json.Encoder) error {
+	at, _ := streamrange.Time(e.ID)
+	room := e.Room
 	m := moderation.Message{
-		ID: msg.UUID, Room: room, User: md.Get(pipeline.MetaUser), ConnID: md.Get(pipeline.MetaConnID),
-		Text: string(msg.Payload), Time: at, Metadata: md,
+		ID: e.MsgID, Room: room, User: e.User, ConnID: e.Meta[pipeline.MetaConnID],
+		Text: e.Text, Time: at, Metadata: e.Meta,
 	}
 	res := r.chain.Evaluate(ctx, m)
 	r.messages++
@@ -341,7 +310,7 @@ func (r *modReplay) one(ctx context.Context, room string, x redis.XMessage, tw *
 	}
 	if enc != nil && tw == nil {
 		out := modDecisionJSON{
-			Type: "message", Seq: x.ID, Time: at.Format(pipeline.TimeFormat), Room: room, User: m.User,
+			Type: "message", Seq: e.ID, Time: at.Format(pipeline.TimeFormat), Room: room, User: m.User,
 			Decision: res.Action.String(), Moderator: res.Moderator, Rule: res.Rule, Text: m.Text,
 		}
 		switch res.Action {
@@ -365,7 +334,7 @@ func (r *modReplay) one(ctx context.Context, room string, x redis.XMessage, tw *
 	case moderation.Rewrite:
 		detail = "→ " + modOneLine(res.Text, r.cmd.Width)
 	}
-	_, err = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+	_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 		at.Format(pipeline.TimeFormat), room, m.User, res.Action, modOrDash(who), modOrDash(detail), modOneLine(m.Text, r.cmd.Width))
 	return err
 }
@@ -479,110 +448,4 @@ func modOrDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// modCursor pages through one room stream.
-type modCursor struct {
-	room, key string
-	// next is the XRANGE start of the next page; "" once the stream is
-	// exhausted.
-	next, end string
-	buf       []redis.XMessage
-}
-
-func (c *modCursor) head() *redis.XMessage {
-	if len(c.buf) == 0 {
-		return nil
-	}
-	return &c.buf[0]
-}
-
-func (c *modCursor) pop() { c.buf = c.buf[1:] }
-
-// fill reads the next page when the buffer is empty.
-func (c *modCursor) fill(ctx context.Context, client redis.UniversalClient, batch int64) error {
-	if len(c.buf) > 0 || c.next == "" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, modRedisTimeout)
-	defer cancel()
-	xs, err := client.XRangeN(ctx, c.key, c.next, c.end, batch).Result()
-	if err != nil {
-		return modExitf(modExitRedis, "read %s: %w", c.key, err)
-	}
-	c.buf = xs
-	if int64(len(xs)) < batch {
-		c.next = ""
-	} else {
-		c.next = "(" + xs[len(xs)-1].ID
-	}
-	return nil
-}
-
-// modCursorHeap orders cursors by their head entry's ID.
-type modCursorHeap []*modCursor
-
-// Len, Less, Swap, Push and Pop implement heap.Interface.
-func (h modCursorHeap) Len() int { return len(h) }
-
-// Less orders by head entry ID.
-func (h modCursorHeap) Less(i, j int) bool {
-	return pipeline.CompareSeq(h[i].head().ID, h[j].head().ID) < 0
-}
-
-// Swap swaps two cursors.
-func (h modCursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-
-// Push adds a cursor.
-func (h *modCursorHeap) Push(x any) { *h = append(*h, x.(*modCursor)) }
-
-// Pop removes the last cursor.
-func (h *modCursorHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return c
-}
-
-// modProgress shows how far through the time range the replay is, on a
-// terminal.
-type modProgress struct {
-	bar     *progressbar.ProgressBar
-	startMS uint64
-}
-
-func newModProgress(w io.Writer, start, end string, now time.Time) *modProgress {
-	from, _ := pipeline.ParseSeq(start) // "-" parses as 0: progress from the epoch is useless
-	to, err := pipeline.ParseSeq(end)   // a bare millisecond is now
-	if err != nil || to.MS > uint64(now.UnixMilli()) {
-		to = pipeline.Seq{MS: uint64(now.UnixMilli())}
-	}
-	if from.MS == 0 || to.MS <= from.MS {
-		return nil
-	}
-	return &modProgress{
-		startMS: from.MS,
-		bar: progressbar.NewOptions64(int64(to.MS-from.MS),
-			progressbar.OptionSetWriter(w),
-			progressbar.OptionSetDescription("replaying"),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionSetPredictTime(true),
-		),
-	}
-}
-
-func (p *modProgress) set(id string) {
-	if p == nil {
-		return
-	}
-	if s, err := pipeline.ParseSeq(id); err == nil && s.MS >= p.startMS {
-		_ = p.bar.Set64(int64(s.MS - p.startMS)) // only drawing can fail
-	}
-}
-
-func (p *modProgress) finish() {
-	if p != nil {
-		_ = p.bar.Finish() // only drawing can fail
-	}
 }

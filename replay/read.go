@@ -14,8 +14,10 @@ import (
 
 // Query selects messages for Reader.Messages.
 type Query struct {
-	// Room is the room read. Exactly one of Room and AllRooms is set.
+	// Room is the room read. Exactly one of Room, Rooms and AllRooms is set.
 	Room string
+	// Rooms reads several rooms, merged in seq order.
+	Rooms []string
 	// AllRooms reads every room, merged in seq order.
 	AllRooms bool
 	// Range selects by seq. With Follow, Until must be empty.
@@ -29,11 +31,28 @@ type Query struct {
 	// of entries read so far (selected or not). It is not called while
 	// following.
 	Progress func(scanned int64)
+	// Skipped, when set, is called for every stored entry that cannot be
+	// decoded (it is skipped either way).
+	Skipped func(stream string, err error)
+}
+
+// rooms returns the rooms q names (not for AllRooms).
+func (q Query) rooms() []string {
+	if len(q.Rooms) > 0 {
+		return slices.Compact(slices.Sorted(slices.Values(q.Rooms)))
+	}
+	return []string{q.Room}
 }
 
 func (q Query) validate() error {
-	if (q.Room == "") == !q.AllRooms {
-		return errors.New("replay: query needs a room or all rooms, not both")
+	modes := 0
+	for _, set := range []bool{q.Room != "", len(q.Rooms) > 0, q.AllRooms} {
+		if set {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return errors.New("replay: query needs one room, several rooms or all rooms")
 	}
 	if q.Follow && q.Range.Until != "" {
 		return fmt.Errorf("%w: until cannot be combined with follow", ErrBadRange)
@@ -58,20 +77,24 @@ func (r *Reader) Messages(ctx context.Context, q Query, emit func(Entry) error) 
 	// followed are the streams whose new entries a follow reads: the room
 	// stream itself, or every partition bus for all rooms. Their last IDs,
 	// taken before the rooms are listed, end the stored part.
-	followed := []string{r.keys.Room(q.Room)}
+	var followed []string
 	if q.AllRooms {
-		followed = followed[:0]
 		for p := range r.keys.Partitions {
 			followed = append(followed, r.keys.Bus(p))
 		}
-	} else if err := r.CheckRoom(ctx, q.Room); err != nil {
-		return err
+	} else {
+		for _, room := range q.rooms() {
+			if err := r.CheckRoom(ctx, room); err != nil {
+				return err
+			}
+			followed = append(followed, r.keys.Room(room))
+		}
 	}
 	last, err := r.lastIDs(ctx, followed)
 	if err != nil {
 		return err
 	}
-	rooms := []string{q.Room}
+	rooms := q.rooms()
 	if q.AllRooms {
 		if rooms, err = r.b.Rooms(ctx); err != nil {
 			return fmt.Errorf("replay: rooms: %w", err)
@@ -91,7 +114,7 @@ func (r *Reader) Messages(ctx context.Context, q Query, emit func(Entry) error) 
 		}
 		return emit(e)
 	}
-	if err := r.merge(ctx, cursors, q.Progress, match); err != nil {
+	if err := r.merge(ctx, cursors, q.Progress, q.Skipped, match); err != nil {
 		return err
 	}
 	if !q.Follow {
@@ -112,7 +135,7 @@ func (r *Reader) Messages(ctx context.Context, q Query, emit func(Entry) error) 
 // Count returns the number of entries stored in the streams q reads (before
 // Range and Filter), for a progress bar.
 func (r *Reader) Count(ctx context.Context, q Query) (int64, error) {
-	rooms := []string{q.Room}
+	rooms := q.rooms()
 	if q.AllRooms {
 		var err error
 		if rooms, err = r.b.Rooms(ctx); err != nil {
@@ -221,7 +244,7 @@ func (r *Reader) fill(ctx context.Context, cs []*cursor) error {
 
 // merge calls fn for every entry of the cursors' streams in seq order (a
 // k-way merge over a heap of cursors), skipping entries it cannot decode.
-func (r *Reader) merge(ctx context.Context, cs []*cursor, progress func(int64), fn func(Entry) error) error {
+func (r *Reader) merge(ctx context.Context, cs []*cursor, progress func(int64), skipped func(string, error), fn func(Entry) error) error {
 	if err := r.fill(ctx, cs); err != nil {
 		return err
 	}
@@ -243,6 +266,9 @@ func (r *Reader) merge(ctx context.Context, cs []*cursor, progress func(int64), 
 		scanned++
 		if e, err := Decode(x); err != nil {
 			r.log.Warn("skipping undecodable entry", "stream", c.key, "err", err)
+			if skipped != nil {
+				skipped(c.key, err)
+			}
 		} else if err := fn(e); err != nil {
 			return err
 		}

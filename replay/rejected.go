@@ -17,7 +17,7 @@ func (r *Reader) Rejected(ctx context.Context, rng Range, f Filter, emit func(En
 		return err
 	}
 	c := &cursor{key: key, next: rng.start(), end: capEnd(rng.end(), last[key])}
-	return r.merge(ctx, []*cursor{c}, nil, func(e Entry) error {
+	return r.merge(ctx, []*cursor{c}, nil, nil, func(e Entry) error {
 		if !f.Match(e) {
 			return nil
 		}
