@@ -27,36 +27,45 @@ func serveModeration(ctx context.Context, path string, backend pipeline.Backend,
 	if b, ok := backend.(*redisstore.Backend); ok {
 		env.Redis = b.Client()
 	}
+	return startModeration(ctx, path, env, true)
+}
+
+// startModeration loads path and runs the chain's background work, and,
+// with hup, reloads it on SIGHUP; stop ends both.
+func startModeration(ctx context.Context, path string, env moderation.Env, hup bool) (mods []pipeline.Moderator, stop func(), err error) {
+	log := env.Logger
 	chain, err := moderation.LoadFile(path, env)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--moderation: %w", err)
 	}
 	log.Info("moderation loaded", "file", path, "moderators", chain.Len())
 	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := chain.Run(ctx); err != nil {
+		if err := chain.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("moderation background work stopped", "err", err)
 		}
 	})
-	wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if err := chain.Reload(); err != nil {
-					log.Error("moderation reload failed; the previous configuration stays in force", "err", err)
-					continue
+	signals := make(chan os.Signal, 1)
+	if hup {
+		signal.Notify(signals, syscall.SIGHUP)
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-signals:
+					if err := chain.Reload(); err != nil {
+						log.Error("moderation reload failed; the previous configuration stays in force", "err", err)
+						continue
+					}
+					log.Info("moderation reloaded", "file", path)
 				}
-				log.Info("moderation reloaded", "file", path)
 			}
-		}
-	})
+		})
+	}
 	return chain.Moderators(), func() {
-		signal.Stop(hup)
+		signal.Stop(signals)
 		cancel()
 		wg.Wait()
 	}, nil

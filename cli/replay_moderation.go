@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
@@ -20,16 +18,9 @@ func loadModeration(ctx context.Context, path string, b *redisstore.Backend, log
 	if path == "" {
 		return nil, func() {}, nil
 	}
-	chain, err := moderation.LoadFile(path, moderation.Env{Logger: log, Redis: b.Client(), RedisPrefix: b.Keys().Prefix})
+	mods, stop, err := startModeration(ctx, path, moderation.Env{Logger: log, Redis: b.Client(), RedisPrefix: b.Keys().Prefix}, false)
 	if err != nil {
-		return nil, nil, usageError(fmt.Errorf("--moderation: %w", err))
+		return nil, nil, usageError(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := chain.Run(rctx); err != nil && rctx.Err() == nil {
-			log.Warn("moderation stopped", "err", err)
-		}
-	})
-	return chain.Moderators(), func() { cancel(); wg.Wait() }, nil
+	return mods, stop, nil
 }
