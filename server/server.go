@@ -82,6 +82,7 @@ type Server struct {
 	hub      *ws.Hub
 	gateway  *ws.Gateway
 	admin    http.Handler
+	static   http.Handler
 
 	// gapHandled is the position per partition at which a feed gap was
 	// last handled; owned by the report goroutine.
@@ -129,6 +130,9 @@ func New(cfg Config) (*Server, error) {
 	if s.admin, err = newAdmin(cfg); err != nil {
 		return nil, err
 	}
+	if s.static, err = staticHandler(web.FS()); err != nil {
+		return nil, fmt.Errorf("server: page files: %w", err)
+	}
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("server: listen: %w", err)
@@ -171,7 +175,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /api/", s.admin)
-	mux.Handle("GET /", secureHeaders(http.FileServerFS(web.FS())))
+	mux.Handle("GET /", secureHeaders(s.static))
 	return mux
 }
 
