@@ -58,3 +58,29 @@ func lookup(kind string, extra map[string]Factory) (Factory, bool) {
 	f, ok := registry.kinds[kind]
 	return f, ok
 }
+
+// Validator is a kind's configuration that can check itself.
+type Validator interface {
+	Validate() error
+}
+
+// Configured returns the Factory most kinds need: it decodes an entry's
+// settings into a C (unknown fields are errors with their line), checks
+// them with C's Validate (errors name the entry's line), and builds the
+// moderator with build, which may take what it needs from spec and env.
+func Configured[C Validator, M Moderator](build func(spec Spec, env Env, cfg C) (M, error)) Factory {
+	return func(spec Spec, env Env) (Moderator, error) {
+		var cfg C
+		if err := spec.Decode(&cfg); err != nil {
+			return nil, err
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, spec.Errorf("", "%w", err)
+		}
+		m, err := build(spec, env, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+}

@@ -26,16 +26,9 @@ import (
 const Kind = "links"
 
 func init() {
-	moderation.Register(Kind, func(spec moderation.Spec, _ moderation.Env) (moderation.Moderator, error) {
-		var cfg Config
-		if err := spec.Decode(&cfg); err != nil {
-			return nil, err
-		}
-		if err := cfg.Validate(); err != nil {
-			return nil, spec.Errorf("", "%w", err)
-		}
+	moderation.Register(Kind, moderation.Configured(func(_ moderation.Spec, _ moderation.Env, cfg Config) (*Links, error) {
 		return New(cfg)
-	})
+	}))
 }
 
 // Config configures a Links moderator. At least one field is required.

@@ -35,14 +35,7 @@ import (
 const Kind = "ratelimit"
 
 func init() {
-	moderation.Register(Kind, func(spec moderation.Spec, env moderation.Env) (moderation.Moderator, error) {
-		var cfg Config
-		if err := spec.Decode(&cfg); err != nil {
-			return nil, err
-		}
-		if err := cfg.Validate(); err != nil {
-			return nil, spec.Errorf("", "%w", err)
-		}
+	moderation.Register(Kind, moderation.Configured(func(spec moderation.Spec, env moderation.Env, cfg Config) (*Limiter, error) {
 		switch cfg.Backend {
 		case "", BackendAuto, BackendRedis:
 			if env.Redis == nil && cfg.Backend == BackendRedis && !env.DryRun {
@@ -54,7 +47,7 @@ func init() {
 			cfg.Prefix = env.RedisPrefix
 		}
 		return New(cfg)
-	})
+	}))
 }
 
 // Backends of the per-user limit.

@@ -30,16 +30,9 @@ import (
 const Kind = "shape"
 
 func init() {
-	moderation.Register(Kind, func(spec moderation.Spec, _ moderation.Env) (moderation.Moderator, error) {
-		var cfg Config
-		if err := spec.Decode(&cfg); err != nil {
-			return nil, err
-		}
-		if err := cfg.Validate(); err != nil {
-			return nil, spec.Errorf("", "%w", err)
-		}
+	moderation.Register(Kind, moderation.Configured(func(_ moderation.Spec, _ moderation.Env, cfg Config) (*Shape, error) {
 		return New(cfg)
-	})
+	}))
 }
 
 // Caps actions.

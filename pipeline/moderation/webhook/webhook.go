@@ -36,19 +36,12 @@ import (
 const Kind = "webhook"
 
 func init() {
-	moderation.Register(Kind, func(spec moderation.Spec, env moderation.Env) (moderation.Moderator, error) {
-		var cfg Config
-		if err := spec.Decode(&cfg); err != nil {
-			return nil, err
-		}
-		if err := cfg.Validate(); err != nil {
-			return nil, spec.Errorf("", "%w", err)
-		}
+	moderation.Register(Kind, moderation.Configured(func(spec moderation.Spec, env moderation.Env, cfg Config) (*Webhook, error) {
 		cfg.Client = env.HTTPClient
 		cfg.DryRun = env.DryRun
 		cfg.Name = spec.Name
 		return New(cfg)
-	})
+	}))
 }
 
 // MaxResponseBytes bounds the answer read from the webhook.
