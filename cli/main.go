@@ -67,6 +67,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Writers(stdout, stderr),
+		// "--since -15m": a flag's value may start with a hyphen.
+		kong.WithHyphenPrefixedParameters(true),
 		kong.Exit(func(code int) { exited, helpCode = true, code }),
 	)
 	if err != nil {

@@ -31,6 +31,17 @@ func TestRunUsage(t *testing.T) {
 	}
 }
 
+// TestNegativeDurationValue: "--since -15m" is a value, not a flag: the
+// command gets as far as Redis (exit 4 for an unreachable one), not a usage
+// error.
+func TestNegativeDurationValue(t *testing.T) {
+	var errOut bytes.Buffer
+	code := Run(context.Background(), []string{"replay", "--room", "lobby", "--since", "-15m", "--redis", "redis://127.0.0.1:1/0"}, io.Discard, &errOut)
+	if code != exitUnavailable {
+		t.Fatalf("exit code %d, want %d (Redis unreachable): %s", code, exitUnavailable, errOut.String())
+	}
+}
+
 // TestHealthcheck: 0 against a ready gateway, 1 against a closed port.
 func TestHealthcheck(t *testing.T) {
 	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})

@@ -13,7 +13,7 @@ import (
 type rejectedCmd struct {
 	Conn redisFlags `embed:""`
 
-	Since      string   `placeholder:"T" help:"First dead letter: RFC 3339 time, duration ago (15m; with a sign --since=-15m) or entry ID (inclusive)."`
+	Since      string   `placeholder:"T" help:"First dead letter: RFC 3339 time, duration ago (15m or -15m) or entry ID (inclusive)."`
 	Until      string   `placeholder:"T" help:"Last dead letter: RFC 3339 time, duration ago or entry ID (inclusive)."`
 	Moderator  string   `help:"Only dead letters rejected by this moderator."`
 	Format     string   `enum:"text,jsonl" default:"text" help:"Output: text or jsonl."`

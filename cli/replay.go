@@ -18,7 +18,7 @@ type replayCmd struct {
 
 	Room       string `placeholder:"ROOM" xor:"source" help:"Room to read."`
 	AllRooms   bool   `xor:"source" help:"Read every room, merged in seq (time) order."`
-	Since      string `placeholder:"T" help:"First message: RFC 3339 time, duration ago (15m; with a sign --since=-15m) or seq (inclusive)."`
+	Since      string `placeholder:"T" help:"First message: RFC 3339 time, duration ago (15m or -15m) or seq (inclusive)."`
 	Until      string `placeholder:"T" help:"Last message: RFC 3339 time, duration ago or seq (inclusive)."`
 	User       string `help:"Only this user's messages."`
 	Grep       string `placeholder:"RE" help:"Only messages whose text matches this regular expression (RE2)."`
