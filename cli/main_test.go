@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/server"
 )
 
@@ -44,15 +44,7 @@ func TestNegativeDurationValue(t *testing.T) {
 
 // TestHealthcheck: 0 against a ready gateway, 1 against a closed port.
 func TestHealthcheck(t *testing.T) {
-	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-srv.Pipeline().Running()
+	srv := testserver.Start(t, server.Config{})
 
 	if code := Run(context.Background(), []string{"healthcheck", "--addr", srv.Addr().String()}, io.Discard, io.Discard); code != 0 {
 		t.Fatalf("healthcheck of a ready gateway exited %d", code)

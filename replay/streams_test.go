@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/replay"
@@ -15,25 +16,7 @@ import (
 // startInstance runs a chatstream server on the backend until the test ends.
 func startInstance(t *testing.T, b *redisstore.Backend) *server.Server {
 	t.Helper()
-	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Backend: b, Logger: quiet, ReportEvery: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-srv.Pipeline().Running():
-	case <-time.After(wait):
-		t.Fatal("instance did not become ready")
-	}
-	return srv
+	return testserver.Start(t, server.Config{Backend: b, Logger: quiet, ReportEvery: 50 * time.Millisecond}).Server
 }
 
 // TestStreams: the report's lengths, bounds, limits, and the position and

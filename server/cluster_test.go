@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
@@ -25,15 +26,14 @@ import (
 // wait bounds every expected event.
 const wait = 10 * time.Second
 
-// instance is one running chatstream server.
+// instance is one running chatstream server and its Redis backend.
 type instance struct {
-	*server.Server
+	*testserver.Instance
 	backend *redisstore.Backend
-	stop    func()
 }
 
 // startInstance runs a server on a free loopback port backed by the Redis
-// at url with prefix, until t ends or stop is called.
+// at url with prefix, until t ends.
 func startInstance(t *testing.T, url, prefix string, roomMaxLen int64) *instance {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -41,32 +41,13 @@ func startInstance(t *testing.T, url, prefix string, roomMaxLen int64) *instance
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{
-		Addr: "127.0.0.1:0", Backend: b, Logger: log,
+	in := testserver.Start(t, server.Config{
+		Backend: b, Logger: log,
 		WS:            ws.Config{FrameRate: 1e6, FrameBurst: 1e6, SendQueue: 4096},
 		ReportEvery:   100 * time.Millisecond,
 		PresenceEvery: 100 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
-	select {
-	case <-srv.Pipeline().Running():
-	case <-time.After(wait):
-		t.Fatal("instance did not become ready")
-	}
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return &instance{Server: srv, backend: b, stop: stop}
+	return &instance{Instance: in, backend: b}
 }
 
 func dial(t *testing.T, in *instance, user string) *wstest.Client {

@@ -1,26 +1,17 @@
 package server_test
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 
+	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/server"
 )
 
 // TestStaticETags: page files carry a content ETag and revalidate to 304;
 // the security headers are on every answer.
 func TestStaticETags(t *testing.T) {
-	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := testserver.Start(t, server.Config{})
 
 	for _, p := range []string{"/", "/chatstream-client.js", "/style.css"} {
 		resp, err := http.Get(srv.URL() + p)

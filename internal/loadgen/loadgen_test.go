@@ -2,12 +2,11 @@ package loadgen_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/chatstream/chatstream/internal/loadgen"
+	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/ws"
 )
@@ -15,18 +14,7 @@ import (
 // TestRunCountsEveryDelivery: a small bounded run against a real gateway
 // delivers every acked message to every member and measures latency.
 func TestRunCountsEveryDelivery(t *testing.T) {
-	srv, err := server.New(server.Config{
-		Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		WS: ws.Config{FrameRate: 1000, FrameBurst: 1000},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-srv.Pipeline().Running()
+	srv := testserver.Start(t, server.Config{WS: ws.Config{FrameRate: 1000, FrameBurst: 1000}})
 
 	res, err := loadgen.Run(context.Background(), loadgen.Config{
 		URLs: []string{srv.URL()}, Conns: 20, Rooms: 2, Senders: 4, Rate: 200,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
@@ -53,27 +54,10 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{
-		Addr: "127.0.0.1:0", Backend: b, Logger: quiet, Moderators: chain.Moderators(),
+	srv := testserver.Start(t, server.Config{
+		Backend: b, Logger: quiet, Moderators: chain.Moderators(),
 		WS: ws.Config{FrameRate: 1e6, FrameBurst: 1e6},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Run(ctx); err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-srv.Pipeline().Running():
-	case <-time.After(wait):
-		t.Fatal("server did not start")
-	}
 
 	alice := dialJoin(t, srv.URL(), "alice")
 	bob := dialJoin(t, srv.URL(), "bob")
