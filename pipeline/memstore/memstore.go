@@ -43,6 +43,9 @@ type Backend struct {
 	queue  chan *message.Message
 	stop   chan struct{}
 	pumped chan struct{}
+	// presence is shared by the Presence views of every instance that uses
+	// this backend; it has its own lock.
+	presence *presenceRegistry
 
 	// mu guards the fields below and orders Append: a message gets its seq
 	// and is handed to the feed under mu, so delivery order is seq order.
@@ -89,6 +92,8 @@ func New(cfg Config) *Backend {
 		stop:   make(chan struct{}),
 		pumped: make(chan struct{}),
 		rooms:  make(map[string]*roomLog),
+
+		presence: newPresenceRegistry(),
 	}
 	go b.pump()
 	return b
