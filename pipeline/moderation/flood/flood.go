@@ -18,13 +18,14 @@
 package flood
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	"github.com/chatstream/chatstream/pipeline/moderation/textnorm"
@@ -42,6 +43,12 @@ func init() {
 // DefaultReason is the default reason of a rejection.
 const DefaultReason = "you have already sent this message several times; please do not repeat yourself"
 
+// DefaultMaxKeys is the default bound of the (user, room) pairs a Flood
+// remembers. Each pair keeps at most maxRemembered recent messages (a hash
+// and a time each), so the state of a Flood is bounded by
+// MaxKeys × maxRemembered entries.
+const DefaultMaxKeys = 100_000
+
 // maxRemembered caps the recent messages kept per (user, room): older ones
 // are forgotten even within the window.
 const maxRemembered = 64
@@ -54,7 +61,8 @@ type Config struct {
 	// Window is the period over which repeats are counted. Default 30s.
 	Window time.Duration `yaml:"window"`
 	// MaxKeys bounds the (user, room) pairs remembered; beyond it the
-	// least recently active pair is forgotten. Default 100,000.
+	// least recently active pair is forgotten (and may repeat its text
+	// afresh). Default DefaultMaxKeys.
 	MaxKeys int `yaml:"max_keys"`
 	// Reason is the reason of a rejection. Default DefaultReason.
 	Reason string `yaml:"reason"`
@@ -68,7 +76,7 @@ func (c *Config) setDefaults() {
 		c.Window = 30 * time.Second
 	}
 	if c.MaxKeys == 0 {
-		c.MaxKeys = 100_000
+		c.MaxKeys = DefaultMaxKeys
 	}
 	if c.Reason == "" {
 		c.Reason = DefaultReason
@@ -91,10 +99,12 @@ type Flood struct {
 	cfg  Config
 	seed maphash.Seed
 
-	// mu guards recent and lru.
-	mu     sync.Mutex
-	recent map[key]*list.Element // of *history
-	lru    *list.List            // front: most recently active
+	// mu guards recent and every history in it: one lock makes the
+	// lookup-or-create of a history and its update one step.
+	mu sync.Mutex
+	// recent holds the history of at most cfg.MaxKeys (user, room) pairs;
+	// adding one more evicts the least recently active pair.
+	recent *simplelru.LRU[key, *history]
 }
 
 var _ moderation.Moderator = (*Flood)(nil)
@@ -104,7 +114,6 @@ type key struct{ user, room string }
 // history is the recent accepted messages of one (user, room), oldest
 // first.
 type history struct {
-	key  key
 	sent []sent
 }
 
@@ -119,7 +128,11 @@ func New(cfg Config) (*Flood, error) {
 		return nil, fmt.Errorf("flood: %w", err)
 	}
 	cfg.setDefaults()
-	return &Flood{cfg: cfg, seed: maphash.MakeSeed(), recent: map[key]*list.Element{}, lru: list.New()}, nil
+	recent, err := simplelru.NewLRU[key, *history](cfg.MaxKeys, nil)
+	if err != nil { // MaxKeys is positive after setDefaults
+		return nil, fmt.Errorf("flood: %w", err)
+	}
+	return &Flood{cfg: cfg, seed: maphash.MakeSeed(), recent: recent}, nil
 }
 
 // Describe summarises the settings.
@@ -168,18 +181,12 @@ func (f *Flood) Moderate(_ context.Context, m *moderation.Message) (moderation.D
 }
 
 // history returns the history of k, creating it (and evicting the least
-// recently active pair when full). f.mu must be held.
+// recently active pair when MaxKeys are remembered). f.mu must be held.
 func (f *Flood) history(k key) *history {
-	if el, ok := f.recent[k]; ok {
-		f.lru.MoveToFront(el)
-		return el.Value.(*history)
+	if h, ok := f.recent.Get(k); ok { // Get marks k the most recently active
+		return h
 	}
-	if f.lru.Len() >= f.cfg.MaxKeys {
-		oldest := f.lru.Back()
-		f.lru.Remove(oldest)
-		delete(f.recent, oldest.Value.(*history).key)
-	}
-	h := &history{key: k}
-	f.recent[k] = f.lru.PushFront(h)
+	h := &history{}
+	f.recent.Add(k, h)
 	return h
 }

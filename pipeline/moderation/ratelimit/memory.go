@@ -1,39 +1,39 @@
 package ratelimit
 
 import (
-	"container/list"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/time/rate"
 )
 
-// memLimiter keeps one token bucket per key in memory, at most max keys:
-// beyond that the least recently used key is forgotten.
+// memLimiter keeps one token bucket per key in memory, at most maxKeys of
+// them: beyond that the least recently used key is forgotten, and starts
+// afresh with a full burst when it comes back.
 type memLimiter struct {
 	limit rate.Limit
 	burst int
-	max   int
 
-	// mu guards m and lru.
-	mu  sync.Mutex
-	m   map[string]*list.Element // of *memEntry
-	lru *list.List               // front: most recently used
+	// mu guards buckets: one lock makes the lookup-or-create of a bucket
+	// one step. The buckets themselves are safe for concurrent use.
+	mu      sync.Mutex
+	buckets *simplelru.LRU[string, *rate.Limiter]
 }
 
-type memEntry struct {
-	key string
-	lim *rate.Limiter
-}
-
-func newMemLimiter(l Limit, maxKeys int) *memLimiter {
-	return &memLimiter{
-		limit: rate.Limit(float64(l.Rate) / l.Per.Seconds()),
-		burst: l.Burst,
-		max:   maxKeys,
-		m:     map[string]*list.Element{},
-		lru:   list.New(),
+// newMemLimiter returns a limiter of l over at most maxKeys keys; maxKeys
+// must be positive.
+func newMemLimiter(l Limit, maxKeys int) (*memLimiter, error) {
+	buckets, err := simplelru.NewLRU[string, *rate.Limiter](maxKeys, nil)
+	if err != nil {
+		return nil, fmt.Errorf("max_keys %d: %w", maxKeys, err)
 	}
+	return &memLimiter{
+		limit:   rate.Limit(float64(l.Rate) / l.Per.Seconds()),
+		burst:   l.Burst,
+		buckets: buckets,
+	}, nil
 }
 
 // reservation is one token taken at a time, or the wait before one is free.
@@ -66,19 +66,15 @@ func (l *memLimiter) reserve(key string, t time.Time) reservation {
 	return reservation{r: r}
 }
 
+// get returns the bucket of key, creating it (and evicting the least
+// recently used key when maxKeys are kept).
 func (l *memLimiter) get(key string) *rate.Limiter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if el, ok := l.m[key]; ok {
-		l.lru.MoveToFront(el)
-		return el.Value.(*memEntry).lim
+	if lim, ok := l.buckets.Get(key); ok { // Get marks key the most recently used
+		return lim
 	}
-	if l.lru.Len() >= l.max {
-		oldest := l.lru.Back()
-		l.lru.Remove(oldest)
-		delete(l.m, oldest.Value.(*memEntry).key)
-	}
-	e := &memEntry{key: key, lim: rate.NewLimiter(l.limit, l.burst)}
-	l.m[key] = l.lru.PushFront(e)
-	return e.lim
+	lim := rate.NewLimiter(l.limit, l.burst)
+	l.buckets.Add(key, lim)
+	return lim
 }

@@ -93,6 +93,10 @@ func (l Limit) String() string { return fmt.Sprintf("%d/%s burst %d", l.Rate, l.
 // wait follows.
 const DefaultReason = "you are sending messages too fast"
 
+// DefaultMaxKeys is the default bound of the users or connections each
+// in-memory limiter remembers, one token bucket each.
+const DefaultMaxKeys = 100_000
+
 // Config configures a Limiter. A zero field takes the default in its
 // comment; at least one of PerUser and PerConn is required.
 type Config struct {
@@ -105,7 +109,7 @@ type Config struct {
 	Backend string `yaml:"backend"`
 	// MaxKeys bounds each in-memory limiter: beyond it the least recently
 	// seen user or connection is forgotten (and starts afresh with a full
-	// burst). Default 100,000.
+	// burst). Default DefaultMaxKeys.
 	MaxKeys int `yaml:"max_keys"`
 	// Reason starts the reason given to the sender. Default DefaultReason.
 	Reason string `yaml:"reason"`
@@ -126,7 +130,7 @@ func (c *Config) setDefaults() {
 		c.Backend = BackendAuto
 	}
 	if c.MaxKeys == 0 {
-		c.MaxKeys = 100_000
+		c.MaxKeys = DefaultMaxKeys
 	}
 	if c.Reason == "" {
 		c.Reason = DefaultReason
@@ -184,11 +188,17 @@ func New(cfg Config) (*Limiter, error) {
 		if cfg.Redis != nil && cfg.Backend != BackendMemory {
 			l.redis = redis_rate.NewLimiter(unprefixed{cfg.Redis})
 		} else {
-			l.user = newMemLimiter(*cfg.PerUser, cfg.MaxKeys)
+			var err error
+			if l.user, err = newMemLimiter(*cfg.PerUser, cfg.MaxKeys); err != nil {
+				return nil, fmt.Errorf("ratelimit: per_user: %w", err)
+			}
 		}
 	}
 	if cfg.PerConn != nil {
-		l.conn = newMemLimiter(*cfg.PerConn, cfg.MaxKeys)
+		var err error
+		if l.conn, err = newMemLimiter(*cfg.PerConn, cfg.MaxKeys); err != nil {
+			return nil, fmt.Errorf("ratelimit: per_conn: %w", err)
+		}
 	}
 	return l, nil
 }
