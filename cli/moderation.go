@@ -31,7 +31,7 @@ type moderationCmd struct {
 }
 
 // Exit codes of the moderation tools, shared with the stream tools
-// (replay_redis.go): 1 is an invalid config or any other error.
+// (exit.go): 1 is an invalid config or any other error.
 const (
 	modExitInvalid     = 1
 	modExitUsage       = exitUsage
