@@ -15,9 +15,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/chatstream/chatstream/admin"
+	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
-	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/replay"
 	"github.com/chatstream/chatstream/server"
@@ -252,7 +252,7 @@ func TestServerWiring(t *testing.T) {
 	cases := []struct {
 		name    string
 		token   string
-		backend func(t *testing.T) pipeline.Backend
+		backend func(t *testing.T) *backend.Backend
 		auth    string
 		want    int
 	}{
@@ -260,7 +260,13 @@ func TestServerWiring(t *testing.T) {
 		{"token, no header", token, redisBackend(f), "", http.StatusUnauthorized},
 		{"token, wrong", token, redisBackend(f), "Bearer x", http.StatusUnauthorized},
 		{"token, right", token, redisBackend(f), "Bearer " + token, http.StatusOK},
-		{"memory backend", token, func(*testing.T) pipeline.Backend { return memstore.New(memstore.Config{}) }, "Bearer " + token, http.StatusNotImplemented},
+		{"memory backend", token, func(t *testing.T) *backend.Backend {
+			b, err := backend.Open(backend.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}, "Bearer " + token, http.StatusNotImplemented},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,13 +306,13 @@ func TestServerWiring(t *testing.T) {
 
 // redisBackend returns a new backend on the fixture's Redis and prefix;
 // the server owns and closes it.
-func redisBackend(f *fixture) func(t *testing.T) pipeline.Backend {
-	return func(t *testing.T) pipeline.Backend {
+func redisBackend(f *fixture) func(t *testing.T) *backend.Backend {
+	return func(t *testing.T) *backend.Backend {
 		t.Helper()
 		b, err := redisstore.New(redisstore.Config{URL: f.rs.URL, Prefix: f.rs.Prefix, Partitions: 4, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return backend.Redis(b, quiet)
 	}
 }

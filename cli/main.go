@@ -70,6 +70,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// "--since -15m": a flag's value may start with a hyphen.
 		kong.WithHyphenPrefixedParameters(true),
 		kong.Exit(func(code int) { exited, helpCode = true, code }),
+		defaults(),
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "chatstream:", err)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
@@ -13,20 +12,15 @@ import (
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	// serve and the moderation tools build every built-in kind.
 	_ "github.com/chatstream/chatstream/pipeline/moderation/builtin"
-	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
 
 // serveModeration loads the --moderation file for serve: the chain's
 // moderators, and its background work (watching rules and word files,
 // reloading every moderator on SIGHUP) running until stop is called or ctx
-// is done. With a Redis backend the moderators may share state through it,
-// under the deployment's prefix. Any error in the file is returned, naming
-// the file and line, and nothing is started.
-func serveModeration(ctx context.Context, path string, backend pipeline.Backend, prefix string, log *slog.Logger) (mods []pipeline.Moderator, stop func(), err error) {
-	env := moderation.Env{Logger: log, RedisPrefix: prefix}
-	if b, ok := backend.(*redisstore.Backend); ok {
-		env.Redis = b.Client()
-	}
+// is done. env is the backend's (backend.Backend.ModerationEnv): with Redis
+// the moderators may share state through it. Any error in the file is
+// returned, naming the file and line, and nothing is started.
+func serveModeration(ctx context.Context, path string, env moderation.Env) (mods []pipeline.Moderator, stop func(), err error) {
 	return startModeration(ctx, path, env, true)
 }
 

@@ -3,52 +3,48 @@ package cli
 import (
 	"time"
 
-	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/ws"
 )
 
 // serveCmd runs a gateway.
 type serveCmd struct {
-	Addr            string        `default:":8080" env:"CHATSTREAM_ADDR" help:"Listen address."`
+	Addr            string        `default:"${default_addr}" env:"CHATSTREAM_ADDR" help:"Listen address."`
 	Redis           string        `env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis backend: redis://host:port/db, or host:port,host:port,... for a Cluster. Empty: the embedded in-memory backend (one instance)."`
-	RedisPrefix     string        `default:"chat" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key, so deployments can share a Redis."`
-	Partitions      int           `default:"16" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams rooms are spread over (same on every instance)."`
-	BusMaxlen       int64         `default:"10000" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus stream (approximately)."`
+	RedisPrefix     string        `default:"${default_redis_prefix}" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key, so deployments can share a Redis."`
+	Partitions      int           `default:"${default_partitions}" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams rooms are spread over (same on every instance)."`
+	BusMaxlen       int64         `default:"${default_bus_maxlen}" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus stream (approximately)."`
 	AllowedOrigins  []string      `env:"CHATSTREAM_ALLOWED_ORIGINS" sep:"," help:"Cross-origin Origins allowed to connect (scheme://host[:port], comma separated; * allows all). Same-host and Origin-less requests are always allowed."`
-	RoomMaxlen      int           `default:"10000" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
-	MaxText         int           `default:"4096" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
-	ReadLimit       int64         `default:"65536" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
-	MaxRooms        int           `default:"100" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
-	SendQueue       int           `default:"256" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
-	FrameRate       float64       `default:"20" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
-	FrameBurst      int           `default:"40" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
-	PongWait        time.Duration `default:"60s" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
-	WriteWait       time.Duration `default:"10s" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
-	ShutdownTimeout time.Duration `default:"10s" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
+	RoomMaxlen      int           `default:"${default_room_maxlen}" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
+	MaxText         int           `default:"${default_max_text}" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
+	ReadLimit       int64         `default:"${default_read_limit}" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
+	MaxRooms        int           `default:"${default_max_rooms}" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
+	SendQueue       int           `default:"${default_send_queue}" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
+	FrameRate       float64       `default:"${default_frame_rate}" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
+	FrameBurst      int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
+	PongWait        time.Duration `default:"${default_pong_wait}" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
+	WriteWait       time.Duration `default:"${default_write_wait}" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
+	ShutdownTimeout time.Duration `default:"${default_shutdown_timeout}" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
 	AdminToken      string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
 	Moderation      string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
 }
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
 func (s *serveCmd) Run(g *globals) error {
-	cfg := s.config(g)
-	if s.Redis != "" {
-		b, err := redisstore.New(redisstore.Config{
-			URL: s.Redis, Prefix: s.RedisPrefix, Partitions: s.Partitions,
-			RoomMaxLen: int64(s.RoomMaxlen), BusMaxLen: s.BusMaxlen, Logger: g.Log,
-		})
-		if err != nil {
-			return err
-		}
-		cfg.Backend = b
+	b, err := backend.Open(backend.Config{
+		RedisURL: s.Redis, RedisPrefix: s.RedisPrefix, Partitions: s.Partitions,
+		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, Logger: g.Log,
+	})
+	if err != nil {
+		return usageError(err)
 	}
+	cfg := s.config(g)
+	cfg.Backend = b
 	if s.Moderation != "" {
-		mods, stop, err := serveModeration(g.Ctx, s.Moderation, cfg.Backend, s.RedisPrefix, g.Log)
+		mods, stop, err := serveModeration(g.Ctx, s.Moderation, b.ModerationEnv(g.Log))
 		if err != nil {
-			if cfg.Backend != nil {
-				_ = cfg.Backend.Close() // the server never started
-			}
+			_ = b.Close() // the server never started
 			return err
 		}
 		defer stop()
@@ -56,9 +52,7 @@ func (s *serveCmd) Run(g *globals) error {
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
-		if cfg.Backend != nil {
-			_ = cfg.Backend.Close() // the server never started
-		}
+		_ = b.Close() // the server never started
 		return err
 	}
 	return srv.Run(g.Ctx)

@@ -75,11 +75,21 @@ type Backend interface {
 	Feed
 	History
 	DeadLetters
-	// Ping reports whether the backend is reachable.
-	Ping(ctx context.Context) error
+	Pinger
 	// Close releases the backend's connections.
 	Close() error
 }
+
+// Pinger reports whether a backend can serve. Implementations are safe for
+// concurrent use.
+type Pinger interface {
+	// Ping returns nil when the backend is reachable.
+	Ping(ctx context.Context) error
+}
+
+// DefaultRoomMaxLen is the default number of messages kept per room, in
+// every backend.
+const DefaultRoomMaxLen = 10_000
 
 // ErrUnavailable reports that the backend could not be reached.
 var ErrUnavailable = errors.New("backend unavailable")

@@ -4,8 +4,12 @@
 // moderation plugins), stores it in a backend, and delivers stored messages
 // to the gateway.
 //
-// The pipeline never imports the gateway: it reports outcomes through
-// [Replier] and hands stored messages to a [Deliverer]. Backends implement the
+// Two halves run separately: an [Ingest] takes submissions through the
+// router into the store and returns each one's [Outcome] to its caller; a
+// [Delivery] follows the feed and hands stored messages to a [Deliverer]. A
+// [Pipeline] runs both for one instance; a publisher-only process (replay,
+// requeue) runs an Ingest alone. The pipeline never imports the gateway.
+// Backends implement the
 // small interfaces [Store], [Feed], [History] and [DeadLetters]; the memory
 // and Redis Streams implementations live in the memstore and redisstore
 // packages and share one contract suite in storetest.

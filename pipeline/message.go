@@ -82,16 +82,14 @@ func FromWatermill(msg *message.Message) (Message, error) {
 // ErrIncomplete reports a stored message that lacks a required field.
 var ErrIncomplete = errors.New("incomplete message")
 
-// Error codes sent to clients in error frames. The set is part of protocol v1.
+// Error codes of the pipeline's refusals, sent to clients in error frames.
+// They are part of protocol v1; the gateway adds codes of its own (ws).
 const (
-	CodeBadFrame    = "bad_frame"
 	CodeTooLarge    = "too_large"
 	CodeInvalid     = "invalid"
-	CodeNotJoined   = "not_joined"
 	CodeRateLimited = "rate_limited"
 	CodeRejected    = "rejected"
 	CodeUnavailable = "unavailable"
-	CodeRoomLimit   = "room_limit"
 	CodeInternal    = "internal"
 )
 

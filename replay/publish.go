@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,8 +20,9 @@ var ErrSameRoom = errors.New("cannot replay a room into itself")
 // PublisherConfig configures a Publisher. A zero field takes the default in
 // its comment.
 type PublisherConfig struct {
-	// Backend stores the messages. Required. The Publisher does not close it.
-	Backend pipeline.Backend
+	// Backend stores the messages and records refusals. Required. The
+	// Publisher does not close it, and subscribes to no feed.
+	Backend Store
 	// Moderators run, in order, on every message, as on an instance: pass
 	// the deployment's chain so replayed and requeued messages are moderated
 	// like any other.
@@ -37,14 +36,20 @@ type PublisherConfig struct {
 	StartTimeout time.Duration
 }
 
-// Publisher submits messages through a pipeline.Pipeline of its own, so
-// they are validated, moderated, stored and delivered exactly like the
-// messages of a connected client. It is safe for concurrent use.
+// Store is what a Publisher writes to: the store and the dead letters of a
+// deployment (*redisstore.Backend implements it).
+type Store interface {
+	pipeline.Store
+	pipeline.DeadLetters
+}
+
+// Publisher submits messages through a pipeline.Ingest of its own, so they
+// are validated, moderated and stored exactly like the messages of a
+// connected client; the deployment's instances deliver them. It is safe for
+// concurrent use.
 type Publisher struct {
-	p      *pipeline.Pipeline
-	out    *outcomes
+	in     *pipeline.Ingest
 	connID string
-	n      atomic.Int64
 	cancel context.CancelFunc
 	// done is closed when the pipeline's Run has returned; runErr is its
 	// error, read only after done.
@@ -52,31 +57,36 @@ type Publisher struct {
 	runErr error
 }
 
-// StartPublisher builds a pipeline over cfg.Backend, runs it, and returns
+// DefaultStartTimeout is the default bound of StartPublisher.
+const DefaultStartTimeout = 15 * time.Second
+
+// StartPublisher builds an ingest over cfg.Backend, runs it, and returns
 // once it accepts submissions, or fails when ctx is done or StartTimeout
 // passes first. Close stops it.
 func StartPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) {
-	if cfg.StartTimeout <= 0 {
-		cfg.StartTimeout = 15 * time.Second
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = DefaultStartTimeout
 	}
-	out := &outcomes{got: map[string]pipeline.Outcome{}}
-	p, err := pipeline.New(pipeline.Config{
-		Backend: cfg.Backend, Replier: out, Deliverer: discard{}, Logger: cfg.Logger,
+	if cfg.Backend == nil {
+		return nil, errors.New("replay: publisher: backend is required")
+	}
+	in, err := pipeline.NewIngest(pipeline.IngestConfig{
+		Store: cfg.Backend, DeadLetters: cfg.Backend, Logger: cfg.Logger,
 		MaxTextBytes: cfg.MaxTextBytes, Moderators: cfg.Moderators,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replay: publisher: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	pub := &Publisher{p: p, out: out, connID: "replay-" + uuid.NewString()[:8], cancel: cancel, done: make(chan struct{})}
+	pub := &Publisher{in: in, connID: "replay-" + uuid.NewString()[:8], cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(pub.done)
-		pub.runErr = p.Run(rctx)
+		pub.runErr = in.Run(rctx)
 	}()
 	timeout := time.NewTimer(cfg.StartTimeout)
 	defer timeout.Stop()
 	select {
-	case <-p.Running():
+	case <-in.Running():
 		return pub, nil
 	case <-ctx.Done():
 		_ = pub.Close() // the caller's ctx error says why
@@ -97,16 +107,13 @@ func (p *Publisher) Close() error {
 	return p.runErr
 }
 
-// Publish submits s and returns its outcome. s.ConnID is replaced by one
-// that addresses the outcome to this call.
+// Publish submits s and returns its outcome. s.ConnID is replaced by the
+// publisher's, so stored messages show where they came from.
 func (p *Publisher) Publish(ctx context.Context, s pipeline.Submission) (pipeline.Outcome, error) {
-	s.ConnID = p.connID + "-" + strconv.FormatInt(p.n.Add(1), 10)
-	if err := p.p.Submit(ctx, s); err != nil {
+	s.ConnID = p.connID
+	o, err := p.in.Submit(ctx, s)
+	if err != nil {
 		return pipeline.Outcome{}, fmt.Errorf("replay: submit: %w", err)
-	}
-	o, ok := p.out.take(s.ConnID)
-	if !ok {
-		return pipeline.Outcome{}, errors.New("replay: submit: no outcome")
 	}
 	return o, nil
 }
@@ -173,35 +180,6 @@ func (p *Publisher) Requeue(ctx context.Context, e Entry) (Result, error) {
 	}
 	return result(e.ID, e.Room, o), nil
 }
-
-// outcomes is the Publisher's pipeline.Replier: it keeps each outcome
-// until Publish takes it. Submit returns only after the outcome was
-// given, so the map holds at most one entry per Publish in flight.
-type outcomes struct {
-	// mu guards got.
-	mu  sync.Mutex
-	got map[string]pipeline.Outcome
-}
-
-func (o *outcomes) Reply(out pipeline.Outcome) {
-	o.mu.Lock()
-	o.got[out.ConnID] = out
-	o.mu.Unlock()
-}
-
-func (o *outcomes) take(connID string) (pipeline.Outcome, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	out, ok := o.got[connID]
-	delete(o.got, connID)
-	return out, ok
-}
-
-// discard is the Publisher's pipeline.Deliverer: the tool has no sockets;
-// instances deliver the messages to theirs.
-type discard struct{}
-
-func (discard) Deliver(pipeline.Message) {}
 
 // ParseSpeed parses a replay speed: "10x" or "10" (ten times faster),
 // "0.5x" (half as fast), or "max" (no waiting, returned as 0).

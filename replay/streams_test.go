@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/pipeline"
@@ -16,7 +17,7 @@ import (
 // startInstance runs a chatstream server on the backend until the test ends.
 func startInstance(t *testing.T, b *redisstore.Backend) *server.Server {
 	t.Helper()
-	return testserver.Start(t, server.Config{Backend: b, Logger: quiet, ReportEvery: 50 * time.Millisecond}).Server
+	return testserver.Start(t, server.Config{Backend: backend.Redis(b, quiet), Logger: quiet, ReportEvery: 50 * time.Millisecond}).Server
 }
 
 // TestStreams: the report's lengths, bounds, limits, and the position and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/internal/wstest"
@@ -42,7 +43,7 @@ func startInstance(t *testing.T, url, prefix string, roomMaxLen int64) *instance
 		t.Fatal(err)
 	}
 	in := testserver.Start(t, server.Config{
-		Backend: b, Logger: log,
+		Backend: backend.Redis(b, log), Logger: log,
 		WS:            ws.Config{FrameRate: 1e6, FrameBurst: 1e6, SendQueue: 4096},
 		ReportEvery:   100 * time.Millisecond,
 		PresenceEvery: 100 * time.Millisecond,

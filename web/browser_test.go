@@ -26,6 +26,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
@@ -105,12 +106,12 @@ func instanceConfig(t *testing.T) server.Config {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rsrv := rs.(*testredis.Server)
-	backend, err := redisstore.New(redisstore.Config{URL: rsrv.URL, Prefix: rsrv.Prefix, Partitions: 4, Logger: log})
+	rb, err := redisstore.New(redisstore.Config{URL: rsrv.URL, Prefix: rsrv.Prefix, Partitions: 4, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return server.Config{
-		Backend:         backend,
+		Backend:         backend.Redis(rb, log),
 		Moderators:      []pipeline.Moderator{noSpam},
 		ShutdownTimeout: 5 * time.Second,
 		PresenceEvery:   200 * time.Millisecond,

@@ -199,7 +199,7 @@ func (c *Conn) reader() {
 			break
 		}
 		if kind != websocket.TextMessage {
-			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
+			c.enqueue(errFrame(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
 			continue
 		}
 		if r := c.limiter.Reserve(); r.Delay() > 0 {
@@ -245,7 +245,7 @@ func (c *Conn) handle(data []byte) {
 	}
 	_, joined := c.rooms[f.Room]
 	if !joined && f.Type != TypeJoin {
-		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeNotJoined, "join room %s first", f.Room), f.Ref, f.Room))
+		c.enqueue(errFrame(pipeline.Errorf(CodeNotJoined, "join room %s first", f.Room), f.Ref, f.Room))
 		return
 	}
 	switch f.Type {
@@ -256,14 +256,24 @@ func (c *Conn) handle(data []byte) {
 		c.gw.hub.leave(c, f.Room)
 		c.enqueue(encode(leftFrame{Type: TypeLeft, Room: f.Room, Ref: f.Ref}))
 	case TypeSend:
-		err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
-			ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref,
-		})
-		if err != nil {
-			c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), f.Ref, f.Room))
-		}
+		c.submit(f)
 	case TypeHistory:
 		c.olderHistory(f)
+	}
+}
+
+// submit submits a send frame and queues its outcome: ack or error.
+func (c *Conn) submit(f ClientFrame) {
+	o, err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
+		ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref,
+	})
+	switch {
+	case err != nil:
+		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), f.Ref, f.Room))
+	case o.Err != nil:
+		c.enqueue(errFrame(o.Err, o.Ref, o.Room))
+	default:
+		c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq}))
 	}
 }
 
@@ -272,7 +282,7 @@ func (c *Conn) handle(data []byte) {
 // arrived meanwhile and is not in the history.
 func (c *Conn) join(f ClientFrame, rejoin bool) {
 	if !rejoin && len(c.rooms) >= c.gw.cfg.MaxRooms {
-		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room))
+		c.enqueue(errFrame(pipeline.Errorf(CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room))
 		return
 	}
 	c.rooms[f.Room] = struct{}{}

@@ -2,12 +2,8 @@ package ws_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,52 +14,11 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chatstream/chatstream/pipeline"
-	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/ws"
 )
 
 // fanOutClients is the number of sockets BenchmarkFanOut1000 delivers to.
 const fanOutClients = 1000
-
-// startBench runs a gateway configured by cfg with the memory backend, like
-// start (which takes a *testing.T); it is stopped by b.Cleanup.
-func startBench(b *testing.B, cfg ws.Config) *harness {
-	b.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Logger = log
-	be := memstore.New(memstore.Config{Logger: log})
-	hub := ws.NewHub(log, 4096)
-	p, err := pipeline.New(pipeline.Config{Backend: be, Replier: hub, Deliverer: hub, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	gw, err := ws.NewGateway(cfg, hub, p, be)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := p.Run(ctx); err != nil {
-			b.Errorf("pipeline: %v", err)
-		}
-	}()
-	<-p.Running()
-	h := &harness{srv: httptest.NewServer(gw), gw: gw, hub: hub, backend: be, stop: cancel}
-	b.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), wait)
-		defer scancel()
-		if err := gw.Shutdown(sctx); err != nil {
-			b.Errorf("gateway shutdown: %v", err)
-		}
-		h.srv.Close()
-		cancel()
-		<-done
-		_ = be.Close() // nothing is left to lose
-	})
-	return h
-}
 
 // fanOutClient is one benchmark socket. Its read goroutine counts message
 // objects (a batched WebSocket message holds several, one per line).
@@ -166,7 +121,7 @@ func BenchmarkFanOut1000(b *testing.B) {
 	// the gateway is shut down.
 	b.Cleanup(func() { checkGoroutines(b, goroutines) })
 
-	h := startBench(b, ws.Config{SendQueue: 4096})
+	h := start(b, ws.Config{SendQueue: 4096})
 	const room = "bench"
 	f := &fanOut{round: make(chan struct{}, 1)}
 	url := strings.Replace(h.srv.URL, "http", "ws", 1) + "/ws?user="

@@ -59,21 +59,21 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		return f, pipeline.Errorf(pipeline.CodeInvalid, "frame is not valid UTF-8")
 	}
 	if err := decodeStrict(data, &f); err != nil {
-		return salvage(data), pipeline.Errorf(pipeline.CodeBadFrame, "frame is not a JSON object of the protocol: %v", err)
+		return salvage(data), pipeline.Errorf(CodeBadFrame, "frame is not a JSON object of the protocol: %v", err)
 	}
 	if err := pipeline.ValidateRef(f.Ref); err != nil {
 		f.Ref = ""
-		return f, err.(*pipeline.Error)
+		return f, asProtocolError(err)
 	}
 	switch f.Type {
 	case TypeJoin, TypeLeave, TypeSend, TypeHistory:
 	case "":
-		return f, pipeline.Errorf(pipeline.CodeBadFrame, "frame has no type")
+		return f, pipeline.Errorf(CodeBadFrame, "frame has no type")
 	default:
-		return f, pipeline.Errorf(pipeline.CodeBadFrame, "unknown frame type %q", f.Type)
+		return f, pipeline.Errorf(CodeBadFrame, "unknown frame type %q", f.Type)
 	}
 	if err := pipeline.ValidateRoom(f.Room); err != nil {
-		return f, err.(*pipeline.Error)
+		return f, asProtocolError(err)
 	}
 	switch f.Type {
 	case TypeJoin:

@@ -34,43 +34,43 @@ func TestDecodeFrameRefused(t *testing.T) {
 		ref, room string
 	}{
 		// Not one JSON object.
-		{name: "not JSON", input: `hello`, code: pipeline.CodeBadFrame},
-		{name: "empty input", input: ``, code: pipeline.CodeBadFrame},
-		{name: "only whitespace", input: " \n\t", code: pipeline.CodeBadFrame},
-		{name: "truncated object", input: `{"type":"join","room":"lobby"`, code: pipeline.CodeBadFrame},
-		{name: "single quotes", input: `{'type':'join','room':'lobby'}`, code: pipeline.CodeBadFrame},
-		{name: "two objects", input: `{"type":"leave","room":"lobby"} {"type":"leave","room":"lobby"}`, code: pipeline.CodeBadFrame},
-		{name: "two objects on two lines", input: "{\"type\":\"leave\",\"room\":\"lobby\"}\n{\"type\":\"leave\",\"room\":\"lobby\"}", code: pipeline.CodeBadFrame},
-		{name: "trailing word", input: `{"type":"leave","room":"lobby"} garbage`, code: pipeline.CodeBadFrame},
-		{name: "trailing number", input: `{"type":"leave","room":"lobby"}5`, code: pipeline.CodeBadFrame},
-		{name: "JSON null", input: `null`, code: pipeline.CodeBadFrame},
-		{name: "JSON array", input: `[{"type":"join","room":"lobby"}]`, code: pipeline.CodeBadFrame},
-		{name: "JSON empty array", input: `[]`, code: pipeline.CodeBadFrame},
-		{name: "JSON string", input: `"join"`, code: pipeline.CodeBadFrame},
-		{name: "JSON number", input: `42`, code: pipeline.CodeBadFrame},
-		{name: "JSON boolean", input: `true`, code: pipeline.CodeBadFrame},
-		{name: "empty object", input: `{}`, code: pipeline.CodeBadFrame},
+		{name: "not JSON", input: `hello`, code: CodeBadFrame},
+		{name: "empty input", input: ``, code: CodeBadFrame},
+		{name: "only whitespace", input: " \n\t", code: CodeBadFrame},
+		{name: "truncated object", input: `{"type":"join","room":"lobby"`, code: CodeBadFrame},
+		{name: "single quotes", input: `{'type':'join','room':'lobby'}`, code: CodeBadFrame},
+		{name: "two objects", input: `{"type":"leave","room":"lobby"} {"type":"leave","room":"lobby"}`, code: CodeBadFrame},
+		{name: "two objects on two lines", input: "{\"type\":\"leave\",\"room\":\"lobby\"}\n{\"type\":\"leave\",\"room\":\"lobby\"}", code: CodeBadFrame},
+		{name: "trailing word", input: `{"type":"leave","room":"lobby"} garbage`, code: CodeBadFrame},
+		{name: "trailing number", input: `{"type":"leave","room":"lobby"}5`, code: CodeBadFrame},
+		{name: "JSON null", input: `null`, code: CodeBadFrame},
+		{name: "JSON array", input: `[{"type":"join","room":"lobby"}]`, code: CodeBadFrame},
+		{name: "JSON empty array", input: `[]`, code: CodeBadFrame},
+		{name: "JSON string", input: `"join"`, code: CodeBadFrame},
+		{name: "JSON number", input: `42`, code: CodeBadFrame},
+		{name: "JSON boolean", input: `true`, code: CodeBadFrame},
+		{name: "empty object", input: `{}`, code: CodeBadFrame},
 
 		// The type.
-		{name: "unknown type", input: `{"type":"dance","room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
-		{name: "server frame type", input: `{"type":"message","room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
-		{name: "type in upper case", input: `{"type":"JOIN","room":"lobby"}`, code: pipeline.CodeBadFrame, room: "lobby"},
-		{name: "missing type", input: `{"room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
-		{name: "empty type", input: `{"type":"","room":"lobby","ref":"r1"}`, code: pipeline.CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "unknown type", input: `{"type":"dance","room":"lobby","ref":"r1"}`, code: CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "server frame type", input: `{"type":"message","room":"lobby","ref":"r1"}`, code: CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "type in upper case", input: `{"type":"JOIN","room":"lobby"}`, code: CodeBadFrame, room: "lobby"},
+		{name: "missing type", input: `{"room":"lobby","ref":"r1"}`, code: CodeBadFrame, ref: "r1", room: "lobby"},
+		{name: "empty type", input: `{"type":"","room":"lobby","ref":"r1"}`, code: CodeBadFrame, ref: "r1", room: "lobby"},
 
 		// Fields of the wrong JSON type.
-		{name: "type is a number", input: `{"type":5}`, code: pipeline.CodeBadFrame},
-		{name: "type is an object", input: `{"type":{}}`, code: pipeline.CodeBadFrame},
-		{name: "room is a number", input: `{"type":"join","room":7}`, code: pipeline.CodeBadFrame},
-		{name: "room is an array", input: `{"type":"join","room":["lobby"]}`, code: pipeline.CodeBadFrame},
-		{name: "history is a string", input: `{"type":"join","history":"5"}`, code: pipeline.CodeBadFrame},
-		{name: "history is fractional", input: `{"type":"join","history":1.5}`, code: pipeline.CodeBadFrame},
-		{name: "history overflows int", input: `{"type":"join","history":99999999999999999999}`, code: pipeline.CodeBadFrame},
-		{name: "since is a number", input: `{"type":"join","since":123}`, code: pipeline.CodeBadFrame},
-		{name: "limit is a string", input: `{"type":"history","limit":"10"}`, code: pipeline.CodeBadFrame},
-		{name: "text is a number", input: `{"type":"send","text":5}`, code: pipeline.CodeBadFrame},
-		{name: "text is an object", input: `{"type":"send","text":{"a":1}}`, code: pipeline.CodeBadFrame},
-		{name: "ref is a boolean", input: `{"type":"send","ref":true}`, code: pipeline.CodeBadFrame},
+		{name: "type is a number", input: `{"type":5}`, code: CodeBadFrame},
+		{name: "type is an object", input: `{"type":{}}`, code: CodeBadFrame},
+		{name: "room is a number", input: `{"type":"join","room":7}`, code: CodeBadFrame},
+		{name: "room is an array", input: `{"type":"join","room":["lobby"]}`, code: CodeBadFrame},
+		{name: "history is a string", input: `{"type":"join","history":"5"}`, code: CodeBadFrame},
+		{name: "history is fractional", input: `{"type":"join","history":1.5}`, code: CodeBadFrame},
+		{name: "history overflows int", input: `{"type":"join","history":99999999999999999999}`, code: CodeBadFrame},
+		{name: "since is a number", input: `{"type":"join","since":123}`, code: CodeBadFrame},
+		{name: "limit is a string", input: `{"type":"history","limit":"10"}`, code: CodeBadFrame},
+		{name: "text is a number", input: `{"type":"send","text":5}`, code: CodeBadFrame},
+		{name: "text is an object", input: `{"type":"send","text":{"a":1}}`, code: CodeBadFrame},
+		{name: "ref is a boolean", input: `{"type":"send","ref":true}`, code: CodeBadFrame},
 
 		// Bytes that are not UTF-8: nothing is read from the frame.
 		{name: "invalid UTF-8 in text", input: "{\"type\":\"send\",\"room\":\"lobby\",\"ref\":\"r1\",\"text\":\"a\xffb\"}", code: pipeline.CodeInvalid},
@@ -156,11 +156,11 @@ func TestDecodeFrameRejectsTrailingCloser(t *testing.T) {
 		f, err := DecodeFrame([]byte(input))
 		if err == nil {
 			t.Errorf("DecodeFrame(%q) accepted %s; want %s (json.Decoder.More reports false before '}' and ']', so it cannot be the trailing-data check)",
-				input, frameString(f), pipeline.CodeBadFrame)
+				input, frameString(f), CodeBadFrame)
 			continue
 		}
-		if err.Code != pipeline.CodeBadFrame {
-			t.Errorf("DecodeFrame(%q) code = %q, want %q", input, err.Code, pipeline.CodeBadFrame)
+		if err.Code != CodeBadFrame {
+			t.Errorf("DecodeFrame(%q) code = %q, want %q", input, err.Code, CodeBadFrame)
 		}
 	}
 }
@@ -184,8 +184,8 @@ func TestDecodeFrameWrongTypeKeepsRef(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := DecodeFrame([]byte(tc.input))
-			if err == nil || err.Code != pipeline.CodeBadFrame {
-				t.Fatalf("DecodeFrame(%q) = %s, %v; want %s", tc.input, frameString(f), err, pipeline.CodeBadFrame)
+			if err == nil || err.Code != CodeBadFrame {
+				t.Fatalf("DecodeFrame(%q) = %s, %v; want %s", tc.input, frameString(f), err, CodeBadFrame)
 			}
 			if f.Ref != tc.ref || f.Room != tc.room {
 				t.Errorf("ref, room = %q, %q; want %q, %q, so the client can match the error to its send",
@@ -206,7 +206,7 @@ func TestDecodeFrameFieldNamesAreCaseSensitive(t *testing.T) {
 		// and its room is room.
 		code, room string
 	}{
-		{"TYPE is not type", `{"TYPE":"join","room":"lobby"}`, pipeline.CodeBadFrame, ""},
+		{"TYPE is not type", `{"TYPE":"join","room":"lobby"}`, CodeBadFrame, ""},
 		{"Room is not room", `{"type":"join","Room":"lobby"}`, pipeline.CodeInvalid, ""},
 		{"Room does not override room", `{"type":"leave","room":"lobby","Room":"elsewhere"}`, "", "lobby"},
 	}
@@ -312,8 +312,8 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, err := DecodeFrame(data)
 		if err != nil {
-			if err.Code != pipeline.CodeBadFrame && err.Code != pipeline.CodeInvalid {
-				t.Fatalf("DecodeFrame(%q) code %q, want %s or %s", data, err.Code, pipeline.CodeBadFrame, pipeline.CodeInvalid)
+			if err.Code != CodeBadFrame && err.Code != pipeline.CodeInvalid {
+				t.Fatalf("DecodeFrame(%q) code %q, want %s or %s", data, err.Code, CodeBadFrame, pipeline.CodeInvalid)
 			}
 			if err.Reason == "" {
 				t.Fatalf("DecodeFrame(%q) error %s without reason", data, err.Code)

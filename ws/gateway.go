@@ -20,10 +20,12 @@ import (
 	"github.com/chatstream/chatstream/pipeline"
 )
 
-// Submitter accepts sends; *pipeline.Pipeline implements it. Submit returns
-// once the outcome has been given to the hub.
+// Submitter accepts sends; *pipeline.Pipeline implements it.
 type Submitter interface {
-	Submit(ctx context.Context, s pipeline.Submission) error
+	// Submit runs s through the pipeline and returns its outcome: the
+	// stored message's id and seq, or the refusal. An error means the
+	// message did not enter the pipeline.
+	Submit(ctx context.Context, s pipeline.Submission) (pipeline.Outcome, error)
 }
 
 // Config configures a Gateway. A zero field takes the default in its comment.
@@ -58,55 +60,75 @@ type Config struct {
 	FrameRate  float64
 	FrameBurst int
 	// MaxPending bounds the live messages held for one member while its
-	// join reads history; it is the hub's (NewHub). Default 4096.
+	// join reads history; it is the hub's (NewHub). Default DefaultMaxPending.
 	MaxPending int
 	// Logger logs connection events. Default slog.Default().
 	Logger *slog.Logger
 }
 
+// Defaults of Config, also used by the command line's flags.
+const (
+	DefaultReadLimit      = 64 << 10
+	DefaultSendQueue      = 256
+	DefaultMaxRooms       = 100
+	DefaultMaxBatchBytes  = 64 << 10
+	DefaultWriteWait      = 10 * time.Second
+	DefaultPongWait       = 60 * time.Second
+	DefaultHistoryTimeout = 5 * time.Second
+	DefaultFrameRate      = 20
+	DefaultFrameBurst     = 40
+)
+
 func (c *Config) setDefaults() {
 	if c.ReadLimit == 0 {
-		c.ReadLimit = 64 << 10
+		c.ReadLimit = DefaultReadLimit
 	}
 	if c.SendQueue == 0 {
-		c.SendQueue = 256
+		c.SendQueue = DefaultSendQueue
 	}
 	if c.MaxRooms == 0 {
-		c.MaxRooms = 100
+		c.MaxRooms = DefaultMaxRooms
 	}
 	if c.MaxBatchBytes == 0 {
-		c.MaxBatchBytes = 64 << 10
+		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if c.WriteWait == 0 {
-		c.WriteWait = 10 * time.Second
+		c.WriteWait = DefaultWriteWait
 	}
 	if c.PongWait == 0 {
-		c.PongWait = 60 * time.Second
+		c.PongWait = DefaultPongWait
 	}
 	if c.PingPeriod == 0 {
 		c.PingPeriod = c.PongWait * 9 / 10
 	}
 	if c.HistoryTimeout == 0 {
-		c.HistoryTimeout = 5 * time.Second
+		c.HistoryTimeout = DefaultHistoryTimeout
 	}
 	if c.FrameRate == 0 {
-		c.FrameRate = 20
+		c.FrameRate = DefaultFrameRate
 	}
 	if c.FrameBurst == 0 {
-		c.FrameBurst = 40
+		c.FrameBurst = DefaultFrameBurst
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 }
 
-// Validate reports a configuration that cannot work. It does not change c.
+// Validate reports a configuration that cannot work. It does not change c;
+// call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {
-	if c.ReadLimit < 0 || c.SendQueue < 0 || c.MaxRooms < 0 || c.MaxBatchBytes < 0 || c.FrameRate < 0 || c.FrameBurst < 0 || c.MaxPending < 0 {
-		return errors.New("ws: limits must not be negative")
+	if c.ReadLimit <= 0 || c.SendQueue <= 0 || c.MaxRooms <= 0 || c.MaxBatchBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 {
+		return errors.New("ws: limits must be positive")
 	}
-	if c.PingPeriod != 0 && c.PongWait != 0 && c.PingPeriod >= c.PongWait {
-		return errors.New("ws: ping period must be less than pong wait")
+	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 {
+		return errors.New("ws: durations must be positive")
+	}
+	if c.PingPeriod >= c.PongWait {
+		return fmt.Errorf("ws: ping period %v must be less than pong wait %v", c.PingPeriod, c.PongWait)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
@@ -138,10 +160,10 @@ type Gateway struct {
 // NewGateway returns a gateway that registers connections in hub, submits
 // sends to sub and reads history from hist.
 func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Gateway, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.setDefaults()
 	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.upgrader = websocket.Upgrader{
@@ -153,9 +175,6 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	}
 	return g, nil
 }
-
-// Hub returns the gateway's hub.
-func (g *Gateway) Hub() *Hub { return g.hub }
 
 // checkOrigin allows requests without Origin, same-host origins, and the
 // configured ones.
@@ -185,7 +204,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	user := r.URL.Query().Get("user")
 	if err := pipeline.ValidateUser(user); err != nil {
-		http.Error(w, "bad user: "+err.(*pipeline.Error).Reason, http.StatusBadRequest)
+		http.Error(w, "bad user: "+asProtocolError(err).Reason, http.StatusBadRequest)
 		return
 	}
 	if !g.checkOrigin(r) {

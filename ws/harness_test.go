@@ -26,14 +26,21 @@ type harness struct {
 	stop    context.CancelFunc
 }
 
-// start runs a gateway configured by cfg; it is stopped by t.Cleanup.
-func start(t *testing.T, cfg ws.Config, mods ...pipeline.Moderator) *harness {
+// start runs a gateway configured by cfg with the memory backend; it is
+// stopped by t.Cleanup. Tests and benchmarks share it.
+func start(t testing.TB, cfg ws.Config, mods ...pipeline.Moderator) *harness {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Logger = log
-	be := memstore.New(memstore.Config{RoomMaxLen: 20, Logger: log})
+	be, err := memstore.New(memstore.Config{RoomMaxLen: 20, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	hub := ws.NewHub(log, 4096)
-	p, err := pipeline.New(pipeline.Config{Backend: be, Replier: hub, Deliverer: hub, Logger: log, Moderators: mods})
+	p, err := pipeline.New(pipeline.Config{
+		Ingest:   pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: log, Moderators: mods},
+		Delivery: pipeline.DeliveryConfig{Feed: be, Deliverer: hub, Logger: log},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

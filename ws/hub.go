@@ -13,8 +13,7 @@ import (
 const hubShards = 32
 
 // Hub tracks which local connections are in which rooms and delivers stored
-// messages and outcomes to them. It implements pipeline.Deliverer and
-// pipeline.Replier. All methods are safe for concurrent use and never block
+// messages to them. It implements pipeline.Deliverer. All methods are safe for concurrent use and never block
 // on a socket.
 type Hub struct {
 	log        *slog.Logger
@@ -50,10 +49,7 @@ type member struct {
 	last pipeline.Seq
 }
 
-var (
-	_ pipeline.Deliverer = (*Hub)(nil)
-	_ pipeline.Replier   = (*Hub)(nil)
-)
+var _ pipeline.Deliverer = (*Hub)(nil)
 
 // DefaultMaxPending is the default bound of live messages held for one
 // joining member.
@@ -197,21 +193,6 @@ func (h *Hub) queueTo(c *Conn, mem *member, m pipeline.Message, frame []byte) []
 	}
 	c.enqueue(frame)
 	return frame
-}
-
-// Reply sends an outcome to its connection, if it is still here.
-func (h *Hub) Reply(o pipeline.Outcome) {
-	h.connsMu.RLock()
-	c := h.conns[o.ConnID]
-	h.connsMu.RUnlock()
-	if c == nil {
-		return
-	}
-	if o.Err != nil {
-		c.enqueue(errFrame(o.Err, o.Ref, o.Room))
-		return
-	}
-	c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq}))
 }
 
 // Resync closes, with 1012 and a reason, every connection that is a member

@@ -4,25 +4,9 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/chatstream/chatstream/pipeline"
 )
-
-// PresenceStore is the shared view of who is in which room. Sync is called
-// by one goroutine at a time.
-type PresenceStore interface {
-	// Sync records this instance's users of every room it has members in
-	// (rooms missing from local have none here any more) and returns, for
-	// each room of local, the users present on any instance, sorted.
-	Sync(ctx context.Context, local map[string][]string) (map[string][]string, error)
-}
-
-// LocalPresence is the PresenceStore of a single instance: the users here
-// are all the users there are.
-type LocalPresence struct{}
-
-// Sync returns local.
-func (LocalPresence) Sync(_ context.Context, local map[string][]string) (map[string][]string, error) {
-	return local, nil
-}
 
 // MaxPresenceList caps the user names in one presence frame; count always
 // gives the total.
@@ -41,7 +25,7 @@ type presenceFrame struct {
 // it syncs the local members with store and sends each local room's members
 // a presence diff when the room's users changed. Rooms with thousands of
 // members cost one diff frame per interval at most.
-func (h *Hub) RunPresence(ctx context.Context, store PresenceStore, every time.Duration) {
+func (h *Hub) RunPresence(ctx context.Context, store pipeline.Presence, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {

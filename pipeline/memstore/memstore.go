@@ -5,6 +5,7 @@ package memstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -20,12 +21,14 @@ import (
 
 // Config configures a Backend. A zero field takes the default in its comment.
 type Config struct {
-	// RoomMaxLen is the number of messages kept per room. Default 10,000.
+	// RoomMaxLen is the number of messages kept per room. Default
+	// pipeline.DefaultRoomMaxLen.
 	RoomMaxLen int
 	// FeedQueue is the number of stored messages waiting for the feed
-	// before Append blocks. Default 4096.
+	// before Append refuses with ErrUnavailable. Default DefaultFeedQueue.
 	FeedQueue int
-	// DeadLetterMaxLen is the number of rejected messages kept. Default 10,000.
+	// DeadLetterMaxLen is the number of rejected messages kept. Default
+	// DefaultDeadLetterMaxLen.
 	DeadLetterMaxLen int
 	// Logger receives the feed's diagnostics. Default slog.Default().
 	Logger *slog.Logger
@@ -46,6 +49,8 @@ type Backend struct {
 	// presence is shared by the Presence views of every instance that uses
 	// this backend; it has its own lock.
 	presence *presenceRegistry
+	// instances holds the instance records; it has its own lock.
+	instances *instanceRegistry
 
 	// mu guards the fields below and orders Append: a message gets its seq
 	// and is handed to the feed under mu, so delivery order is seq order.
@@ -70,19 +75,43 @@ var _ pipeline.Backend = (*Backend)(nil)
 
 const feedTopic = "feed"
 
-// New returns an empty in-memory backend.
-func New(cfg Config) *Backend {
-	if cfg.RoomMaxLen <= 0 {
-		cfg.RoomMaxLen = 10_000
+// Defaults of Config.
+const (
+	// DefaultFeedQueue is the default bound of the feed's queue.
+	DefaultFeedQueue = 4096
+	// DefaultDeadLetterMaxLen is the default number of dead letters kept.
+	DefaultDeadLetterMaxLen = 10_000
+)
+
+func (c *Config) setDefaults() {
+	if c.RoomMaxLen == 0 {
+		c.RoomMaxLen = pipeline.DefaultRoomMaxLen
 	}
-	if cfg.DeadLetterMaxLen <= 0 {
-		cfg.DeadLetterMaxLen = 10_000
+	if c.DeadLetterMaxLen == 0 {
+		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
 	}
-	if cfg.FeedQueue <= 0 {
-		cfg.FeedQueue = 4096
+	if c.FeedQueue == 0 {
+		c.FeedQueue = DefaultFeedQueue
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration that cannot work. It does not change c.
+func (c Config) Validate() error {
+	if c.RoomMaxLen <= 0 || c.DeadLetterMaxLen <= 0 || c.FeedQueue <= 0 {
+		return errors.New("memstore: limits must be positive")
+	}
+	return nil
+}
+
+// New returns an empty in-memory backend, or an error when cfg, with its
+// defaults filled in, cannot work.
+func New(cfg Config) (*Backend, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 	b := &Backend{
@@ -93,10 +122,11 @@ func New(cfg Config) *Backend {
 		pumped: make(chan struct{}),
 		rooms:  make(map[string]*roomLog),
 
-		presence: newPresenceRegistry(),
+		presence:  newPresenceRegistry(),
+		instances: newInstanceRegistry(),
 	}
 	go b.pump()
-	return b
+	return b, nil
 }
 
 // pump publishes queued messages on the feed until Close.

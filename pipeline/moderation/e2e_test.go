@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/internal/wstest"
@@ -55,7 +56,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := testserver.Start(t, server.Config{
-		Backend: b, Logger: quiet, Moderators: chain.Moderators(),
+		Backend: backend.Redis(b, quiet), Logger: quiet, Moderators: chain.Moderators(),
 		WS: ws.Config{FrameRate: 1e6, FrameBurst: 1e6},
 	})
 

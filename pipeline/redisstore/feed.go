@@ -68,8 +68,10 @@ func (b *Backend) lastID(ctx context.Context, stream string) (string, error) {
 	return info.LastGeneratedID, nil
 }
 
+// isNoSuchKey reports XINFO's reply for a stream that does not exist.
 func isNoSuchKey(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no such key")
+	var re redis.Error
+	return errors.As(err, &re) && strings.Contains(re.Error(), "no such key")
 }
 
 // tolerantUnmarshaller decodes entries in Watermill's layout; an entry it

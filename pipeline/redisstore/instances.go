@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/chatstream/chatstream/pipeline"
 )
 
 // InstanceTTL is how long an instance's record outlives its last refresh.
@@ -16,13 +18,13 @@ const InstanceTTL = 30 * time.Second
 // last refresh, so only running instances are listed.
 func (k Keys) InstanceKey(id string) string { return k.Prefix + ":instance:" + id }
 
-// InstanceInfo describes one running instance.
-type InstanceInfo struct {
-	ID, Addr  string
-	StartedAt time.Time
-	// Positions is the last delivered bus ID per partition ("" none yet).
-	Positions []string
-}
+// InstanceInfo describes one running instance (pipeline.InstanceInfo).
+type InstanceInfo = pipeline.InstanceInfo
+
+var (
+	_ pipeline.InstanceRecorder = (*Backend)(nil)
+	_ pipeline.BusInspector     = (*Backend)(nil)
+)
 
 // RecordInstance writes info under Keys.InstanceKey with a TTL.
 func (b *Backend) RecordInstance(ctx context.Context, info InstanceInfo) error {

@@ -44,63 +44,86 @@ type Config struct {
 	// URL selects the Redis: redis://[user:pass@]host:port/db, or a comma
 	// separated list of host:port addresses for a Redis Cluster. Required.
 	URL string
-	// Prefix starts every key. Default "chat".
+	// Prefix starts every key. Default DefaultPrefix.
 	Prefix string
-	// Partitions is the number of bus streams. Default 16. Every instance
+	// Partitions is the number of bus streams. Default DefaultPartitions
+	// (at most MaxPartitions). Every instance
 	// sharing a Redis must use the same value.
 	Partitions int
 	// RoomMaxLen is the approximate number of messages kept per room.
-	// Default 10,000.
+	// Default pipeline.DefaultRoomMaxLen.
 	RoomMaxLen int64
-	// BusMaxLen is the approximate length of each bus stream. Default 10,000.
+	// BusMaxLen is the approximate length of each bus stream. Default
+	// DefaultBusMaxLen.
 	BusMaxLen int64
 	// DeadLetterMaxLen is the approximate length of the dead-letter stream.
-	// Default 10,000.
+	// Default DefaultDeadLetterMaxLen.
 	DeadLetterMaxLen int64
-	// MaxBatch caps the appends sent in one pipelined round trip. Default 128.
+	// MaxBatch caps the appends sent in one pipelined round trip. Default
+	// DefaultMaxBatch.
 	MaxBatch int
-	// Timeout bounds one Redis round trip. Default 3s.
+	// Timeout bounds one Redis round trip. Default DefaultTimeout.
 	Timeout time.Duration
 	// Logger receives diagnostics. Default slog.Default().
 	Logger *slog.Logger
 }
 
+// Defaults of Config, also used by the command line's flags.
+const (
+	// DefaultPrefix starts every key.
+	DefaultPrefix = "chat"
+	// DefaultPartitions is the default number of bus streams.
+	DefaultPartitions = 16
+	// DefaultBusMaxLen is the default approximate length of a bus stream.
+	DefaultBusMaxLen = 10_000
+	// DefaultDeadLetterMaxLen is the default approximate length of the
+	// dead-letter stream.
+	DefaultDeadLetterMaxLen = 10_000
+	// DefaultMaxBatch is the default number of appends per round trip.
+	DefaultMaxBatch = 128
+	// DefaultTimeout is the default bound of one Redis round trip.
+	DefaultTimeout = 3 * time.Second
+	// MaxPartitions is the largest partition count (two digits in keys).
+	MaxPartitions = 100
+)
+
 func (c *Config) setDefaults() {
 	if c.Prefix == "" {
-		c.Prefix = "chat"
+		c.Prefix = DefaultPrefix
 	}
 	if c.Partitions == 0 {
-		c.Partitions = 16
+		c.Partitions = DefaultPartitions
 	}
 	if c.RoomMaxLen == 0 {
-		c.RoomMaxLen = 10_000
+		c.RoomMaxLen = pipeline.DefaultRoomMaxLen
 	}
 	if c.BusMaxLen == 0 {
-		c.BusMaxLen = 10_000
+		c.BusMaxLen = DefaultBusMaxLen
 	}
 	if c.DeadLetterMaxLen == 0 {
-		c.DeadLetterMaxLen = 10_000
+		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
 	}
 	if c.MaxBatch == 0 {
-		c.MaxBatch = 128
+		c.MaxBatch = DefaultMaxBatch
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 3 * time.Second
+		c.Timeout = DefaultTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 }
 
-// Validate reports a configuration that cannot work. It does not change c.
+// Validate reports a configuration that cannot work. It does not change c;
+// call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {
 	switch {
 	case c.URL == "":
 		return errors.New("redisstore: URL is required")
-	case c.Partitions < 0 || c.Partitions > 100:
-		return errors.New("redisstore: partitions must be between 1 and 100")
-	case c.RoomMaxLen < 0, c.BusMaxLen < 0, c.DeadLetterMaxLen < 0, c.MaxBatch < 0, c.Timeout < 0:
-		return errors.New("redisstore: limits must not be negative")
+	case c.Partitions < 1 || c.Partitions > MaxPartitions:
+		return fmt.Errorf("redisstore: partitions must be between 1 and %d", MaxPartitions)
+	case c.RoomMaxLen <= 0, c.BusMaxLen <= 0, c.DeadLetterMaxLen <= 0, c.MaxBatch <= 0, c.Timeout <= 0:
+		return errors.New("redisstore: limits must be positive")
 	case strings.ContainsAny(c.Prefix, "{} \n"):
 		return errors.New("redisstore: prefix must not contain braces or spaces")
 	}
@@ -180,10 +203,10 @@ func Options(url string) (*redis.UniversalOptions, error) {
 // New connects to Redis (lazily: New does not fail when Redis is down) and
 // starts the append batcher; Close stops it.
 func New(cfg Config) (*Backend, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.setDefaults()
 	opts, err := Options(cfg.URL)
 	if err != nil {
 		return nil, err
@@ -412,6 +435,8 @@ func (b *Backend) evalBatch(ctx context.Context, batch []appendReq, bySHA bool) 
 	return cmds, err
 }
 
+// isNoScript reports Redis's reply to EVALSHA of a script it does not hold.
 func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOSCRIPT")
 }

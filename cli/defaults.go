@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/ws"
+)
+
+// defaults are the flags' defaults, interpolated into their tags as
+// ${name}: each is the constant of the package whose default it is, so a
+// default is written once.
+func defaults() kong.Vars {
+	d := func(v time.Duration) string { return v.String() }
+	i := func(v int) string { return strconv.Itoa(v) }
+	return kong.Vars{
+		"default_addr":             server.DefaultAddr,
+		"default_shutdown_timeout": d(server.DefaultShutdownTimeout),
+		"default_redis_prefix":     redisstore.DefaultPrefix,
+		"default_partitions":       i(redisstore.DefaultPartitions),
+		"default_bus_maxlen":       i(redisstore.DefaultBusMaxLen),
+		"default_room_maxlen":      i(pipeline.DefaultRoomMaxLen),
+		"default_max_text":         i(pipeline.DefaultMaxTextBytes),
+		"default_read_limit":       i(ws.DefaultReadLimit),
+		"default_max_rooms":        i(ws.DefaultMaxRooms),
+		"default_send_queue":       i(ws.DefaultSendQueue),
+		"default_frame_rate":       i(ws.DefaultFrameRate),
+		"default_frame_burst":      i(ws.DefaultFrameBurst),
+		"default_pong_wait":        d(ws.DefaultPongWait),
+		"default_write_wait":       d(ws.DefaultWriteWait),
+	}
+}

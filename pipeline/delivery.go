@@ -1,0 +1,287 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Deliverer receives every stored message of every partition, in seq order
+// per partition, and resyncs members whose messages were lost to this
+// instance. Its methods must not block; Deliver is called from one goroutine
+// per partition.
+type Deliverer interface {
+	// Deliver hands m to the local members of its room.
+	Deliver(m Message)
+	// Resync makes every local member of a room for which match is true
+	// resume that room from its last seq, and returns how many members
+	// were affected.
+	Resync(match func(room string) bool) int
+}
+
+// InstanceInfo describes one running instance in the backend's records.
+type InstanceInfo struct {
+	ID, Addr  string
+	StartedAt time.Time
+	// Positions is the last delivered bus seq per partition ("" none yet).
+	Positions []string
+}
+
+// InstanceRecorder keeps the records of running instances. Implementations
+// are safe for concurrent use.
+type InstanceRecorder interface {
+	// RecordInstance writes info; a record expires unless written again
+	// within the backend's instance TTL.
+	RecordInstance(ctx context.Context, info InstanceInfo) error
+}
+
+// BusInspector reports what a partition's feed still keeps. Implementations
+// are safe for concurrent use.
+type BusInspector interface {
+	// Oldest returns the seq of the oldest entry partition p still keeps,
+	// "" when it keeps none. A reader whose position is older has lost the
+	// entries in between to trimming.
+	Oldest(ctx context.Context, p int) (string, error)
+}
+
+// Defaults of DeliveryConfig.
+const (
+	// DefaultResubscribeDelay is the default pause before a failed feed
+	// subscription is opened again.
+	DefaultResubscribeDelay = 500 * time.Millisecond
+	// DefaultReportEvery is the default interval of instance records and
+	// feed gap checks.
+	DefaultReportEvery = 5 * time.Second
+)
+
+// DeliveryConfig configures a Delivery. A zero field takes the default given
+// in its comment.
+type DeliveryConfig struct {
+	// Feed delivers stored messages. Required.
+	Feed Feed
+	// Deliverer receives them. Required.
+	Deliverer Deliverer
+	// Logger logs delivery events. Default slog.Default().
+	Logger *slog.Logger
+	// ResubscribeDelay is the pause before a failed feed subscription is
+	// opened again. Default DefaultResubscribeDelay.
+	ResubscribeDelay time.Duration
+	// Instance names this instance in the records (ID, Addr, StartedAt);
+	// Positions are filled in by the Delivery.
+	Instance InstanceInfo
+	// Instances records this instance and its read positions every
+	// ReportEvery. Nil: not recorded.
+	Instances InstanceRecorder
+	// Buses tells the oldest entry each partition keeps; every ReportEvery
+	// a position older than that (the bus was trimmed past it) resyncs the
+	// members of that partition's rooms. Nil: not checked.
+	Buses BusInspector
+	// ReportEvery is the interval of records and gap checks. Default
+	// DefaultReportEvery.
+	ReportEvery time.Duration
+}
+
+func (c *DeliveryConfig) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ResubscribeDelay == 0 {
+		c.ResubscribeDelay = DefaultResubscribeDelay
+	}
+	if c.ReportEvery == 0 {
+		c.ReportEvery = DefaultReportEvery
+	}
+}
+
+// Validate reports a configuration that cannot work. It does not change c.
+func (c DeliveryConfig) Validate() error {
+	switch {
+	case c.Feed == nil:
+		return errors.New("pipeline: feed is required")
+	case c.Deliverer == nil:
+		return errors.New("pipeline: deliverer is required")
+	case c.ResubscribeDelay <= 0, c.ReportEvery <= 0:
+		return errors.New("pipeline: delivery intervals must be positive")
+	}
+	return nil
+}
+
+// Delivery follows every partition of the feed and hands stored messages to
+// the Deliverer; it also records this instance's read positions and resyncs
+// members when a partition was trimmed past them. Create it with
+// NewDelivery and start it with Run.
+type Delivery struct {
+	cfg DeliveryConfig
+	log *slog.Logger
+	// ready is closed once every partition's feed is subscribed, so a
+	// message stored after it cannot miss its delivery here.
+	ready      chan struct{}
+	subscribed sync.WaitGroup
+
+	delivered, undecodable atomic.Int64
+
+	// posMu guards positions: the seq of the last message delivered per
+	// partition ("" before the first).
+	posMu     sync.Mutex
+	positions []string
+
+	// gapHandled is the position per partition at which a feed gap was
+	// last handled; owned by the watch goroutine.
+	gapHandled map[int]string
+}
+
+// NewDelivery builds a delivery from cfg.
+func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Delivery{
+		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
+		positions:  make([]string, cfg.Feed.Partitions()),
+		gapHandled: make(map[int]string),
+	}, nil
+}
+
+// Run follows every partition, and records and checks positions, until ctx
+// is done.
+func (d *Delivery) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	d.subscribed.Add(d.cfg.Feed.Partitions())
+	for part := range d.cfg.Feed.Partitions() {
+		wg.Go(func() { d.loop(ctx, part) })
+	}
+	wg.Go(func() {
+		d.subscribed.Wait()
+		if ctx.Err() == nil {
+			close(d.ready)
+		}
+	})
+	if d.cfg.Instances != nil || d.cfg.Buses != nil {
+		wg.Go(func() { d.watch(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// Running is closed once every partition is subscribed.
+func (d *Delivery) Running() <-chan struct{} { return d.ready }
+
+// Positions returns, per partition, the seq of the last message delivered
+// ("" before the first): how far this instance has read each bus.
+func (d *Delivery) Positions() []string {
+	d.posMu.Lock()
+	defer d.posMu.Unlock()
+	return append([]string(nil), d.positions...)
+}
+
+// loop subscribes to one partition of the feed and hands every stored
+// message to the Deliverer. When the subscription ends before ctx is done it
+// subscribes again after the last seq it delivered, so nothing is skipped.
+func (d *Delivery) loop(ctx context.Context, part int) {
+	last := ""
+	first := true
+	defer func() {
+		if first { // never subscribed: do not hold Run's readiness wait
+			d.subscribed.Done()
+		}
+	}()
+	for ctx.Err() == nil {
+		ch, err := d.cfg.Feed.Subscribe(ctx, part, last)
+		if err != nil {
+			d.log.Warn("feed subscribe failed", "partition", part, "err", err)
+		} else {
+			if first {
+				first = false
+				d.subscribed.Done()
+			}
+			for msg := range ch {
+				if seq := d.deliver(msg); seq != "" {
+					last = seq
+					d.posMu.Lock()
+					d.positions[part] = seq
+					d.posMu.Unlock()
+				}
+				msg.Ack()
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(d.cfg.ResubscribeDelay):
+		}
+	}
+}
+
+// deliver hands one feed entry to the Deliverer. It returns the seq
+// delivered, or "" for an entry it could not decode (logged, counted and
+// skipped).
+func (d *Delivery) deliver(msg *message.Message) string {
+	m, err := FromWatermill(msg)
+	if err != nil {
+		d.undecodable.Add(1)
+		d.log.Warn("skipping undecodable entry", "msg_id", msg.UUID, "err", err)
+		return ""
+	}
+	d.delivered.Add(1)
+	d.cfg.Deliverer.Deliver(m)
+	return m.Seq
+}
+
+// watch records the instance and checks for feed gaps every ReportEvery
+// until ctx is done.
+func (d *Delivery) watch(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.ReportEvery)
+	defer tick.Stop()
+	for {
+		positions := d.Positions()
+		if d.cfg.Instances != nil {
+			d.record(ctx, positions)
+		}
+		if d.cfg.Buses != nil {
+			d.checkGaps(ctx, positions)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (d *Delivery) record(ctx context.Context, positions []string) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.ReportEvery)
+	defer cancel()
+	info := d.cfg.Instance
+	info.Positions = positions
+	if err := d.cfg.Instances.RecordInstance(ctx, info); err != nil && ctx.Err() == nil {
+		d.log.Debug("instance record failed", "err", err)
+	}
+}
+
+// checkGaps compares how far this instance has read each partition with the
+// oldest entry the partition still keeps. A position older than that means
+// trimming removed entries this instance never delivered: the members of
+// that partition's rooms resync, so their clients resume from the room
+// streams, which keep far more. Each gap is handled once.
+func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.ReportEvery)
+	defer cancel()
+	for p, pos := range positions {
+		if pos == "" || d.gapHandled[p] == pos {
+			continue
+		}
+		oldest, err := d.cfg.Buses.Oldest(ctx, p)
+		if err != nil || oldest == "" || CompareSeq(pos, oldest) >= 0 {
+			continue
+		}
+		d.gapHandled[p] = pos
+		n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
+		d.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
+			"partition", p, "position", pos, "oldest", oldest, "resynced", n)
+	}
+}

@@ -1,0 +1,349 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/google/uuid"
+)
+
+// Submission is a send accepted from a client, before the pipeline has seen it.
+type Submission struct {
+	// ConnID identifies the sender's connection; it is stored as MetaConnID.
+	ConnID string
+	// User is the sender's name.
+	User string
+	// Room is the target room.
+	Room string
+	// Text is the message text.
+	Text string
+	// Ref is the client's reference, echoed in the ack or error.
+	Ref string
+	// CorrelationID ties log lines together; generated when empty.
+	CorrelationID string
+	// Meta holds extra metadata stored with the message (e.g. replayed_from).
+	Meta map[string]string
+}
+
+// Outcome is the result of one submission, returned to its submitter.
+type Outcome struct {
+	Ref, Room string
+	// ID is the message's id (UUID v7); set whether it was stored or not.
+	ID string
+	// Seq is set when the message was stored.
+	Seq string
+	// Err is set when the message was refused or could not be stored.
+	Err *Error
+}
+
+// Moderator is a named middleware at the plugin point of the chain. It
+// returns an *Error with CodeRejected (or CodeRateLimited) to refuse a message.
+type Moderator struct {
+	Name       string
+	Middleware message.HandlerMiddleware
+}
+
+// Defaults of IngestConfig, also used by the command line's flags.
+const (
+	// DefaultShards is the default number of ingress shards.
+	DefaultShards = 16
+	// DefaultStoreTimeout is the default bound of one Append.
+	DefaultStoreTimeout = 5 * time.Second
+)
+
+// IngestConfig configures an Ingest. A zero field takes the default given in
+// its comment.
+type IngestConfig struct {
+	// Store stores accepted messages. Required.
+	Store Store
+	// DeadLetters records rejected messages. Required.
+	DeadLetters DeadLetters
+	// Logger logs pipeline events. Default slog.Default().
+	Logger *slog.Logger
+	// MaxTextBytes limits a message's text. Default DefaultMaxTextBytes.
+	MaxTextBytes int
+	// Moderators run, in order, after validation and before the store.
+	Moderators []Moderator
+	// Shards is the number of ingress topics; messages of one room always
+	// take the same shard, so a room's messages are stored in arrival order
+	// while different rooms proceed in parallel. Default DefaultShards.
+	Shards int
+	// StoreTimeout bounds one Append, and how long Submit waits for the
+	// ingest to become ready. Default DefaultStoreTimeout.
+	StoreTimeout time.Duration
+	// Gate, when set, holds submissions until it is closed. An instance
+	// passes its Delivery's Running, so that nothing is stored before this
+	// instance can deliver it. Nil: no gate (a publisher-only process).
+	Gate <-chan struct{}
+}
+
+func (c *IngestConfig) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxTextBytes == 0 {
+		c.MaxTextBytes = DefaultMaxTextBytes
+	}
+	if c.Shards == 0 {
+		c.Shards = DefaultShards
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = DefaultStoreTimeout
+	}
+	if c.Gate == nil {
+		open := make(chan struct{})
+		close(open)
+		c.Gate = open
+	}
+}
+
+// Validate reports a configuration that cannot work. It does not change c.
+func (c IngestConfig) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("pipeline: store is required")
+	case c.DeadLetters == nil:
+		return errors.New("pipeline: dead letters are required")
+	case c.MaxTextBytes <= 0, c.Shards <= 0, c.StoreTimeout <= 0:
+		return errors.New("pipeline: limits must be positive")
+	}
+	for _, m := range c.Moderators {
+		if m.Name == "" || m.Middleware == nil {
+			return errors.New("pipeline: moderator without name or middleware")
+		}
+	}
+	return nil
+}
+
+// Ingest runs submissions through the Watermill router into the store and
+// returns each one's outcome to its submitter. It subscribes to no feed.
+// Create it with NewIngest and start it with Run.
+type Ingest struct {
+	cfg     IngestConfig
+	log     *slog.Logger
+	ingress *gochannel.GoChannel
+	router  *message.Router
+	// ready is closed once the router runs and the gate is open.
+	ready chan struct{}
+
+	stored, refused atomic.Int64
+}
+
+// NewIngest builds an ingest from cfg.
+func NewIngest(cfg IngestConfig) (*Ingest, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	wlog := watermillLogger(cfg.Logger)
+	in := &Ingest{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}
+	// BlockPublishUntilSubscriberAck makes Submit return only after the
+	// message was handled, which keeps each shard in order and pushes back on
+	// fast senders instead of queueing without bound. PreserveContext
+	// carries the submission's outcome slot to the handler.
+	in.ingress = gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true, PreserveContext: true}, wlog)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: router: %w", err)
+	}
+	router.AddMiddleware(
+		in.settle,
+		middleware.Recoverer,
+		ensureCorrelationID,
+		middleware.CorrelationID,
+		Logging(cfg.Logger),
+		SizeLimit(cfg.MaxTextBytes),
+		Validate,
+	)
+	for _, m := range cfg.Moderators {
+		router.AddMiddleware(named(m))
+	}
+	for i := range cfg.Shards {
+		topic := ingressTopic(i)
+		router.AddConsumerHandler(topic, topic, in.ingress, in.store)
+	}
+	in.router = router
+	return in, nil
+}
+
+// watermillLogger adapts log for Watermill, whose info lines are
+// per-handler chatter and go to debug.
+func watermillLogger(log *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
+}
+
+func ingressTopic(i int) string { return "ingress." + strconv.Itoa(i) }
+
+// Run runs the router until ctx is done.
+func (in *Ingest) Run(ctx context.Context) error {
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		select {
+		case <-in.router.Running():
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-in.cfg.Gate:
+		case <-ctx.Done():
+			return
+		}
+		close(in.ready)
+	}()
+	err := in.router.Run(ctx)
+	<-opened
+	_ = in.ingress.Close() // only fails when already closed
+	if err != nil {
+		return fmt.Errorf("pipeline: router: %w", err)
+	}
+	return nil
+}
+
+// Running is closed once the ingest accepts submissions.
+func (in *Ingest) Running() <-chan struct{} { return in.ready }
+
+// ErrClosed reports a submission to a pipeline that is not running.
+var ErrClosed = errors.New("pipeline closed")
+
+// outcomeKey is the context key of a submission's outcome slot.
+type outcomeKey struct{}
+
+// outcomeSlot receives the outcome of one submission from the handler that
+// settles it. Submit reads it after the handler acked the message; the
+// ack's channel hand-off orders the write before the read.
+type outcomeSlot struct {
+	o   Outcome
+	set bool
+}
+
+func (in *Ingest) reply(msg *message.Message, o Outcome) {
+	if slot, ok := msg.Context().Value(outcomeKey{}).(*outcomeSlot); ok {
+		slot.o, slot.set = o, true
+	}
+}
+
+// Submit runs s through the pipeline and returns its outcome: the stored
+// message's id and seq, or the refusal (Outcome.Err). It returns an error
+// only when the message could not enter the pipeline (ctx done, pipeline
+// closed, or not ready within StoreTimeout: ErrUnavailable).
+func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
+	select {
+	case <-in.ready:
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	case <-time.After(in.cfg.StoreTimeout):
+		// Not ready yet (e.g. the backend was down at start): refuse
+		// rather than hold the sender's connection.
+		return Outcome{}, fmt.Errorf("%w: not ready", ErrUnavailable)
+	}
+	if in.router.IsClosed() {
+		return Outcome{}, ErrClosed
+	}
+	msg := message.NewMessage(uuid.Must(uuid.NewV7()).String(), []byte(s.Text))
+	for k, v := range s.Meta {
+		msg.Metadata.Set(k, v)
+	}
+	msg.Metadata.Set(MetaRoom, s.Room)
+	msg.Metadata.Set(MetaUser, s.User)
+	msg.Metadata.Set(MetaConnID, s.ConnID)
+	if s.Ref != "" {
+		msg.Metadata.Set(MetaRef, s.Ref)
+	}
+	msg.Metadata.Set(MetaReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	if s.CorrelationID != "" {
+		middleware.SetCorrelationID(s.CorrelationID, msg)
+	}
+	slot := &outcomeSlot{}
+	// The handler stores with its own timeout: a sender that goes away
+	// does not cancel a store in progress.
+	msg.SetContext(context.WithValue(context.Background(), outcomeKey{}, slot))
+	topic := ingressTopic(PartitionOf(s.Room, in.cfg.Shards))
+	if err := in.ingress.Publish(topic, msg); err != nil {
+		return Outcome{}, fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	if !slot.set { // the router stopped before handling it
+		return Outcome{}, ErrClosed
+	}
+	return slot.o, nil
+}
+
+// store is the last handler of the chain: it appends the message to the
+// store and gives the submitter its ack.
+func (in *Ingest) store(msg *message.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.StoreTimeout)
+	defer cancel()
+	seq, err := in.cfg.Store.Append(ctx, msg)
+	if err != nil {
+		in.log.Warn("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
+		return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; try again"}
+	}
+	in.stored.Add(1)
+	in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID, Seq: seq})
+	return nil
+}
+
+// settle is the outermost middleware: it turns every error of the chain into
+// an error outcome for the submitter, dead-letters rejected messages, and
+// acks the message, so nothing is retried forever.
+func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		_, err := h(msg)
+		if err == nil {
+			return nil, nil
+		}
+		var perr *Error
+		if !errors.As(err, &perr) {
+			in.log.Error("pipeline failed", "msg_id", msg.UUID, "err", err)
+			perr = &Error{Code: CodeInternal, Reason: "internal error"}
+		}
+		in.refused.Add(1)
+		if perr.Code == CodeRejected {
+			in.deadLetter(msg, perr)
+		}
+		in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID, Err: perr})
+		return nil, nil
+	}
+}
+
+func (in *Ingest) deadLetter(msg *message.Message, perr *Error) {
+	dl := msg.Copy()
+	dl.Metadata.Set(MetaReason, perr.Reason)
+	dl.Metadata.Set(MetaCode, perr.Code)
+	dl.Metadata.Set(MetaModerator, perr.Moderator)
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.StoreTimeout)
+	defer cancel()
+	if err := in.cfg.DeadLetters.DeadLetter(ctx, dl); err != nil {
+		in.log.Warn("dead letter failed", "msg_id", msg.UUID, "err", err)
+	}
+}
+
+// named stamps the moderator's name on the errors it returns.
+func named(m Moderator) message.HandlerMiddleware {
+	inner := m.Middleware
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		wrapped := inner(h)
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := wrapped(msg)
+			var perr *Error
+			if errors.As(err, &perr) && perr.Moderator == "" && perr.Code != CodeUnavailable {
+				// A copy: moderators may return one shared error value.
+				named := *perr
+				named.Moderator = m.Name
+				return out, &named
+			}
+			return out, err
+		}
+	}
+}
