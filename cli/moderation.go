@@ -17,7 +17,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/chatstream/chatstream/internal/streamrange"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
@@ -126,11 +125,11 @@ func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io
 		return &exitError{code: modExitUsage, err: err}
 	}
 	now := time.Now()
-	start, err := streamrange.Bound(c.Since, now)
+	start, err := replay.ParseBound(c.Since, now)
 	if err != nil {
 		return modExitf(modExitUsage, "--since: %w", err)
 	}
-	end, err := streamrange.Bound(c.Until, now)
+	end, err := replay.ParseBound(c.Until, now)
 	if err != nil {
 		return modExitf(modExitUsage, "--until: %w", err)
 	}
@@ -292,7 +291,7 @@ func (r *modReplay) run(ctx context.Context, reader *replay.Reader, q replay.Que
 
 // one evaluates and prints one entry.
 func (r *modReplay) one(ctx context.Context, e replay.Entry, tw *tabwriter.Writer, enc *json.Encoder) error {
-	at, _ := streamrange.Time(e.ID)
+	at, _ := replay.IDTime(e.ID)
 	room := e.Room
 	m := moderation.Message{
 		ID: e.MsgID, Room: room, User: e.User, ConnID: e.Meta[pipeline.MetaConnID],

@@ -6,7 +6,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/chatstream/chatstream/internal/streamrange"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
@@ -51,7 +50,7 @@ func Decode(x redis.XMessage) (Entry, error) {
 		Room: meta[pipeline.MetaRoom], User: meta[pipeline.MetaUser], Ref: meta[pipeline.MetaRef],
 		Meta: meta,
 	}
-	e.TS, _ = streamrange.Time(x.ID) // Redis only hands out well-formed IDs
+	e.TS, _ = IDTime(x.ID) // Redis only hands out well-formed IDs
 	if ts := meta[pipeline.MetaReceivedAt]; ts != "" {
 		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
 			e.TS = t.UTC()
@@ -127,7 +126,7 @@ type RejectedRecord struct {
 
 // Rejected returns the dead letter's JSON form.
 func (e Entry) Rejected() RejectedRecord {
-	ts, _ := streamrange.Time(e.ID) // Redis only hands out well-formed IDs
+	ts, _ := IDTime(e.ID) // Redis only hands out well-formed IDs
 	rec := RejectedRecord{
 		ID: e.ID, MsgID: e.MsgID, TS: ts.Format(pipeline.TimeFormat),
 		Room: e.Room, User: e.User, Moderator: e.Moderator(), Code: e.Code(), Reason: e.Reason(), Text: e.Text,

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/chatstream/chatstream/internal/streamrange"
 	"github.com/chatstream/chatstream/pipeline"
 )
 
@@ -19,23 +18,23 @@ type Range struct {
 	Until string
 }
 
-// ParseRange parses since and until in any form streamrange.Bound accepts
+// ParseRange parses since and until in any form ParseBound accepts
 // (RFC 3339 time, duration ago such as -15m, seq or milliseconds), relative
 // to now. Both ends are inclusive; an until given as a time or as
 // milliseconds includes that whole millisecond. It fails with ErrBadRange.
 func ParseRange(since, until string, now time.Time) (Range, error) {
 	var r Range
 	var err error
-	if r.Since, err = streamrange.Bound(since, now); err != nil {
+	if r.Since, err = ParseBound(since, now); err != nil {
 		return Range{}, fmt.Errorf("%w: since %w", ErrBadRange, err)
 	}
-	if r.Until, err = streamrange.Bound(until, now); err != nil {
+	if r.Until, err = ParseBound(until, now); err != nil {
 		return Range{}, fmt.Errorf("%w: until %w", ErrBadRange, err)
 	}
 	if r.Until != "" {
 		if _, err := pipeline.ParseSeq(strings.TrimSpace(until)); err != nil {
 			// A time, not a seq: take every entry of its millisecond.
-			s, _ := pipeline.ParseSeq(r.Until) // Bound returns a well-formed seq
+			s, _ := pipeline.ParseSeq(r.Until) // ParseBound returns a well-formed seq
 			r.Until = pipeline.Seq{MS: s.MS, N: math.MaxUint64}.String()
 		}
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/chatstream/chatstream/internal/streamrange"
 	"github.com/chatstream/chatstream/pipeline"
 )
 
@@ -163,8 +162,8 @@ func (r *Reader) describe(ctx context.Context, ss []StreamInfo) error {
 			}
 			s.Exists = true
 			s.Length, s.EntriesAdded, s.LastGeneratedID = info.Length, info.EntriesAdded, info.LastGeneratedID
-			s.FirstID, s.FirstTS = info.FirstEntry.ID, idTime(info.FirstEntry.ID)
-			s.LastID, s.LastTS = info.LastEntry.ID, idTime(info.LastEntry.ID)
+			s.FirstID, s.FirstTS = info.FirstEntry.ID, formatIDTime(info.FirstEntry.ID)
+			s.LastID, s.LastTS = info.LastEntry.ID, formatIDTime(info.LastEntry.ID)
 			mem, err := mems[i].Result()
 			if err != nil && err != redis.Nil {
 				return wrap("memory usage "+s.Key, err)
@@ -202,7 +201,7 @@ func (r *Reader) instances(ctx context.Context, buses []StreamInfo) ([]Instance,
 			pos := &out[i].Positions[p]
 			*pos = Position{Partition: p, Bus: bus.Key}
 			if p < len(info.Positions) {
-				pos.ID, pos.TS = info.Positions[p], idTime(info.Positions[p])
+				pos.ID, pos.TS = info.Positions[p], formatIDTime(info.Positions[p])
 			}
 			from := pos.ID
 			if from == "" && !info.StartedAt.IsZero() {
@@ -232,12 +231,12 @@ func (r *Reader) instances(ctx context.Context, buses []StreamInfo) ([]Instance,
 	return out, nil
 }
 
-// idTime formats the time of a stream ID, "" for none.
-func idTime(id string) string {
+// formatIDTime formats the time of a stream ID, "" for none.
+func formatIDTime(id string) string {
 	if id == "" {
 		return ""
 	}
-	t, err := streamrange.Time(id)
+	t, err := IDTime(id)
 	if err != nil {
 		return ""
 	}

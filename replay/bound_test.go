@@ -1,15 +1,18 @@
-package streamrange
+package replay_test
 
 import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/replay"
 )
 
-// TestBound covers every accepted form and the rejected ones.
-func TestBound(t *testing.T) {
+// TestParseBound covers every accepted form and the rejected ones.
+func TestParseBound(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	ms := fromTime
+	ms := func(t time.Time) string { return pipeline.Seq{MS: uint64(t.UnixMilli())}.String() }
 	cases := []struct {
 		name, in, want string
 		err            bool
@@ -26,20 +29,20 @@ func TestBound(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Bound(tc.in, now)
+			got, err := replay.ParseBound(tc.in, now)
 			if tc.err {
-				if !errors.Is(err, ErrBadBound) {
-					t.Fatalf("Bound(%q) error = %v, want ErrBadBound", tc.in, err)
+				if !errors.Is(err, replay.ErrBadBound) {
+					t.Fatalf("ParseBound(%q) error = %v, want ErrBadBound", tc.in, err)
 				}
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Fatalf("Bound(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+				t.Fatalf("ParseBound(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 			}
 		})
 	}
-	tm, err := Time("1795716957201-3")
+	tm, err := replay.IDTime("1795716957201-3")
 	if err != nil || tm.UnixMilli() != 1795716957201 {
-		t.Fatalf("Time = %v, %v", tm, err)
+		t.Fatalf("IDTime = %v, %v", tm, err)
 	}
 }

@@ -1,6 +1,4 @@
-// Package streamrange parses the time bounds that chatstream's tools accept
-// (RFC 3339 times, durations ago, stream IDs/seqs) into Redis stream IDs.
-package streamrange
+package replay
 
 import (
 	"errors"
@@ -12,26 +10,27 @@ import (
 	"github.com/chatstream/chatstream/pipeline"
 )
 
-// ErrBadBound reports a bound that is none of the accepted forms.
+// ErrBadBound reports a bound that is none of the forms ParseBound accepts.
 var ErrBadBound = errors.New("not an RFC 3339 time, a duration ago (15m, -15m) or a seq (1700000000000-0)")
 
-// Bound converts s to a stream ID, relative to now:
+// ParseBound converts s, one end of a time range as the tools accept it, to
+// a stream ID, relative to now:
 //
 //	2026-11-26T03:00:00Z   an RFC 3339 time (its millisecond, seq 0)
 //	15m, -15m, 1h30m       that long before now (the sign is optional)
 //	1795716957201-3, 1795716957201  a stream ID / seq, or milliseconds
 //
-// An empty s returns "".
-func Bound(s string, now time.Time) (string, error) {
+// An empty s returns "". Any other s fails with ErrBadBound.
+func ParseBound(s string, now time.Time) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return fromTime(t), nil
+		return idFromTime(t), nil
 	}
 	if d, err := time.ParseDuration(strings.TrimPrefix(s, "-")); err == nil && d >= 0 {
-		return fromTime(now.Add(-d)), nil
+		return idFromTime(now.Add(-d)), nil
 	}
 	if seq, err := pipeline.ParseSeq(s); err == nil {
 		return seq.String(), nil
@@ -42,7 +41,9 @@ func Bound(s string, now time.Time) (string, error) {
 	return "", fmt.Errorf("%q: %w", s, ErrBadBound)
 }
 
-func fromTime(t time.Time) string {
+// idFromTime returns the first stream ID of t's millisecond (of the epoch
+// for a time before it).
+func idFromTime(t time.Time) string {
 	ms := t.UnixMilli()
 	if ms < 0 {
 		ms = 0
@@ -50,8 +51,9 @@ func fromTime(t time.Time) string {
 	return pipeline.Seq{MS: uint64(ms)}.String()
 }
 
-// Time returns the wall-clock time of a stream ID.
-func Time(id string) (time.Time, error) {
+// IDTime returns the wall-clock time (UTC) of a stream ID. It fails with
+// pipeline.ParseSeq's error for a malformed ID.
+func IDTime(id string) (time.Time, error) {
 	seq, err := pipeline.ParseSeq(id)
 	if err != nil {
 		return time.Time{}, err
