@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 )
@@ -25,7 +26,8 @@ type Env struct {
 	// Redis is the deployment's Redis, or nil when the server runs without
 	// one. Moderators that share state across instances (ratelimit) use it.
 	Redis redis.UniversalClient
-	// RedisPrefix starts every key a moderator writes. Default "chat".
+	// RedisPrefix starts every key a moderator writes. Default
+	// redisstore.DefaultPrefix, the deployment's.
 	RedisPrefix string
 	// DryRun is set when the chain replays recorded traffic: moderators
 	// keep all state in memory and must not write anywhere.
@@ -40,7 +42,7 @@ func (e *Env) setDefaults() {
 		e.Logger = slog.Default()
 	}
 	if e.RedisPrefix == "" {
-		e.RedisPrefix = "chat"
+		e.RedisPrefix = redisstore.DefaultPrefix
 	}
 }
 
