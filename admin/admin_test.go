@@ -121,6 +121,7 @@ type messagesBody struct {
 // TestAuthorisation: no header or a wrong token is 401 with a Bearer
 // challenge; the right token is 200 with the data.
 func TestAuthorisation(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	h := f.handler(t)
 	cases := []struct {
@@ -157,6 +158,7 @@ func TestAuthorisation(t *testing.T) {
 // TestPagination: limit and next walk a room's messages, the dead letters
 // and the rooms without gaps or repeats.
 func TestPagination(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	h := f.handler(t)
 	auth := "Bearer " + token
@@ -215,6 +217,7 @@ func TestPagination(t *testing.T) {
 // TestBadRequests: bad bounds and limits are 400, an unknown room 404,
 // each with a JSON error.
 func TestBadRequests(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	h := f.handler(t)
 	cases := []struct {
@@ -248,6 +251,7 @@ func TestBadRequests(t *testing.T) {
 // TestServerWiring: a server without a token answers 404 under /api/; with
 // one, it serves the API over Redis, and answers 501 over memory.
 func TestServerWiring(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	cases := []struct {
 		name    string

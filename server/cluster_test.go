@@ -110,6 +110,7 @@ func sendAcked(t *testing.T, c *wstest.Client, room, text string) wstest.Frame {
 // spread over them all receive 3×100 messages in one order, none lost or
 // doubled, each sender's messages in its sending order.
 func TestThreeInstancesDeliverInOrder(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	ins := []*instance{
 		startInstance(t, rs.URL, rs.Prefix, 10_000),
@@ -186,6 +187,7 @@ func TestThreeInstancesDeliverInOrder(t *testing.T) {
 // TestHistoryAndResumeAcrossInstances: history on join and resume after a
 // disconnect work whichever instance the client reaches.
 func TestHistoryAndResumeAcrossInstances(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	a := startInstance(t, rs.URL, rs.Prefix, 10_000)
 	b := startInstance(t, rs.URL, rs.Prefix, 10_000)
@@ -227,6 +229,7 @@ func TestHistoryAndResumeAcrossInstances(t *testing.T) {
 // TestTrimmedSince: resuming from before the oldest kept entry returns what
 // exists and says truncated.
 func TestTrimmedSince(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	in := startInstance(t, rs.URL, rs.Prefix, 10)
 	alice := dial(t, in, "alice")
@@ -248,6 +251,7 @@ func TestTrimmedSince(t *testing.T) {
 // TestUndecodableEntrySkipped: a bus entry that is not a chat message is
 // logged, counted and skipped; delivery goes on.
 func TestUndecodableEntrySkipped(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	in := startInstance(t, rs.URL, rs.Prefix, 10_000)
 	alice := dial(t, in, "alice")
@@ -274,6 +278,7 @@ func TestUndecodableEntrySkipped(t *testing.T) {
 // Sends during the outage get unavailable and /readyz fails; the instances
 // recover by themselves; every acked message is in the room stream.
 func TestRedisOutage(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t, testredis.Options{AOF: true})
 	if !rs.Private() {
 		t.Skip("needs a private redis-server to stop and restart")
@@ -372,6 +377,7 @@ func status(t *testing.T, url string) int {
 // TestInstanceRecords: each instance records how far it has read every
 // partition bus, under a key with a TTL.
 func TestInstanceRecords(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	in := startInstance(t, rs.URL, rs.Prefix, 10_000)
 	c := dial(t, in, "alice")
@@ -402,6 +408,7 @@ func TestInstanceRecords(t *testing.T) {
 // TestPresenceAcrossInstances: members on two instances see each other in
 // presence, and a leave on one instance reaches the other.
 func TestPresenceAcrossInstances(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	a := startInstance(t, rs.URL, rs.Prefix, 10_000)
 	b := startInstance(t, rs.URL, rs.Prefix, 10_000)

@@ -24,6 +24,7 @@ import (
 // rooms are closed with 1012 (so they resume from the room streams), once,
 // and members of other partitions stay.
 func TestFeedGapResyncsMembers(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, Logger: log})

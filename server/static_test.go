@@ -11,6 +11,7 @@ import (
 // TestStaticETags: page files carry a content ETag and revalidate to 304;
 // the security headers are on every answer.
 func TestStaticETags(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, server.Config{})
 
 	for _, p := range []string{"/", "/chatstream-client.js", "/style.css"} {

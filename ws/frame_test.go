@@ -25,6 +25,7 @@ func frameString(f ClientFrame) string {
 // frame's ref and room come back when they could be read (and a ref that is
 // itself invalid does not).
 func TestDecodeFrameRefused(t *testing.T) {
+	t.Parallel()
 	room64 := strings.Repeat("r", pipeline.MaxRoomLen)
 	cases := []struct {
 		name  string
@@ -147,6 +148,7 @@ func TestDecodeFrameRefused(t *testing.T) {
 // or "]" after its object is refused like any other trailing data: protocol
 // v1 allows exactly one JSON object per frame.
 func TestDecodeFrameRejectsTrailingCloser(t *testing.T) {
+	t.Parallel()
 	for _, input := range []string{
 		`{"type":"leave","room":"lobby"}}`,
 		`{"type":"leave","room":"lobby"}]`,
@@ -171,6 +173,7 @@ func TestDecodeFrameRejectsTrailingCloser(t *testing.T) {
 // frame can still name its ref; a ref or room that is itself invalid is not
 // echoed.
 func TestDecodeFrameWrongTypeKeepsRef(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, input string
 		ref, room   string
@@ -200,6 +203,7 @@ func TestDecodeFrameWrongTypeKeepsRef(t *testing.T) {
 // the protocol's "type" and "room", so they must neither make a frame valid
 // nor override the real fields.
 func TestDecodeFrameFieldNamesAreCaseSensitive(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, input string
 		// code is the wanted error code, or "" when the frame is valid
@@ -228,6 +232,7 @@ func TestDecodeFrameFieldNamesAreCaseSensitive(t *testing.T) {
 // TestDecodeFrameAccepted proves that valid frames of each type decode with
 // exactly the expected fields, including the boundaries of every limit.
 func TestDecodeFrameAccepted(t *testing.T) {
+	t.Parallel()
 	room64 := strings.Repeat("r", pipeline.MaxRoomLen)
 	cases := []struct {
 		name  string

@@ -23,6 +23,7 @@ import (
 // TestTwoClientsSeeEachOtherInOrder: every message reaches both members once,
 // in one order with increasing seqs, and each sender gets its acks.
 func TestTwoClientsSeeEachOtherInOrder(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{FrameRate: 1000, FrameBurst: 1000})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, a, "lobby", 0)
@@ -94,6 +95,7 @@ func TestTwoClientsSeeEachOtherInOrder(t *testing.T) {
 
 // TestOtherRoomSeesNothing: delivery is confined to the room.
 func TestOtherRoomSeesNothing(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, a, "lobby", 0)
@@ -111,6 +113,7 @@ func TestOtherRoomSeesNothing(t *testing.T) {
 
 // TestMessageFrameFields: the message frame carries every field of protocol v1.
 func TestMessageFrameFields(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a := h.dial(t, "alice")
 	join(t, a, "lobby", 0)
@@ -129,6 +132,7 @@ func TestMessageFrameFields(t *testing.T) {
 
 // TestHistoryOnJoin: a join returns the last N messages, oldest first.
 func TestHistoryOnJoin(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a := h.dial(t, "alice")
 	join(t, a, "lobby", 0)
@@ -152,6 +156,7 @@ func TestHistoryOnJoin(t *testing.T) {
 // TestSinceResume: a reconnecting client gets exactly the messages after its
 // last seq, then live ones, none twice.
 func TestSinceResume(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, a, "lobby", 0)
@@ -188,6 +193,7 @@ func TestSinceResume(t *testing.T) {
 
 // TestSinceTruncated: a since older than the oldest kept message says so.
 func TestSinceTruncated(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{FrameRate: 1000, FrameBurst: 1000})
 	a := h.dial(t, "alice")
 	join(t, a, "lobby", 0)
@@ -210,6 +216,7 @@ func TestSinceTruncated(t *testing.T) {
 
 // TestOlderHistory: a history frame pages back before a seq.
 func TestOlderHistory(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a := h.dial(t, "alice")
 	join(t, a, "lobby", 0)
@@ -232,6 +239,7 @@ func TestOlderHistory(t *testing.T) {
 // TestBadInput: every bad frame gets its error code, keeps the connection
 // open, and leaves another member of the room untouched.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{MaxRooms: 2, FrameRate: 1000, FrameBurst: 1000})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, a, "lobby", 0)
@@ -295,6 +303,7 @@ func TestBadInput(t *testing.T) {
 
 // TestErrorEchoesRefAndRoom: errors name the ref and room of the frame.
 func TestErrorEchoesRefAndRoom(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a := h.dial(t, "alice")
 	join(t, a, "lobby", 0)
@@ -312,6 +321,7 @@ func TestErrorEchoesRefAndRoom(t *testing.T) {
 
 // TestLeave: leave answers left and stops delivery.
 func TestLeave(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, a, "lobby", 0)
@@ -334,6 +344,7 @@ func TestLeave(t *testing.T) {
 // TestRateLimited: frames beyond the connection's rate get rate_limited
 // with the time to wait.
 func TestRateLimited(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{FrameRate: 1, FrameBurst: 2})
 	a := h.dial(t, "alice")
 	for range 3 {
@@ -353,6 +364,7 @@ func TestRateLimited(t *testing.T) {
 // TestReadLimitCloses1009: a frame over the read limit closes the socket
 // with 1009, and other sockets carry on.
 func TestReadLimitCloses1009(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{ReadLimit: 1024})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, b, "lobby", 0)
@@ -370,6 +382,7 @@ func TestReadLimitCloses1009(t *testing.T) {
 // TestSlowClientDisconnected: a member that stops reading is dropped with
 // 1008 and counted, while the others still get every message.
 func TestSlowClientDisconnected(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{SendQueue: 16, FrameRate: 1e6, FrameBurst: 1e6})
 	fast := h.dial(t, "fast")
 	join(t, fast, "lobby", 0)
@@ -423,6 +436,7 @@ func TestSlowClientDisconnected(t *testing.T) {
 // TestShutdownCloses1001: shutdown flushes queued frames and closes every
 // socket with 1001.
 func TestShutdownCloses1001(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a, b := h.dial(t, "alice"), h.dial(t, "bob")
 	join(t, a, "lobby", 0)
@@ -448,6 +462,7 @@ func TestShutdownCloses1001(t *testing.T) {
 // TestUpgradeChecks: bad users get 400 before the upgrade; foreign origins
 // need to be allowed.
 func TestUpgradeChecks(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{AllowedOrigins: []string{"https://chat.example"}})
 	open := start(t, ws.Config{AllowedOrigins: []string{"*"}})
 	cases := []struct {
@@ -491,6 +506,7 @@ func TestUpgradeChecks(t *testing.T) {
 // TestRejectedByModerator: a moderator's rejection reaches the sender as
 // rejected with its reason and is dead-lettered; nothing is delivered.
 func TestRejectedByModerator(t *testing.T) {
+	t.Parallel()
 	block := pipeline.Moderator{Name: "no-spam", Middleware: func(next message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			if strings.Contains(string(msg.Payload), "spam") {
@@ -525,6 +541,7 @@ func TestRejectedByModerator(t *testing.T) {
 // TestPresence: a member gets a snapshot after joined, and diffs when others
 // join and leave.
 func TestPresence(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -561,6 +578,7 @@ func TestPresence(t *testing.T) {
 // it already has, even when the feed delivers that message again late (as
 // a lagging instance's feed would).
 func TestSinceDropsLateDuplicates(t *testing.T) {
+	t.Parallel()
 	h := start(t, ws.Config{})
 	a := h.dial(t, "alice")
 	join(t, a, "lobby", 0)
