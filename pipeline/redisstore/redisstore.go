@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -190,9 +192,14 @@ func Options(url string) (*redis.UniversalOptions, error) {
 	}
 	var addrs []string
 	for a := range strings.SplitSeq(url, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
+		if a = strings.TrimSpace(a); a == "" {
+			continue
 		}
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("redisstore: %q is neither a redis:// URL nor a host:port list", url)
+		}
+		addrs = append(addrs, a)
 	}
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("redisstore: no address in %q", url)
@@ -261,9 +268,11 @@ func (b *Backend) Client() redis.UniversalClient { return b.client }
 // Partitions returns the number of bus streams.
 func (b *Backend) Partitions() int { return b.cfg.Partitions }
 
-// Ping reports whether Redis answers.
+// Ping reports whether Redis takes writes: it writes a short-lived probe
+// key, so a Redis that answers but refuses writes (out of memory under
+// maxmemory, a read-only replica) is not ready either.
 func (b *Backend) Ping(ctx context.Context) error {
-	if err := b.client.Ping(ctx).Err(); err != nil {
+	if err := b.client.Set(ctx, b.keys.Prefix+":health", "ok", 10*time.Second).Err(); err != nil {
 		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
 	}
 	return nil
