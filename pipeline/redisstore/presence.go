@@ -125,17 +125,6 @@ func (b *Backend) NewPresence(instanceID string, ttl time.Duration) *Presence {
 	}
 }
 
-// PresenceStore is the former name of Presence.
-//
-// Deprecated: use Presence.
-type PresenceStore = Presence
-
-// NewPresenceStore returns the presence of the instance named id, with the
-// default TTL.
-//
-// Deprecated: use NewPresence.
-func (b *Backend) NewPresenceStore(id string) *Presence { return b.NewPresence(id, 0) }
-
 // Sync implements pipeline.Presence in three phases: write this instance's
 // changes; expire, every ttl/presenceRefreshes (refresh this instance's
 // entries and drop everyone's expired ones); and read the rooms whose
