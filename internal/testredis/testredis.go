@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,9 @@ type Server struct {
 	dir  string
 	port int
 	aof  bool
+	// clock is a faketime offset ("-10m") the server runs with; "" is the
+	// real clock.
+	clock string
 
 	// mu guards cmd.
 	mu  sync.Mutex
@@ -89,6 +93,13 @@ func (s *Server) start(bin string) {
 		args = append(args, "--appendonly", "no")
 	}
 	cmd := exec.Command(bin, args...)
+	if s.clock != "" {
+		ft, err := exec.LookPath("faketime")
+		if err != nil {
+			s.t.Fatalf("faketime is not installed (Debian package faketime): %v", err)
+		}
+		cmd = exec.Command(ft, append([]string{"-f", s.clock, bin}, args...)...)
+	}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
@@ -122,7 +133,8 @@ func (s *Server) Stop() {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(os.Interrupt) // redis-server exits cleanly on SIGINT
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused server must run to exit
+	_ = cmd.Process.Signal(os.Interrupt)    // redis-server exits cleanly on SIGINT
 	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait() // the exit status of a stopped server is not interesting
@@ -148,6 +160,49 @@ func (s *Server) Restart() {
 		s.t.Fatal(err)
 	}
 	s.start(bin)
+}
+
+// Kill ends a private server with SIGKILL: nothing is saved, and without
+// AOF it restarts empty.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill() // an already finished process is fine
+	_ = cmd.Wait()         // its exit status is SIGKILL's
+}
+
+// RestartWithClock starts a stopped private server again with its clock
+// shifted by offset, a faketime offset such as "-10m" (as after a failover
+// to a host whose clock is behind). It fails the test when faketime is not
+// installed.
+func (s *Server) RestartWithClock(offset string) {
+	s.t.Helper()
+	s.clock = offset
+	s.Restart()
+}
+
+// Pause stops a private server's process with SIGSTOP: it keeps its
+// connections but answers nothing until Resume.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig os.Signal) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatal("testredis: the server is not running")
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("testredis: signal %v: %v", sig, err)
+	}
 }
 
 // Client returns a client of the server, closed in t.Cleanup.
