@@ -15,10 +15,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
+
+// redisLoggerOnce sets go-redis's process-wide logger once, from the first
+// command line run (the process's own; tests may run several).
+var redisLoggerOnce sync.Once
 
 // cli is the command line: global flags and subcommands.
 type cli struct {
@@ -85,6 +93,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	g := &globals{Log: newLogger(stderr, c.LogFormat, c.LogLevel), Ctx: ctx, Stdout: stdout, Stderr: stderr}
+	redisLoggerOnce.Do(func() { redis.SetLogger(redisstore.ClientLogger{Log: g.Log}) })
 	if err := kctx.Run(g); err != nil {
 		fmt.Fprintln(stderr, "chatstream:", err)
 		return exitCode(err)

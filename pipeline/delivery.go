@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/internal/faillog"
 )
 
 // Deliverer receives every stored message of every partition, in seq order
@@ -133,6 +136,8 @@ type Delivery struct {
 	// gapHandled is the position per partition at which a feed gap was
 	// last handled; owned by the watch goroutine.
 	gapHandled map[int]string
+	// subFail reports failing subscriptions once, not per retry.
+	subFail *faillog.Log
 }
 
 // NewDelivery builds a delivery from cfg.
@@ -145,6 +150,7 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
 		positions:  make([]string, cfg.Feed.Partitions()),
 		gapHandled: make(map[int]string),
+		subFail:    faillog.New(cfg.Logger, "feed subscription", 0),
 	}, nil
 }
 
@@ -194,8 +200,11 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 	for ctx.Err() == nil {
 		ch, err := d.cfg.Feed.Subscribe(ctx, part, last)
 		if err != nil {
-			d.log.Warn("feed subscribe failed", "partition", part, "err", err)
+			if ctx.Err() == nil {
+				d.subFail.Fail(strconv.Itoa(part), err)
+			}
 		} else {
+			d.subFail.OK(strconv.Itoa(part))
 			if first {
 				first = false
 				d.subscribed.Done()

@@ -21,7 +21,8 @@ func ensureCorrelationID(h message.HandlerFunc) message.HandlerFunc {
 }
 
 // Logging logs every message that passes, with its outcome and duration, at
-// debug level (refusals at info). Message text is never logged.
+// debug level, refusals included: a refusal is answered to its sender, and a
+// flood of them must not flood the log. Message text is never logged.
 func Logging(log *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
@@ -36,7 +37,7 @@ func Logging(log *slog.Logger) message.HandlerMiddleware {
 				"took", time.Since(start),
 			}
 			if err != nil {
-				log.Info("message refused", append(attrs, "err", err)...)
+				log.Debug("message refused", append(attrs, "err", err)...)
 			} else {
 				log.Debug("message handled", attrs...)
 			}

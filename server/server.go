@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatstream/chatstream/admin"
 	"github.com/chatstream/chatstream/backend"
+	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/web"
 	"github.com/chatstream/chatstream/ws"
@@ -108,6 +109,8 @@ type Server struct {
 	gateway  *ws.Gateway
 	admin    http.Handler
 	static   http.Handler
+	// notReady reports failed readiness checks once per outage.
+	notReady *faillog.Log
 }
 
 // New builds a server and opens its listener, so Addr is known before Run.
@@ -124,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		cfg.Backend = b
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend}
+	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend, notReady: faillog.New(cfg.Logger, "readiness check (backend writes)", 0)}
 	var err error
 	if s.admin, err = newAdmin(cfg); err != nil {
 		return nil, err
@@ -217,10 +220,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := s.backend.Health.Ping(ctx); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, "backend unavailable: %v\n", err) // the client may be gone
+		// The body names no internal address; the log says what failed,
+		// once per outage.
+		s.notReady.Fail("", err)
+		http.Error(w, "backend unavailable", http.StatusServiceUnavailable)
 		return
 	}
+	s.notReady.OK("")
 	select {
 	case <-s.pipeline.Running():
 	default:

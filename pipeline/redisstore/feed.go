@@ -29,11 +29,15 @@ const MetaUndecodable = "_chatstream_undecodable"
 // Subscribe returns is missed.
 func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
 	bus := b.keys.Bus(p)
+	// Reading the bus's last ID also proves that Redis answers, so a
+	// subscription is opened only when it can read: during an outage
+	// Subscribe fails and the caller retries, instead of a subscription
+	// that fails on every read.
+	last, err := b.lastID(ctx, bus)
+	if err != nil {
+		return nil, err
+	}
 	if after == "" {
-		last, err := b.lastID(ctx, bus)
-		if err != nil {
-			return nil, err
-		}
 		after = last
 	}
 	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
@@ -42,6 +46,10 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 		FanOutOldestId:                after,
 		BlockTime:                     blockTime,
 		DisableIndefiniteInitialBlock: true,
+		// A failed read ends the subscription (its channel closes) and the
+		// caller subscribes again after its last seq; Watermill's own
+		// retry would log an error every 500ms per partition.
+		ShouldStopOnReadErrors: func(error) bool { return true },
 	}, b.wlog)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: subscriber: %w", err)
