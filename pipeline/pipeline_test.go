@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
@@ -27,39 +28,28 @@ const wait = 5 * time.Second
 // per room.
 const roomMaxLen = 1000
 
-// replies is a pipeline.Replier that records every outcome.
-type replies struct {
-	// mu guards got.
-	mu  sync.Mutex
-	got []pipeline.Outcome
-}
+// quiet is the logger of every test that does not read the log.
+var quiet = slog.New(slog.DiscardHandler)
 
-func (r *replies) Reply(o pipeline.Outcome) {
-	r.mu.Lock()
-	r.got = append(r.got, o)
-	r.mu.Unlock()
-}
-
-// find returns the outcome addressed to connID with ref.
-func (r *replies) find(connID, ref string) (pipeline.Outcome, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var found pipeline.Outcome
-	n := 0
-	for _, o := range r.got {
-		if o.ConnID == connID && o.Ref == ref {
-			found = o
-			n++
-		}
+// newBackend returns a memory backend keeping roomMaxLen messages per room,
+// closed by tb.Cleanup.
+func newBackend(tb testing.TB, roomMaxLen int) *memstore.Backend {
+	tb.Helper()
+	be, err := memstore.New(memstore.Config{RoomMaxLen: roomMaxLen, Logger: quiet})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return found, n
+	tb.Cleanup(func() { _ = be.Close() }) // a second Close is harmless
+	return be
 }
 
 // deliveries is a pipeline.Deliverer that queues every message without
-// blocking; a full queue counts a drop, which fails the test.
+// blocking; a full queue counts a drop, which fails the test. It counts
+// Resync calls, which no fixture without a bus inspector may make.
 type deliveries struct {
 	ch      chan pipeline.Message
 	dropped atomic.Int64
+	resyncs atomic.Int64
 }
 
 func (d *deliveries) Deliver(m pipeline.Message) {
@@ -70,37 +60,94 @@ func (d *deliveries) Deliver(m pipeline.Message) {
 	}
 }
 
-// fixture is a running pipeline over the memory backend.
+func (d *deliveries) Resync(func(room string) bool) int {
+	d.resyncs.Add(1)
+	return 0
+}
+
+// metaStore is the memory backend's Store that also keeps the metadata of
+// every message it stored, by message id, so tests can see what the
+// pipeline stored beyond what a pipeline.Message shows (e.g. MetaConnID).
+type metaStore struct {
+	be *memstore.Backend
+	// mu guards meta.
+	mu   sync.Mutex
+	meta map[string]message.Metadata
+}
+
+var _ pipeline.Store = (*metaStore)(nil)
+
+func (s *metaStore) Append(ctx context.Context, msg *message.Message) (string, error) {
+	seq, err := s.be.Append(ctx, msg)
+	if err == nil {
+		s.mu.Lock()
+		s.meta[msg.UUID] = maps.Clone(msg.Metadata)
+		s.mu.Unlock()
+	}
+	return seq, err
+}
+
+// get returns the metadata of the stored message id.
+func (s *metaStore) get(id string) (message.Metadata, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	md, ok := s.meta[id]
+	return md, ok
+}
+
+// fixture is a pipeline over the memory backend.
 type fixture struct {
 	p          *pipeline.Pipeline
 	be         *memstore.Backend
-	replies    *replies
+	store      *metaStore
 	deliveries *deliveries
+	// recording is set when the pipeline stores through store, so every
+	// accepted outcome must be found there.
+	recording bool
+
+	// mu guards ids: the ref of every outcome's ID submit has seen.
+	mu  sync.Mutex
+	ids map[string]string
 }
 
-// run starts a pipeline configured by cfg, filling in a memory backend, the
-// recording Replier and Deliverer and a silent logger where cfg has none
-// (the fixture's recorders then stay empty). It is stopped by tb.Cleanup,
-// which also checks that Run returned nil.
-func run(tb testing.TB, cfg pipeline.Config) *fixture {
+// newFixture returns a fixture whose backend keeps maxLen messages per room;
+// start runs its pipeline.
+func newFixture(tb testing.TB, maxLen int) *fixture {
 	tb.Helper()
-	log := slog.New(slog.DiscardHandler)
-	if cfg.Logger == nil {
-		cfg.Logger = log
-	}
-	f := &fixture{
-		be:         memstore.New(memstore.Config{RoomMaxLen: roomMaxLen, Logger: log}),
-		replies:    &replies{},
+	be := newBackend(tb, maxLen)
+	return &fixture{
+		be:         be,
+		store:      &metaStore{be: be, meta: map[string]message.Metadata{}},
 		deliveries: &deliveries{ch: make(chan pipeline.Message, 1<<14)},
+		ids:        map[string]string{},
 	}
-	if cfg.Backend == nil {
-		cfg.Backend = f.be
+}
+
+// start starts a pipeline configured by cfg, filling in the fixture's
+// store (which records metadata), its backend as dead letters and feed, its
+// recording Deliverer and a silent logger where cfg has none (the fixture's
+// recorders then stay empty). It does not wait until the pipeline runs. It
+// is stopped by tb.Cleanup, which also checks that Run returned nil.
+func (f *fixture) start(tb testing.TB, cfg pipeline.Config) {
+	tb.Helper()
+	if cfg.Ingest.Store == nil {
+		cfg.Ingest.Store = f.store
+		f.recording = true
 	}
-	if cfg.Replier == nil {
-		cfg.Replier = f.replies
+	if cfg.Ingest.DeadLetters == nil {
+		cfg.Ingest.DeadLetters = f.be
 	}
-	if cfg.Deliverer == nil {
-		cfg.Deliverer = f.deliveries
+	if cfg.Ingest.Logger == nil {
+		cfg.Ingest.Logger = quiet
+	}
+	if cfg.Delivery.Feed == nil {
+		cfg.Delivery.Feed = f.be
+	}
+	if cfg.Delivery.Deliverer == nil {
+		cfg.Delivery.Deliverer = f.deliveries
+	}
+	if cfg.Delivery.Logger == nil {
+		cfg.Delivery.Logger = quiet
 	}
 	p, err := pipeline.New(cfg)
 	if err != nil {
@@ -120,38 +167,108 @@ func run(tb testing.TB, cfg pipeline.Config) *fixture {
 		case <-time.After(wait):
 			tb.Errorf("Run did not return within %v of cancel", wait)
 		}
-		_ = f.be.Close() // a second Close of a failed test is harmless
 		if n := f.deliveries.dropped.Load(); n > 0 {
 			tb.Errorf("%d deliveries dropped: the test's queue was too small", n)
 		}
+		if n := f.deliveries.resyncs.Load(); n > 0 {
+			tb.Errorf("%d resyncs without a bus inspector, want 0", n)
+		}
 	})
+}
+
+// waitRunning fails tb unless the pipeline runs within wait.
+func (f *fixture) waitRunning(tb testing.TB) {
+	tb.Helper()
 	select {
-	case <-p.Running():
+	case <-f.p.Running():
 	case <-time.After(wait):
 		tb.Fatalf("pipeline not running after %v", wait)
 	}
+}
+
+// run starts a pipeline configured by cfg (see start) over a backend that
+// keeps roomMaxLen messages per room, and waits until it runs.
+func run(tb testing.TB, cfg pipeline.Config) *fixture {
+	tb.Helper()
+	f := newFixture(tb, roomMaxLen)
+	f.start(tb, cfg)
+	f.waitRunning(tb)
 	return f
 }
 
 // submit submits s and returns its outcome, failing when Submit errs, does
-// not return in time, or returns before exactly one outcome was given.
+// not return in time, or returns an outcome that is not s's own (see
+// checkOutcome) or whose ID an earlier submission got.
 func (f *fixture) submit(tb testing.TB, s pipeline.Submission) pipeline.Outcome {
 	tb.Helper()
-	errc := make(chan error, 1)
-	go func() { errc <- f.p.Submit(context.Background(), s) }()
+	type result struct {
+		o   pipeline.Outcome
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		o, err := f.p.Submit(context.Background(), s)
+		res <- result{o, err}
+	}()
+	var o pipeline.Outcome
 	select {
-	case err := <-errc:
-		if err != nil {
-			tb.Fatalf("Submit(%q) = %v", s.Ref, err)
+	case r := <-res:
+		if r.err != nil {
+			tb.Fatalf("Submit(%q) = %v", s.Ref, r.err)
 		}
+		o = r.o
 	case <-time.After(wait):
 		tb.Fatalf("Submit(%q) did not return within %v", s.Ref, wait)
 	}
-	o, n := f.replies.find(s.ConnID, s.Ref)
-	if n != 1 {
-		tb.Fatalf("Submit(%q) returned with %d outcomes for it, want 1", s.Ref, n)
+	if err := f.checkOutcome(s, o); err != nil {
+		tb.Fatalf("Submit(%q): %v", s.Ref, err)
 	}
 	return o
+}
+
+// checkOutcome reports an outcome that is not s's own: its ref and room must
+// be s's and its ID a UUID v7 no earlier outcome had; a refusal (Err) has no
+// seq and was not stored; an acceptance has a seq and, when the fixture
+// records, was stored under its ID with s's connection id, user, room and
+// ref in the metadata. It is safe for concurrent use.
+func (f *fixture) checkOutcome(s pipeline.Submission, o pipeline.Outcome) error {
+	if o.Ref != s.Ref || o.Room != s.Room {
+		return fmt.Errorf("outcome ref %q room %q, want %q and %q", o.Ref, o.Room, s.Ref, s.Room)
+	}
+	if id, err := uuid.Parse(o.ID); err != nil || id.Version() != 7 {
+		return fmt.Errorf("outcome ID %q is not a UUID v7 (%v)", o.ID, err)
+	}
+	f.mu.Lock()
+	prev, dup := f.ids[o.ID]
+	f.ids[o.ID] = s.Ref
+	f.mu.Unlock()
+	if dup {
+		return fmt.Errorf("outcome ID %s was already returned for ref %q", o.ID, prev)
+	}
+	md, stored := f.store.get(o.ID)
+	if o.Err != nil {
+		if o.Seq != "" || stored {
+			return fmt.Errorf("refused outcome has seq %q and stored %v, want neither", o.Seq, stored)
+		}
+		return nil
+	}
+	if _, err := pipeline.ParseSeq(o.Seq); err != nil {
+		return fmt.Errorf("outcome seq: %w", err)
+	}
+	if !f.recording {
+		return nil
+	}
+	if !stored {
+		return fmt.Errorf("accepted outcome %s was not stored", o.ID)
+	}
+	for k, want := range map[string]string{
+		pipeline.MetaConnID: s.ConnID, pipeline.MetaUser: s.User, pipeline.MetaRoom: s.Room, pipeline.MetaRef: s.Ref,
+	} {
+		if got := md.Get(k); got != want {
+			return fmt.Errorf("stored metadata %s = %q, want %q", k, got, want)
+		}
+	}
+	return nil
 }
 
 // nextDelivery returns the next delivered message.
@@ -169,11 +286,28 @@ func (f *fixture) nextDelivery(t *testing.T) pipeline.Message {
 // history returns the last 500 messages of room.
 func (f *fixture) history(t *testing.T, room string) []pipeline.Message {
 	t.Helper()
-	page, err := f.be.History(context.Background(), room, pipeline.HistoryQuery{Limit: 500})
+	return lastMessages(t, f.be, room)
+}
+
+// lastMessages returns the last 500 messages of room in h.
+func lastMessages(t *testing.T, h pipeline.History, room string) []pipeline.Message {
+	t.Helper()
+	page, err := h.History(context.Background(), room, pipeline.HistoryQuery{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return page.Messages
+}
+
+// stored returns the metadata of the stored message id, failing when the
+// fixture's store has no such message.
+func (f *fixture) stored(t *testing.T, id string) message.Metadata {
+	t.Helper()
+	md, ok := f.store.get(id)
+	if !ok {
+		t.Fatalf("message %s was not stored", id)
+	}
+	return md
 }
 
 // send is a valid submission of text to lobby with ref as its ref.
@@ -218,8 +352,14 @@ func moderator(name string, c *calls, decide func(msg *message.Message) error) p
 	}}
 }
 
+// withModerators is a pipeline configuration with mods.
+func withModerators(mods ...pipeline.Moderator) pipeline.Config {
+	return pipeline.Config{Ingest: pipeline.IngestConfig{Moderators: mods}}
+}
+
 // TestSubmitStored proves that a valid submission is acknowledged with an ID
-// and seq, delivered with the same fields, and kept in the room's history.
+// and seq, stored with its sender's connection id, delivered with the same
+// fields, and kept in the room's history.
 func TestSubmitStored(t *testing.T) {
 	f := run(t, pipeline.Config{})
 	before := time.Now()
@@ -228,11 +368,11 @@ func TestSubmitStored(t *testing.T) {
 	if o.Err != nil {
 		t.Fatalf("outcome error %s: %s", o.Err.Code, o.Err.Reason)
 	}
-	if o.ConnID != "conn-1" || o.Ref != "r1" || o.Room != "lobby" || o.ID == "" {
-		t.Fatalf("outcome = %+v, want conn-1, r1, lobby and an ID", o)
+	if o.Ref != "r1" || o.Room != "lobby" || o.ID == "" {
+		t.Fatalf("outcome = %+v, want r1, lobby and an ID", o)
 	}
-	if _, err := pipeline.ParseSeq(o.Seq); err != nil {
-		t.Fatalf("outcome seq: %v", err)
+	if got := f.stored(t, o.ID).Get(pipeline.MetaConnID); got != "conn-1" {
+		t.Fatalf("stored %s = %q, want conn-1", pipeline.MetaConnID, got)
 	}
 	m := f.nextDelivery(t)
 	want := pipeline.Message{ID: o.ID, Room: "lobby", Seq: o.Seq, User: "alice", Text: "hello", Ref: "r1", TS: m.TS}
@@ -254,27 +394,34 @@ func TestSubmitStored(t *testing.T) {
 // metadata is stored but cannot replace the sender, room or connection.
 func TestSubmitMetaCannotOverrideCoreFields(t *testing.T) {
 	var seen atomic.Pointer[message.Metadata]
-	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+	f := run(t, withModerators(
 		moderator("spy", nil, func(msg *message.Message) error {
 			md := maps.Clone(msg.Metadata)
 			seen.Store(&md)
 			return nil
 		}),
-	}})
+	))
 	s := send("hi", "r1")
 	s.Meta = map[string]string{
 		pipeline.MetaUser: "mallory", pipeline.MetaRoom: "elsewhere", pipeline.MetaConnID: "conn-x",
 		"replayed_from": "other-instance",
 	}
 	o := f.submit(t, s)
-	if o.Err != nil || o.ConnID != "conn-1" || o.Room != "lobby" {
-		t.Fatalf("outcome = %+v, want an ack to conn-1 for lobby", o)
+	if o.Err != nil || o.Room != "lobby" {
+		t.Fatalf("outcome = %+v, want an ack for lobby", o)
+	}
+	md := f.stored(t, o.ID)
+	if md.Get(pipeline.MetaConnID) != "conn-1" || md.Get(pipeline.MetaUser) != "alice" || md.Get(pipeline.MetaRoom) != "lobby" {
+		t.Fatalf("stored metadata %v, want conn-1, alice and lobby", md)
+	}
+	if md.Get("replayed_from") != "other-instance" {
+		t.Fatalf("stored metadata %v, want replayed_from kept", md)
 	}
 	if m := f.nextDelivery(t); m.User != "alice" || m.Room != "lobby" {
 		t.Fatalf("delivered user %q room %q, want alice in lobby", m.User, m.Room)
 	}
-	if md := seen.Load(); md == nil || md.Get("replayed_from") != "other-instance" {
-		t.Fatalf("moderator saw metadata %v, want replayed_from kept", md)
+	if md := seen.Load(); md == nil || md.Get("replayed_from") != "other-instance" || md.Get(pipeline.MetaConnID) != "conn-1" {
+		t.Fatalf("moderator saw metadata %v, want replayed_from kept and conn-1", md)
 	}
 }
 
@@ -283,7 +430,7 @@ func TestSubmitMetaCannotOverrideCoreFields(t *testing.T) {
 // delivered nor dead-lettered.
 func TestSubmitRefused(t *testing.T) {
 	const maxText = 16
-	f := run(t, pipeline.Config{MaxTextBytes: maxText})
+	f := run(t, pipeline.Config{Ingest: pipeline.IngestConfig{MaxTextBytes: maxText}})
 	cases := []struct {
 		name string
 		s    pipeline.Submission
@@ -336,9 +483,9 @@ func TestSubmitRefused(t *testing.T) {
 // validation or the size limit refused.
 func TestModeratorsRunInOrderAfterValidation(t *testing.T) {
 	c := &calls{}
-	f := run(t, pipeline.Config{MaxTextBytes: 32, Moderators: []pipeline.Moderator{
+	f := run(t, pipeline.Config{Ingest: pipeline.IngestConfig{MaxTextBytes: 32, Moderators: []pipeline.Moderator{
 		moderator("A", c, nil), moderator("B", c, nil),
-	}})
+	}}})
 	f.submit(t, send("one", "1"))
 	for _, s := range []pipeline.Submission{
 		send("", "empty"),
@@ -359,11 +506,11 @@ func TestModeratorsRunInOrderAfterValidation(t *testing.T) {
 
 // TestModeratorRejection proves that a moderator's rejection reaches the
 // sender with the moderator's name, stops the chain, is not stored, and is
-// dead-lettered with reason, code and moderator; a rate limit from a
-// moderator is refused but not dead-lettered.
+// dead-lettered with reason, code, moderator and the sender's connection; a
+// rate limit from a moderator is refused but not dead-lettered.
 func TestModeratorRejection(t *testing.T) {
 	c := &calls{}
-	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+	f := run(t, withModerators(
 		moderator("flood", c, func(msg *message.Message) error {
 			if msg.Metadata.Get(pipeline.MetaUser) == "flooder" {
 				e := pipeline.Errorf(pipeline.CodeRateLimited, "slow down")
@@ -379,7 +526,7 @@ func TestModeratorRejection(t *testing.T) {
 			return nil
 		}),
 		moderator("last", c, nil),
-	}})
+	))
 	o := f.submit(t, pipeline.Submission{ConnID: "conn-1", User: "alice", Room: "lobby", Text: "buy spam", Ref: "s1", CorrelationID: "corr-dl"})
 	if o.Err == nil || o.Err.Code != pipeline.CodeRejected || o.Err.Moderator != "spam" || o.Err.Reason != "no spam please" {
 		t.Fatalf("outcome = %+v (err %+v), want rejected by spam", o, o.Err)
@@ -395,6 +542,7 @@ func TestModeratorRejection(t *testing.T) {
 	wantMeta := map[string]string{
 		pipeline.MetaReason: "no spam please", pipeline.MetaModerator: "spam", pipeline.MetaCode: pipeline.CodeRejected,
 		pipeline.MetaRoom: "lobby", pipeline.MetaUser: "alice", pipeline.MetaCorrelationID: "corr-dl",
+		pipeline.MetaConnID: "conn-1", pipeline.MetaRef: "s1",
 	}
 	for k, v := range wantMeta {
 		if got := d.Metadata.Get(k); got != v {
@@ -438,17 +586,17 @@ func TestModeratorSharedErrorAttribution(t *testing.T) {
 			return nil
 		}
 	}
-	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+	f := run(t, withModerators(
 		moderator("A", nil, rejectIf("for A")),
 		moderator("B", nil, rejectIf("for B")),
-	}})
+	))
 	if o := f.submit(t, send("for B", "b")); o.Err == nil || o.Err.Moderator != "B" {
 		t.Fatalf("first rejection: outcome %+v, want moderator B", o.Err)
 	}
 	o := f.submit(t, send("for A", "a"))
 	if o.Err == nil || o.Err.Moderator != "A" {
-		t.Errorf("BUG: rejection by A reported moderator %q, want A (pipeline.go named() stamps the moderator's name into the "+
-			"*Error it returned, so a shared error keeps the first name forever, and concurrent rejections race on it)", o.Err.Moderator)
+		t.Errorf("BUG: rejection by A reported moderator %+v, want A (ingest.go named() must stamp the moderator's name "+
+			"on a copy, or a shared error keeps the first name forever, and concurrent rejections race on it)", o.Err)
 	}
 	if errBlocked.Moderator != "" {
 		t.Errorf("BUG: the moderator's own error value was modified: Moderator = %q", errBlocked.Moderator)
@@ -460,7 +608,7 @@ func TestModeratorSharedErrorAttribution(t *testing.T) {
 // the pipeline working.
 func TestModeratorPanic(t *testing.T) {
 	var runs atomic.Int64
-	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+	f := run(t, withModerators(
 		moderator("crashy", nil, func(msg *message.Message) error {
 			if string(msg.Payload) == "boom" {
 				runs.Add(1)
@@ -468,7 +616,7 @@ func TestModeratorPanic(t *testing.T) {
 			}
 			return nil
 		}),
-	}})
+	))
 	o := f.submit(t, send("boom", "p1"))
 	if o.Err == nil || o.Err.Code != pipeline.CodeInternal || o.Err.Reason == "" {
 		t.Fatalf("outcome = %+v (err %+v), want %s", o, o.Err, pipeline.CodeInternal)
@@ -495,27 +643,29 @@ func TestModeratorPanic(t *testing.T) {
 	}
 }
 
-// failingStore is a memory backend whose Append always fails.
-type failingStore struct {
-	*memstore.Backend
-}
+// failingStore is a Store whose Append always fails.
+type failingStore struct{}
 
 func (failingStore) Append(context.Context, *message.Message) (string, error) {
 	return "", fmt.Errorf("test store: %w", pipeline.ErrUnavailable)
 }
 
-// TestStoreFailure proves that a message the backend cannot store gets an
-// unavailable outcome that names no moderator and is not dead-lettered.
+// TestStoreFailure proves that a message the store cannot store gets an
+// unavailable outcome that names no moderator and is neither dead-lettered
+// nor delivered.
 func TestStoreFailure(t *testing.T) {
-	be := memstore.New(memstore.Config{Logger: slog.New(slog.DiscardHandler)})
-	t.Cleanup(func() { _ = be.Close() }) // closing twice is harmless
-	f := run(t, pipeline.Config{Backend: failingStore{be}, Moderators: []pipeline.Moderator{moderator("A", nil, nil)}})
+	f := run(t, pipeline.Config{Ingest: pipeline.IngestConfig{
+		Store: failingStore{}, Moderators: []pipeline.Moderator{moderator("A", nil, nil)},
+	}})
 	o := f.submit(t, send("hello", "u1"))
 	if o.Err == nil || o.Err.Code != pipeline.CodeUnavailable || o.Err.Moderator != "" || o.Seq != "" {
 		t.Fatalf("outcome = %+v (err %+v), want unavailable without moderator", o, o.Err)
 	}
-	if n := len(be.DeadLetters()); n != 0 {
+	if n := len(f.be.DeadLetters()); n != 0 {
 		t.Errorf("%d dead letters, want 0", n)
+	}
+	if s := f.p.Stats(); s.Refused != 1 || s.Stored != 0 || s.Delivered != 0 {
+		t.Errorf("stats = %+v, want 1 refused, nothing stored or delivered", s)
 	}
 }
 
@@ -525,14 +675,14 @@ func TestStoreFailure(t *testing.T) {
 func TestCorrelationID(t *testing.T) {
 	var mu sync.Mutex
 	ids := map[string]string{} // text → correlation id
-	f := run(t, pipeline.Config{Moderators: []pipeline.Moderator{
+	f := run(t, withModerators(
 		moderator("ids", nil, func(msg *message.Message) error {
 			mu.Lock()
 			ids[string(msg.Payload)] = msg.Metadata.Get(pipeline.MetaCorrelationID)
 			mu.Unlock()
 			return nil
 		}),
-	}})
+	))
 	given := send("given", "1")
 	given.CorrelationID = "corr-42"
 	f.submit(t, given)
@@ -563,11 +713,15 @@ func TestRoomOrder(t *testing.T) {
 					ConnID: fmt.Sprint("conn-", r), User: "alice", Room: fmt.Sprint("room-", r),
 					Text: fmt.Sprint(i), Ref: fmt.Sprint(i),
 				}
-				if err := f.p.Submit(context.Background(), s); err != nil {
+				o, err := f.p.Submit(context.Background(), s)
+				if err != nil {
 					t.Errorf("room %d message %d: %v", r, i, err)
 					return
 				}
-				o, _ := f.replies.find(s.ConnID, s.Ref)
+				if err := f.checkOutcome(s, o); err != nil {
+					t.Errorf("room %d message %d: %v", r, i, err)
+					return
+				}
 				if o.Err != nil {
 					t.Errorf("room %d message %d refused: %+v", r, i, o.Err)
 					return
@@ -603,81 +757,199 @@ func TestRoomOrder(t *testing.T) {
 	}
 }
 
-// TestSubmitWhenNotRunning proves that Submit gives up with its context
-// before the pipeline runs, and returns ErrClosed without an outcome once
-// the pipeline stopped.
+// TestConcurrentSubmitOwnOutcome proves that Submit from many goroutines at
+// once, several of them on one room (and so one shard), returns to each
+// caller the outcome of its own submission, and that every acknowledged
+// message was stored once, with its sender's connection, and delivered once.
+func TestConcurrentSubmitOwnOutcome(t *testing.T) {
+	const senders, each, rooms = 64, 20, 4
+	f := run(t, pipeline.Config{})
+	var mu sync.Mutex
+	byID := map[string]pipeline.Submission{} // acknowledged id → its submission
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Go(func() {
+			for i := range each {
+				s := pipeline.Submission{
+					ConnID: fmt.Sprint("conn-", g), User: fmt.Sprint("user-", g), Room: fmt.Sprint("room-", g%rooms),
+					Text: fmt.Sprint("text ", g, "/", i), Ref: fmt.Sprint(g, "/", i),
+				}
+				o, err := f.p.Submit(context.Background(), s)
+				if err != nil {
+					t.Errorf("sender %d message %d: %v", g, i, err)
+					return
+				}
+				if err := f.checkOutcome(s, o); err != nil {
+					t.Errorf("sender %d message %d got another's outcome: %v", g, i, err)
+					return
+				}
+				if o.Err != nil {
+					t.Errorf("sender %d message %d refused: %+v", g, i, o.Err)
+					return
+				}
+				mu.Lock()
+				byID[o.ID] = s
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if len(byID) != senders*each {
+		t.Fatalf("%d distinct acknowledged ids, want %d", len(byID), senders*each)
+	}
+	seen := map[string]bool{}
+	for range senders * each {
+		m := f.nextDelivery(t)
+		s, ok := byID[m.ID]
+		if !ok || seen[m.ID] {
+			t.Fatalf("delivered %+v: acknowledged %v, delivered before %v", m, ok, seen[m.ID])
+		}
+		seen[m.ID] = true
+		if m.Ref != s.Ref || m.Text != s.Text || m.User != s.User || m.Room != s.Room {
+			t.Fatalf("delivered %+v for the submission %+v", m, s)
+		}
+	}
+	for r := range rooms {
+		room := fmt.Sprint("room-", r)
+		if n := len(f.history(t, room)); n != senders/rooms*each {
+			t.Errorf("history of %s has %d messages, want %d", room, n, senders/rooms*each)
+		}
+	}
+}
+
+// TestSubmitWhenNotRunning proves that before the pipeline runs Submit
+// gives up with its context, or with ErrUnavailable after StoreTimeout, and
+// that it returns ErrClosed once the pipeline stopped; each time without an
+// outcome and without storing anything.
 func TestSubmitWhenNotRunning(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	be := memstore.New(memstore.Config{Logger: log})
-	t.Cleanup(func() { _ = be.Close() }) // closing twice is harmless
-	rep := &replies{}
-	p, err := pipeline.New(pipeline.Config{Backend: be, Replier: rep, Deliverer: &deliveries{ch: make(chan pipeline.Message, 16)}, Logger: log})
+	be := newBackend(t, roomMaxLen)
+	p, err := pipeline.New(pipeline.Config{
+		Ingest:   pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet, StoreTimeout: 100 * time.Millisecond},
+		Delivery: pipeline.DeliveryConfig{Feed: be, Deliverer: &deliveries{ch: make(chan pipeline.Message, 16)}, Logger: quiet},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := p.Submit(ctx, send("early", "e")); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Submit before Run = %v, want context.DeadlineExceeded", err)
+	if o, err := p.Submit(ctx, send("early", "e")); !errors.Is(err, context.DeadlineExceeded) || o != (pipeline.Outcome{}) {
+		t.Fatalf("Submit before Run = %+v, %v; want no outcome and context.DeadlineExceeded", o, err)
+	}
+	if o, err := p.Submit(context.Background(), send("early", "e2")); !errors.Is(err, pipeline.ErrUnavailable) || o != (pipeline.Outcome{}) {
+		t.Fatalf("Submit before Run, past StoreTimeout = %+v, %v; want no outcome and ErrUnavailable", o, err)
 	}
 
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()
-	<-p.Running()
+	select {
+	case <-p.Running():
+	case <-time.After(wait):
+		t.Fatalf("pipeline not running after %v", wait)
+	}
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	if err := p.Submit(context.Background(), send("late", "l")); !errors.Is(err, pipeline.ErrClosed) {
-		t.Fatalf("Submit after stop = %v, want ErrClosed", err)
+	if o, err := p.Submit(context.Background(), send("late", "l")); !errors.Is(err, pipeline.ErrClosed) || o != (pipeline.Outcome{}) {
+		t.Fatalf("Submit after stop = %+v, %v; want no outcome and ErrClosed", o, err)
 	}
-	if _, n := rep.find("conn-1", "l"); n != 0 {
-		t.Fatalf("%d outcomes for a submission that was not accepted, want 0", n)
+	if h := lastMessages(t, be, "lobby"); len(h) != 0 {
+		t.Fatalf("history = %+v, want nothing stored", h)
 	}
 }
 
-// TestConfigValidate proves that Validate and New refuse a configuration
-// without backend, replier or deliverer, with negative limits or with an
-// incomplete moderator, and accept a minimal complete one.
+// TestConfigValidate proves that the ingest's and the delivery's Validate,
+// and NewIngest, NewDelivery and New, refuse a configuration without store,
+// dead letters, feed or deliverer, with a negative limit or interval, or with
+// an incomplete moderator, and accept a complete one.
 func TestConfigValidate(t *testing.T) {
-	be := memstore.New(memstore.Config{Logger: slog.New(slog.DiscardHandler)})
-	t.Cleanup(func() { _ = be.Close() }) // nothing to report in a test
-	rep, del := &replies{}, &deliveries{}
-	valid := pipeline.Config{Backend: be, Replier: rep, Deliverer: del}
+	be := newBackend(t, roomMaxLen)
+	del := &deliveries{}
+	// Validate checks a configuration whose defaults are filled in, as
+	// NewIngest and NewDelivery do before they call it.
+	valid := pipeline.Config{
+		Ingest: pipeline.IngestConfig{
+			Store: be, DeadLetters: be, Logger: quiet,
+			MaxTextBytes: pipeline.DefaultMaxTextBytes, Shards: pipeline.DefaultShards, StoreTimeout: pipeline.DefaultStoreTimeout,
+		},
+		Delivery: pipeline.DeliveryConfig{
+			Feed: be, Deliverer: del, Logger: quiet,
+			ResubscribeDelay: pipeline.DefaultResubscribeDelay, ReportEvery: pipeline.DefaultReportEvery,
+		},
+	}
 	mw := func(h message.HandlerFunc) message.HandlerFunc { return h }
 	cases := []struct {
 		name   string
 		change func(*pipeline.Config)
 		ok     bool
 	}{
-		{"minimal", func(*pipeline.Config) {}, true},
-		{"with moderator", func(c *pipeline.Config) { c.Moderators = []pipeline.Moderator{{Name: "m", Middleware: mw}} }, true},
-		{"no backend", func(c *pipeline.Config) { c.Backend = nil }, false},
-		{"no replier", func(c *pipeline.Config) { c.Replier = nil }, false},
-		{"no deliverer", func(c *pipeline.Config) { c.Deliverer = nil }, false},
-		{"negative max text", func(c *pipeline.Config) { c.MaxTextBytes = -1 }, false},
-		{"negative shards", func(c *pipeline.Config) { c.Shards = -1 }, false},
-		{"negative store timeout", func(c *pipeline.Config) { c.StoreTimeout = -time.Second }, false},
-		{"moderator without name", func(c *pipeline.Config) { c.Moderators = []pipeline.Moderator{{Middleware: mw}} }, false},
-		{"moderator without middleware", func(c *pipeline.Config) { c.Moderators = []pipeline.Moderator{{Name: "m"}} }, false},
+		{"complete", func(*pipeline.Config) {}, true},
+		{"with moderator", func(c *pipeline.Config) { c.Ingest.Moderators = []pipeline.Moderator{{Name: "m", Middleware: mw}} }, true},
+		{"with gate", func(c *pipeline.Config) { c.Ingest.Gate = make(chan struct{}) }, true},
+		{"with instance records and bus checks", func(c *pipeline.Config) {
+			c.Delivery.Instances, c.Delivery.Buses = be, be
+			c.Delivery.Instance = pipeline.InstanceInfo{ID: "i-1", Addr: "127.0.0.1:1", StartedAt: time.Now()}
+		}, true},
+		{"no store", func(c *pipeline.Config) { c.Ingest.Store = nil }, false},
+		{"no dead letters", func(c *pipeline.Config) { c.Ingest.DeadLetters = nil }, false},
+		{"no feed", func(c *pipeline.Config) { c.Delivery.Feed = nil }, false},
+		{"no deliverer", func(c *pipeline.Config) { c.Delivery.Deliverer = nil }, false},
+		{"negative max text", func(c *pipeline.Config) { c.Ingest.MaxTextBytes = -1 }, false},
+		{"negative shards", func(c *pipeline.Config) { c.Ingest.Shards = -1 }, false},
+		{"negative store timeout", func(c *pipeline.Config) { c.Ingest.StoreTimeout = -time.Second }, false},
+		{"negative resubscribe delay", func(c *pipeline.Config) { c.Delivery.ResubscribeDelay = -time.Second }, false},
+		{"negative report interval", func(c *pipeline.Config) { c.Delivery.ReportEvery = -time.Second }, false},
+		{"moderator without name", func(c *pipeline.Config) { c.Ingest.Moderators = []pipeline.Moderator{{Middleware: mw}} }, false},
+		{"moderator without middleware", func(c *pipeline.Config) { c.Ingest.Moderators = []pipeline.Moderator{{Name: "m"}} }, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := valid
 			tc.change(&cfg)
-			err := cfg.Validate()
-			if (err == nil) != tc.ok {
+			ierr, derr := cfg.Ingest.Validate(), cfg.Delivery.Validate()
+			if err := errors.Join(ierr, derr); (err == nil) != tc.ok {
 				t.Fatalf("Validate() = %v, want ok %v", err, tc.ok)
 			}
-			p, nerr := pipeline.New(cfg)
-			if (nerr == nil) != tc.ok || (p == nil) != !tc.ok {
-				t.Fatalf("New() = %v, %v; want ok %v", p, nerr, tc.ok)
+			for _, err := range []error{ierr, derr} {
+				if err != nil && !strings.HasPrefix(err.Error(), "pipeline: ") {
+					t.Errorf("error %q does not name the package", err)
+				}
 			}
-			if err != nil && !strings.HasPrefix(err.Error(), "pipeline: ") {
-				t.Errorf("error %q does not name the package", err)
+			in, err := pipeline.NewIngest(cfg.Ingest)
+			if (err == nil) != (ierr == nil) || (in == nil) != (err != nil) {
+				t.Errorf("NewIngest() = %v, %v; want the error of Validate, %v", in, err, ierr)
+			}
+			d, err := pipeline.NewDelivery(cfg.Delivery)
+			if (err == nil) != (derr == nil) || (d == nil) != (err != nil) {
+				t.Errorf("NewDelivery() = %v, %v; want the error of Validate, %v", d, err, derr)
+			}
+			p, err := pipeline.New(cfg)
+			if (err == nil) != tc.ok || (p == nil) != !tc.ok {
+				t.Fatalf("New() = %v, %v; want ok %v", p, err, tc.ok)
 			}
 		})
+	}
+}
+
+// TestZeroConfigTakesDefaults proves that New, NewIngest and NewDelivery
+// accept a configuration that gives only the required parts: every zero
+// limit and interval takes its default.
+func TestZeroConfigTakesDefaults(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	in := pipeline.IngestConfig{Store: be, DeadLetters: be}
+	del := pipeline.DeliveryConfig{Feed: be, Deliverer: &deliveries{}}
+	if _, err := pipeline.NewIngest(in); err != nil {
+		t.Errorf("NewIngest(%+v) = %v, want defaults", in, err)
+	}
+	if _, err := pipeline.NewDelivery(del); err != nil {
+		t.Errorf("NewDelivery(%+v) = %v, want defaults", del, err)
+	}
+	if _, err := pipeline.New(pipeline.Config{Ingest: in, Delivery: del}); err != nil {
+		t.Errorf("New() = %v, want defaults", err)
 	}
 }
 
@@ -687,17 +959,20 @@ func TestConfigValidate(t *testing.T) {
 func TestNoTextInLogs(t *testing.T) {
 	var buf lockedBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f := run(t, pipeline.Config{Logger: log, MaxTextBytes: 64, Moderators: []pipeline.Moderator{
-		moderator("mod", nil, func(msg *message.Message) error {
-			switch {
-			case strings.HasPrefix(string(msg.Payload), "reject"):
-				return pipeline.Errorf(pipeline.CodeRejected, "rejected by policy")
-			case strings.HasPrefix(string(msg.Payload), "panic"):
-				panic("policy crashed")
-			}
-			return nil
-		}),
-	}})
+	f := run(t, pipeline.Config{
+		Ingest: pipeline.IngestConfig{Logger: log, MaxTextBytes: 64, Moderators: []pipeline.Moderator{
+			moderator("mod", nil, func(msg *message.Message) error {
+				switch {
+				case strings.HasPrefix(string(msg.Payload), "reject"):
+					return pipeline.Errorf(pipeline.CodeRejected, "rejected by policy")
+				case strings.HasPrefix(string(msg.Payload), "panic"):
+					panic("policy crashed")
+				}
+				return nil
+			}),
+		}},
+		Delivery: pipeline.DeliveryConfig{Logger: log},
+	})
 	texts := []string{
 		"stored-" + secretText,
 		"reject-" + secretText,

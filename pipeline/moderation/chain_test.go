@@ -22,33 +22,34 @@ const wait = 5 * time.Second
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// outcomes is a pipeline.Replier that queues every outcome.
-type outcomes chan pipeline.Outcome
-
-func (o outcomes) Reply(out pipeline.Outcome) { o <- out }
-
-// stored is a pipeline.Deliverer that queues every stored message.
+// stored is a pipeline.Deliverer that queues every stored message. No test
+// here makes the pipeline resync.
 type stored chan pipeline.Message
 
 func (s stored) Deliver(m pipeline.Message) { s <- m }
 
+func (s stored) Resync(func(room string) bool) int { return 0 }
+
 // harness is a running pipeline over the memory backend with a chain.
 type harness struct {
-	p        *pipeline.Pipeline
-	be       *memstore.Backend
-	outcomes outcomes
-	stored   stored
+	p      *pipeline.Pipeline
+	be     *memstore.Backend
+	stored stored
 }
 
 func startPipeline(t *testing.T, c *moderation.Chain) *harness {
 	t.Helper()
-	h := &harness{
-		be:       memstore.New(memstore.Config{Logger: quiet}),
-		outcomes: make(outcomes, 100),
-		stored:   make(stored, 100),
-	}
-	p, err := pipeline.New(pipeline.Config{Backend: h.be, Replier: h.outcomes, Deliverer: h.stored, Logger: quiet, Moderators: c.Moderators()})
+	be, err := memstore.New(memstore.Config{Logger: quiet})
 	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{be: be, stored: make(stored, 100)}
+	p, err := pipeline.New(pipeline.Config{
+		Ingest:   pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet, Moderators: c.Moderators()},
+		Delivery: pipeline.DeliveryConfig{Feed: be, Deliverer: h.stored, Logger: quiet},
+	})
+	if err != nil {
+		_ = be.Close() // the test is over
 		t.Fatal(err)
 	}
 	h.p = p
@@ -73,19 +74,34 @@ func startPipeline(t *testing.T, c *moderation.Chain) *harness {
 	return h
 }
 
+// send submits text as user's to lobby, with the text as its ref, and
+// returns its outcome, failing when Submit errs, does not return in time or
+// returns an outcome that is not this submission's.
 func (h *harness) send(t *testing.T, user, text string) pipeline.Outcome {
 	t.Helper()
-	err := h.p.Submit(context.Background(), pipeline.Submission{ConnID: "conn-" + user, User: user, Room: "lobby", Text: text, Ref: text})
-	if err != nil {
-		t.Fatal(err)
+	type result struct {
+		o   pipeline.Outcome
+		err error
 	}
+	res := make(chan result, 1)
+	go func() {
+		o, err := h.p.Submit(context.Background(), pipeline.Submission{ConnID: "conn-" + user, User: user, Room: "lobby", Text: text, Ref: text})
+		res <- result{o, err}
+	}()
+	var o pipeline.Outcome
 	select {
-	case o := <-h.outcomes:
-		return o
+	case r := <-res:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		o = r.o
 	case <-time.After(wait):
 		t.Fatal("no outcome")
 	}
-	return pipeline.Outcome{}
+	if o.Ref != text || o.Room != "lobby" || o.ID == "" {
+		t.Fatalf("outcome = %+v, want ref %q in lobby with an ID", o, text)
+	}
+	return o
 }
 
 // recorder is a test moderator kind: it records what it sees and decides
@@ -215,7 +231,8 @@ func TestRejectionThroughPipeline(t *testing.T) {
 		t.Fatalf("moderators saw %v: a rejection ends the chain", got)
 	}
 	dl := h.be.DeadLetters()
-	if len(dl) != 1 || dl[0].Metadata.Get(pipeline.MetaModerator) != "no-spam" || dl[0].Metadata.Get(pipeline.MetaReason) != "no spam" {
+	if len(dl) != 1 || dl[0].Metadata.Get(pipeline.MetaModerator) != "no-spam" || dl[0].Metadata.Get(pipeline.MetaReason) != "no spam" ||
+		dl[0].UUID != o.ID || dl[0].Metadata.Get(pipeline.MetaConnID) != "conn-alice" {
 		t.Fatalf("dead letters = %v", dl)
 	}
 	o = h.send(t, "flooder", "hello")

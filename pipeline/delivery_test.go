@@ -1,0 +1,410 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
+)
+
+// eventually polls cond until it holds, failing t when it does not within
+// wait.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, wait)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// quietFor fails t when ch yields anything within d.
+func quietFor[T any](t *testing.T, what string, ch <-chan T, d time.Duration) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Fatalf("%s: got %+v", what, v)
+	case <-time.After(d):
+	}
+}
+
+// runDelivery runs a Delivery alone and waits until it follows every
+// partition. It is stopped by t.Cleanup, which checks that Run returned nil.
+func runDelivery(t *testing.T, cfg pipeline.DeliveryConfig) *pipeline.Delivery {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	d, err := pipeline.NewDelivery(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v, want nil after cancel", err)
+			}
+		case <-time.After(wait):
+			t.Errorf("Run did not return within %v of cancel", wait)
+		}
+	})
+	select {
+	case <-d.Running():
+	case <-time.After(wait):
+		t.Fatalf("delivery not running after %v", wait)
+	}
+	return d
+}
+
+// instance returns the record of instance id in be, and whether there is one.
+func instance(t *testing.T, be *memstore.Backend, id string) (pipeline.InstanceInfo, bool) {
+	t.Helper()
+	infos, err := be.Instances(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range infos {
+		if info.ID == id {
+			return info, true
+		}
+	}
+	return pipeline.InstanceInfo{}, false
+}
+
+// lateFeed is the memory backend's feed whose Subscribe fails until open is
+// closed, like a backend that cannot be reached yet.
+type lateFeed struct {
+	be       *memstore.Backend
+	open     chan struct{}
+	attempts atomic.Int64
+}
+
+var _ pipeline.Feed = (*lateFeed)(nil)
+
+func (f *lateFeed) Partitions() int { return f.be.Partitions() }
+
+func (f *lateFeed) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
+	f.attempts.Add(1)
+	select {
+	case <-f.open:
+		return f.be.Subscribe(ctx, p, after)
+	default:
+		return nil, fmt.Errorf("late feed: %w", pipeline.ErrUnavailable)
+	}
+}
+
+// TestSubmitWaitsForDelivery proves that a Pipeline's Submit neither stores
+// nor returns while its Delivery cannot subscribe to the feed (which it
+// retries), and that a submission held that way is stored and delivered
+// here once the delivery follows every partition.
+func TestSubmitWaitsForDelivery(t *testing.T) {
+	f := newFixture(t, roomMaxLen)
+	feed := &lateFeed{be: f.be, open: make(chan struct{})}
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{Feed: feed, ResubscribeDelay: 5 * time.Millisecond}})
+	select {
+	case <-f.p.Running():
+		t.Fatal("pipeline runs before its delivery subscribed")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := feed.attempts.Load(); n < 2 {
+		t.Errorf("%d subscribe attempts in 100ms, want the failed subscription retried", n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if o, err := f.p.Submit(ctx, send("early", "e")); !errors.Is(err, context.DeadlineExceeded) || o != (pipeline.Outcome{}) {
+		t.Fatalf("Submit before delivery subscribed = %+v, %v; want no outcome and context.DeadlineExceeded", o, err)
+	}
+	type result struct {
+		o   pipeline.Outcome
+		err error
+	}
+	held := send("held", "h")
+	res := make(chan result, 1)
+	go func() {
+		o, err := f.p.Submit(context.Background(), held)
+		res <- result{o, err}
+	}()
+	quietFor(t, "Submit returned before delivery subscribed", res, 100*time.Millisecond)
+	if h := f.history(t, "lobby"); len(h) != 0 {
+		t.Fatalf("history = %+v before delivery subscribed, want nothing stored", h)
+	}
+	if s := f.p.Stats(); s.Stored != 0 || s.Refused != 0 {
+		t.Fatalf("stats = %+v before delivery subscribed, want nothing handled", s)
+	}
+
+	close(feed.open)
+	f.waitRunning(t)
+	var o pipeline.Outcome
+	select {
+	case r := <-res:
+		if r.err != nil {
+			t.Fatalf("held Submit = %v", r.err)
+		}
+		o = r.o
+	case <-time.After(wait):
+		t.Fatalf("held Submit did not return within %v of the feed opening", wait)
+	}
+	if err := f.checkOutcome(held, o); err != nil || o.Err != nil {
+		t.Fatalf("held Submit = %+v (err %+v), %v; want its acknowledgement", o, o.Err, err)
+	}
+	if m := f.nextDelivery(t); m.ID != o.ID {
+		t.Fatalf("delivered %+v, want the held message %s", m, o.ID)
+	}
+}
+
+// TestDeliveryRecordsInstance proves that a pipeline's Delivery records its
+// instance every ReportEvery through the InstanceRecorder, with one position
+// per partition that follows what it delivered.
+func TestDeliveryRecordsInstance(t *testing.T) {
+	f := newFixture(t, roomMaxLen)
+	info := pipeline.InstanceInfo{ID: "inst-1", Addr: "10.0.0.1:8080", StartedAt: time.Now().UTC().Truncate(time.Millisecond)}
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{Instances: f.be, Instance: info, ReportEvery: 10 * time.Millisecond}})
+	f.waitRunning(t)
+	var rec pipeline.InstanceInfo
+	eventually(t, "instance recorded", func() bool {
+		var ok bool
+		rec, ok = instance(t, f.be, info.ID)
+		return ok
+	})
+	if rec.Addr != info.Addr || !rec.StartedAt.Equal(info.StartedAt) {
+		t.Fatalf("record = %+v, want %+v", rec, info)
+	}
+	if !slices.Equal(rec.Positions, []string{""}) {
+		t.Fatalf("record positions = %q before any delivery, want one empty position per partition", rec.Positions)
+	}
+
+	o := f.submit(t, send("hello", "r1"))
+	if m := f.nextDelivery(t); m.ID != o.ID {
+		t.Fatalf("delivered %s, want %s", m.ID, o.ID)
+	}
+	want := []string{o.Seq}
+	eventually(t, fmt.Sprint("recorded positions ", want), func() bool {
+		rec, _ = instance(t, f.be, info.ID)
+		return slices.Equal(rec.Positions, want)
+	})
+	if got := f.p.Positions(); !slices.Equal(got, want) {
+		t.Fatalf("Positions() = %q, want %q", got, want)
+	}
+	if rec.Addr != info.Addr || !rec.StartedAt.Equal(info.StartedAt) {
+		t.Fatalf("refreshed record = %+v, want %+v", rec, info)
+	}
+}
+
+// TestDeliveryFollowsAnotherIngest proves that a Delivery alone delivers
+// what an Ingest alone (another process, e.g. a publisher) stored on the
+// same backend, and records its own position for it.
+func TestDeliveryFollowsAnotherIngest(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be})
+	got := &deliveries{ch: make(chan pipeline.Message, 16)}
+	d := runDelivery(t, pipeline.DeliveryConfig{
+		Feed: be, Deliverer: got, Instances: be, Instance: pipeline.InstanceInfo{ID: "follower"}, ReportEvery: 10 * time.Millisecond,
+	})
+	o := submitTo(t, in, send("from the publisher", "p1"))
+	if o.Err != nil {
+		t.Fatalf("outcome error: %+v", o.Err)
+	}
+	select {
+	case m := <-got.ch:
+		if m.ID != o.ID || m.Seq != o.Seq || m.Text != "from the publisher" {
+			t.Fatalf("delivered %+v, want the message of %+v", m, o)
+		}
+	case <-time.After(wait):
+		t.Fatalf("nothing delivered within %v", wait)
+	}
+	want := []string{o.Seq}
+	eventually(t, fmt.Sprint("Positions() ", want), func() bool { return slices.Equal(d.Positions(), want) })
+	eventually(t, fmt.Sprint("recorded positions ", want), func() bool {
+		rec, _ := instance(t, be, "follower")
+		return slices.Equal(rec.Positions, want)
+	})
+	if n := got.resyncs.Load(); n != 0 || got.dropped.Load() != 0 {
+		t.Fatalf("%d resyncs and %d drops, want none", n, got.dropped.Load())
+	}
+}
+
+// cutFeed is the memory backend's feed whose first subscription ends after
+// one message, like a connection that drops. It records the seq every
+// subscription starts after.
+type cutFeed struct {
+	be *memstore.Backend
+	// mu guards afters.
+	mu     sync.Mutex
+	afters []string
+}
+
+var _ pipeline.Feed = (*cutFeed)(nil)
+
+func (f *cutFeed) Partitions() int { return f.be.Partitions() }
+
+func (f *cutFeed) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
+	f.mu.Lock()
+	f.afters = append(f.afters, after)
+	first := len(f.afters) == 1
+	f.mu.Unlock()
+	if !first {
+		return f.be.Subscribe(ctx, p, after)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	in, err := f.be.Subscribe(sctx, p, after)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	go func() {
+		defer close(out)
+		defer cancel() // ends the backend's subscription, which acks what it still holds
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return
+			}
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				m.Ack()
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return out, nil
+}
+
+func (f *cutFeed) subscribedAfter() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.afters)
+}
+
+// TestDeliveryResubscribesAfterLastSeq proves that when a feed subscription
+// ends, the Delivery subscribes again after the last seq it delivered, so
+// the messages stored in between are delivered once each, in order.
+func TestDeliveryResubscribesAfterLastSeq(t *testing.T) {
+	f := newFixture(t, roomMaxLen)
+	feed := &cutFeed{be: f.be}
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{Feed: feed, ResubscribeDelay: 100 * time.Millisecond}})
+	f.waitRunning(t)
+	o1 := f.submit(t, send("one", "1"))
+	if m := f.nextDelivery(t); m.ID != o1.ID {
+		t.Fatalf("delivered %s, want %s", m.ID, o1.ID)
+	}
+	// Stored while the first subscription is gone.
+	o2 := f.submit(t, send("two", "2"))
+	o3 := f.submit(t, send("three", "3"))
+	for _, o := range []pipeline.Outcome{o2, o3} {
+		if m := f.nextDelivery(t); m.ID != o.ID || m.Seq != o.Seq {
+			t.Fatalf("delivered %s (seq %s), want %s (seq %s)", m.ID, m.Seq, o.ID, o.Seq)
+		}
+	}
+	quietFor(t, "delivered again", f.deliveries.ch, 150*time.Millisecond)
+	if got, want := feed.subscribedAfter(), []string{"", o1.Seq}; !slices.Equal(got, want) {
+		t.Fatalf("subscribed after %q, want %q", got, want)
+	}
+	eventually(t, "Positions() at the last seq", func() bool { return slices.Equal(f.p.Positions(), []string{o3.Seq}) })
+}
+
+// holdingDeliverer is a pipeline.Deliverer whose Deliver of a message with
+// the text "hold" waits until hold is closed, like a slow instance; it
+// queues every Resync's match function.
+type holdingDeliverer struct {
+	delivered chan pipeline.Message
+	hold      chan struct{}
+	resyncs   chan func(room string) bool
+}
+
+func (d *holdingDeliverer) Deliver(m pipeline.Message) {
+	if m.Text == "hold" {
+		<-d.hold
+	}
+	d.delivered <- m
+}
+
+func (d *holdingDeliverer) Resync(match func(room string) bool) int {
+	d.resyncs <- match
+	return 1
+}
+
+// TestDeliveryGapResyncs proves that when the feed was trimmed past the
+// position a Delivery has read, its members resync once, and that delivery
+// then goes on in order.
+func TestDeliveryGapResyncs(t *testing.T) {
+	const maxLen = 2 // the memory feed keeps 2 to 4 messages
+	f := newFixture(t, maxLen)
+	del := &holdingDeliverer{
+		delivered: make(chan pipeline.Message, 16), hold: make(chan struct{}), resyncs: make(chan func(string) bool, 16),
+	}
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{Deliverer: del, Buses: f.be, ReportEvery: 10 * time.Millisecond}})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(del.hold) }) }) // runs before the pipeline stops
+	f.waitRunning(t)
+
+	o1 := f.submit(t, send("one", "1"))
+	select {
+	case m := <-del.delivered:
+		if m.ID != o1.ID {
+			t.Fatalf("delivered %s, want %s", m.ID, o1.ID)
+		}
+	case <-time.After(wait):
+		t.Fatalf("nothing delivered within %v", wait)
+	}
+	eventually(t, "Positions() at the first seq", func() bool { return slices.Equal(f.p.Positions(), []string{o1.Seq}) })
+	quietFor(t, "resync without a gap", del.resyncs, 50*time.Millisecond)
+
+	// "hold" keeps the delivery at o1 while the feed trims past it.
+	outs := []pipeline.Outcome{f.submit(t, send("hold", "h"))}
+	for i := range 3 {
+		outs = append(outs, f.submit(t, send(fmt.Sprint("after ", i), fmt.Sprint("a", i))))
+	}
+	if oldest, err := f.be.Oldest(context.Background(), 0); err != nil || pipeline.CompareSeq(oldest, o1.Seq) <= 0 {
+		t.Fatalf("Oldest = %q, %v; the test expected the feed trimmed past %s", oldest, err, o1.Seq)
+	}
+	select {
+	case match := <-del.resyncs:
+		if !match("lobby") || !match("any-room") {
+			t.Fatalf("resync does not match the rooms of the only partition")
+		}
+	case <-time.After(wait):
+		t.Fatalf("no resync within %v of the gap", wait)
+	}
+	quietFor(t, "second resync for the same gap", del.resyncs, 100*time.Millisecond)
+
+	release.Do(func() { close(del.hold) })
+	for _, o := range outs {
+		select {
+		case m := <-del.delivered:
+			if m.ID != o.ID {
+				t.Fatalf("delivered %s (%q), want %s", m.ID, m.Text, o.ID)
+			}
+		case <-time.After(wait):
+			t.Fatalf("%s not delivered within %v", o.ID, wait)
+		}
+	}
+	last := outs[len(outs)-1].Seq
+	eventually(t, "Positions() at the last seq", func() bool { return slices.Equal(f.p.Positions(), []string{last}) })
+	// While catching up the position passes the held message, still older
+	// than the oldest kept; a check then may resync again. Once caught up,
+	// none may.
+	time.Sleep(20 * time.Millisecond) // a check in progress ends
+	for len(del.resyncs) > 0 {
+		<-del.resyncs
+	}
+	quietFor(t, "resync after catching up", del.resyncs, 50*time.Millisecond)
+}

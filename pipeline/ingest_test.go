@@ -1,0 +1,213 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
+)
+
+// runIngest runs an Ingest alone, as a publisher-only process does, and
+// waits until it accepts submissions. It is stopped by t.Cleanup, which
+// checks that Run returned nil.
+func runIngest(t *testing.T, cfg pipeline.IngestConfig) *pipeline.Ingest {
+	t.Helper()
+	in := startIngest(t, cfg)
+	select {
+	case <-in.Running():
+	case <-time.After(wait):
+		t.Fatalf("ingest not running after %v", wait)
+	}
+	return in
+}
+
+// startIngest starts an Ingest alone without waiting until it runs; see
+// runIngest.
+func startIngest(t *testing.T, cfg pipeline.IngestConfig) *pipeline.Ingest {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	in, err := pipeline.NewIngest(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v, want nil after cancel", err)
+			}
+		case <-time.After(wait):
+			t.Errorf("Run did not return within %v of cancel", wait)
+		}
+	})
+	return in
+}
+
+// submitTo submits s to in and returns its outcome, failing when Submit
+// errs or the outcome's ref, room or ID is not s's.
+func submitTo(t *testing.T, in *pipeline.Ingest, s pipeline.Submission) pipeline.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	o, err := in.Submit(ctx, s)
+	if err != nil {
+		t.Fatalf("Submit(%q) = %v", s.Ref, err)
+	}
+	if o.Ref != s.Ref || o.Room != s.Room || o.ID == "" {
+		t.Fatalf("Submit(%q) = %+v, want its ref, room %q and an ID", s.Ref, o, s.Room)
+	}
+	return o
+}
+
+// TestIngestAlone proves that an Ingest built without a Delivery, with
+// nothing subscribed to the feed, accepts and stores submissions and
+// returns their outcomes, returns refusals as Outcome.Err, dead-letters
+// rejections, and is closed once stopped.
+func TestIngestAlone(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be, Moderators: []pipeline.Moderator{
+		moderator("spam", nil, func(msg *message.Message) error {
+			if strings.Contains(string(msg.Payload), "spam") {
+				return pipeline.Errorf(pipeline.CodeRejected, "no spam")
+			}
+			return nil
+		}),
+	}})
+	o := submitTo(t, in, send("hello", "r1"))
+	if o.Err != nil {
+		t.Fatalf("outcome error %s: %s", o.Err.Code, o.Err.Reason)
+	}
+	if _, err := pipeline.ParseSeq(o.Seq); err != nil {
+		t.Fatalf("outcome seq: %v", err)
+	}
+	h := lastMessages(t, be, "lobby")
+	if len(h) != 1 || h[0].ID != o.ID || h[0].Seq != o.Seq || h[0].Text != "hello" || h[0].User != "alice" || h[0].Ref != "r1" {
+		t.Fatalf("history = %+v, want the message of outcome %+v", h, o)
+	}
+
+	refused := []struct {
+		name string
+		s    pipeline.Submission
+		code string
+	}{
+		{"invalid", send("", "empty"), pipeline.CodeInvalid},
+		{"too large", send(strings.Repeat("x", pipeline.DefaultMaxTextBytes+1), "big"), pipeline.CodeTooLarge},
+		{"rejected", send("buy spam", "spam"), pipeline.CodeRejected},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			o := submitTo(t, in, tc.s)
+			if o.Err == nil || o.Err.Code != tc.code || o.Err.Reason == "" || o.Seq != "" {
+				t.Fatalf("outcome = %+v (err %+v), want %s with a reason and no seq", o, o.Err, tc.code)
+			}
+		})
+	}
+	if dl := be.DeadLetters(); len(dl) != 1 || dl[0].Metadata.Get(pipeline.MetaModerator) != "spam" ||
+		dl[0].Metadata.Get(pipeline.MetaConnID) != "conn-1" {
+		t.Fatalf("dead letters = %v, want the rejected message", dl)
+	}
+	if h := lastMessages(t, be, "lobby"); len(h) != 1 {
+		t.Fatalf("history has %d messages after refusals, want 1", len(h))
+	}
+}
+
+// TestIngestAloneDoesNotWaitForFeed proves that an Ingest alone stores far
+// more messages than the memory feed queues, though nothing reads the feed:
+// a publisher-only process does not stall. A full queue refuses with
+// unavailable until it drains, so such refusals are retried.
+func TestIngestAloneDoesNotWaitForFeed(t *testing.T) {
+	const feedQueue = 8
+	be, err := memstore.New(memstore.Config{FeedQueue: feedQueue, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = be.Close() }) // the test is over
+	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be})
+	deadline := time.Now().Add(wait)
+	for i := range 4 * feedQueue {
+		for {
+			o := submitTo(t, in, send(fmt.Sprint("m", i), fmt.Sprint(i)))
+			if o.Err == nil {
+				break
+			}
+			if o.Err.Code != pipeline.CodeUnavailable || time.Now().After(deadline) {
+				t.Fatalf("message %d refused: %+v", i, o.Err)
+			}
+			time.Sleep(time.Millisecond) // the queue drains
+		}
+	}
+	if h := lastMessages(t, be, "lobby"); len(h) != 4*feedQueue {
+		t.Fatalf("history has %d messages, want %d", len(h), 4*feedQueue)
+	}
+}
+
+// TestIngestGate proves that an Ingest whose Gate is closed later does not
+// run, and so neither stores nor returns outcomes, until the gate opens.
+func TestIngestGate(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	gate := make(chan struct{})
+	in := startIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be, Gate: gate})
+	select {
+	case <-in.Running():
+		t.Fatal("ingest runs before its gate opened")
+	case <-time.After(50 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if o, err := in.Submit(ctx, send("early", "e")); !errors.Is(err, context.DeadlineExceeded) || o != (pipeline.Outcome{}) {
+		t.Fatalf("Submit before the gate opened = %+v, %v; want no outcome and context.DeadlineExceeded", o, err)
+	}
+	if h := lastMessages(t, be, "lobby"); len(h) != 0 {
+		t.Fatalf("history = %+v before the gate opened, want nothing stored", h)
+	}
+	close(gate)
+	select {
+	case <-in.Running():
+	case <-time.After(wait):
+		t.Fatalf("ingest not running %v after its gate opened", wait)
+	}
+	if o := submitTo(t, in, send("later", "l")); o.Err != nil {
+		t.Fatalf("outcome error after the gate opened: %+v", o.Err)
+	}
+}
+
+// TestIngestClosed proves that an Ingest returns ErrClosed, and no outcome,
+// once it stopped.
+func TestIngestClosed(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	in, err := pipeline.NewIngest(pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	select {
+	case <-in.Running():
+	case <-time.After(wait):
+		t.Fatalf("ingest not running after %v", wait)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if o, err := in.Submit(context.Background(), send("late", "l")); !errors.Is(err, pipeline.ErrClosed) || o != (pipeline.Outcome{}) {
+		t.Fatalf("Submit after stop = %+v, %v; want no outcome and ErrClosed", o, err)
+	}
+	if h := lastMessages(t, be, "lobby"); len(h) != 0 {
+		t.Fatalf("history = %+v, want nothing stored", h)
+	}
+}
