@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/chatstream/chatstream/admin"
+	"github.com/chatstream/chatstream/admission"
 	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
@@ -41,6 +42,12 @@ type Config struct {
 	Moderators []pipeline.Moderator
 	// WS configures the WebSocket gateway.
 	WS ws.Config
+	// Admission limits the WebSocket upgrades of /ws: connections on the
+	// instance and per client address, handshakes per second per client
+	// address, and the proxies trusted to name the client. Each zero field
+	// takes the default in its comment (admission.Config); Logger defaults
+	// to the server's.
+	Admission admission.Config
 	// ShutdownTimeout bounds the graceful shutdown. Default
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -69,6 +76,25 @@ const (
 	DefaultPresenceEvery   = time.Second
 )
 
+// Limits of the HTTP server. A hijacked WebSocket connection sets its own
+// deadlines (ws.Config); these bound everything before the upgrade and
+// every other request, so a client that trickles or never finishes a
+// request cannot hold a descriptor for long.
+const (
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout = 5 * time.Second
+	// ReadTimeout bounds reading a whole request.
+	ReadTimeout = 15 * time.Second
+	// WriteTimeout bounds writing a response.
+	WriteTimeout = 15 * time.Second
+	// IdleTimeout is how long a keep-alive connection waits for its next
+	// request.
+	IdleTimeout = 60 * time.Second
+	// MaxHeaderBytes bounds a request's headers (net/http allows 4 KiB
+	// above it); larger ones are answered 431.
+	MaxHeaderBytes = 16 << 10
+)
+
 // setDefaults fills in every zero field but Backend and InstanceID, which
 // New makes.
 func (c *Config) setDefaults() {
@@ -86,6 +112,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WS.Logger == nil {
 		c.WS.Logger = c.Logger
+	}
+	if c.Admission.Logger == nil {
+		c.Admission.Logger = c.Logger
 	}
 }
 
@@ -107,8 +136,10 @@ type Server struct {
 	pipeline *pipeline.Pipeline
 	hub      *ws.Hub
 	gateway  *ws.Gateway
-	admin    http.Handler
-	static   http.Handler
+	// admission guards the gateway; its Open count is the open sockets.
+	admission *admission.Admission
+	admin     http.Handler
+	static    http.Handler
 	// notReady reports failed readiness checks once per outage.
 	notReady *faillog.Log
 }
@@ -134,6 +165,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.static, err = staticHandler(web.FS()); err != nil {
 		return nil, fmt.Errorf("server: page files: %w", err)
+	}
+	if s.admission, err = admission.New(cfg.Admission); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -165,10 +199,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.http = &http.Server{
 		Handler:           s.routes(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -187,7 +222,9 @@ func (s *Server) Pipeline() *pipeline.Pipeline { return s.pipeline }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", s.gateway)
+	// The gateway's handler blocks for the socket's life, so admission
+	// counts a connection until it ends.
+	mux.Handle("GET /ws", s.admission.Wrap(s.gateway))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n")) // the client may be gone
@@ -277,6 +314,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	s.admission.Close() // upgrades from here on are refused with 503
 	if e := s.http.Shutdown(sctx); e != nil && !errors.Is(e, http.ErrServerClosed) {
 		err = errors.Join(err, fmt.Errorf("server: http shutdown: %w", e))
 	}
