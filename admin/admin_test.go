@@ -53,11 +53,11 @@ func newFixture(t *testing.T) *fixture {
 		return m
 	}
 	for i := range 5 {
-		seq, err := b.Append(ctx, msg("lobby", "alice", fmt.Sprintf("m%d", i)))
+		a, err := b.Append(ctx, msg("lobby", "alice", fmt.Sprintf("m%d", i)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.seqs = append(f.seqs, seq)
+		f.seqs = append(f.seqs, a.Seq)
 	}
 	for _, room := range []string{"a-room", "dev", "zeta"} {
 		if _, err := b.Append(ctx, msg(room, "bob", "hi")); err != nil {

@@ -41,6 +41,20 @@ type Config struct {
 	// BusMaxLen is the approximate length of each Redis bus stream.
 	// Default redisstore.DefaultBusMaxLen.
 	BusMaxLen int64
+	// RoomTTL is how long a room's history and epoch outlive its last
+	// message; an idle room is forgotten and its next message starts a new
+	// epoch. Default pipeline.DefaultRoomTTL; negative (pipeline.NoRoomTTL):
+	// rooms never expire.
+	RoomTTL time.Duration
+	// IdempotencyWindow is how long a send's (user, room, ref) is
+	// remembered, so that a retry is acked with the message stored the
+	// first time. Default pipeline.DefaultIdempotencyWindow; negative is
+	// refused.
+	IdempotencyWindow time.Duration
+	// MaxRooms caps the rooms the memory backend keeps; a new room beyond
+	// it evicts the one idle longest. Default memstore.DefaultMaxRooms.
+	// Ignored with Redis, where idle rooms expire after RoomTTL.
+	MaxRooms int
 	// Timeout bounds one Redis round trip. Default redisstore.DefaultTimeout.
 	Timeout time.Duration
 	// PresenceTTL is how long an instance's presence outlives its last
@@ -92,7 +106,10 @@ var ErrNoRedis = errors.New("backend: this needs the Redis backend (--redis)")
 // Redis is connected lazily and Health reports it.
 func Open(cfg Config) (*Backend, error) {
 	if cfg.RedisURL == "" {
-		m, err := memstore.New(memstore.Config{RoomMaxLen: cfg.RoomMaxLen, Logger: cfg.Logger})
+		m, err := memstore.New(memstore.Config{
+			RoomMaxLen: cfg.RoomMaxLen, MaxRooms: cfg.MaxRooms, RoomTTL: cfg.RoomTTL,
+			IdempotencyWindow: cfg.IdempotencyWindow, Logger: cfg.Logger,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("backend: %w", err)
 		}
@@ -103,6 +120,7 @@ func Open(cfg Config) (*Backend, error) {
 	r, err := redisstore.New(redisstore.Config{
 		URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Partitions: cfg.Partitions,
 		RoomMaxLen: int64(cfg.RoomMaxLen), BusMaxLen: cfg.BusMaxLen, Timeout: cfg.Timeout, Logger: cfg.Logger,
+		RoomTTL: cfg.RoomTTL, IdempotencyWindow: cfg.IdempotencyWindow,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)

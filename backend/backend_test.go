@@ -36,10 +36,11 @@ func exercise(t *testing.T, b *backend.Backend) {
 	if err := b.Health.Ping(ctx); err != nil {
 		t.Fatalf("ping: %v", err)
 	}
-	seq, err := b.Store.Append(ctx, newMessage("lobby", "hello"))
+	stored, err := b.Store.Append(ctx, newMessage("lobby", "hello"))
 	if err != nil {
 		t.Fatalf("append: %v", err)
 	}
+	seq := stored.Seq
 	page, err := b.History.History(ctx, "lobby", pipeline.HistoryQuery{Limit: 10})
 	if err != nil || len(page.Messages) != 1 || page.Messages[0].Seq != seq {
 		t.Fatalf("history = %+v, %v; want the message at %s", page, err, seq)

@@ -60,11 +60,11 @@ func (f *toolFixture) seed(t *testing.T, room, user, text string, at time.Time) 
 	m.Metadata.Set(pipeline.MetaRoom, room)
 	m.Metadata.Set(pipeline.MetaUser, user)
 	m.Metadata.Set(pipeline.MetaReceivedAt, at.UTC().Format(time.RFC3339Nano))
-	seq, err := f.b.Append(context.Background(), m)
+	a, err := f.b.Append(context.Background(), m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return seq
+	return a.Seq
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.

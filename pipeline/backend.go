@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"math/rand/v2"
+	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -12,11 +15,36 @@ import (
 type Store interface {
 	// Append stores msg (payload = text, metadata = MetaRoom, MetaUser, ...)
 	// at the end of its room's log, makes it available to every Feed
-	// subscriber of the room's partition, and returns its seq. Two Appends to
-	// one room that do not overlap in time are stored in call order. When
-	// Append returns an error the message may or may not be stored; it was
-	// not acknowledged.
-	Append(ctx context.Context, msg *message.Message) (seq string, err error)
+	// subscriber of the room's partition, and returns its id, seq and the
+	// room's epoch. Two Appends to one room that do not overlap in time are
+	// stored in call order.
+	//
+	// A send is identified by (MetaUser, MetaRoom, MetaRef): when the room
+	// already holds, in its current epoch, a message of the same user and
+	// ref stored within the backend's idempotency window, Append stores
+	// nothing and returns that message's id and seq with Duplicate set. The
+	// check and the store are one atomic step. An empty ref is never
+	// deduplicated.
+	//
+	// When Append returns an error the message may or may not be stored; it
+	// was not acknowledged, and appending it again with the same ref stores
+	// it at most once.
+	Append(ctx context.Context, msg *message.Message) (Appended, error)
+}
+
+// Appended is the result of a successful Append: what an ack needs.
+type Appended struct {
+	// ID is the stored message's id: msg.UUID, or for a duplicate the id of
+	// the message stored the first time.
+	ID string
+	// Seq is the stored message's seq (the original's for a duplicate).
+	Seq string
+	// Epoch is the room's epoch when the message was stored (see
+	// HistoryPage.Epoch).
+	Epoch string
+	// Duplicate reports that the send was already stored: nothing was
+	// stored or delivered again.
+	Duplicate bool
 }
 
 // Feed delivers stored messages. Implementations are safe for concurrent use.
@@ -31,15 +59,22 @@ type Feed interface {
 	Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error)
 }
 
-// HistoryQuery selects messages of one room. Exactly one of the modes applies:
-// After (messages after a seq, oldest first), Before (up to Limit messages
-// before a seq) or neither (the last Limit messages).
+// HistoryQuery selects messages of one room. One of the modes applies:
+// After (messages after a seq, oldest first), else Before (up to Limit
+// messages before a seq), else neither (the last Limit messages).
+//
+// Every backend answers odd queries alike: a seq that is not of the form
+// "<ms>-<n>" is an error wrapping ErrBadSeq; an After at or beyond the
+// newest message, a Before at or below the oldest ("0-0" included), an
+// unknown room and a Limit of 0 or less all give a page without messages
+// (with the room's Epoch), never an error.
 type HistoryQuery struct {
 	// After selects messages with a seq greater than After.
 	After string
 	// Before selects the Limit messages just before Before.
 	Before string
-	// Limit caps the number of messages returned (> 0).
+	// Limit caps the number of messages returned; 0 or less returns none
+	// (a read of the epoch alone).
 	Limit int
 }
 
@@ -53,6 +88,13 @@ type HistoryPage struct {
 	// Truncated reports that After is older than the oldest message kept:
 	// messages after it were trimmed and are lost.
 	Truncated bool
+	// Epoch is the room's current epoch, "" when the room has nothing
+	// stored. It is an opaque token that changes whenever the room's stored
+	// data is lost or reset (Redis restarted empty, the room's keys deleted
+	// or expired after RoomTTL, the memory backend evicting the room): seqs
+	// of one epoch mean nothing in another, and within one epoch seqs only
+	// increase.
+	Epoch string
 }
 
 // History reads stored messages. Implementations are safe for concurrent use.
@@ -69,6 +111,26 @@ type DeadLetters interface {
 	DeadLetter(ctx context.Context, msg *message.Message) error
 }
 
+// BusState is what a partition's feed holds now.
+type BusState struct {
+	// Epoch changes whenever the partition's feed is lost or reset (Redis
+	// restarted empty, the bus deleted); "" when nothing was ever stored
+	// in it. A reader that saw another epoch must not trust its position.
+	Epoch string
+	// Last is the seq of the newest entry, "" when the feed holds none. A
+	// reader positioned after Last (in the same epoch) was reset too.
+	Last string
+	// Oldest is the seq of the oldest entry still kept, "" when none.
+	Oldest string
+}
+
+// BusStater reports the state of a partition's feed. Implementations are
+// safe for concurrent use.
+type BusStater interface {
+	// BusState returns the epoch, newest and oldest seq of partition p.
+	BusState(ctx context.Context, p int) (BusState, error)
+}
+
 // Backend is everything a chatstream instance needs from its storage.
 type Backend interface {
 	Store
@@ -76,6 +138,7 @@ type Backend interface {
 	History
 	DeadLetters
 	Pinger
+	BusStater
 	// Close releases the backend's connections.
 	Close() error
 }
@@ -87,12 +150,32 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// DefaultRoomMaxLen is the default number of messages kept per room, in
-// every backend.
-const DefaultRoomMaxLen = 10_000
+// Defaults shared by every backend, also used by the command line's flags.
+const (
+	// DefaultRoomMaxLen is the default number of messages kept per room.
+	DefaultRoomMaxLen = 10_000
+	// DefaultRoomTTL is how long a room's stored data outlives its last
+	// message by default. A room idle for longer is forgotten: its history
+	// is gone and its next message starts a new epoch.
+	DefaultRoomTTL = 30 * 24 * time.Hour
+	// NoRoomTTL, as a RoomTTL, keeps rooms however long they stay idle.
+	NoRoomTTL time.Duration = -1
+	// DefaultIdempotencyWindow is how long by default a send's (user,
+	// room, ref) is remembered, so that a retry returns the message stored
+	// the first time instead of storing it again.
+	DefaultIdempotencyWindow = 10 * time.Minute
+)
 
 // ErrUnavailable reports that the backend could not be reached.
 var ErrUnavailable = errors.New("backend unavailable")
+
+// NewEpoch returns a fresh epoch token: the time in milliseconds (base 36)
+// and 48 random bits, e.g. "mb3k2x1f.3fa29c0d11e4". Backends use it for a
+// room or feed whose stored data starts anew; nothing parses it.
+func NewEpoch() string {
+	r := rand.Uint64() & (1<<48 - 1)
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "." + strconv.FormatUint(r|1<<48, 16)[1:]
+}
 
 // PartitionOf maps a room to one of n partitions with a stable hash (FNV-1a,
 // then MurmurHash3's finaliser so every input bit reaches the low bits).

@@ -38,9 +38,17 @@ type Submission struct {
 type Outcome struct {
 	Ref, Room string
 	// ID is the message's id (UUID v7); set whether it was stored or not.
+	// For a duplicate it is the id of the message stored the first time.
 	ID string
-	// Seq is set when the message was stored.
+	// Seq is set when the message was stored (the original's for a
+	// duplicate).
 	Seq string
+	// Epoch is the room's epoch when the message was stored.
+	Epoch string
+	// Duplicate reports a send already stored under the same user, room and
+	// ref within the backend's idempotency window: nothing was stored or
+	// delivered again, and ID and Seq are the original's.
+	Duplicate bool
 	// Err is set when the message was refused or could not be stored.
 	Err *Error
 }
@@ -280,17 +288,26 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 }
 
 // store is the last handler of the chain: it appends the message to the
-// store and gives the submitter its ack.
+// store and gives the submitter its ack. A duplicate send is acked with the
+// id and seq stored the first time.
 func (in *Ingest) store(msg *message.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.StoreTimeout)
 	defer cancel()
-	seq, err := in.cfg.Store.Append(ctx, msg)
+	a, err := in.cfg.Store.Append(ctx, msg)
 	if err != nil {
 		in.log.Warn("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
 		return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; try again"}
 	}
-	in.stored.Add(1)
-	in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID, Seq: seq})
+	if a.Duplicate {
+		in.log.Debug("duplicate send acked with the stored message", "msg_id", a.ID, "dropped_id", msg.UUID,
+			"room", msg.Metadata.Get(MetaRoom), "user", msg.Metadata.Get(MetaUser), "ref", msg.Metadata.Get(MetaRef))
+	} else {
+		in.stored.Add(1)
+	}
+	in.reply(msg, Outcome{
+		Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom),
+		ID: a.ID, Seq: a.Seq, Epoch: a.Epoch, Duplicate: a.Duplicate,
+	})
 	return nil
 }
 

@@ -77,14 +77,14 @@ type metaStore struct {
 
 var _ pipeline.Store = (*metaStore)(nil)
 
-func (s *metaStore) Append(ctx context.Context, msg *message.Message) (string, error) {
-	seq, err := s.be.Append(ctx, msg)
-	if err == nil {
+func (s *metaStore) Append(ctx context.Context, msg *message.Message) (pipeline.Appended, error) {
+	a, err := s.be.Append(ctx, msg)
+	if err == nil && !a.Duplicate {
 		s.mu.Lock()
 		s.meta[msg.UUID] = maps.Clone(msg.Metadata)
 		s.mu.Unlock()
 	}
-	return seq, err
+	return a, err
 }
 
 // get returns the metadata of the stored message id.
@@ -390,6 +390,35 @@ func TestSubmitStored(t *testing.T) {
 	}
 }
 
+// TestSubmitDuplicate proves that a send submitted again with the same
+// user, room and ref is acknowledged with the id and seq stored the first
+// time, and is neither stored nor delivered again; another ref is.
+func TestSubmitDuplicate(t *testing.T) {
+	f := run(t, pipeline.Config{})
+	first := f.submit(t, send("hello", "r1"))
+	f.nextDelivery(t)
+	again, err := f.p.Submit(context.Background(), send("hello, retried", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Err != nil || !again.Duplicate || again.ID != first.ID || again.Seq != first.Seq || again.Epoch != first.Epoch || again.Ref != "r1" || again.Room != "lobby" {
+		t.Fatalf("retry outcome = %+v, want the first's id %s and seq %s as a duplicate", again, first.ID, first.Seq)
+	}
+	if first.Duplicate || first.Epoch == "" {
+		t.Fatalf("first outcome = %+v, want an epoch, not a duplicate", first)
+	}
+	other := f.submit(t, send("hello", "r2"))
+	if m := f.nextDelivery(t); m.ID != other.ID {
+		t.Fatalf("delivered %+v after the retry, want only r2's message %s", m, other.ID)
+	}
+	if h := f.history(t, "lobby"); len(h) != 2 || h[0].ID != first.ID || h[1].ID != other.ID {
+		t.Fatalf("history = %+v, want r1's and r2's messages once each", h)
+	}
+	if s := f.p.Stats(); s.Stored != 2 || s.Refused != 0 {
+		t.Errorf("stats = %+v, want 2 stored (a duplicate stores nothing), 0 refused", s)
+	}
+}
+
 // TestSubmitMetaCannotOverrideCoreFields proves that a submission's extra
 // metadata is stored but cannot replace the sender, room or connection.
 func TestSubmitMetaCannotOverrideCoreFields(t *testing.T) {
@@ -646,8 +675,8 @@ func TestModeratorPanic(t *testing.T) {
 // failingStore is a Store whose Append always fails.
 type failingStore struct{}
 
-func (failingStore) Append(context.Context, *message.Message) (string, error) {
-	return "", fmt.Errorf("test store: %w", pipeline.ErrUnavailable)
+func (failingStore) Append(context.Context, *message.Message) (pipeline.Appended, error) {
+	return pipeline.Appended{}, fmt.Errorf("test store: %w", pipeline.ErrUnavailable)
 }
 
 // TestStoreFailure proves that a message the store cannot store gets an

@@ -48,11 +48,11 @@ func seed(t *testing.T, b *redisstore.Backend, room, user, text string, at time.
 	if !at.IsZero() {
 		m.Metadata.Set(pipeline.MetaReceivedAt, at.UTC().Format(time.RFC3339Nano))
 	}
-	seq, err := b.Append(context.Background(), m)
+	a, err := b.Append(context.Background(), m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return seq
+	return a.Seq
 }
 
 // collect runs Messages and returns "room/user/text" of every message.

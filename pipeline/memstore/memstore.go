@@ -15,15 +15,31 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/chatstream/chatstream/pipeline"
 )
 
 // Config configures a Backend. A zero field takes the default in its comment.
 type Config struct {
-	// RoomMaxLen is the number of messages kept per room. Default
+	// RoomMaxLen is the number of messages kept per room, and the number of
+	// sends per room remembered for idempotency. Default
 	// pipeline.DefaultRoomMaxLen.
 	RoomMaxLen int
+	// MaxRooms caps the rooms kept. When a message arrives for a new room
+	// and MaxRooms are kept, the room whose last message is the oldest is
+	// forgotten (its history is lost and its next message starts a new
+	// epoch). Default DefaultMaxRooms.
+	MaxRooms int
+	// RoomTTL is how long a room is kept after its last message; an idle
+	// room is forgotten like an evicted one. Default
+	// pipeline.DefaultRoomTTL; negative (pipeline.NoRoomTTL): kept however
+	// long it stays idle (MaxRooms still applies).
+	RoomTTL time.Duration
+	// IdempotencyWindow is how long a send's (user, room, ref) is
+	// remembered. Default pipeline.DefaultIdempotencyWindow; negative is
+	// refused.
+	IdempotencyWindow time.Duration
 	// FeedQueue is the number of stored messages waiting for the feed
 	// before Append refuses with ErrUnavailable. Default DefaultFeedQueue.
 	FeedQueue int
@@ -54,21 +70,18 @@ type Backend struct {
 
 	// mu guards the fields below and orders Append: a message gets its seq
 	// and is handed to the feed under mu, so delivery order is seq order.
-	mu    sync.Mutex
-	last  pipeline.Seq
-	rooms map[string]*roomLog
+	mu   sync.Mutex
+	last pipeline.Seq
+	// rooms holds at most MaxRooms room logs, least recently appended to
+	// first; see Config.MaxRooms and Config.RoomTTL for what "full" does.
+	rooms *simplelru.LRU[string, *roomLog]
+	// epoch is the feed's epoch, set by the first Append.
+	epoch string
 	// recent is the feed's own log (at most RoomMaxLen messages), so a
 	// subscription can resume after a seq like a Redis one.
 	recent []*message.Message
 	dead   []*message.Message
 	closed bool
-}
-
-type roomLog struct {
-	msgs []pipeline.Message // oldest first, at most RoomMaxLen
-	// trimmed is the seq of the newest message dropped by the cap.
-	trimmed    pipeline.Seq
-	hasTrimmed bool
 }
 
 var _ pipeline.Backend = (*Backend)(nil)
@@ -81,6 +94,8 @@ const (
 	DefaultFeedQueue = 4096
 	// DefaultDeadLetterMaxLen is the default number of dead letters kept.
 	DefaultDeadLetterMaxLen = 10_000
+	// DefaultMaxRooms is the default number of rooms kept.
+	DefaultMaxRooms = 10_000
 )
 
 func (c *Config) setDefaults() {
@@ -93,6 +108,15 @@ func (c *Config) setDefaults() {
 	if c.FeedQueue == 0 {
 		c.FeedQueue = DefaultFeedQueue
 	}
+	if c.MaxRooms == 0 {
+		c.MaxRooms = DefaultMaxRooms
+	}
+	if c.RoomTTL == 0 {
+		c.RoomTTL = pipeline.DefaultRoomTTL
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = pipeline.DefaultIdempotencyWindow
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -100,8 +124,11 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration that cannot work. It does not change c.
 func (c Config) Validate() error {
-	if c.RoomMaxLen <= 0 || c.DeadLetterMaxLen <= 0 || c.FeedQueue <= 0 {
+	switch {
+	case c.RoomMaxLen <= 0, c.DeadLetterMaxLen <= 0, c.FeedQueue <= 0, c.MaxRooms <= 0:
 		return errors.New("memstore: limits must be positive")
+	case c.IdempotencyWindow <= 0:
+		return errors.New("memstore: idempotency window must be positive")
 	}
 	return nil
 }
@@ -114,13 +141,17 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	rooms, err := simplelru.NewLRU[string, *roomLog](cfg.MaxRooms, nil)
+	if err != nil {
+		return nil, fmt.Errorf("memstore: %w", err)
+	}
 	b := &Backend{
 		cfg:    cfg,
 		feed:   gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog),
 		queue:  make(chan *message.Message, cfg.FeedQueue),
 		stop:   make(chan struct{}),
 		pumped: make(chan struct{}),
-		rooms:  make(map[string]*roomLog),
+		rooms:  rooms,
 
 		presence:  newPresenceRegistry(),
 		instances: newInstanceRegistry(),
@@ -144,48 +175,89 @@ func (b *Backend) pump() {
 	}
 }
 
-// Append stores msg and publishes it on the feed.
-func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, error) {
+// Append stores msg and publishes it on the feed, unless the room holds a
+// send of the same user and ref within the idempotency window.
+func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Appended, error) {
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return pipeline.Appended{}, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return "", fmt.Errorf("memstore: %w", pipeline.ErrUnavailable)
+		return pipeline.Appended{}, fmt.Errorf("memstore: %w", pipeline.ErrUnavailable)
+	}
+	now := time.Now()
+	b.forgetIdle(now)
+	roomName, user, ref := msg.Metadata.Get(pipeline.MetaRoom), msg.Metadata.Get(pipeline.MetaUser), msg.Metadata.Get(pipeline.MetaRef)
+	room, _ := b.rooms.Get(roomName) // nil for a new (or forgotten) room
+	if room != nil && ref != "" {
+		if s, ok := room.sent(sendKey{user, ref}, now, b.cfg.IdempotencyWindow); ok {
+			return pipeline.Appended{ID: s.id, Seq: s.seq, Epoch: room.epoch, Duplicate: true}, nil
+		}
 	}
 	// Only Append (under mu) fills the queue, so a free slot seen here is
 	// still free below: a message is stored only if it can be delivered,
 	// and nothing blocks while holding mu.
 	if len(b.queue) == cap(b.queue) {
-		return "", fmt.Errorf("memstore: feed queue full: %w", pipeline.ErrUnavailable)
+		return pipeline.Appended{}, fmt.Errorf("memstore: feed queue full: %w", pipeline.ErrUnavailable)
 	}
-	seq := b.nextSeq()
+	seq := b.nextSeq().String()
 	stored := msg.Copy()
-	stored.Metadata.Set(pipeline.MetaSeq, seq.String())
+	stored.Metadata.Set(pipeline.MetaSeq, seq)
 	m, err := pipeline.FromWatermill(stored)
 	if err != nil {
-		return "", fmt.Errorf("memstore: %w", err)
+		return pipeline.Appended{}, fmt.Errorf("memstore: %w", err)
 	}
-	room := b.rooms[m.Room]
 	if room == nil {
-		room = &roomLog{}
-		b.rooms[m.Room] = room
+		room = newRoomLog()
+		// A full LRU forgets the room appended to least recently: its
+		// history is lost and its next message starts a new epoch.
+		b.rooms.Add(roomName, room)
 	}
-	room.msgs = append(room.msgs, m)
-	// Trimming waits until a log is twice its cap, so each message costs
-	// amortised O(1) instead of a copy of the whole log.
-	if over := len(room.msgs) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
-		room.trimmed, _ = pipeline.ParseSeq(room.msgs[over-1].Seq)
-		room.hasTrimmed = true
-		room.msgs = append(room.msgs[:0:0], room.msgs[over:]...)
+	if b.epoch == "" {
+		b.epoch = pipeline.NewEpoch()
+	}
+	room.append(m, b.cfg.RoomMaxLen, now)
+	if ref != "" {
+		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
 	b.recent = append(b.recent, stored)
 	if over := len(b.recent) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
 		b.recent = append(b.recent[:0:0], b.recent[over:]...)
 	}
 	b.queue <- stored // never blocks: checked above
-	return m.Seq, nil
+	return pipeline.Appended{ID: m.ID, Seq: seq, Epoch: room.epoch}, nil
+}
+
+// forgetIdle forgets the rooms idle for longer than RoomTTL. The LRU lists
+// rooms by their last message, so only the idle ones are visited.
+func (b *Backend) forgetIdle(now time.Time) {
+	for {
+		_, r, ok := b.rooms.GetOldest()
+		if !ok || !b.idle(r, now) {
+			return
+		}
+		b.rooms.RemoveOldest()
+	}
+}
+
+// idle reports whether r outlived RoomTTL.
+func (b *Backend) idle(r *roomLog, now time.Time) bool {
+	return b.cfg.RoomTTL > 0 && now.Sub(r.lastAppend) >= b.cfg.RoomTTL
+}
+
+// room returns the log of name, nil when there is none or it is idle.
+// It does not count as use: only appends keep a room.
+func (b *Backend) room(name string, now time.Time) *roomLog {
+	r, ok := b.rooms.Peek(name)
+	if !ok {
+		return nil
+	}
+	if b.idle(r, now) {
+		b.rooms.Remove(name)
+		return nil
+	}
+	return r
 }
 
 // nextSeq returns a seq after every earlier one, in the Redis entry ID format.
@@ -256,25 +328,48 @@ func (b *Backend) Subscribe(ctx context.Context, _ int, after string) (<-chan *m
 	return out, nil
 }
 
-// History returns the room's messages selected by q.
+// BusState returns the feed's epoch (set by the first Append), the seq of
+// the last message stored and of the oldest one the feed can replay.
+func (b *Backend) BusState(context.Context, int) (pipeline.BusState, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := pipeline.BusState{Epoch: b.epoch}
+	if len(b.recent) > 0 {
+		st.Last = b.last.String()
+		st.Oldest = b.recent[0].Metadata.Get(pipeline.MetaSeq)
+	}
+	return st, nil
+}
+
+// History returns the room's messages selected by q, and its epoch.
 func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQuery) (pipeline.HistoryPage, error) {
 	if err := ctx.Err(); err != nil {
 		return pipeline.HistoryPage{}, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r := b.rooms[room]
-	if r == nil || q.Limit <= 0 {
-		return pipeline.HistoryPage{}, nil
-	}
-	msgs, trimmed, hasTrimmed := b.kept(r)
-	var page pipeline.HistoryPage
+	var after, before pipeline.Seq
+	var err error
 	switch {
 	case q.After != "":
-		after, err := pipeline.ParseSeq(q.After)
-		if err != nil {
-			return page, err
-		}
+		after, err = pipeline.ParseSeq(q.After)
+	case q.Before != "":
+		before, err = pipeline.ParseSeq(q.Before)
+	}
+	if err != nil {
+		return pipeline.HistoryPage{}, fmt.Errorf("memstore: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.room(room, time.Now())
+	if r == nil {
+		return pipeline.HistoryPage{}, nil
+	}
+	page := pipeline.HistoryPage{Epoch: r.epoch}
+	if q.Limit <= 0 {
+		return page, nil
+	}
+	msgs, trimmed, hasTrimmed := b.kept(r)
+	switch {
+	case q.After != "":
 		i := sort.Search(len(msgs), func(i int) bool {
 			s, _ := pipeline.ParseSeq(msgs[i].Seq)
 			return after.Less(s)
@@ -285,10 +380,6 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 			page.Next = page.Messages[n-1].Seq
 		}
 	case q.Before != "":
-		before, err := pipeline.ParseSeq(q.Before)
-		if err != nil {
-			return page, err
-		}
 		i := sort.Search(len(msgs), func(i int) bool {
 			s, _ := pipeline.ParseSeq(msgs[i].Seq)
 			return !s.Less(before)

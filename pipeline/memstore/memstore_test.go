@@ -20,12 +20,32 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // TestContract runs the backend contract suite against the memory backend.
 func TestContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, roomMaxLen int) pipeline.Backend {
-		b, err := memstore.New(memstore.Config{RoomMaxLen: roomMaxLen, Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+	storetest.Run(t, storetest.Harness{
+		New: func(t *testing.T, o storetest.Options) pipeline.Backend {
+			b, err := memstore.New(memstore.Config{
+				RoomMaxLen: o.RoomMaxLen, RoomTTL: o.RoomTTL, IdempotencyWindow: o.IdempotencyWindow,
+				MaxRooms: o.MaxRooms, Logger: quiet,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+		// Lose evicts room: a message in each of MaxRooms other rooms
+		// makes it the least recently used.
+		Lose: func(t *testing.T, b pipeline.Backend, o storetest.Options, room string) {
+			if o.MaxRooms == 0 {
+				t.Fatal("Lose needs a backend made with MaxRooms")
+			}
+			for i := range o.MaxRooms {
+				m := message.NewMessage(fmt.Sprint("evict-", i), []byte("hi"))
+				m.Metadata.Set(pipeline.MetaRoom, fmt.Sprintf("%s-evictor-%d", room, i))
+				m.Metadata.Set(pipeline.MetaUser, "evictor")
+				if _, err := b.Append(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
 	})
 }
 
@@ -42,6 +62,9 @@ func TestConfig(t *testing.T) {
 		{"negative room max len", memstore.Config{RoomMaxLen: -1}, false},
 		{"negative feed queue", memstore.Config{FeedQueue: -1}, false},
 		{"negative dead letter max len", memstore.Config{DeadLetterMaxLen: -1}, false},
+		{"negative max rooms", memstore.Config{MaxRooms: -1}, false},
+		{"negative idempotency window", memstore.Config{IdempotencyWindow: -time.Second}, false},
+		{"no room TTL", memstore.Config{RoomTTL: pipeline.NoRoomTTL}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,10 +145,11 @@ func TestOldest(t *testing.T) {
 		msg := message.NewMessage(fmt.Sprint("msg-", i), []byte("hi"))
 		msg.Metadata.Set(pipeline.MetaRoom, "lobby")
 		msg.Metadata.Set(pipeline.MetaUser, "alice")
-		seq, err := b.Append(ctx, msg)
+		a, err := b.Append(ctx, msg)
 		if err != nil {
 			t.Fatal(err)
 		}
+		seq := a.Seq
 		seqs = append(seqs, seq)
 		if got, err := b.Oldest(ctx, 0); err != nil || pipeline.CompareSeq(got, seqs[0]) < 0 || pipeline.CompareSeq(got, seq) > 0 {
 			t.Fatalf("Oldest() after %d appends = %q, %v; want a kept seq in [%s, %s]", i+1, got, err, seqs[0], seq)
@@ -133,5 +157,84 @@ func TestOldest(t *testing.T) {
 	}
 	if got, _ := b.Oldest(ctx, 0); pipeline.CompareSeq(got, seqs[0]) <= 0 {
 		t.Fatalf("Oldest() = %q after %d appends to a feed keeping %d, want it past the first, %s", got, 2*maxLen, maxLen, seqs[0])
+	}
+}
+
+// appendTo appends a message to room and fails the test on an error.
+func appendTo(t *testing.T, b *memstore.Backend, room, text string) pipeline.Appended {
+	t.Helper()
+	m := message.NewMessage(fmt.Sprint(room, "-", text), []byte(text))
+	m.Metadata.Set(pipeline.MetaRoom, room)
+	m.Metadata.Set(pipeline.MetaUser, "alice")
+	a, err := b.Append(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestMaxRoomsEvictsLeastRecentlyUsed proves that a new room beyond
+// MaxRooms evicts the room whose last message is the oldest (not the room
+// created first, nor one only read), which then starts a new epoch.
+func TestMaxRoomsEvictsLeastRecentlyUsed(t *testing.T) {
+	b := newBackend(t, memstore.Config{MaxRooms: 3})
+	ctx := context.Background()
+	epochs := map[string]string{}
+	for _, room := range []string{"a", "b", "c"} {
+		epochs[room] = appendTo(t, b, room, "first").Epoch
+	}
+	// a is now the most recently used; reading b does not count as use.
+	appendTo(t, b, "a", "again")
+	if _, err := b.History(ctx, "b", pipeline.HistoryQuery{Limit: 1}); err != nil {
+		t.Fatal(err)
+	}
+	appendTo(t, b, "d", "first") // evicts b
+	cases := []struct {
+		room string
+		kept int
+	}{{"a", 2}, {"b", 0}, {"c", 1}, {"d", 1}}
+	for _, tc := range cases {
+		p, err := b.History(ctx, tc.room, pipeline.HistoryQuery{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Messages) != tc.kept {
+			t.Errorf("room %s keeps %d messages, want %d", tc.room, len(p.Messages), tc.kept)
+		}
+	}
+	if e := appendTo(t, b, "b", "back").Epoch; e == epochs["b"] {
+		t.Errorf("an evicted room came back with its old epoch %q", e)
+	}
+	if e := appendTo(t, b, "a", "still").Epoch; e != epochs["a"] {
+		t.Errorf("a kept room's epoch changed from %q to %q", epochs["a"], e)
+	}
+}
+
+// TestIdempotencyRecordsBounded proves that a room remembers at most
+// RoomMaxLen sends: the oldest is forgotten first, so its retry is stored
+// again, while a recent one is still recognised.
+func TestIdempotencyRecordsBounded(t *testing.T) {
+	const maxLen = 4
+	b := newBackend(t, memstore.Config{RoomMaxLen: maxLen})
+	send := func(ref string) pipeline.Appended {
+		t.Helper()
+		m := message.NewMessage(fmt.Sprint("id-", ref, "-", time.Now().UnixNano()), []byte("hi"))
+		m.Metadata.Set(pipeline.MetaRoom, "lobby")
+		m.Metadata.Set(pipeline.MetaUser, "alice")
+		m.Metadata.Set(pipeline.MetaRef, ref)
+		a, err := b.Append(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	for i := range maxLen + 1 {
+		send(fmt.Sprint("r", i))
+	}
+	if a := send("r0"); a.Duplicate {
+		t.Errorf("the oldest of %d sends in a room remembering %d is still remembered: %+v", maxLen+1, maxLen, a)
+	}
+	if a := send(fmt.Sprint("r", maxLen)); !a.Duplicate {
+		t.Errorf("the newest send is forgotten: %+v", a)
 	}
 }

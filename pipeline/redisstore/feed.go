@@ -136,3 +136,38 @@ func decodeEntry(x redis.XMessage) (pipeline.Message, error) {
 
 // ErrUndecodable reports a stream entry that is not in chatstream's layout.
 var ErrUndecodable = errors.New("undecodable entry")
+
+var _ pipeline.BusStater = (*Backend)(nil)
+
+// BusState reads partition p's bus epoch and its newest and oldest entry
+// IDs in one transaction. A bus that does not exist has an empty state.
+func (b *Backend) BusState(ctx context.Context, p int) (pipeline.BusState, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	bus := b.keys.Bus(p)
+	pipe := b.client.TxPipeline()
+	exists := pipe.Exists(ctx, bus)
+	epoch := pipe.Get(ctx, b.keys.BusEpoch(p))
+	last := pipe.XRevRangeN(ctx, bus, "+", "-", 1)
+	oldest := pipe.XRangeN(ctx, bus, "-", "+", 1)
+	_, _ = pipe.Exec(ctx) // each reply is checked below: a missing epoch is redis.Nil
+	var st pipeline.BusState
+	if err := errors.Join(exists.Err(), last.Err(), oldest.Err()); err != nil {
+		return st, b.unavailable(err)
+	}
+	e, err := epoch.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return st, b.unavailable(err)
+	}
+	if exists.Val() == 0 {
+		return st, nil // lost or never written: its epoch, if any, is stale
+	}
+	st.Epoch = e
+	if xs := last.Val(); len(xs) > 0 {
+		st.Last = xs[0].ID
+	}
+	if xs := oldest.Val(); len(xs) > 0 {
+		st.Oldest = xs[0].ID
+	}
+	return st, nil
+}

@@ -4,20 +4,26 @@
 //
 // Key layout (prefix "chat", N = 16 by default):
 //
-//	chat:{p07}:room:<room>   history of one room (MAXLEN ~ RoomMaxLen)
-//	chat:{p07}:bus           delivery log of partition 07 (MAXLEN ~ BusMaxLen)
-//	chat:rejected            dead letters (MAXLEN ~ DeadLetterMaxLen)
+//	chat:{p07}:room:<room>         history of one room (MAXLEN ~ RoomMaxLen, TTL RoomTTL)
+//	chat:{p07}:epoch:<room>        the room's epoch (TTL RoomTTL, like its stream)
+//	chat:{p07}:sent:<room>:<hash>  a send's record for idempotency (TTL IdempotencyWindow)
+//	chat:{p07}:bus                 delivery log of partition 07 (MAXLEN ~ BusMaxLen)
+//	chat:{p07}:bus:epoch           the bus's epoch
+//	chat:rejected                  dead letters (MAXLEN ~ DeadLetterMaxLen)
 //
 // A room belongs to partition pipeline.PartitionOf(room, N); the {pNN} hash
-// tag keeps a room and its bus in one Redis Cluster slot, so one Lua script
-// writes both atomically, under one entry ID that is the message's seq.
+// tag keeps a room, its records and its bus in one Redis Cluster slot, so
+// one Lua script checks the send's record and writes both streams
+// atomically, under one entry ID that is the message's seq.
 // Entries use Watermill's layout: _watermill_message_uuid, payload (the
 // text) and metadata (a msgpack map of strings, including seq).
 package redisstore
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +67,15 @@ type Config struct {
 	// DeadLetterMaxLen is the approximate length of the dead-letter stream.
 	// Default DefaultDeadLetterMaxLen.
 	DeadLetterMaxLen int64
+	// RoomTTL is how long a room's stream and epoch outlive its last
+	// message; a room idle for longer is forgotten and its next message
+	// starts a new epoch. Default pipeline.DefaultRoomTTL; negative
+	// (pipeline.NoRoomTTL): rooms never expire. At least a millisecond.
+	RoomTTL time.Duration
+	// IdempotencyWindow is how long a send's (user, room, ref) is
+	// remembered. Default pipeline.DefaultIdempotencyWindow; negative is
+	// refused. At least a millisecond.
+	IdempotencyWindow time.Duration
 	// MaxBatch caps the appends sent in one pipelined round trip. Default
 	// DefaultMaxBatch.
 	MaxBatch int
@@ -105,6 +120,12 @@ func (c *Config) setDefaults() {
 	if c.DeadLetterMaxLen == 0 {
 		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
 	}
+	if c.RoomTTL == 0 {
+		c.RoomTTL = pipeline.DefaultRoomTTL
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = pipeline.DefaultIdempotencyWindow
+	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = DefaultMaxBatch
 	}
@@ -126,6 +147,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("redisstore: partitions must be between 1 and %d", MaxPartitions)
 	case c.RoomMaxLen <= 0, c.BusMaxLen <= 0, c.DeadLetterMaxLen <= 0, c.MaxBatch <= 0, c.Timeout <= 0:
 		return errors.New("redisstore: limits must be positive")
+	case c.IdempotencyWindow < time.Millisecond:
+		return errors.New("redisstore: idempotency window must be at least 1ms")
+	case c.RoomTTL >= 0 && c.RoomTTL < time.Millisecond:
+		return errors.New("redisstore: room TTL must be at least 1ms (or negative: never)")
 	case strings.ContainsAny(c.Prefix, "{} \n"):
 		return errors.New("redisstore: prefix must not contain braces or spaces")
 	}
@@ -143,8 +168,31 @@ func (k Keys) Room(room string) string {
 	return fmt.Sprintf("%s:{p%02d}:room:%s", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room)
 }
 
+// Epoch returns the string key holding room's epoch. It expires with the
+// room's stream.
+func (k Keys) Epoch(room string) string {
+	return fmt.Sprintf("%s:{p%02d}:epoch:%s", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room)
+}
+
+// Sent returns the string key recording the send (user, room, ref) for the
+// idempotency window: a msgpack array of the room's epoch, the message's
+// UUID and its seq. User and ref are hashed (SHA-256 of both, each length
+// prefixed, first 128 bits in hex), so no user name appears in a key and no
+// two sends share one.
+func (k Keys) Sent(room, user, ref string) string {
+	h := sha256.New()
+	for _, s := range []string{user, ref} {
+		_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(s)))) // hash writes never fail
+		_, _ = h.Write([]byte(s))
+	}
+	return fmt.Sprintf("%s:{p%02d}:sent:%s:%x", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room, h.Sum(nil)[:16])
+}
+
 // Bus returns the bus stream of partition p.
 func (k Keys) Bus(p int) string { return fmt.Sprintf("%s:{p%02d}:bus", k.Prefix, p) }
+
+// BusEpoch returns the string key holding partition p's bus epoch.
+func (k Keys) BusEpoch(p int) string { return k.Bus(p) + ":epoch" }
 
 // BusOf returns the bus stream of room's partition.
 func (k Keys) BusOf(room string) string { return k.Bus(pipeline.PartitionOf(room, k.Partitions)) }
@@ -304,50 +352,64 @@ func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
 
 // appendReq is one Append waiting for the batcher.
 type appendReq struct {
-	room, bus string
-	args      []any
-	res       chan appendRes
+	keys []string
+	args []any
+	res  chan appendRes
 }
 
 type appendRes struct {
-	seq string
+	a   pipeline.Appended
 	err error
 }
 
 // ErrClosed reports use of a closed backend.
 var ErrClosed = errors.New("redisstore: closed")
 
-// Append stores msg in its room stream and bus with one script call; calls
-// that arrive while a round trip is in flight are pipelined together in the
-// next one, by the batcher goroutine.
-func (b *Backend) Append(ctx context.Context, msg *message.Message) (string, error) {
+// Append stores msg in its room stream and bus with one script call, which
+// first checks the send's record (see Keys.Sent) and, for a send already
+// stored in the room's epoch, stores nothing and returns the original.
+// Calls that arrive while a round trip is in flight are pipelined together
+// in the next one, by the batcher goroutine.
+func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Appended, error) {
 	room := msg.Metadata.Get(pipeline.MetaRoom)
 	if room == "" {
-		return "", fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
+		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
 	}
 	md, err := msgpack.Marshal(map[string]string(msg.Metadata))
 	if err != nil {
-		return "", fmt.Errorf("redisstore: metadata: %w", err)
+		return pipeline.Appended{}, fmt.Errorf("redisstore: metadata: %w", err)
+	}
+	p := pipeline.PartitionOf(room, b.cfg.Partitions)
+	keys := []string{b.keys.Room(room), b.keys.Bus(p), b.keys.Epoch(room), b.keys.BusEpoch(p)}
+	if ref := msg.Metadata.Get(pipeline.MetaRef); ref != "" {
+		keys = append(keys, b.keys.Sent(room, msg.Metadata.Get(pipeline.MetaUser), ref))
+	}
+	ttl := b.cfg.RoomTTL.Milliseconds()
+	if b.cfg.RoomTTL < 0 {
+		ttl = 0
 	}
 	req := appendReq{
-		room: b.keys.Room(room), bus: b.keys.BusOf(room),
-		args: []any{b.cfg.RoomMaxLen, b.cfg.BusMaxLen, msg.UUID, []byte(msg.Payload), md},
-		res:  make(chan appendRes, 1),
+		keys: keys,
+		args: []any{
+			b.cfg.RoomMaxLen, b.cfg.BusMaxLen, msg.UUID, []byte(msg.Payload), md,
+			pipeline.NewEpoch(), ttl, b.cfg.IdempotencyWindow.Milliseconds(),
+		},
+		res: make(chan appendRes, 1),
 	}
 	select {
 	case b.reqs <- req:
 	case <-ctx.Done():
-		return "", fmt.Errorf("redisstore: append: %w", ctx.Err())
+		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
 	case <-b.stop:
-		return "", ErrClosed
+		return pipeline.Appended{}, ErrClosed
 	}
 	select {
 	case r := <-req.res:
-		return r.seq, r.err
+		return r.a, r.err
 	case <-ctx.Done():
 		// The batcher answers into the buffered channel later; the
 		// message may still be stored, but it was not acknowledged.
-		return "", fmt.Errorf("redisstore: append: %w", ctx.Err())
+		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
 	}
 }
 
@@ -418,14 +480,36 @@ func (b *Backend) runBatch(batch []appendReq) {
 			r.res <- appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)}
 			continue
 		}
-		seq, cerr := cmds[i].Text()
+		a, cerr := appended(cmds[i])
 		if cerr != nil {
 			r.res <- appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cerr)}
 			continue
 		}
-		r.res <- appendRes{seq: seq}
+		r.res <- appendRes{a: a}
 	}
 }
+
+// appended reads the append script's reply: {seq, epoch, uuid, duplicate}.
+func appended(c *redis.Cmd) (pipeline.Appended, error) {
+	v, err := c.Slice()
+	if err != nil {
+		return pipeline.Appended{}, err
+	}
+	if len(v) == 4 {
+		seq, ok1 := v[0].(string)
+		epoch, ok2 := v[1].(string)
+		id, ok3 := v[2].(string)
+		dup, ok4 := v[3].(int64)
+		if ok1 && ok2 && ok3 && ok4 {
+			return pipeline.Appended{ID: id, Seq: seq, Epoch: epoch, Duplicate: dup == 1}, nil
+		}
+	}
+	return pipeline.Appended{}, fmt.Errorf("%w: append script replied %v", errBadReply, v)
+}
+
+// errBadReply reports a reply of the append script that is not its own
+// (e.g. another version of the script under the same SHA).
+var errBadReply = errors.New("unexpected reply")
 
 // evalBatch runs the append script for every request in one pipeline, by
 // SHA when bySHA is set (the script is cached after the first Eval).
@@ -433,11 +517,10 @@ func (b *Backend) evalBatch(ctx context.Context, batch []appendReq, bySHA bool) 
 	pipe := b.appendClient.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, r := range batch {
-		keys := []string{r.room, r.bus}
 		if bySHA {
-			cmds[i] = appendScript.EvalSha(ctx, pipe, keys, r.args...)
+			cmds[i] = appendScript.EvalSha(ctx, pipe, r.keys, r.args...)
 		} else {
-			cmds[i] = appendScript.Eval(ctx, pipe, keys, r.args...)
+			cmds[i] = appendScript.Eval(ctx, pipe, r.keys, r.args...)
 		}
 	}
 	_, err := pipe.Exec(ctx)

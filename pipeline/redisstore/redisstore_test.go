@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/internal/testredis"
@@ -15,20 +17,59 @@ import (
 	"github.com/chatstream/chatstream/pipeline/storetest"
 )
 
-// TestContract runs the backend contract suite against Redis Streams.
+// TestContract runs the backend contract suite against Redis Streams, each
+// subtest under its own key prefix of one server.
 func TestContract(t *testing.T) {
 	srv := testredis.Start(t)
-	n := 0
-	storetest.Run(t, func(t *testing.T, roomMaxLen int) pipeline.Backend {
-		n++
-		b, err := redisstore.New(redisstore.Config{
-			URL: srv.URL, Prefix: srv.Prefix + "x" + string(rune('a'+n)), RoomMaxLen: int64(roomMaxLen), Partitions: 4,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+	var n atomic.Int64
+	storetest.Run(t, storetest.Harness{
+		New: func(t *testing.T, o storetest.Options) pipeline.Backend {
+			return newBackend(t, redisstore.Config{
+				URL: srv.URL, Prefix: fmt.Sprintf("%sx%d", srv.Prefix, n.Add(1)), Partitions: 4,
+				RoomMaxLen: int64(o.RoomMaxLen), RoomTTL: o.RoomTTL, IdempotencyWindow: o.IdempotencyWindow,
+			})
+		},
+		// Lose deletes the room's stream and epoch, as a Redis restarted
+		// without them would.
+		Lose: func(t *testing.T, b pipeline.Backend, _ storetest.Options, room string) {
+			k := b.(*redisstore.Backend).Keys()
+			if err := srv.Client().Del(context.Background(), k.Room(room), k.Epoch(room)).Err(); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
+}
+
+// newBackend returns a backend made with cfg, closed by t.Cleanup.
+func newBackend(t testing.TB, cfg redisstore.Config) *redisstore.Backend {
+	t.Helper()
+	b, err := redisstore.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// send builds a message of room by alice with ref ("" for none).
+func send(room, ref, text string) *message.Message {
+	m := message.NewMessage(uuid.Must(uuid.NewV7()).String(), []byte(text))
+	m.Metadata.Set(pipeline.MetaRoom, room)
+	m.Metadata.Set(pipeline.MetaUser, "alice")
+	if ref != "" {
+		m.Metadata.Set(pipeline.MetaRef, ref)
+	}
+	return m
+}
+
+// mustAppend appends m and fails the test on an error.
+func mustAppend(t *testing.T, b *redisstore.Backend, m *message.Message) pipeline.Appended {
+	t.Helper()
+	a, err := b.Append(context.Background(), m)
+	if err != nil {
+		t.Fatalf("append %q: %v", m.Payload, err)
+	}
+	return a
 }
 
 // TestRoomsAndDecodeEntry: Rooms lists the rooms written, and DecodeEntry
@@ -46,11 +87,11 @@ func TestRoomsAndDecodeEntry(t *testing.T) {
 		m := message.NewMessage("id-"+room, []byte("hi "+room))
 		m.Metadata.Set(pipeline.MetaRoom, room)
 		m.Metadata.Set(pipeline.MetaUser, "alice")
-		seq, err := b.Append(ctx, m)
+		a, err := b.Append(ctx, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		seqs = append(seqs, seq)
+		seqs = append(seqs, a.Seq)
 	}
 	rooms, err := b.Rooms(ctx)
 	if err != nil {
