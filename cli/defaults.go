@@ -6,6 +6,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/chatstream/chatstream/admission"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/server"
@@ -33,5 +34,10 @@ func defaults() kong.Vars {
 		"default_frame_burst":      i(ws.DefaultFrameBurst),
 		"default_pong_wait":        d(ws.DefaultPongWait),
 		"default_write_wait":       d(ws.DefaultWriteWait),
+		"default_max_conns_per_ip": i(admission.DefaultMaxConnsPerIP),
+		"default_handshake_rate":   i(admission.DefaultHandshakeRate),
+		"default_handshake_burst":  i(admission.DefaultHandshakeBurst),
+		// derived_max_conns is what --max-conns 0 means on this machine.
+		"derived_max_conns": i(admission.DerivedMaxConns()),
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"time"
 
+	"github.com/chatstream/chatstream/admission"
 	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/ws"
@@ -25,6 +26,11 @@ type serveCmd struct {
 	FrameBurst      int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
 	PongWait        time.Duration `default:"${default_pong_wait}" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
 	WriteWait       time.Duration `default:"${default_write_wait}" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
+	MaxConns        int           `default:"0" env:"CHATSTREAM_MAX_CONNS" help:"WebSockets this instance holds at once; more are refused with 503. 0: the open-file limit minus max(100, limit/10), leaving room for health checks and Redis (${derived_max_conns} here)."`
+	MaxConnsPerIP   int           `default:"${default_max_conns_per_ip}" env:"CHATSTREAM_MAX_CONNS_PER_IP" help:"WebSockets one client address holds at once (an IPv6 /64 counts as one address); more are refused with 429."`
+	HandshakeRate   float64       `default:"${default_handshake_rate}" env:"CHATSTREAM_HANDSHAKE_RATE" help:"WebSocket handshakes per second one client address may make (sustained); more are refused with 429."`
+	HandshakeBurst  int           `default:"${default_handshake_burst}" env:"CHATSTREAM_HANDSHAKE_BURST" help:"WebSocket handshakes one client address may make at once."`
+	TrustedProxies  []string      `env:"CHATSTREAM_TRUSTED_PROXIES" sep:"," placeholder:"CIDR" help:"Proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For names the client; the right-most address that is not a trusted proxy is the client. Empty: the header is ignored."`
 	ShutdownTimeout time.Duration `default:"${default_shutdown_timeout}" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
 	AdminToken      string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
 	Moderation      string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
@@ -75,6 +81,14 @@ func (s *serveCmd) config(g *globals) server.Config {
 			FrameBurst:     s.FrameBurst,
 			PongWait:       s.PongWait,
 			WriteWait:      s.WriteWait,
+			Logger:         g.Log,
+		},
+		Admission: admission.Config{
+			MaxConns:       s.MaxConns,
+			MaxConnsPerIP:  s.MaxConnsPerIP,
+			HandshakeRate:  s.HandshakeRate,
+			HandshakeBurst: s.HandshakeBurst,
+			TrustedProxies: s.TrustedProxies,
 			Logger:         g.Log,
 		},
 	}
