@@ -79,7 +79,7 @@ type Backend struct {
 	// Instances records running instances and their read positions.
 	Instances pipeline.InstanceRecorder
 	// Buses tells how much of each partition's feed is still kept.
-	Buses pipeline.BusInspector
+	Buses pipeline.BusStater
 	// Health reports whether the backend can serve.
 	Health pipeline.Pinger
 	// Streams reads stored streams for the tools (replay, rejected,

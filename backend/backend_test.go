@@ -46,8 +46,8 @@ func exercise(t *testing.T, b *backend.Backend) {
 		t.Fatalf("history = %+v, %v; want the message at %s", page, err, seq)
 	}
 	p := pipeline.PartitionOf("lobby", b.Feed.Partitions())
-	if oldest, err := b.Buses.Oldest(ctx, p); err != nil || oldest != seq {
-		t.Fatalf("oldest of partition %d = %q, %v; want %s", p, oldest, err, seq)
+	if st, err := b.Buses.BusState(ctx, p); err != nil || st.Oldest != seq || st.Last != seq || st.Epoch == "" {
+		t.Fatalf("state of partition %d = %+v, %v; want oldest and last %s and an epoch", p, st, err, seq)
 	}
 	if err := b.Instances.RecordInstance(ctx, pipeline.InstanceInfo{ID: "i1", Positions: make([]string, b.Feed.Partitions())}); err != nil {
 		t.Fatalf("record instance: %v", err)

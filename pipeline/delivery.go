@@ -43,15 +43,6 @@ type InstanceRecorder interface {
 	RecordInstance(ctx context.Context, info InstanceInfo) error
 }
 
-// BusInspector reports what a partition's feed still keeps. Implementations
-// are safe for concurrent use.
-type BusInspector interface {
-	// Oldest returns the seq of the oldest entry partition p still keeps,
-	// "" when it keeps none. A reader whose position is older has lost the
-	// entries in between to trimming.
-	Oldest(ctx context.Context, p int) (string, error)
-}
-
 // Defaults of DeliveryConfig.
 const (
 	// DefaultResubscribeDelay is the default pause before a failed feed
@@ -80,10 +71,13 @@ type DeliveryConfig struct {
 	// Instances records this instance and its read positions every
 	// ReportEvery. Nil: not recorded.
 	Instances InstanceRecorder
-	// Buses tells the oldest entry each partition keeps; every ReportEvery
-	// a position older than that (the bus was trimmed past it) resyncs the
-	// members of that partition's rooms. Nil: not checked.
-	Buses BusInspector
+	// Buses tells what each partition's feed holds; every ReportEvery the
+	// delivery compares it with its position: a feed that was reset (a new
+	// epoch, or its newest entry below the position: Redis restarted
+	// empty) is followed again from its new start, and a feed trimmed past
+	// the position lost entries; either way the members of that
+	// partition's rooms resync. Nil: not checked.
+	Buses BusStater
 	// ReportEvery is the interval of records and gap checks. Default
 	// DefaultReportEvery.
 	ReportEvery time.Duration
@@ -134,8 +128,13 @@ type Delivery struct {
 	positions []string
 
 	// gapHandled is the position per partition at which a feed gap was
-	// last handled; owned by the watch goroutine.
+	// last handled, and epochs the feed epoch per partition last seen;
+	// both owned by the watch goroutine.
 	gapHandled map[int]string
+	epochs     []string
+	// restart tells partition loops to follow their feed again from a seq
+	// (after a reset); one slot each, a newer request replaces an older.
+	restart []chan string
 	// subFail reports failing subscriptions once, not per retry.
 	subFail *faillog.Log
 }
@@ -146,12 +145,19 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Delivery{
+	n := cfg.Feed.Partitions()
+	d := &Delivery{
 		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
-		positions:  make([]string, cfg.Feed.Partitions()),
+		positions:  make([]string, n),
 		gapHandled: make(map[int]string),
+		epochs:     make([]string, n),
+		restart:    make([]chan string, n),
 		subFail:    faillog.New(cfg.Logger, "feed subscription", 0),
-	}, nil
+	}
+	for p := range d.restart {
+		d.restart[p] = make(chan string, 1)
+	}
+	return d, nil
 }
 
 // Run follows every partition, and records and checks positions, until ctx
@@ -188,7 +194,9 @@ func (d *Delivery) Positions() []string {
 
 // loop subscribes to one partition of the feed and hands every stored
 // message to the Deliverer. When the subscription ends before ctx is done it
-// subscribes again after the last seq it delivered, so nothing is skipped.
+// subscribes again after the last seq it delivered, so nothing is skipped;
+// a restart request (after a reset of the feed) makes it subscribe again
+// after the seq it names instead.
 func (d *Delivery) loop(ctx context.Context, part int) {
 	last := ""
 	first := true
@@ -198,7 +206,8 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 		}
 	}()
 	for ctx.Err() == nil {
-		ch, err := d.cfg.Feed.Subscribe(ctx, part, last)
+		sctx, cancel := context.WithCancel(ctx)
+		ch, err := d.cfg.Feed.Subscribe(sctx, part, last)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.subFail.Fail(strconv.Itoa(part), err)
@@ -209,21 +218,51 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 				first = false
 				d.subscribed.Done()
 			}
-			for msg := range ch {
-				if seq := d.deliver(msg); seq != "" {
-					last = seq
-					d.posMu.Lock()
-					d.positions[part] = seq
-					d.posMu.Unlock()
+			if from, restarted := d.follow(ch, part, &last); restarted {
+				cancel()
+				for range ch { // the cancelled subscription closes its channel
 				}
-				msg.Ack()
+				last = from
+				d.setPosition(part, "")
+				continue // at once: messages stored since the reset wait
 			}
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
+		case from := <-d.restart[part]:
+			last = from
+			d.setPosition(part, "")
 		case <-time.After(d.cfg.ResubscribeDelay):
 		}
 	}
+}
+
+// follow delivers the messages of one subscription until its channel
+// closes, keeping *last at the seq delivered, or until a restart is
+// requested: then it returns the seq to follow from and true.
+func (d *Delivery) follow(ch <-chan *message.Message, part int, last *string) (string, bool) {
+	for {
+		select {
+		case msg, ok := <-ch:
+			if !ok {
+				return "", false
+			}
+			if seq := d.deliver(msg); seq != "" {
+				*last = seq
+				d.setPosition(part, seq)
+			}
+			msg.Ack()
+		case from := <-d.restart[part]:
+			return from, true
+		}
+	}
+}
+
+func (d *Delivery) setPosition(part int, seq string) {
+	d.posMu.Lock()
+	d.positions[part] = seq
+	d.posMu.Unlock()
 }
 
 // deliver hands one feed entry to the Deliverer. It returns the seq
@@ -272,25 +311,55 @@ func (d *Delivery) record(ctx context.Context, positions []string) {
 	}
 }
 
-// checkGaps compares how far this instance has read each partition with the
-// oldest entry the partition still keeps. A position older than that means
-// trimming removed entries this instance never delivered: the members of
-// that partition's rooms resync, so their clients resume from the room
-// streams, which keep far more. Each gap is handled once.
+// checkGaps compares, for each partition, what the feed holds with how far
+// this instance has read it. A feed that was reset (another epoch than
+// last seen, or nothing at or after the position: Redis restarted empty,
+// perhaps with its clock behind) is followed again from its new start. A
+// position older than the oldest entry kept means trimming removed entries
+// this instance never delivered. Either way the members of that
+// partition's rooms resync, so their clients resume from the room streams
+// (and learn of a reset there). Each reset or gap is handled once.
 func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.ReportEvery)
 	defer cancel()
 	for p, pos := range positions {
-		if pos == "" || d.gapHandled[p] == pos {
-			continue
+		st, err := d.cfg.Buses.BusState(ctx, p)
+		if err != nil {
+			continue // an outage is reported by the subscriptions
 		}
-		oldest, err := d.cfg.Buses.Oldest(ctx, p)
-		if err != nil || oldest == "" || CompareSeq(pos, oldest) >= 0 {
-			continue
+		known := d.epochs[p]
+		d.epochs[p] = st.Epoch
+		reset := known != "" && st.Epoch != known ||
+			pos != "" && (st.Last == "" || CompareSeq(st.Last, pos) < 0)
+		switch {
+		case reset:
+			d.requestRestart(p, "0-0")
+			delete(d.gapHandled, p)
+			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
+			d.log.Error("feed reset: the partition's stored data was lost; following it from its new start, members resync",
+				"partition", p, "position", pos, "epoch", st.Epoch, "previous_epoch", known, "last", st.Last, "resynced", n)
+		case pos == "" || d.gapHandled[p] == pos || st.Oldest == "" || CompareSeq(pos, st.Oldest) >= 0:
+		default:
+			d.gapHandled[p] = pos
+			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
+			d.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
+				"partition", p, "position", pos, "oldest", st.Oldest, "resynced", n)
 		}
-		d.gapHandled[p] = pos
-		n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
-		d.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
-			"partition", p, "position", pos, "oldest", oldest, "resynced", n)
+	}
+}
+
+// requestRestart asks partition p's loop to follow the feed again after
+// seq, replacing a request it has not taken yet.
+func (d *Delivery) requestRestart(p int, seq string) {
+	for {
+		select {
+		case d.restart[p] <- seq:
+			return
+		default:
+		}
+		select {
+		case <-d.restart[p]:
+		default:
+		}
 	}
 }

@@ -373,7 +373,8 @@ func TestDeliveryGapResyncs(t *testing.T) {
 	for i := range 3 {
 		outs = append(outs, f.submit(t, send(fmt.Sprint("after ", i), fmt.Sprint("a", i))))
 	}
-	if oldest, err := f.be.Oldest(context.Background(), 0); err != nil || pipeline.CompareSeq(oldest, o1.Seq) <= 0 {
+	if st, err := f.be.BusState(context.Background(), 0); err != nil || pipeline.CompareSeq(st.Oldest, o1.Seq) <= 0 {
+		oldest := st.Oldest
 		t.Fatalf("Oldest = %q, %v; the test expected the feed trimmed past %s", oldest, err, o1.Seq)
 	}
 	select {

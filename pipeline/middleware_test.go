@@ -196,16 +196,21 @@ func TestLoggingHandled(t *testing.T) {
 	}
 }
 
-// TestLoggingRefused proves that Logging logs a refusal at info level with
-// the error and the message's ids, and never its text.
+// TestLoggingRefused proves that Logging logs a refusal at debug level (a
+// flood of refusals must not flood an info log) with the error and the
+// message's ids, and never its text.
 func TestLoggingRefused(t *testing.T) {
 	next := &nextHandler{err: pipeline.Errorf(pipeline.CodeRejected, "not allowed here")}
-	recs, raw := logRecords(t, slog.LevelInfo, next, secretText)
+	quiet := &nextHandler{err: next.err}
+	if recs, raw := logRecords(t, slog.LevelInfo, quiet, secretText); len(recs) != 0 {
+		t.Fatalf("got %d log records at info level, want none:\n%s", len(recs), raw)
+	}
+	recs, raw := logRecords(t, slog.LevelDebug, next, secretText)
 	if len(recs) != 1 {
 		t.Fatalf("got %d log records, want 1:\n%s", len(recs), raw)
 	}
 	r := recs[0]
-	for k, v := range map[string]any{"level": "INFO", "msg_id": "msg-1", "room": "lobby", "user": "alice"} {
+	for k, v := range map[string]any{"level": "DEBUG", "msg_id": "msg-1", "room": "lobby", "user": "alice"} {
 		if r[k] != v {
 			t.Errorf("log %s = %v, want %v in %s", k, r[k], v, raw)
 		}

@@ -16,7 +16,7 @@ const InstanceTTL = 30 * time.Second
 
 var (
 	_ pipeline.InstanceRecorder = (*Backend)(nil)
-	_ pipeline.BusInspector     = (*Backend)(nil)
+	_ pipeline.BusStater        = (*Backend)(nil)
 )
 
 // instanceRegistry holds the records of the instances using one memory
@@ -67,15 +67,4 @@ func (b *Backend) Instances(context.Context) ([]pipeline.InstanceInfo, error) {
 	}
 	slices.SortFunc(out, func(a, b pipeline.InstanceInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
-}
-
-// Oldest returns the seq of the oldest message the feed can still replay
-// to a subscription, "" when it holds none.
-func (b *Backend) Oldest(context.Context, int) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.recent) == 0 {
-		return "", nil
-	}
-	return b.recent[0].Metadata.Get(pipeline.MetaSeq), nil
 }

@@ -131,13 +131,18 @@ func TestInstances(t *testing.T) {
 	}
 }
 
-// TestOldest proves that Oldest is "" for an empty feed and then the seq of
-// the oldest message the feed keeps, which moves on as the feed trims.
-func TestOldest(t *testing.T) {
+// TestBusStateOldest proves that BusState's Oldest is "" for an empty feed
+// and then the seq of the oldest message the feed keeps, which moves on as
+// the feed trims.
+func TestBusStateOldest(t *testing.T) {
 	const maxLen = 2
 	b := newBackend(t, memstore.Config{RoomMaxLen: maxLen})
 	ctx := context.Background()
-	if got, err := b.Oldest(ctx, 0); err != nil || got != "" {
+	oldest := func() (string, error) {
+		st, err := b.BusState(ctx, 0)
+		return st.Oldest, err
+	}
+	if got, err := oldest(); err != nil || got != "" {
 		t.Fatalf("Oldest() of an empty feed = %q, %v; want \"\"", got, err)
 	}
 	var seqs []string
@@ -151,11 +156,11 @@ func TestOldest(t *testing.T) {
 		}
 		seq := a.Seq
 		seqs = append(seqs, seq)
-		if got, err := b.Oldest(ctx, 0); err != nil || pipeline.CompareSeq(got, seqs[0]) < 0 || pipeline.CompareSeq(got, seq) > 0 {
+		if got, err := oldest(); err != nil || pipeline.CompareSeq(got, seqs[0]) < 0 || pipeline.CompareSeq(got, seq) > 0 {
 			t.Fatalf("Oldest() after %d appends = %q, %v; want a kept seq in [%s, %s]", i+1, got, err, seqs[0], seq)
 		}
 	}
-	if got, _ := b.Oldest(ctx, 0); pipeline.CompareSeq(got, seqs[0]) <= 0 {
+	if got, _ := oldest(); pipeline.CompareSeq(got, seqs[0]) <= 0 {
 		t.Fatalf("Oldest() = %q after %d appends to a feed keeping %d, want it past the first, %s", got, 2*maxLen, maxLen, seqs[0])
 	}
 }

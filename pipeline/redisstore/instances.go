@@ -23,7 +23,7 @@ type InstanceInfo = pipeline.InstanceInfo
 
 var (
 	_ pipeline.InstanceRecorder = (*Backend)(nil)
-	_ pipeline.BusInspector     = (*Backend)(nil)
+	_ pipeline.BusStater        = (*Backend)(nil)
 )
 
 // RecordInstance writes info under Keys.InstanceKey with a TTL.
@@ -77,18 +77,4 @@ func (b *Backend) Instances(ctx context.Context) ([]InstanceInfo, error) {
 		out = append(out, info)
 	}
 	return out, nil
-}
-
-// Oldest returns the ID of the oldest entry still in partition p's bus, ""
-// when the bus is empty. A subscriber whose position is older than it has
-// lost the entries in between to trimming.
-func (b *Backend) Oldest(ctx context.Context, p int) (string, error) {
-	xs, err := b.client.XRangeN(ctx, b.keys.Bus(p), "-", "+", 1).Result()
-	if err != nil {
-		return "", b.unavailable(err)
-	}
-	if len(xs) == 0 {
-		return "", nil
-	}
-	return xs[0].ID, nil
 }
