@@ -31,13 +31,15 @@ func benchMessage(room string, text []byte) *message.Message {
 	m.Metadata.Set(pipeline.MetaRoom, room)
 	m.Metadata.Set(pipeline.MetaUser, "bench")
 	m.Metadata.Set(pipeline.MetaConnID, "c-1")
+	m.Metadata.Set(pipeline.MetaRef, m.UUID[24:]) // clients send refs: each append checks and writes a send record
 	m.Metadata.Set(pipeline.MetaReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	return m
 }
 
 // BenchmarkAppend measures the publish path: one atomic script call per
-// message (room stream + bus), from 1 caller and from 16 concurrent callers
-// whose calls the batcher pipelines. 256-byte texts over 64 rooms.
+// message (send record, epochs, room stream + bus, TTL), from 1 caller and
+// from 16 and 64 concurrent callers whose calls the batcher pipelines.
+// 256-byte texts with refs over 64 rooms.
 func BenchmarkAppend(b *testing.B) {
 	text := make([]byte, 256)
 	for i := range text {
