@@ -95,7 +95,9 @@ func (c *DeliveryConfig) setDefaults() {
 	}
 }
 
-// Validate reports a configuration that cannot work. It does not change c.
+// Validate reports a configuration that cannot work. It does not change c;
+// call it on a configuration whose defaults are filled in (zero limits are
+// refused here, while the constructor fills them in first).
 func (c DeliveryConfig) Validate() error {
 	switch {
 	case c.Feed == nil:
@@ -119,6 +121,7 @@ type Delivery struct {
 	// message stored after it cannot miss its delivery here.
 	ready      chan struct{}
 	subscribed sync.WaitGroup
+	started    atomic.Bool
 
 	delivered, undecodable atomic.Int64
 
@@ -163,6 +166,9 @@ func NewDelivery(cfg DeliveryConfig) (*Delivery, error) {
 // Run follows every partition, and records and checks positions, until ctx
 // is done.
 func (d *Delivery) Run(ctx context.Context) error {
+	if !d.started.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
 	var wg sync.WaitGroup
 	d.subscribed.Add(d.cfg.Feed.Partitions())
 	for part := range d.cfg.Feed.Partitions() {

@@ -114,7 +114,9 @@ func (c *IngestConfig) setDefaults() {
 	}
 }
 
-// Validate reports a configuration that cannot work. It does not change c.
+// Validate reports a configuration that cannot work. It does not change c;
+// call it on a configuration whose defaults are filled in (zero limits are
+// refused here, while the constructor fills them in first).
 func (c IngestConfig) Validate() error {
 	switch {
 	case c.Store == nil:
@@ -141,7 +143,8 @@ type Ingest struct {
 	ingress *gochannel.GoChannel
 	router  *message.Router
 	// ready is closed once the router runs and the gate is open.
-	ready chan struct{}
+	ready   chan struct{}
+	started atomic.Bool
 
 	stored, refused atomic.Int64
 }
@@ -193,8 +196,17 @@ func watermillLogger(log *slog.Logger) watermill.LoggerAdapter {
 
 func ingressTopic(i int) string { return "ingress." + strconv.Itoa(i) }
 
-// Run runs the router until ctx is done.
+// ErrRunTwice reports a second Run of an Ingest, Delivery or Pipeline.
+var ErrRunTwice = errors.New("pipeline: already run")
+
+// Run runs the router until ctx is done or the router fails. It can be
+// called once.
 func (in *Ingest) Run(ctx context.Context) error {
+	if !in.started.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	opened := make(chan struct{})
 	go func() {
 		defer close(opened)
@@ -211,6 +223,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 		close(in.ready)
 	}()
 	err := in.router.Run(ctx)
+	cancel() // a router that failed to start releases the readiness wait
 	<-opened
 	_ = in.ingress.Close() // only fails when already closed
 	if err != nil {
@@ -228,17 +241,35 @@ var ErrClosed = errors.New("pipeline closed")
 // outcomeKey is the context key of a submission's outcome slot.
 type outcomeKey struct{}
 
-// outcomeSlot receives the outcome of one submission from the handler that
-// settles it. Submit reads it after the handler acked the message; the
-// ack's channel hand-off orders the write before the read.
+// outcomeSlot carries one submission's outcome from the handler that
+// settles it to Submit. Exactly one side claims the message: the handler
+// (it will reply) or Submit giving up on a router that stopped before
+// handling it (the handler then skips it), so a message is never stored
+// after its submitter was told it was not.
 type outcomeSlot struct {
-	o   Outcome
-	set bool
+	claimed atomic.Bool
+	// done receives the one outcome; it has room for it.
+	done chan Outcome
+}
+
+func slotOf(msg *message.Message) *outcomeSlot {
+	slot, _ := msg.Context().Value(outcomeKey{}).(*outcomeSlot)
+	return slot
+}
+
+// claim reports whether the handler may handle msg: its submitter is still
+// waiting (or it has no submitter).
+func claim(msg *message.Message) bool {
+	slot := slotOf(msg)
+	return slot == nil || slot.claimed.CompareAndSwap(false, true)
 }
 
 func (in *Ingest) reply(msg *message.Message, o Outcome) {
-	if slot, ok := msg.Context().Value(outcomeKey{}).(*outcomeSlot); ok {
-		slot.o, slot.set = o, true
+	if slot := slotOf(msg); slot != nil {
+		select {
+		case slot.done <- o:
+		default: // already answered: the first outcome stands
+		}
 	}
 }
 
@@ -273,18 +304,32 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 	if s.CorrelationID != "" {
 		middleware.SetCorrelationID(s.CorrelationID, msg)
 	}
-	slot := &outcomeSlot{}
+	slot := &outcomeSlot{done: make(chan Outcome, 1)}
 	// The handler stores with its own timeout: a sender that goes away
 	// does not cancel a store in progress.
 	msg.SetContext(context.WithValue(context.Background(), outcomeKey{}, slot))
 	topic := ingressTopic(PartitionOf(s.Room, in.cfg.Shards))
-	if err := in.ingress.Publish(topic, msg); err != nil {
+	if err := in.ingress.Publish(topic, msg); err != nil && slot.claimed.CompareAndSwap(false, true) {
 		return Outcome{}, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	if !slot.set { // the router stopped before handling it
+	// Publish returns once the handler acked the message, or early when
+	// the router is stopping: then, unless a handler has claimed the
+	// message, it will never be handled.
+	select {
+	case o := <-slot.done:
+		return o, nil
+	default:
+	}
+	if slot.claimed.CompareAndSwap(false, true) {
 		return Outcome{}, ErrClosed
 	}
-	return slot.o, nil
+	// A handler owns it and answers within its store timeout.
+	select {
+	case o := <-slot.done:
+		return o, nil
+	case <-ctx.Done():
+		return Outcome{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
 }
 
 // store is the last handler of the chain: it appends the message to the
@@ -316,8 +361,15 @@ func (in *Ingest) store(msg *message.Message) error {
 // acks the message, so nothing is retried forever.
 func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
+		if !claim(msg) {
+			return nil, nil // its submitter was told the pipeline closed
+		}
 		_, err := h(msg)
 		if err == nil {
+			// A middleware that returns without calling the next handler
+			// must still answer the sender.
+			in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID,
+				Err: &Error{Code: CodeInternal, Reason: "the message was not stored"}})
 			return nil, nil
 		}
 		var perr *Error

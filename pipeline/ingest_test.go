@@ -211,3 +211,25 @@ func TestIngestClosed(t *testing.T) {
 		t.Fatalf("history = %+v, want nothing stored", h)
 	}
 }
+
+// TestRunTwice proves that an Ingest, a Delivery and a Pipeline run once:
+// a second Run returns ErrRunTwice instead of panicking.
+func TestRunTwice(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be})
+	if err := in.Run(context.Background()); !errors.Is(err, pipeline.ErrRunTwice) {
+		t.Fatalf("second Ingest.Run = %v, want ErrRunTwice", err)
+	}
+	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: be, Deliverer: &deliveries{ch: make(chan pipeline.Message, 1)}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Run(ctx); err != nil {
+		t.Fatalf("first Delivery.Run = %v", err)
+	}
+	if err := d.Run(ctx); !errors.Is(err, pipeline.ErrRunTwice) {
+		t.Fatalf("second Delivery.Run = %v, want ErrRunTwice", err)
+	}
+}
