@@ -14,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/google/uuid"
+
+	"github.com/chatstream/chatstream/internal/faillog"
 )
 
 // Submission is a send accepted from a client, before the pipeline has seen it.
@@ -145,6 +147,8 @@ type Ingest struct {
 	// ready is closed once the router runs and the gate is open.
 	ready   chan struct{}
 	started atomic.Bool
+	// storeFail reports failing appends once, not per message.
+	storeFail *faillog.Log
 
 	stored, refused atomic.Int64
 }
@@ -156,7 +160,7 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		return nil, err
 	}
 	wlog := watermillLogger(cfg.Logger)
-	in := &Ingest{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}
+	in := &Ingest{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), storeFail: faillog.New(cfg.Logger, "backend writes", 0)}
 	// BlockPublishUntilSubscriberAck makes Submit return only after the
 	// message was handled, which keeps each shard in order and pushes back on
 	// fast senders instead of queueing without bound. PreserveContext
@@ -340,9 +344,11 @@ func (in *Ingest) store(msg *message.Message) error {
 	defer cancel()
 	a, err := in.cfg.Store.Append(ctx, msg)
 	if err != nil {
-		in.log.Warn("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
-		return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; try again"}
+		in.log.Debug("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
+		in.storeFail.Fail("", err)
+		return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; retry with the same ref"}
 	}
+	in.storeFail.OK("")
 	if a.Duplicate {
 		in.log.Debug("duplicate send acked with the stored message", "msg_id", a.ID, "dropped_id", msg.UUID,
 			"room", msg.Metadata.Get(MetaRoom), "user", msg.Metadata.Get(MetaUser), "ref", msg.Metadata.Get(MetaRef))
