@@ -3,7 +3,9 @@ package ws
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +35,11 @@ type Conn struct {
 	log  *slog.Logger
 
 	// send is the bounded queue of encoded server frames; it is never
-	// closed, the writer stops on done instead.
-	send chan []byte
+	// closed, the writer stops on done instead. queued is the bytes of
+	// the frames in it (counted before a frame enters and after it
+	// leaves, so never less than the truth), at most SendQueueBytes.
+	send   chan []byte
+	queued atomic.Int64
 	// done is closed once, by close, to stop the writer.
 	done      chan struct{}
 	closeOnce sync.Once
@@ -47,32 +52,48 @@ type Conn struct {
 
 	readerDone chan struct{}
 	limiter    *rate.Limiter
-	// rooms is owned by the reader goroutine.
-	rooms map[string]struct{}
+	// flood, lastLimited (the last rate_limited answer) and rooms are
+	// owned by the reader goroutine.
+	flood       floodMeter
+	lastLimited time.Time
+	rooms       map[string]struct{}
 }
 
 // ID returns the connection's id, used as conn_id in message metadata.
 func (c *Conn) ID() string { return c.id }
 
-// enqueue queues a server frame without blocking. A connection whose queue is
-// full is too slow to keep up: it is closed with 1008 and counted.
+// enqueue queues a server frame without blocking. A connection whose queue
+// is full, in frames or in bytes, is too slow to keep up: it is closed with
+// 1008 and counted, and the frame is dropped.
 func (c *Conn) enqueue(frame []byte) {
 	if c.closing.Load() {
 		return
 	}
+	n := int64(len(frame))
+	budget := int64(c.gw.cfg.SendQueueBytes)
+	for {
+		cur := c.queued.Load()
+		if cur+n > budget {
+			c.kickSlow()
+			return
+		}
+		if c.queued.CompareAndSwap(cur, cur+n) {
+			c.gw.hub.notePeak(cur + n)
+			break
+		}
+	}
 	select {
 	case c.send <- frame:
 	default:
+		c.queued.Add(-n)
 		c.kickSlow()
 	}
 }
 
-func (c *Conn) kickSlow() {
-	if c.close(websocket.ClosePolicyViolation, "send queue full: client too slow", false) {
-		c.gw.hub.slow.Add(1)
-		c.log.Warn("disconnecting slow client", "queue", cap(c.send))
-	}
-}
+// dequeued uncounts a frame taken from the queue.
+func (c *Conn) dequeued(frame []byte) { c.queued.Add(-int64(len(frame))) }
+
+func (c *Conn) kickSlow() { c.kick(reasonSlow, &c.gw.hub.slow) }
 
 // close asks the writer to send a close frame with code and reason (after
 // the queued frames when drain is set) and to drop the connection. Only the
@@ -98,8 +119,17 @@ func (c *Conn) writer() {
 		_ = c.ws.Close() // the connection is finished either way
 	}()
 	for {
+		// A close request goes first: a slow client's queue is not
+		// worth writing.
+		select {
+		case <-c.done:
+			c.finish()
+			return
+		default:
+		}
 		select {
 		case frame := <-c.send:
+			c.dequeued(frame)
 			if err := c.writeBatch(frame); err != nil {
 				c.close(websocket.CloseAbnormalClosure, "", false)
 				return
@@ -122,7 +152,9 @@ func (c *Conn) finish() {
 	cfg := &c.gw.cfg
 	if c.drain {
 		for len(c.send) > 0 {
-			if err := c.writeBatch(<-c.send); err != nil {
+			frame := <-c.send
+			c.dequeued(frame)
+			if err := c.writeBatch(frame); err != nil {
 				break
 			}
 		}
@@ -155,6 +187,7 @@ func (c *Conn) writeBatch(first []byte) error {
 	for size < cfg.MaxBatchBytes {
 		select {
 		case frame := <-c.send:
+			c.dequeued(frame)
 			if _, err := w.Write(newline); err != nil {
 				return err
 			}
@@ -172,7 +205,10 @@ func (c *Conn) writeBatch(first []byte) error {
 
 var newline = []byte{'\n'}
 
-// reader reads and handles client frames until the connection ends.
+// reader reads and handles client frames until the connection ends. Every
+// frame, pings and pongs included, first passes the limiter (admit); one it
+// refuses, and every frame once the connection is closing, is discarded
+// without being read into memory or decoded.
 func (c *Conn) reader() {
 	cfg := &c.gw.cfg
 	defer close(c.readerDone)
@@ -183,10 +219,21 @@ func (c *Conn) reader() {
 		if c.gw.shutting.Load() {
 			return errShuttingDown // ends the read loop
 		}
+		if c.closing.Load() || !c.admit() {
+			return nil
+		}
 		return extend()
 	})
+	pong := c.ws.PingHandler()
+	c.ws.SetPingHandler(func(data string) error {
+		if c.closing.Load() || !c.admit() {
+			return nil // no pong for a ping over the limit
+		}
+		_ = extend() // an error here surfaces on the next read
+		return pong(data)
+	})
 	for {
-		kind, data, err := c.ws.ReadMessage()
+		kind, r, err := c.ws.NextReader()
 		if err != nil {
 			c.readEnded(err)
 			break
@@ -198,17 +245,20 @@ func (c *Conn) reader() {
 			c.readEnded(nil)
 			break
 		}
-		if kind != websocket.TextMessage {
-			c.enqueue(errFrame(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
+		if c.closing.Load() || !c.admit() {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				c.readEnded(err)
+				break
+			}
 			continue
 		}
-		if r := c.limiter.Reserve(); r.Delay() > 0 {
-			wait := r.Delay()
-			r.Cancel()
-			f, _ := DecodeFrame(data) // for ref and room only
-			e := pipeline.Errorf(pipeline.CodeRateLimited, "too many frames; wait %s", wait.Round(time.Millisecond))
-			e.RetryAfter = wait
-			c.enqueue(errFrame(e, f.Ref, f.Room))
+		data, err := io.ReadAll(r)
+		if err != nil {
+			c.readEnded(err)
+			break
+		}
+		if kind != websocket.TextMessage {
+			c.enqueue(errFrame(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
 			continue
 		}
 		c.handle(data)
@@ -287,7 +337,7 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 	}
 	c.rooms[f.Room] = struct{}{}
 	c.gw.hub.beginJoin(c, f.Room)
-	page, last, err := c.readJoinHistory(f)
+	p, truncated, last, err := c.readJoinHistory(f)
 	if err != nil {
 		delete(c.rooms, f.Room)
 		c.gw.hub.leave(c, f.Room)
@@ -295,84 +345,83 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room))
 		return
 	}
-	joined := encode(joinedFrame{Type: TypeJoined, Room: f.Room, Ref: f.Ref, History: toWireList(page.Messages), Truncated: page.Truncated})
+	joined := encode(joinedFrame{Type: TypeJoined, Room: f.Room, Ref: f.Ref, History: p.msgs, Truncated: truncated, More: p.more})
 	c.gw.hub.finishJoin(c, f.Room, last, joined)
 }
-
-// resumePage is the page size of a since read.
-const resumePage = 500
 
 // maxClockSkew is how far in the future of this instance's clock a since
 // may be and still be trusted to mark what the client has seen.
 const maxClockSkew = time.Minute
 
-// readJoinHistory reads the history of a join and returns it with the seq
-// after which live messages are new.
-func (c *Conn) readJoinHistory(f ClientFrame) (pipeline.HistoryPage, pipeline.Seq, error) {
+// readJoinHistory reads the page of a join: the newest messages after since,
+// or the newest history ones, that fit the page budgets. It returns the page,
+// whether messages after since were trimmed, and the seq after which live
+// messages are new.
+func (c *Conn) readJoinHistory(f ClientFrame) (page, bool, pipeline.Seq, error) {
 	ctx, cancel := context.WithTimeout(c.gw.ctx, c.gw.cfg.HistoryTimeout)
 	defer cancel()
 	var last pipeline.Seq
 	if f.Since != "" {
+		since, _ := pipeline.ParseSeq(f.Since) // checked by DecodeFrame
 		// Live messages up to since are duplicates of what the client has,
 		// even when nothing follows since yet (another instance's feed may
 		// still be delivering them here). A since from the future is not
 		// trusted for that: it could hide real messages.
-		if s, _ := pipeline.ParseSeq(f.Since); s.MS <= uint64(time.Now().Add(maxClockSkew).UnixMilli()) { // checked by DecodeFrame
-			last = s
+		if since.MS <= uint64(time.Now().Add(maxClockSkew).UnixMilli()) {
+			last = since
 		}
-		var out pipeline.HistoryPage
-		after := f.Since
-		for {
-			page, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{After: after, Limit: resumePage})
+		p, err := c.readPage(ctx, f.Room, pageRange{after: &since, want: math.MaxInt, limit: math.MaxInt})
+		if err != nil {
+			return p, false, last, err
+		}
+		truncated := false
+		if !p.reachedAfter {
+			// The page stops above since (more) or at the oldest message
+			// kept: only the backend knows whether messages after since
+			// were trimmed.
+			res, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{After: f.Since, Limit: 1})
 			if err != nil {
-				return out, last, err
+				return p, false, last, err
 			}
-			out.Truncated = out.Truncated || page.Truncated
-			out.Messages = append(out.Messages, page.Messages...)
-			if page.Next == "" {
-				break
-			}
-			after = page.Next
+			truncated = res.Truncated
 		}
-		if n := len(out.Messages); n > 0 {
-			last, _ = pipeline.ParseSeq(out.Messages[n-1].Seq)
+		if p.newest != "" {
+			last, _ = pipeline.ParseSeq(p.newest) // a stored message's seq
 		}
-		return out, last, nil
+		return p, truncated, last, nil
 	}
 	n := DefaultHistory
 	if f.History != nil {
 		n = *f.History
 	}
-	if n == 0 {
-		return pipeline.HistoryPage{}, last, nil
-	}
-	page, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{Limit: n})
+	p, err := c.readPage(ctx, f.Room, pageRange{want: n, limit: n})
 	if err != nil {
-		return page, last, err
+		return p, false, last, err
 	}
-	if k := len(page.Messages); k > 0 {
-		last, _ = pipeline.ParseSeq(page.Messages[k-1].Seq)
+	if p.newest != "" {
+		last, _ = pipeline.ParseSeq(p.newest) // a stored message's seq
 	}
-	return page, last, nil
+	return p, false, last, nil
 }
 
-// olderHistory answers a history frame: messages before a seq, for
-// scrolling back.
+// olderHistory answers a history frame: messages before a seq (and after
+// one), for scrolling back and for filling a resume's gap.
 func (c *Conn) olderHistory(f ClientFrame) {
-	limit := f.Limit
-	if limit == 0 {
-		limit = DefaultHistory
+	r := pageRange{before: f.Before, want: math.MaxInt, limit: f.Limit}
+	if r.limit == 0 {
+		r.limit = DefaultHistory
+	}
+	if f.After != "" {
+		after, _ := pipeline.ParseSeq(f.After) // checked by DecodeFrame
+		r.after = &after
 	}
 	ctx, cancel := context.WithTimeout(c.gw.ctx, c.gw.cfg.HistoryTimeout)
 	defer cancel()
-	q := pipeline.HistoryQuery{Before: f.Before, Limit: limit}
-	if f.Before == "" {
-		q.Before = pipeline.Seq{MS: ^uint64(0), N: ^uint64(0)}.String()
-	}
-	page, err := c.gw.hist.History(ctx, f.Room, q)
+	p, err := c.readPage(ctx, f.Room, r)
 	if err != nil {
+		c.log.Warn("history read failed", "room", f.Room, "err", err)
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable"), f.Ref, f.Room))
 		return
 	}
-	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Ref: f.Ref, Messages: toWireList(page.Messages), More: len(page.Messages) == limit}))
+	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Ref: f.Ref, Messages: p.msgs, More: p.more}))
 }

@@ -41,8 +41,11 @@ type ClientFrame struct {
 	History *int `json:"history,omitempty"`
 	// Since resumes a join after this seq.
 	Since string `json:"since,omitempty"`
-	// Before and Limit page older history (type history).
+	// Before and Limit page older history (type history); After, a v1
+	// addition, keeps the page above a seq (a since resume fills its gap
+	// down to its since and no further).
 	Before string `json:"before,omitempty"`
+	After  string `json:"after,omitempty"`
 	Limit  int    `json:"limit,omitempty"`
 	// Text is the message of a send.
 	Text string `json:"text,omitempty"`
@@ -59,7 +62,7 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		return f, pipeline.Errorf(pipeline.CodeInvalid, "frame is not valid UTF-8")
 	}
 	if err := decodeStrict(data, &f); err != nil {
-		return salvage(data), pipeline.Errorf(CodeBadFrame, "frame is not a JSON object of the protocol: %v", err)
+		return salvage(data), pipeline.Errorf(CodeBadFrame, "frame is not a JSON object of the protocol: %s", describeJSONError(err))
 	}
 	if err := pipeline.ValidateRef(f.Ref); err != nil {
 		f.Ref = ""
@@ -70,7 +73,7 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 	case "":
 		return f, pipeline.Errorf(CodeBadFrame, "frame has no type")
 	default:
-		return f, pipeline.Errorf(CodeBadFrame, "unknown frame type %q", f.Type)
+		return f, pipeline.Errorf(CodeBadFrame, "unknown frame type %q", clip(f.Type, MaxQuoteBytes))
 	}
 	if err := pipeline.ValidateRoom(f.Room); err != nil {
 		return f, asProtocolError(err)
@@ -89,6 +92,11 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		if f.Before != "" {
 			if _, err := pipeline.ParseSeq(f.Before); err != nil {
 				return f, pipeline.Errorf(pipeline.CodeInvalid, "before must be the seq of a message")
+			}
+		}
+		if f.After != "" {
+			if _, err := pipeline.ParseSeq(f.After); err != nil {
+				return f, pipeline.Errorf(pipeline.CodeInvalid, "after must be the seq of a message")
 			}
 		}
 		if f.Limit < 0 || f.Limit > MaxHistory {
@@ -115,7 +123,7 @@ func decodeStrict(data []byte, f *ClientFrame) error {
 	}
 	targets := map[string]any{
 		"type": &f.Type, "room": &f.Room, "history": &f.History, "since": &f.Since,
-		"before": &f.Before, "limit": &f.Limit, "text": &f.Text, "ref": &f.Ref,
+		"before": &f.Before, "after": &f.After, "limit": &f.Limit, "text": &f.Text, "ref": &f.Ref,
 	}
 	for name, raw := range fields {
 		target, known := targets[name]
@@ -123,7 +131,7 @@ func decodeStrict(data []byte, f *ClientFrame) error {
 			continue
 		}
 		if err := json.Unmarshal(raw, target); err != nil {
-			return fmt.Errorf("field %s: %w", name, err)
+			return &fieldError{name: name, err: err}
 		}
 	}
 	return nil
@@ -165,28 +173,25 @@ func toWire(m pipeline.Message) wireMessage {
 	}
 }
 
-func toWireList(ms []pipeline.Message) []wireMessage {
-	out := make([]wireMessage, len(ms))
-	for i, m := range ms {
-		out[i] = toWire(m)
-	}
-	return out
-}
-
+// joinedFrame and historyFrame carry a page of messages, each encoded once
+// by the page reader (page.go) to count its bytes against the budget.
 type joinedFrame struct {
-	Type      string        `json:"type"`
-	Room      string        `json:"room"`
-	Ref       string        `json:"ref,omitempty"`
-	History   []wireMessage `json:"history"`
-	Truncated bool          `json:"truncated,omitempty"`
+	Type      string            `json:"type"`
+	Room      string            `json:"room"`
+	Ref       string            `json:"ref,omitempty"`
+	History   []json.RawMessage `json:"history"`
+	Truncated bool              `json:"truncated,omitempty"`
+	// More (a v1 addition) reports that older messages of the requested
+	// range were left out to keep the reply within the page budgets.
+	More bool `json:"more,omitempty"`
 }
 
 type historyFrame struct {
-	Type     string        `json:"type"`
-	Room     string        `json:"room"`
-	Ref      string        `json:"ref,omitempty"`
-	Messages []wireMessage `json:"messages"`
-	More     bool          `json:"more"`
+	Type     string            `json:"type"`
+	Room     string            `json:"room"`
+	Ref      string            `json:"ref,omitempty"`
+	Messages []json.RawMessage `json:"messages"`
+	More     bool              `json:"more"`
 }
 
 type ackFrame struct {
@@ -216,18 +221,79 @@ type leftFrame struct {
 }
 
 // encode marshals a server frame. Server frames are plain structs of strings
-// and numbers, so marshalling cannot fail.
+// and numbers, so marshalling cannot fail. HTML characters are not escaped:
+// frames are JSON for WebSocket clients, never HTML, and an escaped "<"
+// ("\u003c") would make a message six times its size.
 func encode(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		panic("ws: encoding a server frame: " + err.Error())
 	}
-	return b
+	b := buf.Bytes()
+	// An exact-size copy without Encode's newline: queued frames are
+	// counted by length, so they must not hold spare capacity.
+	return append([]byte(nil), b[:len(b)-1]...)
 }
+
+// Limits on what an error frame repeats of the client's frame.
+const (
+	// MaxQuoteBytes is the most bytes of any one client value (ref, room,
+	// type, a field's JSON value) that an error frame quotes; longer
+	// values are cut on a UTF-8 boundary. It equals the longest valid
+	// room name, so valid rooms and ASCII refs are always quoted whole.
+	MaxQuoteBytes = 64
+	// MaxReasonBytes caps an error frame's message, whoever wrote it (a
+	// moderator's reason may come from a webhook).
+	MaxReasonBytes = 1024
+)
 
 func errFrame(e *pipeline.Error, ref, room string) []byte {
 	return encode(errorFrame{
-		Type: TypeError, Code: e.Code, Message: e.Reason, Ref: ref, Room: room,
-		RetryAfterMS: e.RetryAfter.Milliseconds(), Moderator: e.Moderator,
+		Type: TypeError, Code: e.Code, Message: clip(e.Reason, MaxReasonBytes),
+		Ref: clip(ref, MaxQuoteBytes), Room: clip(room, MaxQuoteBytes),
+		RetryAfterMS: e.RetryAfter.Milliseconds(), Moderator: clip(e.Moderator, MaxQuoteBytes),
 	})
+}
+
+// clip returns the longest prefix of s of at most max bytes that ends on a
+// UTF-8 boundary.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
+}
+
+// fieldError is a known field whose JSON value cannot be decoded.
+type fieldError struct {
+	name string
+	err  error
+}
+
+// Error quotes at most MaxQuoteBytes of the value: a type error's value is
+// the JSON literal itself, which may be a 60 KB number.
+func (e *fieldError) Error() string {
+	var te *json.UnmarshalTypeError
+	if errors.As(e.err, &te) {
+		return fmt.Sprintf("field %s: %s is not a %s", e.name, clip(te.Value, MaxQuoteBytes), te.Type)
+	}
+	return fmt.Sprintf("field %s: %s", e.name, clip(e.err.Error(), 2*MaxQuoteBytes))
+}
+
+func (e *fieldError) Unwrap() error { return e.err }
+
+// describeJSONError explains why a frame did not decode, quoting little of
+// it: encoding/json's syntax errors name one character.
+func describeJSONError(err error) string {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.Error()
+	}
+	return clip(err.Error(), 2*MaxQuoteBytes)
 }

@@ -40,6 +40,20 @@ type Config struct {
 	// SendQueue is the number of server frames queued per connection before
 	// it is dropped as too slow. Default 256.
 	SendQueue int
+	// SendQueueBytes bounds the bytes of the server frames queued per
+	// connection; a frame that would take the queue above it closes the
+	// connection as too slow (1008), like a full SendQueue. It also bounds
+	// the live messages held for a member while its join reads history. It
+	// must be at least twice MaxPageBytes, so that a full page fits in a
+	// queue that holds other frames. Default DefaultSendQueueBytes (1 MiB).
+	SendQueueBytes int
+	// MaxPageMessages is the most messages one joined or history reply
+	// carries; at most MaxHistory. Default DefaultMaxPageMessages (500).
+	MaxPageMessages int
+	// MaxPageBytes bounds the encoded messages of one joined or history
+	// reply; a reply holds at least one message, even one larger than
+	// this. Default DefaultMaxPageBytes (256 KiB).
+	MaxPageBytes int
 	// MaxRooms is the number of rooms one connection may join. Default 100.
 	MaxRooms int
 	// MaxBatchBytes caps the frames the writer joins into one WebSocket
@@ -56,9 +70,19 @@ type Config struct {
 	// HistoryTimeout bounds one history read. Default 5s.
 	HistoryTimeout time.Duration
 	// FrameRate is the sustained number of frames per second a connection
-	// may send; FrameBurst the burst above it. Defaults 20 and 40.
+	// may send; FrameBurst the burst above it. Every frame counts: text,
+	// binary, invalid, ping and pong. Frames beyond them are discarded
+	// unread. Defaults 20 and 40.
 	FrameRate  float64
 	FrameBurst int
+	// FloodFactor and FloodWindow define a flood: a connection that sends
+	// more than FloodFactor times what the frame limiter admits within
+	// FloodWindow (FrameBurst + FrameRate × FloodWindow frames) is closed
+	// with 1008. FloodFactor must be above 1, so a connection that keeps to
+	// its rate is never closed. Defaults DefaultFloodFactor (5) and
+	// DefaultFloodWindow (10s): 1,200 frames in 10 s with the default rate.
+	FloodFactor float64
+	FloodWindow time.Duration
 	// MaxPending bounds the live messages held for one member while its
 	// join reads history; it is the hub's (NewHub). Default DefaultMaxPending.
 	MaxPending int
@@ -77,6 +101,12 @@ const (
 	DefaultHistoryTimeout = 5 * time.Second
 	DefaultFrameRate      = 20
 	DefaultFrameBurst     = 40
+	// DefaultSendQueueBytes is four full pages of the default page budget.
+	DefaultSendQueueBytes  = 1 << 20
+	DefaultMaxPageMessages = MaxHistory
+	DefaultMaxPageBytes    = 256 << 10
+	DefaultFloodFactor     = 5
+	DefaultFloodWindow     = 10 * time.Second
 )
 
 func (c *Config) setDefaults() {
@@ -85,6 +115,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.SendQueue == 0 {
 		c.SendQueue = DefaultSendQueue
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = DefaultSendQueueBytes
+	}
+	if c.MaxPageMessages == 0 {
+		c.MaxPageMessages = DefaultMaxPageMessages
+	}
+	if c.MaxPageBytes == 0 {
+		c.MaxPageBytes = DefaultMaxPageBytes
+	}
+	if c.FloodFactor == 0 {
+		c.FloodFactor = DefaultFloodFactor
+	}
+	if c.FloodWindow == 0 {
+		c.FloodWindow = DefaultFloodWindow
 	}
 	if c.MaxRooms == 0 {
 		c.MaxRooms = DefaultMaxRooms
@@ -121,11 +166,21 @@ func (c *Config) setDefaults() {
 // Validate reports a configuration that cannot work. It does not change c;
 // call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {
-	if c.ReadLimit <= 0 || c.SendQueue <= 0 || c.MaxRooms <= 0 || c.MaxBatchBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 {
+	if c.ReadLimit <= 0 || c.SendQueue <= 0 || c.SendQueueBytes <= 0 || c.MaxRooms <= 0 || c.MaxBatchBytes <= 0 ||
+		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 {
 		return errors.New("ws: limits must be positive")
 	}
-	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 {
+	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 || c.FloodWindow <= 0 {
 		return errors.New("ws: durations must be positive")
+	}
+	if c.MaxPageMessages > MaxHistory {
+		return fmt.Errorf("ws: max page messages %d is above %d", c.MaxPageMessages, MaxHistory)
+	}
+	if c.SendQueueBytes < 2*c.MaxPageBytes {
+		return fmt.Errorf("ws: send queue bytes %d must be at least twice the page budget %d", c.SendQueueBytes, c.MaxPageBytes)
+	}
+	if !(c.FloodFactor > 1) {
+		return fmt.Errorf("ws: flood factor %v must be above 1", c.FloodFactor)
 	}
 	if c.PingPeriod >= c.PongWait {
 		return fmt.Errorf("ws: ping period %v must be less than pong wait %v", c.PingPeriod, c.PongWait)
@@ -227,6 +282,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		limiter:    rate.NewLimiter(rate.Limit(g.cfg.FrameRate), g.cfg.FrameBurst),
+		flood:      newFloodMeter(g.cfg, time.Now()),
 		rooms:      make(map[string]struct{}),
 	}
 	g.hub.addConn(c)

@@ -26,13 +26,23 @@ type harness struct {
 	stop    context.CancelFunc
 }
 
+// harnessRoomMaxLen is the number of messages the harness keeps per room.
+const harnessRoomMaxLen = 20
+
 // start runs a gateway configured by cfg with the memory backend; it is
 // stopped by t.Cleanup. Tests and benchmarks share it.
 func start(t testing.TB, cfg ws.Config, mods ...pipeline.Moderator) *harness {
 	t.Helper()
+	return startKeeping(t, harnessRoomMaxLen, cfg, mods...)
+}
+
+// startKeeping is start with a memory backend that keeps roomMaxLen
+// messages per room.
+func startKeeping(t testing.TB, roomMaxLen int, cfg ws.Config, mods ...pipeline.Moderator) *harness {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Logger = log
-	be, err := memstore.New(memstore.Config{RoomMaxLen: 20, Logger: log})
+	be, err := memstore.New(memstore.Config{RoomMaxLen: roomMaxLen, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

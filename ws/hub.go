@@ -24,7 +24,12 @@ type Hub struct {
 	connsMu sync.RWMutex
 	conns   map[string]*Conn
 
-	slow atomic.Int64
+	// slow and floods count connections closed with 1008 for a full send
+	// queue and for flooding; peakQueued is the most bytes one
+	// connection's send queue has held.
+	slow       atomic.Int64
+	floods     atomic.Int64
+	peakQueued atomic.Int64
 
 	// presMu guards presence: the users of each room with local members,
 	// as last published.
@@ -44,6 +49,9 @@ type member struct {
 	// pending until the history has been queued.
 	ready   bool
 	pending []pipeline.Message
+	// pendingBytes is about the encoded size of pending; it is bounded
+	// by the connection's SendQueueBytes, the queue they are bound for.
+	pendingBytes int
 	// last is the highest seq queued to the connection; older or equal
 	// seqs are duplicates and dropped.
 	last pipeline.Seq
@@ -76,8 +84,36 @@ func (h *Hub) shard(room string) *roomShard {
 }
 
 // SlowDisconnects is the number of connections dropped because their send
-// queue was full.
+// queue was full, in frames or in bytes.
 func (h *Hub) SlowDisconnects() int64 { return h.slow.Load() }
+
+// FloodDisconnects is the number of connections dropped for sending far
+// more frames than their rate (Config.FloodFactor).
+func (h *Hub) FloodDisconnects() int64 { return h.floods.Load() }
+
+// QueuedBytes is the number of bytes of server frames waiting in the send
+// queues of all open connections.
+func (h *Hub) QueuedBytes() int64 {
+	var n int64
+	for _, c := range h.allConns() {
+		n += c.queued.Load()
+	}
+	return n
+}
+
+// MaxQueuedBytes is the most bytes one connection's send queue has held
+// since the hub was made; it never exceeds Config.SendQueueBytes.
+func (h *Hub) MaxQueuedBytes() int64 { return h.peakQueued.Load() }
+
+// notePeak records that a send queue holds n bytes.
+func (h *Hub) notePeak(n int64) {
+	for {
+		peak := h.peakQueued.Load()
+		if n <= peak || h.peakQueued.CompareAndSwap(peak, n) {
+			return
+		}
+	}
+}
 
 // Conns is the number of open connections.
 func (h *Hub) Conns() int {
@@ -169,15 +205,24 @@ func (h *Hub) Deliver(m pipeline.Message) {
 	var frame []byte // encoded on first use, shared by every member
 	for c, mem := range members {
 		if !mem.ready {
-			if len(mem.pending) >= h.maxPending {
+			size := pendingSize(m)
+			if len(mem.pending) >= h.maxPending || mem.pendingBytes+size > c.gw.cfg.SendQueueBytes {
 				c.kickSlow()
 				continue
 			}
 			mem.pending = append(mem.pending, m)
+			mem.pendingBytes += size
 			continue
 		}
 		frame = h.queueTo(c, mem, m, frame)
 	}
+}
+
+// pendingSize is about the size of m's message frame: its strings, twice
+// the text (JSON escapes at most double a valid text), and the field names.
+func pendingSize(m pipeline.Message) int {
+	const fields = 128
+	return fields + 2*len(m.Text) + len(m.Room) + len(m.ID) + len(m.Seq) + len(m.User) + len(m.Ref)
 }
 
 // queueTo queues m to c unless c already has it; frame is m's encoding or nil.

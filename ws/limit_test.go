@@ -1,0 +1,253 @@
+package ws_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/ws"
+)
+
+// rawClient reads a gorilla connection in a goroutine of its own, counting
+// pongs and passing server frames on; the test writes to conn itself.
+type rawClient struct {
+	conn   *websocket.Conn
+	frames chan wstest.Frame
+	pongs  atomic.Int64
+	// err ended the read loop; valid once frames is closed.
+	err error
+}
+
+func newRawClient(t *testing.T, h *harness, user string) *rawClient {
+	t.Helper()
+	c := &rawClient{conn: dialRaw(t, h, user), frames: make(chan wstest.Frame, 1<<14)}
+	c.conn.SetPongHandler(func(string) error {
+		c.pongs.Add(1)
+		return nil
+	})
+	go func() {
+		defer close(c.frames)
+		for {
+			_, data, err := c.conn.ReadMessage()
+			if err != nil {
+				c.err = err
+				return
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				var f wstest.Frame
+				if err := json.Unmarshal([]byte(line), &f); err != nil {
+					f.Type = "undecodable"
+				}
+				f.Raw = line
+				c.frames <- f
+			}
+		}
+	}()
+	return c
+}
+
+// until returns the frames received up to and including the first for
+// which match is true.
+func (c *rawClient) until(t *testing.T, match func(wstest.Frame) bool) []wstest.Frame {
+	t.Helper()
+	var out []wstest.Frame
+	timeout := time.After(wait)
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				t.Fatalf("connection ended after %d frames: %v", len(out), c.err)
+			}
+			out = append(out, f)
+			if match(f) {
+				return out
+			}
+		case <-timeout:
+			t.Fatalf("no matching frame among %d", len(out))
+		}
+	}
+}
+
+// TestFrameLimiterBoundsWork: every kind of client frame counts against
+// the connection's rate, those beyond it are discarded without an answer
+// (pings get no pong), and the whole flood gets at most one rate_limited
+// error per second, without ref because the frames are not decoded.
+func TestFrameLimiterBoundsWork(t *testing.T) {
+	t.Parallel()
+	const (
+		rate  = 5
+		burst = 2
+		flood = 40
+	)
+	cases := []struct {
+		name string
+		send func(c *websocket.Conn, i int) error
+		// answers counts the answers to the flood's frames among the
+		// frames received, with pongs the client counted.
+		answers func(fs []wstest.Frame, pongs int64) int
+	}{
+		{
+			name: "text frames",
+			send: func(c *websocket.Conn, i int) error {
+				return c.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"type":"join","room":"r%d","history":0,"ref":"x%d"}`, i, i))
+			},
+			answers: countFrames(func(f wstest.Frame) bool { return f.Type == "joined" }),
+		},
+		{
+			name: "binary frames",
+			send: func(c *websocket.Conn, i int) error {
+				return c.WriteMessage(websocket.BinaryMessage, []byte(`{"type":"leave"}`))
+			},
+			answers: countFrames(func(f wstest.Frame) bool { return f.Code == ws.CodeBadFrame }),
+		},
+		{
+			name:    "invalid frames",
+			send:    func(c *websocket.Conn, i int) error { return c.WriteMessage(websocket.TextMessage, []byte(`not json`)) },
+			answers: countFrames(func(f wstest.Frame) bool { return f.Code == ws.CodeBadFrame }),
+		},
+		{
+			name: "pings",
+			send: func(c *websocket.Conn, i int) error {
+				return c.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(wait))
+			},
+			answers: func(_ []wstest.Frame, pongs int64) int { return int(pongs) },
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t, ws.Config{FrameRate: rate, FrameBurst: burst, FloodFactor: 1000})
+			c := newRawClient(t, h, "flooder")
+			began := time.Now()
+			for i := range flood {
+				if err := tc.send(c.conn, i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			elapsed := time.Since(began)
+			// Once the bucket is full again, a marker frame is handled and
+			// answered after every answer to the flood (replies keep the
+			// order of frames).
+			time.Sleep(time.Duration(float64(burst)/rate*float64(time.Second)) + 100*time.Millisecond)
+			if err := c.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"marker","history":0,"ref":"marker"}`)); err != nil {
+				t.Fatal(err)
+			}
+			fs := c.until(t, func(f wstest.Frame) bool { return f.Ref == "marker" })
+			fs = fs[:len(fs)-1]
+			admitted := burst + int(math.Ceil(rate*elapsed.Seconds()))
+			if got := tc.answers(fs, c.pongs.Load()); got > admitted {
+				t.Errorf("%d of %d frames sent in %s were answered, want at most %d", got, flood, elapsed, admitted)
+			}
+			limited := 0
+			for _, f := range fs {
+				if f.Code != pipeline.CodeRateLimited {
+					continue
+				}
+				limited++
+				if f.Ref != "" || f.Room != "" || f.Retry <= 0 {
+					t.Errorf("rate_limited = %s, want no ref or room and retry_after_ms", f.Raw)
+				}
+			}
+			if most := 1 + int(elapsed/time.Second); limited < 1 || limited > most {
+				t.Errorf("%d rate_limited answers to a flood of %s, want 1 to %d", limited, elapsed, most)
+			}
+			if h.hub.FloodDisconnects() != 0 {
+				t.Error("closed for flooding under a high flood factor")
+			}
+		})
+	}
+}
+
+func countFrames(match func(wstest.Frame) bool) func([]wstest.Frame, int64) int {
+	return func(fs []wstest.Frame, _ int64) int {
+		n := 0
+		for _, f := range fs {
+			if match(f) {
+				n++
+			}
+		}
+		return n
+	}
+}
+
+// TestFloodCloses1008: a connection that sends far more frames than its
+// rate, of any kind, is closed with 1008 and counted, while one that keeps
+// to its rate is not.
+func TestFloodCloses1008(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		send func(c *websocket.Conn) error
+	}{
+		{"text frames", func(c *websocket.Conn) error {
+			return c.WriteMessage(websocket.TextMessage, []byte(`{"type":"leave","room":"lobby"}`))
+		}},
+		{"binary frames", func(c *websocket.Conn) error { return c.WriteMessage(websocket.BinaryMessage, []byte{0}) }},
+		{"pings", func(c *websocket.Conn) error {
+			return c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wait))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// The limiter admits 3 + 1×1 frames in the window (the calm
+			// client's join and send among them); a flood is more than
+			// twice that.
+			h := start(t, ws.Config{FrameRate: 1, FrameBurst: 3, FloodFactor: 2, FloodWindow: time.Second})
+			calm := h.dial(t, "calm")
+			join(t, calm, "lobby", 0)
+			c := newRawClient(t, h, "flooder")
+			for range 200 {
+				if tc.send(c.conn) != nil {
+					break // closed already
+				}
+			}
+			for range c.frames {
+			}
+			var ce *websocket.CloseError
+			if !errors.As(c.err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "flooding") {
+				t.Fatalf("flooder ended with %v, want close 1008 for flooding", c.err)
+			}
+			if got := h.hub.FloodDisconnects(); got != 1 {
+				t.Errorf("flood disconnects = %d, want 1", got)
+			}
+			say(t, calm, "lobby", "still here", "c1")
+		})
+	}
+}
+
+// TestConfigRefused: budgets that cannot work are refused before any
+// connection is made.
+func TestConfigRefused(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		cfg  ws.Config
+	}{
+		{"queue smaller than two pages", ws.Config{SendQueueBytes: 100 << 10, MaxPageBytes: 64 << 10}},
+		{"queue smaller than two default pages", ws.Config{SendQueueBytes: ws.DefaultMaxPageBytes}},
+		{"page of more than MaxHistory messages", ws.Config{MaxPageMessages: ws.MaxHistory + 1}},
+		{"negative page bytes", ws.Config{MaxPageBytes: -1}},
+		{"flood factor of 1", ws.Config{FloodFactor: 1}},
+		{"negative flood window", ws.Config{FloodWindow: -time.Second}},
+	}
+	hub := ws.NewHub(slog.New(slog.NewTextHandler(io.Discard, nil)), 0)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if gw, err := ws.NewGateway(tc.cfg, hub, nil, nil); err == nil {
+				t.Fatalf("NewGateway(%+v) = %v, want an error", tc.cfg, gw)
+			}
+		})
+	}
+}
