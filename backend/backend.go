@@ -8,6 +8,7 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +81,7 @@ type Backend struct {
 	Instances pipeline.InstanceRecorder
 	// Buses tells how much of each partition's feed is still kept.
 	Buses pipeline.BusStater
-	// Health reports whether the backend can serve.
+	// Health reports whether the backend can serve: reads and writes.
 	Health pipeline.Pinger
 	// Streams reads stored streams for the tools (replay, rejected,
 	// streams, the moderation dry run) and the admin API. Nil without
@@ -144,7 +145,7 @@ func Memory(m *memstore.Backend) *Backend {
 // log receives the stream reader's diagnostics (nil: slog.Default()).
 func Redis(r *redisstore.Backend, log *slog.Logger) *Backend {
 	return &Backend{
-		Store: r, Feed: r, History: r, DeadLetters: r, Instances: r, Buses: r, Health: r,
+		Store: r, Feed: r, History: r, DeadLetters: r, Instances: r, Buses: r, Health: writable{r},
 		Streams:     replay.NewReader(r, replay.Config{Logger: log}),
 		SharedState: r.Client(),
 		RedisPrefix: r.Keys().Prefix, Kind: "redis",
@@ -171,3 +172,9 @@ func (b *Backend) Close() error {
 	}
 	return nil
 }
+
+// writable is the Redis backend's readiness: it must take writes, not only
+// answer.
+type writable struct{ r *redisstore.Backend }
+
+func (w writable) Ping(ctx context.Context) error { return w.r.Writable(ctx) }

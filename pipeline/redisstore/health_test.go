@@ -10,9 +10,10 @@ import (
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
 
-// TestPingNeedsWrites: a Redis that answers but refuses writes (over
-// maxmemory) is not ready; it is again once writes work.
-func TestPingNeedsWrites(t *testing.T) {
+// TestWritable: a Redis that answers but refuses writes (over maxmemory)
+// is not writable, though it still answers Ping; it is again once writes
+// work.
+func TestWritable(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
 	if !srv.Private() {
@@ -24,20 +25,23 @@ func TestPingNeedsWrites(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := context.Background()
-	if err := b.Ping(ctx); err != nil {
-		t.Fatalf("ping = %v, want nil", err)
+	if err := b.Writable(ctx); err != nil {
+		t.Fatalf("writable = %v, want nil", err)
 	}
 	if err := srv.Client().ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Ping(ctx); !errors.Is(err, pipeline.ErrUnavailable) {
-		t.Fatalf("ping over maxmemory = %v, want ErrUnavailable", err)
+	if err := b.Writable(ctx); !errors.Is(err, pipeline.ErrUnavailable) {
+		t.Fatalf("writable over maxmemory = %v, want ErrUnavailable", err)
+	}
+	if err := b.Ping(ctx); err != nil {
+		t.Fatalf("ping over maxmemory = %v, want nil: Redis answers", err)
 	}
 	if err := srv.Client().ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Ping(ctx); err != nil {
-		t.Fatalf("ping after maxmemory is lifted = %v, want nil", err)
+	if err := b.Writable(ctx); err != nil {
+		t.Fatalf("writable after maxmemory is lifted = %v, want nil", err)
 	}
 }
 

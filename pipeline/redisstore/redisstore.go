@@ -316,10 +316,19 @@ func (b *Backend) Client() redis.UniversalClient { return b.client }
 // Partitions returns the number of bus streams.
 func (b *Backend) Partitions() int { return b.cfg.Partitions }
 
-// Ping reports whether Redis takes writes: it writes a short-lived probe
-// key, so a Redis that answers but refuses writes (out of memory under
-// maxmemory, a read-only replica) is not ready either.
+// Ping reports whether Redis answers (PING): enough for the read-only
+// tools. An instance's readiness needs Writable.
 func (b *Backend) Ping(ctx context.Context) error {
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Writable reports whether Redis takes writes: it writes a short-lived
+// probe key, so a Redis that answers but refuses writes (out of memory
+// under maxmemory, a read-only replica) fails it.
+func (b *Backend) Writable(ctx context.Context) error {
 	if err := b.client.Set(ctx, b.keys.Prefix+":health", "ok", 10*time.Second).Err(); err != nil {
 		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
 	}
