@@ -622,6 +622,7 @@ func TestBrowser(t *testing.T) {
 		{"server restart", serverRestart},
 		{"narrow screen", narrowScreen},
 		{"history and scrolling", historyAndScrolling},
+		{"history larger than a page", historyLargerThanPage},
 		{"screenshots", chatScreenshots},
 	}
 	for _, sc := range scenarios {
@@ -868,6 +869,48 @@ func historyAndScrolling(t *testing.T, b context.Context) {
 	p.screenshot("history-new-pill")
 	p.do(chromedp.Click(chromedp.ID("new-pill")))
 	p.waitJS(`document.getElementById('new-pill').hidden && (() => { const s = document.getElementById('scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 2; })()`, "the bottom after the pill")
+}
+
+// historyLargerThanPage: a room whose newest 50 messages do not fit the
+// server's page budget (each text is 4,000 quotes, 8 KB once escaped): the
+// join shows the newest messages that fit and offers the older ones, which
+// load as the reader scrolls up until the start of the room, each once.
+func historyLargerThanPage(t *testing.T, b context.Context) {
+	base := startInstances(t, 1)[0]
+	// Three senders stay within the server's per-connection burst.
+	names := []string{"carol", "dave", "erin"}
+	var senders []*wstest.Client
+	for _, n := range names {
+		senders = append(senders, dialUser(t, base, n, "lobby"))
+	}
+	const total = 45
+	text := func(i int) string { return fmt.Sprintf("big %02d %s", i, strings.Repeat(`"`, 4000)) }
+	for i := 1; i <= total; i++ {
+		say(t, senders[i%len(names)], "lobby", text(i))
+	}
+	p := openChat(t, b, base+"/#/lobby", "reader", chromedp.EmulateViewport(1024, 700))
+	p.waitMessage(names[total%len(names)], text(total))
+	if n := eval[int](p, `document.querySelectorAll('#messages li.msg').length`); n == 0 || n >= total {
+		t.Errorf("the join shows %d messages, want the newest that fit one page, fewer than %d", n, total)
+	}
+	if !eval[bool](p, `!document.getElementById('load-older').hidden`) {
+		t.Error("no way to load the messages that did not fit the join's page")
+	}
+	// Each scroll to the top loads one more page.
+	p.waitJSFor(`(document.getElementById('scroller').scrollTop = 0, document.querySelectorAll('#messages li.msg').length === `+fmt.Sprint(total)+`)`,
+		"every older message", 2*wait)
+	p.waitJS(`document.getElementById('history-status').textContent === 'This is the beginning of #lobby.'`, "the start of the room")
+	for _, i := range []int{1, total / 2, total} {
+		if n := p.countMessages(names[i%len(names)], text(i)); n != 1 {
+			t.Errorf("message %d shows %d times, want once", i, n)
+		}
+	}
+	order := eval[[]string](p, `[...document.querySelectorAll('#messages li.msg .msg-text')].map((e) => e.textContent.slice(0, 6))`)
+	for i, got := range order {
+		if want := fmt.Sprintf("big %02d", i+1); got != want {
+			t.Fatalf("message %d of the timeline is %q, want %q", i, got, want)
+		}
+	}
 }
 
 // narrowScreen: at 375 px wide nothing scrolls sideways, long

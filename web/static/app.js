@@ -287,7 +287,7 @@ addEventListener('hashchange', () => {
 
 // ---- model updates from the client ----
 
-function onJoined({ room, history, truncated, resumed }) {
+function onJoined({ room, history, truncated, resumed, more }) {
   const r = rooms.get(room);
   if (!r) return;
   r.joined = true;
@@ -299,7 +299,9 @@ function onJoined({ room, history, truncated, resumed }) {
       r.seqs.add(m.seq);
       settlePending(r, m);
     }
-    r.more = history.length >= HISTORY_PAGE;
+    // The server's page may hold fewer than asked for (more: older ones did
+    // not fit its byte budget); a full page may have older ones too.
+    r.more = more || history.length >= HISTORY_PAGE;
     if (room === active) renderTimeline(true);
   } else {
     if (truncated) addItem(r, { kind: 'notice', text: 'Some messages were missed while you were away.', ts: new Date() });

@@ -4,8 +4,9 @@
 //
 // One ChatClient owns one connection at a time. It reconnects by itself with
 // exponential backoff and full jitter, resumes every room with `since` the
-// last seq it saw, never emits a message twice, and queues sends while it is
-// offline.
+// last seq it saw (fetching with `history` what did not fit the server's
+// page), never emits a message twice, queues sends while it is offline, and
+// paces its frames below the server's frame rate.
 
 /** Limits and timings used when the constructor's options leave them out. */
 export const DEFAULTS = Object.freeze({
@@ -31,10 +32,22 @@ export const DEFAULTS = Object.freeze({
   // Delay before retrying a join the server answered with "unavailable"
   // or "rate_limited" without retry_after_ms.
   joinRetryMs: 1_000,
+  // Frames per second the client writes at most, with a burst: half the
+  // server's default --frame-rate and --frame-burst (20 and 40), so that
+  // network jitter never bunches them over the server's limit.
+  frameRate: 10,
+  frameBurst: 20,
+  // Messages asked for per history request while filling a resume's gap
+  // (the protocol's largest limit; the server's page budget may cut it).
+  resumePage: 500,
 });
 
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
 const NORMAL_CLOSURE = 1000;
+
+// Server frames that answer a client frame, in the order of the client's
+// frames (PROTOCOL.md §11.2).
+const replyTypes = new Set(['joined', 'left', 'history', 'ack', 'error']);
 
 // Local error codes, in addition to the server's codes of PROTOCOL.md §9.
 export const CODE_TIMEOUT = 'timeout';
@@ -61,6 +74,13 @@ export class ChatError extends Error {
 }
 
 const seqPattern = /^(\d+)-(\d+)$/;
+
+// isAfter reports whether seq a comes after seq b; seqs not of the form
+// "<ms>-<n>" only compare as different.
+function isAfter(a, b) {
+  const c = compareSeq(a, b);
+  return Number.isNaN(c) ? a !== b : c > 0;
+}
 
 /**
  * parseSeq parses a seq of the form "<ms>-<n>" into BigInts, or returns null
@@ -136,7 +156,7 @@ const retryableJoin = new Set(['rate_limited', 'unavailable']);
  *
  * Events (subscribe with on/off/once; listeners get one argument):
  *   status   {state: 'connecting'|'connected'|'reconnecting'|'offline', retryInMs?, attempt?}
- *   joined   {room, history: [message], truncated, resumed}
+ *   joined   {room, history: [message], truncated, resumed, more}
  *   message  {room, id, seq, user, text, ts, ref?, own}
  *   ack      {room, id, seq, ref}
  *   error    ChatError (every error frame, and local failures of requests)
@@ -171,6 +191,22 @@ export class ChatClient {
   #refBase = randomId();
   #refN = 0;
 
+  // Frame pacing: frames wait in outq (as strings, with the ref and room
+  // of their reply) for a token of the bucket.
+  #outq = [];
+  #tokens = 0;
+  #tokensAt = 0;
+  #pumpTimer = null;
+  // unanswered holds the frames written on the current socket that wait
+  // for their reply, oldest first: {ref, room, data}. Replies come in the
+  // order of the frames, so a reply to a later frame proves that the
+  // earlier unanswered ones were discarded by the server's rate limit.
+  #unanswered = [];
+  // probing is set after a rate_limited error without ref: when the pause
+  // ends, one cheap request finds out which frames were discarded.
+  #probing = false;
+  #probeRefs = new Set();
+
   /**
    * @param {object} options
    * @param {string} options.url URL of the /ws endpoint (http, https, ws or wss).
@@ -195,6 +231,7 @@ export class ChatClient {
     }
     this.#opts = { ...DEFAULTS, ...rest, backoff: { ...DEFAULTS.backoff, ...backoff } };
     this.#random = random || Math.random;
+    this.#tokens = this.#opts.frameBurst;
   }
 
   /** The user name this client connects as. */
@@ -292,6 +329,7 @@ export class ChatClient {
     clearTimeout(this.#connectTimer);
     clearTimeout(this.#pauseTimer);
     this.#pausedUntil = 0;
+    this.#resetWire();
     const ws = this.#ws;
     this.#ws = null;
     if (ws) {
@@ -303,6 +341,7 @@ export class ChatClient {
     for (const r of this.#rooms.values()) {
       r.joined = false;
       r.joinRef = null;
+      r.filling = null;
       clearTimeout(r.retryTimer);
       for (const w of r.waiters.splice(0)) w.reject(err(r.name));
       this.#failHistory(r, err(r.name));
@@ -364,12 +403,14 @@ export class ChatClient {
   #drop(ws) {
     clearTimeout(this.#connectTimer);
     this.#ws = null;
+    this.#resetWire();
     if (this.#openedAt && Date.now() - this.#openedAt >= this.#opts.stableMs) this.#attempt = 0;
     this.#openedAt = 0;
     try { ws.close(); } catch { /* already closed */ }
     for (const r of this.#rooms.values()) {
       r.joined = false;
       r.joinRef = null;
+      r.filling = null;
       clearTimeout(r.retryTimer);
       this.#failHistory(r, new ChatError({ code: CODE_DISCONNECTED, message: 'the connection was lost', room: r.name }));
     }
@@ -393,15 +434,93 @@ export class ChatClient {
     this.#retryTimer = setTimeout(() => this.#open(), delay);
   }
 
-  #write(frame) {
+  // write queues a frame for the open socket and reports whether there is
+  // one. Frames go out in order, paced by the token bucket and held while
+  // the client is paused by a rate_limited error.
+  // A frame given as a string comes with meta {type, ref, room}.
+  #write(frame, meta = frame) {
     const ws = this.#ws;
     if (!ws || ws.readyState !== OPEN) return false;
-    try {
-      ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
-      return true;
-    } catch {
-      return false;
+    const data = typeof frame === 'string' ? frame : JSON.stringify(frame);
+    this.#outq.push({ data, type: meta.type, ref: meta.ref, room: meta.room });
+    this.#pump();
+    return true;
+  }
+
+  // pump writes queued frames while tokens last and sets a timer for the rest.
+  #pump() {
+    clearTimeout(this.#pumpTimer);
+    this.#pumpTimer = null;
+    const { frameRate, frameBurst } = this.#opts;
+    while (this.#outq.length) {
+      const ws = this.#ws;
+      if (!ws || ws.readyState !== OPEN) return;
+      const now = Date.now();
+      if (now < this.#pausedUntil) return; // the pause timer pumps again
+      this.#tokens = Math.min(frameBurst, this.#tokens + ((now - this.#tokensAt) * frameRate) / 1000);
+      this.#tokensAt = now;
+      if (this.#tokens < 1) {
+        this.#pumpTimer = setTimeout(() => this.#pump(), Math.ceil(((1 - this.#tokens) * 1000) / frameRate));
+        return;
+      }
+      const item = this.#outq.shift();
+      try {
+        ws.send(item.data);
+      } catch {
+        return; // the socket is failing; its close event follows
+      }
+      this.#tokens -= 1;
+      if (item.ref) this.#unanswered.push(item);
     }
+  }
+
+  // resetWire forgets the frames of a socket that is gone.
+  #resetWire() {
+    clearTimeout(this.#pumpTimer);
+    this.#pumpTimer = null;
+    this.#outq = [];
+    this.#unanswered = [];
+    this.#probing = false;
+  }
+
+  // answered records the reply to the frame with ref. Every frame written
+  // before it that is still unanswered was discarded unread by the server's
+  // frame limit (replies keep the order of frames): it is written again.
+  #answered(ref) {
+    const i = this.#unanswered.findIndex((x) => x.ref === ref);
+    if (i < 0) return;
+    const lost = this.#unanswered.splice(0, i + 1).slice(0, i);
+    this.#probeRefs.delete(ref);
+    for (const item of lost) this.#rewrite(item);
+  }
+
+  // rewrite writes a discarded frame again if what it asked for is still
+  // wanted: the same ref, so a late reply still matches.
+  #rewrite(item) {
+    const r = this.#rooms.get(item.room);
+    let wanted = false;
+    switch (item.type) {
+      case 'send': wanted = this.#outbox.some((x) => x.ref === item.ref && x.state === 'sent'); break;
+      case 'join': wanted = r?.joinRef === item.ref; break;
+      case 'history': wanted = !!r?.historyWaiters.some((w) => w.ref === item.ref && !w.dead); break;
+      case 'leave': wanted = this.#leaving.has(item.ref); break;
+      default: // a probe: the reply it asked for is no longer needed
+    }
+    this.#probeRefs.delete(item.ref);
+    if (wanted) this.#write(item.data, item);
+  }
+
+  // probe asks, once a rate_limited pause is over, for a reply that tells
+  // which of the unanswered frames were discarded: a one-message history
+  // of the first one's room (not_joined is as good an answer).
+  #probe() {
+    if (!this.#probing) return;
+    this.#probing = false;
+    const first = this.#unanswered[0];
+    if (!first) return;
+    const ref = this.#nextRef('p');
+    this.#probeRefs.add(ref);
+    this.#write({ type: 'history', room: first.room, limit: 1, ref });
   }
 
   #nextRef(prefix) {
@@ -420,12 +539,15 @@ export class ChatClient {
    */
   join(room, { history = 50 } = {}) {
     let r = this.#rooms.get(room);
-    if (r?.joined) return Promise.resolve({ room, history: [], truncated: false, resumed: true });
+    if (r?.joined) return Promise.resolve({ room, history: [], truncated: false, resumed: true, more: false });
     if (!r) {
       r = {
         name: room, historyN: history, joined: false, everJoined: false, joinRef: null,
         lastSeq: null, seen: new Set(), waiters: [], historyWaiters: [],
         presence: new Set(), presenceCount: 0, retryTimer: null,
+        // joinSince is the since of the join in flight; filling holds a
+        // resume whose older messages are being fetched.
+        joinSince: null, filling: null,
       };
       this.#rooms.set(room, r);
     }
@@ -436,6 +558,7 @@ export class ChatClient {
 
   #sendJoin(r) {
     r.joinRef = this.#nextRef('j');
+    r.joinSince = r.lastSeq;
     const frame = { type: 'join', room: r.name, ref: r.joinRef };
     if (r.lastSeq) frame.since = r.lastSeq;
     else frame.history = r.historyN;
@@ -531,7 +654,7 @@ export class ChatClient {
     if (!this.connected || Date.now() < this.#pausedUntil) return;
     for (const rec of this.#outbox) {
       if (rec.state !== 'queued' || !this.#rooms.get(rec.room)?.joined) continue;
-      if (!this.#write(rec.frame)) return;
+      if (!this.#write(rec.frame, { type: 'send', ref: rec.ref, room: rec.room })) return;
       rec.state = 'sent';
     }
   }
@@ -544,6 +667,8 @@ export class ChatClient {
     // running would leave the queue stuck.
     this.#pauseTimer = setTimeout(() => {
       this.#pausedUntil = 0;
+      this.#probe();
+      this.#pump();
       this.#flush();
     }, ms);
   }
@@ -552,25 +677,33 @@ export class ChatClient {
 
   /**
    * history asks for up to limit messages of a joined room before seq
-   * `before` (the newest when before is empty) and resolves with
-   * {room, messages, more}; messages are oldest first and are not emitted
-   * as message events.
+   * `before` (the newest when before is empty) and, with options.after,
+   * after that seq; it resolves with {room, messages, more}. Messages are
+   * oldest first and are not emitted as message events. The server may
+   * send fewer than limit to keep its reply within its page budget; `more`
+   * says older messages (after `after`) remain.
    */
-  history(room, before, limit = 50) {
+  history(room, before, limit = 50, { after } = {}) {
     const r = this.#rooms.get(room);
     if (!r || !r.joined) {
       const code = r ? CODE_DISCONNECTED : 'not_joined';
       return Promise.reject(new ChatError({ code, message: r ? 'not connected' : `join room ${room} first`, room }));
     }
+    return this.#requestHistory(r, before, limit, after);
+  }
+
+  #requestHistory(r, before, limit, after) {
+    const room = r.name;
     const ref = this.#nextRef('h');
     const frame = { type: 'history', room, limit, ref };
     if (before) frame.before = before;
+    if (after) frame.after = after;
     return new Promise((resolve, reject) => {
       const w = { ref, resolve, reject };
       w.timer = setTimeout(() => {
         const i = r.historyWaiters.indexOf(w);
         // Keep the slot so the late reply is matched to it and dropped.
-        if (i >= 0) r.historyWaiters[i] = { ref, resolve() {}, reject() {}, timer: null };
+        if (i >= 0) r.historyWaiters[i] = { ref, resolve() {}, reject() {}, timer: null, dead: true };
         reject(new ChatError({ code: CODE_TIMEOUT, message: 'history request timed out', ref, room }));
       }, this.#opts.requestTimeoutMs);
       r.historyWaiters.push(w);
@@ -606,6 +739,7 @@ export class ChatClient {
   }
 
   #handle(f) {
+    if (replyTypes.has(f.type) && typeof f.ref === 'string' && f.ref) this.#answered(f.ref);
     switch (f.type) {
       case 'joined': return this.#onJoined(f);
       case 'message': return this.#onMessage(f);
@@ -620,12 +754,54 @@ export class ChatClient {
 
   #onJoined(f) {
     const r = this.#rooms.get(f.room);
-    if (!r || !r.joinRef) return; // left meanwhile
+    if (!r || !r.joinRef || r.filling) return; // left meanwhile, or a late duplicate
+    if (f.ref && f.ref !== r.joinRef) return; // the reply to an older join
+    const all = Array.isArray(f.history) ? f.history : [];
+    const since = r.joinSince;
+    if (f.more && since && all.length) {
+      // The page holds the newest messages after since; fetch the older
+      // ones before going live (PROTOCOL.md §11.4). Live messages wait.
+      r.filling = { since, got: all, held: [], truncated: !!f.truncated };
+      this.#fill(r);
+      return;
+    }
+    this.#joined(r, all, !!f.truncated, !!f.more);
+  }
+
+  // fill asks for the messages between the resume's since and the oldest
+  // message it has, a page at a time, then completes the join.
+  #fill(r) {
+    const fl = r.filling;
+    const oldest = fl.got[0].seq;
+    this.#requestHistory(r, oldest, this.#opts.resumePage, fl.since).then((page) => {
+      if (r.filling !== fl) return;
+      // A server without `after` may send older messages: they are known.
+      const older = page.messages.filter((m) => isAfter(m.seq, fl.since) && isAfter(oldest, m.seq));
+      fl.got = [...older, ...fl.got];
+      const reachedSince = older.length < page.messages.length;
+      if (page.more && older.length && !reachedSince) this.#fill(r);
+      else this.#joined(r, fl.got, fl.truncated, false);
+    }, (err) => {
+      if (r.filling !== fl) return;
+      // Start the resume over: since has not moved.
+      r.filling = null;
+      r.joinRef = null;
+      if (err.code === CODE_DISCONNECTED || err.code === CODE_CLOSED || err.code === CODE_LEFT) return;
+      clearTimeout(r.retryTimer);
+      r.retryTimer = setTimeout(() => {
+        if (this.#rooms.get(r.name) === r && !r.joined && !r.joinRef) this.#sendJoin(r);
+      }, err.retryAfterMs || this.#opts.joinRetryMs);
+    });
+  }
+
+  // joined completes a join with all, its messages oldest first.
+  #joined(r, all, truncated, more) {
+    const held = r.filling?.held ?? [];
+    r.filling = null;
     r.joinRef = null;
     r.joined = true;
     const resumed = r.everJoined;
     r.everJoined = true;
-    const all = Array.isArray(f.history) ? f.history : [];
     const history = [];
     for (const m of all) {
       if (this.#accept(r, m)) history.push(this.#toMessage(m));
@@ -637,9 +813,10 @@ export class ChatClient {
       if (m) this.#settle(rec, { room: r.name, id: m.id, seq: m.seq, ref: rec.ref });
       else rec.uncertain = false;
     }
-    const detail = { room: r.name, history, truncated: !!f.truncated, resumed };
+    const detail = { room: r.name, history, truncated, resumed, more };
     this.#emit('joined', detail);
     for (const w of r.waiters.splice(0)) w.resolve(detail);
+    for (const m of held) this.#onMessage(m);
     this.#flush();
   }
 
@@ -651,6 +828,10 @@ export class ChatClient {
 
   #onMessage(f) {
     const r = this.#rooms.get(f.room);
+    if (r?.filling) {
+      r.filling.held.push(f);
+      return;
+    }
     if (!r || !r.joined || !this.#accept(r, f)) return;
     const m = this.#toMessage(f);
     if (m.own && m.ref) {
@@ -673,7 +854,17 @@ export class ChatClient {
       code: f.code || 'internal', message: f.message, ref: f.ref, room: f.room,
       moderator: f.moderator, retryAfterMs: f.retry_after_ms,
     });
+    if (f.ref && this.#probeRefs.has(f.ref)) {
+      this.#probeRefs.delete(f.ref);
+      return; // a probe's not_joined is an answer like any other
+    }
     if (f.ref) this.#correlateError(f.ref, err);
+    else if (err.code === 'rate_limited') {
+      // The server discarded frames unread, without saying which: pause,
+      // then find out with a probe and write the discarded ones again.
+      this.#probing = true;
+      this.#pause(err.retryAfterMs || this.#opts.joinRetryMs);
+    }
     this.#emit('error', err);
   }
 
@@ -740,8 +931,12 @@ export class ChatClient {
 
   #onHistory(f) {
     const r = this.#rooms.get(f.room);
-    const w = r?.historyWaiters.shift();
-    if (!w) return;
+    if (!r) return;
+    // Replies name their request's ref; a server that does not echo it
+    // answers in order.
+    const i = f.ref ? r.historyWaiters.findIndex((x) => x.ref === f.ref) : 0;
+    if (i < 0 || !r.historyWaiters[i]) return;
+    const [w] = r.historyWaiters.splice(i, 1);
     clearTimeout(w.timer);
     const messages = (Array.isArray(f.messages) ? f.messages : []).map((m) => this.#toMessage(m));
     w.resolve({ room: f.room, messages, more: !!f.more });
@@ -749,7 +944,7 @@ export class ChatClient {
 
   #onPresence(f) {
     const r = this.#rooms.get(f.room);
-    if (!r || !r.joined) return;
+    if (!r || !(r.joined || r.filling)) return;
     const snapshot = Array.isArray(f.users);
     const joined = Array.isArray(f.joined) ? f.joined : [];
     const left = Array.isArray(f.left) ? f.left : [];

@@ -343,3 +343,93 @@ test('close rejects what is pending and stops reconnecting', async (t) => {
   await tick(60);
   assert.equal(FakeSocket.instances.length, n, 'no reconnect after close');
 });
+
+test('a resume whose page is full fetches the rest, after since, before going live', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby', [msg('lobby', '5-0', 'bob', 'a')]);
+  const log = record(c, 'joined', 'message');
+  latest().drop();
+  const ws = await nextSocket();
+  ws.open();
+  const join = ws.lastSent('join');
+  assert.equal(join.since, '5-0');
+  ws.recv({ type: 'joined', room: 'lobby', ref: join.ref, history: [msg('lobby', '9-0', 'bob', 'e'), msg('lobby', '10-0', 'bob', 'f')], more: true });
+  let h = ws.lastSent('history');
+  assert.deepEqual([h.before, h.after], ['9-0', '5-0'], 'asks for what is older than the page and after since');
+  ws.recv(msg('lobby', '11-0', 'carol', 'g')); // live, while the gap is filled
+  assert.deepEqual(log, [], 'nothing is emitted before the gap is filled');
+  ws.recv({ type: 'history', room: 'lobby', ref: h.ref, messages: [msg('lobby', '7-0', 'bob', 'c'), msg('lobby', '8-0', 'bob', 'd')], more: true });
+  await until(() => ws.lastSent('history').ref !== h.ref, 'the next history request');
+  h = ws.lastSent('history');
+  assert.deepEqual([h.before, h.after], ['7-0', '5-0']);
+  ws.recv({ type: 'history', room: 'lobby', ref: h.ref, messages: [msg('lobby', '6-0', 'bob', 'b')], more: false });
+  await until(() => log.length === 2, 'the joined event and the held message');
+  assert.deepEqual(log.map((e) => e.type), ['joined', 'message']);
+  assert.deepEqual(log[0].history.map((m) => m.text), ['b', 'c', 'd', 'e', 'f']);
+  assert.equal(log[0].resumed, true);
+  assert.equal(log[0].more, false);
+  assert.equal(log[1].text, 'g', 'the live message follows the filled history');
+  assert.equal(c.lastSeq('lobby'), '11-0');
+});
+
+test('a fresh join passes more on, for the application to page back', async (t) => {
+  const c = newClient(t);
+  const joined = await (async () => {
+    const connected = c.connect();
+    latest().open();
+    await connected;
+    const p = c.join('lobby', { history: 50 });
+    latest().recv({ type: 'joined', room: 'lobby', ref: latest().lastSent('join').ref, history: [msg('lobby', '9-0', 'bob', 'x')], more: true });
+    return p;
+  })();
+  assert.equal(joined.more, true);
+  assert.equal(latest().lastSent('history'), undefined, 'a fresh join fetches nothing by itself');
+  const page = c.history('lobby', '9-0', 50);
+  const h = latest().lastSent('history');
+  latest().recv({ type: 'history', room: 'lobby', ref: h.ref, messages: [msg('lobby', '8-0', 'bob', 'w')], more: false });
+  assert.deepEqual((await page).messages.map((m) => m.text), ['w']);
+});
+
+test('frames are paced below the server\'s frame rate', async (t) => {
+  const c = newClient(t, { frameRate: 50, frameBurst: 3 });
+  await connectAndJoin(c, 'lobby'); // the join takes one token
+  const ws = latest();
+  const sends = ['a', 'b', 'c', 'd', 'e'].map((text) => c.send('lobby', text));
+  assert.equal(ws.sent.filter((f) => f.type === 'send').length, 2, 'the burst is spent');
+  await until(() => ws.sent.filter((f) => f.type === 'send').length === 5, 'the paced sends');
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.text), ['a', 'b', 'c', 'd', 'e']);
+  for (const f of ws.sent.filter((x) => x.type === 'send')) ws.recv({ type: 'ack', ref: f.ref, room: 'lobby', id: f.ref, seq: '1-0' });
+  await Promise.all(sends);
+});
+
+test('frames the server discarded unread are written again', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  const ws = latest();
+  const sendsOf = () => ws.sent.filter((f) => f.type === 'send');
+  const errors = record(c, 'error');
+
+  // A reply to a later frame proves the earlier unanswered ones were discarded.
+  const first = ['a', 'b', 'c'].map((text) => c.send('lobby', text));
+  ws.recv({ type: 'ack', ref: first[2].ref, room: 'lobby', id: 'i3', seq: '3-0' });
+  assert.deepEqual(sendsOf().slice(3).map((f) => f.ref), [first[0].ref, first[1].ref]);
+  ws.recv({ type: 'ack', ref: first[0].ref, room: 'lobby', id: 'i1', seq: '4-0' }, { type: 'ack', ref: first[1].ref, room: 'lobby', id: 'i2', seq: '5-0' });
+  await Promise.all(first);
+
+  // A rate_limited error without ref says frames were discarded, not which:
+  // after the pause one probe finds out, and only the discarded go again.
+  const second = ['d', 'e'].map((text) => c.send('lobby', text));
+  ws.recv({ type: 'ack', ref: second[0].ref, room: 'lobby', id: 'i4', seq: '6-0' });
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too many frames', retry_after_ms: 30 });
+  assert.equal(errors.at(-1).code, 'rate_limited');
+  assert.equal(ws.lastSent('history'), undefined, 'nothing is written during the pause');
+  await until(() => ws.lastSent('history'), 'the probe');
+  const probe = ws.lastSent('history');
+  assert.deepEqual([probe.room, probe.limit], ['lobby', 1]);
+  assert.equal(sendsOf().length, 7, 'nothing resent before the probe is answered');
+  ws.recv({ type: 'history', room: 'lobby', ref: probe.ref, messages: [], more: false });
+  assert.deepEqual(sendsOf().slice(7).map((f) => [f.ref, f.text]), [[second[1].ref, 'e']]);
+  ws.recv({ type: 'ack', ref: second[1].ref, room: 'lobby', id: 'i5', seq: '7-0' });
+  assert.deepEqual((await Promise.all(second)).map((a) => a.seq), ['6-0', '7-0']);
+  assert.equal(errors.length, 1, 'the probe\'s reply is not an error of the application');
+});

@@ -89,7 +89,7 @@ test('connect, join, send and ack', async (t) => {
   assert.equal(await c.connect(), true);
   assert.deepEqual(states, ['connecting', 'connected']);
   const joined = await c.join(room, { history: 10 });
-  assert.deepEqual(joined, { room, history: [], truncated: false, resumed: false });
+  assert.deepEqual(joined, { room, history: [], truncated: false, resumed: false, more: false });
 
   const sent = c.send(room, 'hello, world');
   const ack = await sent;
@@ -285,4 +285,51 @@ test('leave stops delivery for the room', async (t) => {
   await b.send(room, 'after');
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(texts(got), ['before']);
+});
+
+test('a resume fetches what did not fit the server\'s page, and a fresh join pages back', async (t) => {
+  const room = uniqueRoom('pages');
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { WebSocket: spy.WebSocket });
+  const b = newClient(t, 'bob');
+  const got = inbox(a, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room, { history: 0 }), b.join(room, { history: 0 })]);
+  await b.send(room, 'before');
+  await until(() => got.length === 1, 'the first message');
+  const lastSeen = a.lastSeq(room);
+
+  spy.blocked = true;
+  const away = nextStatus(a, 'reconnecting');
+  spy.current().close();
+  await away;
+  // 40 texts of 4000 quotes, each sent escaped (8 KB): more than the
+  // server's 256 KiB page.
+  const big = Array.from({ length: 40 }, (_, i) => `${String(i).padStart(2, '0')} ${'"'.repeat(4000)}`);
+  await Promise.all(big.map((text) => b.send(room, text)));
+
+  spy.blocked = false;
+  a.reconnectNow();
+  await until(() => got.length === 41, 'every message missed');
+  assert.deepEqual(texts(got), ['before', ...big]);
+  const fills = spy.sent.filter((f) => f.type === 'history');
+  assert.ok(fills.length >= 1, 'the resume needed no history request: the page was not full');
+  assert.ok(fills.every((f) => f.after === lastSeen), 'every fill request stops at since');
+  await b.send(room, 'live');
+  await until(() => got.length === 42, 'the next live message');
+  assert.equal(got.at(-1).text, 'live');
+
+  // A fresh join gets the newest messages that fit, says more, and the
+  // rest comes with history.
+  const c = newClient(t, 'carol');
+  await c.connect();
+  const joined = await c.join(room, { history: 42 });
+  assert.equal(joined.more, true);
+  assert.ok(joined.history.length > 0 && joined.history.length < 42, `joined holds ${joined.history.length} messages`);
+  let all = joined.history;
+  for (let page = { more: true }; page.more;) {
+    page = await c.history(room, all[0].seq, 50);
+    all = [...page.messages, ...all];
+  }
+  assert.deepEqual(texts(all), ['before', ...big, 'live']);
 });
