@@ -2,6 +2,7 @@ package chatstream_test
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v3"
+
+	chatcli "github.com/chatstream/chatstream/cli"
 )
 
 // loadComposeProject loads compose.yaml from the repository root with the
@@ -41,10 +45,31 @@ func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
 	return svc
 }
 
-// TestComposeServicesExist checks that redis and the three chat nodes are defined.
+// chatServices returns the names of the chat instances: the services built
+// from the repository's Dockerfile, sorted.
+func chatServices(p *types.Project) []string {
+	var names []string
+	for name, svc := range p.Services {
+		if svc.Build != nil {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestComposeServicesExist checks that Caddy, Redis, Prometheus and the
+// three chat instances are defined, and nothing else.
 func TestComposeServicesExist(t *testing.T) {
 	p := loadComposeProject(t)
-	for _, name := range []string{"redis", "chat1", "chat2", "chat3"} {
+	want := []string{"caddy", "chat1", "chat2", "chat3", "prometheus", "redis"}
+	if got := p.ServiceNames(); !slices.Equal(slices.Sorted(slices.Values(got)), want) {
+		t.Errorf("services: got %v, want %v", got, want)
+	}
+	if got := chatServices(p); !slices.Equal(got, []string{"chat1", "chat2", "chat3"}) {
+		t.Errorf("chat instances (built from the Dockerfile): got %v, want chat1, chat2, chat3", got)
+	}
+	for _, name := range want {
 		t.Run(name, func(t *testing.T) {
 			service(t, p, name)
 		})
@@ -74,8 +99,9 @@ func TestComposeRedis(t *testing.T) {
 	})
 }
 
-// TestComposeChatServices checks dependencies, ports, Redis URL and build of
-// every chat node.
+// TestComposeChatServices checks dependencies, Redis URL, trusted proxies,
+// healthcheck and build of every chat instance, and that none publishes a
+// port (Caddy is the one address).
 func TestComposeChatServices(t *testing.T) {
 	p := loadComposeProject(t)
 	root, err := filepath.Abs(".")
@@ -83,17 +109,9 @@ func TestComposeChatServices(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tests := []struct {
-		name     string
-		hostPort string
-	}{
-		{"chat1", "8081"},
-		{"chat2", "8082"},
-		{"chat3", "8083"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			svc := service(t, p, tt.name)
+	for _, name := range []string{"chat1", "chat2", "chat3"} {
+		t.Run(name, func(t *testing.T) {
+			svc := service(t, p, name)
 
 			t.Run("depends on healthy redis", func(t *testing.T) {
 				dep, ok := svc.DependsOn["redis"]
@@ -106,12 +124,16 @@ func TestComposeChatServices(t *testing.T) {
 				}
 			})
 
-			t.Run("publishes port", func(t *testing.T) {
-				found := slices.ContainsFunc(svc.Ports, func(pc types.ServicePortConfig) bool {
-					return pc.Published == tt.hostPort && pc.Target == 8080
-				})
-				if !found {
-					t.Errorf("ports: got %+v, want host %s -> container 8080", svc.Ports, tt.hostPort)
+			t.Run("publishes no port", func(t *testing.T) {
+				if len(svc.Ports) != 0 {
+					t.Errorf("ports: got %+v, want none (Caddy is the one address)", svc.Ports)
+				}
+			})
+
+			t.Run("trusts the compose network as proxies", func(t *testing.T) {
+				got := envValue(svc, "CHATSTREAM_TRUSTED_PROXIES")
+				if want := defaultSubnet(t, p); got != want {
+					t.Errorf("CHATSTREAM_TRUSTED_PROXIES: got %q, want the default network's subnet %q", got, want)
 				}
 			})
 
@@ -126,13 +148,8 @@ func TestComposeChatServices(t *testing.T) {
 			})
 
 			t.Run("redis url", func(t *testing.T) {
-				url := svc.Environment["CHATSTREAM_REDIS_URL"]
-				if url == nil || !strings.HasPrefix(*url, "redis://redis:6379") {
-					got := "<unset>"
-					if url != nil {
-						got = *url
-					}
-					t.Errorf("CHATSTREAM_REDIS_URL: got %q, want prefix %q", got, "redis://redis:6379")
+				if url := envValue(svc, "CHATSTREAM_REDIS_URL"); !strings.HasPrefix(url, "redis://redis:6379") {
+					t.Errorf("CHATSTREAM_REDIS_URL: got %q, want prefix %q", url, "redis://redis:6379")
 				}
 			})
 
@@ -152,6 +169,165 @@ func TestComposeChatServices(t *testing.T) {
 					t.Errorf("build dockerfile: got %q, want %q", b.Dockerfile, "Dockerfile")
 				}
 			})
+		})
+	}
+}
+
+// envValue returns the service's environment variable, "" when unset.
+func envValue(svc types.ServiceConfig, name string) string {
+	if v := svc.Environment[name]; v != nil {
+		return *v
+	}
+	return ""
+}
+
+// defaultSubnet returns the subnet of the project's default network.
+func defaultSubnet(t *testing.T, p *types.Project) string {
+	t.Helper()
+	n, ok := p.Networks["default"]
+	if !ok || len(n.Ipam.Config) != 1 || n.Ipam.Config[0].Subnet == "" {
+		t.Fatalf("networks.default: got %+v, want one IPAM subnet", n.Ipam)
+	}
+	return n.Ipam.Config[0].Subnet
+}
+
+// requireBindMount fails t unless svc mounts the repository file source
+// read-only at target.
+func requireBindMount(t *testing.T, svc types.ServiceConfig, source, target string) {
+	t.Helper()
+	abs, err := filepath.Abs(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range svc.Volumes {
+		if v.Target != target {
+			continue
+		}
+		if v.Type != types.VolumeTypeBind || filepath.Clean(v.Source) != abs || !v.ReadOnly {
+			t.Errorf("volume at %s: got %s %s (read-only %v), want a read-only bind of %s", target, v.Type, v.Source, v.ReadOnly, source)
+		}
+		return
+	}
+	t.Errorf("volumes: got %+v, want %s mounted at %s", svc.Volumes, source, target)
+}
+
+// TestComposeOnlyCaddyPublishes checks that Caddy is the deployment's one
+// published port, on loopback, to Caddy's listen port.
+func TestComposeOnlyCaddyPublishes(t *testing.T) {
+	p := loadComposeProject(t)
+	for name, svc := range p.Services {
+		if name != "caddy" && len(svc.Ports) != 0 {
+			t.Errorf("%s ports: got %+v, want none", name, svc.Ports)
+		}
+	}
+	caddy := service(t, p, "caddy")
+	listen := envValue(caddy, "CHATSTREAM_LISTEN")
+	if len(caddy.Ports) != 1 {
+		t.Fatalf("caddy ports: got %+v, want one", caddy.Ports)
+	}
+	if pc := caddy.Ports[0]; pc.HostIP != "127.0.0.1" || pc.Published != "8080" || pc.Target != 8080 || pc.Protocol != "tcp" {
+		t.Errorf("caddy port: got %+v, want 127.0.0.1:8080 -> 8080/tcp", pc)
+	}
+	if listen != ":8080" {
+		t.Errorf("caddy CHATSTREAM_LISTEN: got %q, want %q (the published port's target)", listen, ":8080")
+	}
+}
+
+// TestComposeCaddy checks that Caddy runs deploy/Caddyfile in front of
+// every chat instance once each is healthy.
+func TestComposeCaddy(t *testing.T) {
+	p := loadComposeProject(t)
+	caddy := service(t, p, "caddy")
+	chats := chatServices(p)
+
+	t.Run("mounts deploy/Caddyfile", func(t *testing.T) {
+		requireBindMount(t, caddy, "deploy/Caddyfile", "/etc/caddy/Caddyfile")
+		if cmd := strings.Join(caddy.Command, " "); !strings.Contains(cmd, "--config /etc/caddy/Caddyfile") {
+			t.Errorf("command: got %q, want it to run /etc/caddy/Caddyfile", cmd)
+		}
+	})
+
+	t.Run("depends on every healthy instance", func(t *testing.T) {
+		for _, name := range chats {
+			dep, ok := caddy.DependsOn[name]
+			if !ok || dep.Condition != types.ServiceConditionHealthy {
+				t.Errorf("depends_on %s: got %+v (present %v), want condition %q", name, dep, ok, types.ServiceConditionHealthy)
+			}
+		}
+	})
+
+	t.Run("upstreams are every instance", func(t *testing.T) {
+		var want []string
+		for _, name := range chats {
+			want = append(want, name+":8080")
+		}
+		if got := strings.Fields(envValue(caddy, "CHATSTREAM_UPSTREAMS")); !slices.Equal(got, want) {
+			t.Errorf("CHATSTREAM_UPSTREAMS: got %v, want %v", got, want)
+		}
+	})
+}
+
+// TestComposePrometheus checks that Prometheus runs deploy/prometheus.yml
+// and that its chatstream job scrapes every chat instance's internal
+// listener (port 9091).
+func TestComposePrometheus(t *testing.T) {
+	p := loadComposeProject(t)
+	prom := service(t, p, "prometheus")
+	requireBindMount(t, prom, "deploy/prometheus.yml", "/etc/prometheus/prometheus.yml")
+
+	data, err := os.ReadFile("deploy/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("deploy/prometheus.yml: %v", err)
+	}
+	var got []string
+	for _, sc := range cfg.ScrapeConfigs {
+		if sc.JobName != "chatstream" {
+			continue
+		}
+		for _, st := range sc.StaticConfigs {
+			got = append(got, st.Targets...)
+		}
+	}
+	var want []string
+	for _, name := range chatServices(p) {
+		want = append(want, name+":9091")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("deploy/prometheus.yml chatstream targets: got %v, want %v", got, want)
+	}
+}
+
+// TestComposeChatSettingsKnown checks that every flag in a chat instance's
+// command and every CHATSTREAM_ variable of its environment is one that
+// `chatstream serve` has: an unknown flag stops the container, and an
+// unknown variable is silently ignored.
+func TestComposeChatSettingsKnown(t *testing.T) {
+	p := loadComposeProject(t)
+	for _, name := range chatServices(p) {
+		svc := service(t, p, name)
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			args := append(slices.Clone(svc.Command), "--help")
+			if code := chatcli.Run(t.Context(), args, &out, &out); code != 0 {
+				t.Fatalf("chatstream %s: exit %d:\n%s", strings.Join(args, " "), code, out.String())
+			}
+			help := out.String()
+			for env := range svc.Environment {
+				if strings.HasPrefix(env, "CHATSTREAM_") && !strings.Contains(help, "($"+env+")") {
+					t.Errorf("environment %s: chatstream %s has no such variable", env, strings.Join(svc.Command, " "))
+				}
+			}
 		})
 	}
 }
