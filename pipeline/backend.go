@@ -122,6 +122,10 @@ type BusState struct {
 	Last string
 	// Oldest is the seq of the oldest entry still kept, "" when none.
 	Oldest string
+	// Trimmed is the seq of the newest entry removed, "" when none was or
+	// the backend does not know (Redis 7 records deletions, not
+	// trimming). A reader positioned before it lost the entries between.
+	Trimmed string
 }
 
 // BusStater reports the state of a partition's feed. Implementations are

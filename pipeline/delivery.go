@@ -320,11 +320,12 @@ func (d *Delivery) record(ctx context.Context, positions []string) {
 // checkGaps compares, for each partition, what the feed holds with how far
 // this instance has read it. A feed that was reset (another epoch than
 // last seen, or nothing at or after the position: Redis restarted empty,
-// perhaps with its clock behind) is followed again from its new start. A
-// position older than the oldest entry kept means trimming removed entries
-// this instance never delivered. Either way the members of that
+// perhaps with its clock behind) is followed again from its new start. An
+// entry newer than the position removed by trimming is an entry this
+// instance never delivered. Either way the members of that
 // partition's rooms resync, so their clients resume from the room streams
-// (and learn of a reset there). Each reset or gap is handled once.
+// (and learn of a reset there). A gap is an entry after the position that
+// trimming removed (BusState.Trimmed). Each reset or gap is handled once.
 func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.ReportEvery)
 	defer cancel()
@@ -344,14 +345,26 @@ func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
 			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
 			d.log.Error("feed reset: the partition's stored data was lost; following it from its new start, members resync",
 				"partition", p, "position", pos, "epoch", st.Epoch, "previous_epoch", known, "last", st.Last, "resynced", n)
-		case pos == "" || d.gapHandled[p] == pos || st.Oldest == "" || CompareSeq(pos, st.Oldest) >= 0:
+		case pos == "" || d.gapHandled[p] == pos || !lostAfter(st, pos):
 		default:
 			d.gapHandled[p] = pos
 			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
 			d.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
-				"partition", p, "position", pos, "oldest", st.Oldest, "resynced", n)
+				"partition", p, "position", pos, "trimmed", st.Trimmed, "oldest", st.Oldest, "resynced", n)
 		}
 	}
+}
+
+// lostAfter reports whether the feed lost an entry after pos to trimming:
+// the newest entry removed is after pos, or, where the feed does not know
+// it (Redis records only XDEL, not trimming), pos is older than the oldest
+// entry kept (which resyncs needlessly only when pos is exactly the newest
+// entry trimmed).
+func lostAfter(st BusState, pos string) bool {
+	if st.Trimmed != "" {
+		return CompareSeq(st.Trimmed, pos) > 0
+	}
+	return st.Oldest != "" && CompareSeq(pos, st.Oldest) < 0
 }
 
 // requestRestart asks partition p's loop to follow the feed again after

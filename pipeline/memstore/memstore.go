@@ -80,7 +80,9 @@ type Backend struct {
 	// recent is the feed's own log (at most RoomMaxLen messages), so a
 	// subscription can resume after a seq like a Redis one.
 	recent []*message.Message
-	dead   []*message.Message
+	// feedTrimmed is the seq of the newest message dropped from recent.
+	feedTrimmed string
+	dead        []*message.Message
 	closed bool
 }
 
@@ -223,6 +225,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	}
 	b.recent = append(b.recent, stored)
 	if over := len(b.recent) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
+		b.feedTrimmed = b.recent[over-1].Metadata.Get(pipeline.MetaSeq)
 		b.recent = append(b.recent[:0:0], b.recent[over:]...)
 	}
 	b.queue <- stored // never blocks: checked above
@@ -333,7 +336,7 @@ func (b *Backend) Subscribe(ctx context.Context, _ int, after string) (<-chan *m
 func (b *Backend) BusState(context.Context, int) (pipeline.BusState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := pipeline.BusState{Epoch: b.epoch}
+	st := pipeline.BusState{Epoch: b.epoch, Trimmed: b.feedTrimmed}
 	if len(b.recent) > 0 {
 		st.Last = b.last.String()
 		st.Oldest = b.recent[0].Metadata.Get(pipeline.MetaSeq)

@@ -150,7 +150,8 @@ func (b *Backend) BusState(ctx context.Context, p int) (pipeline.BusState, error
 	epoch := pipe.Get(ctx, b.keys.BusEpoch(p))
 	last := pipe.XRevRangeN(ctx, bus, "+", "-", 1)
 	oldest := pipe.XRangeN(ctx, bus, "-", "+", 1)
-	_, _ = pipe.Exec(ctx) // each reply is checked below: a missing epoch is redis.Nil
+	info := pipe.XInfoStream(ctx, bus)
+	_, _ = pipe.Exec(ctx) // each reply is checked below: a missing epoch is redis.Nil, a missing bus "no such key"
 	var st pipeline.BusState
 	if err := errors.Join(exists.Err(), last.Err(), oldest.Err()); err != nil {
 		return st, b.unavailable(err)
@@ -168,6 +169,9 @@ func (b *Backend) BusState(ctx context.Context, p int) (pipeline.BusState, error
 	}
 	if xs := oldest.Val(); len(xs) > 0 {
 		st.Oldest = xs[0].ID
+	}
+	if i, err := info.Result(); err == nil && i.MaxDeletedEntryID != "0-0" {
+		st.Trimmed = i.MaxDeletedEntryID
 	}
 	return st, nil
 }
