@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/internal/testserver"
+	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/server"
 )
 
@@ -58,5 +59,17 @@ func TestHealthcheck(t *testing.T) {
 	var errOut bytes.Buffer
 	if code := Run(context.Background(), []string{"healthcheck", "--addr", closed, "--timeout", time.Second.String()}, io.Discard, &errOut); code != 1 {
 		t.Fatalf("healthcheck of a closed port exited %d: %s", code, errOut.String())
+	}
+}
+
+// TestRoomTTLFlag: --room-ttl 0 keeps rooms forever (the backend's
+// NoRoomTTL), any other value is passed on.
+func TestRoomTTLFlag(t *testing.T) {
+	t.Parallel()
+	if got := roomTTL(0); got != pipeline.NoRoomTTL {
+		t.Fatalf("roomTTL(0) = %v, want NoRoomTTL", got)
+	}
+	if got := roomTTL(time.Hour); got != time.Hour {
+		t.Fatalf("roomTTL(1h) = %v, want 1h", got)
 	}
 }

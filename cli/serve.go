@@ -5,42 +5,47 @@ import (
 
 	"github.com/chatstream/chatstream/admission"
 	"github.com/chatstream/chatstream/backend"
+	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/server"
 	"github.com/chatstream/chatstream/ws"
 )
 
 // serveCmd runs a gateway.
 type serveCmd struct {
-	Addr            string        `default:"${default_addr}" env:"CHATSTREAM_ADDR" help:"Listen address."`
-	Redis           string        `env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis backend: redis://host:port/db, or host:port,host:port,... for a Cluster. Empty: the embedded in-memory backend (one instance)."`
-	RedisPrefix     string        `default:"${default_redis_prefix}" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key, so deployments can share a Redis."`
-	Partitions      int           `default:"${default_partitions}" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams rooms are spread over (same on every instance)."`
-	BusMaxlen       int64         `default:"${default_bus_maxlen}" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus stream (approximately)."`
-	AllowedOrigins  []string      `env:"CHATSTREAM_ALLOWED_ORIGINS" sep:"," help:"Cross-origin Origins allowed to connect (scheme://host[:port], comma separated; * allows all). Same-host and Origin-less requests are always allowed."`
-	RoomMaxlen      int           `default:"${default_room_maxlen}" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
-	MaxText         int           `default:"${default_max_text}" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
-	ReadLimit       int64         `default:"${default_read_limit}" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
-	MaxRooms        int           `default:"${default_max_rooms}" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
-	SendQueue       int           `default:"${default_send_queue}" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
-	FrameRate       float64       `default:"${default_frame_rate}" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
-	FrameBurst      int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
-	PongWait        time.Duration `default:"${default_pong_wait}" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
-	WriteWait       time.Duration `default:"${default_write_wait}" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
-	MaxConns        int           `default:"0" env:"CHATSTREAM_MAX_CONNS" help:"WebSockets this instance holds at once; more are refused with 503. 0: the open-file limit minus max(100, limit/10), leaving room for health checks and Redis (${derived_max_conns} here)."`
-	MaxConnsPerIP   int           `default:"${default_max_conns_per_ip}" env:"CHATSTREAM_MAX_CONNS_PER_IP" help:"WebSockets one client address holds at once (an IPv6 /64 counts as one address); more are refused with 429."`
-	HandshakeRate   float64       `default:"${default_handshake_rate}" env:"CHATSTREAM_HANDSHAKE_RATE" help:"WebSocket handshakes per second one client address may make (sustained); more are refused with 429."`
-	HandshakeBurst  int           `default:"${default_handshake_burst}" env:"CHATSTREAM_HANDSHAKE_BURST" help:"WebSocket handshakes one client address may make at once."`
-	TrustedProxies  []string      `env:"CHATSTREAM_TRUSTED_PROXIES" sep:"," placeholder:"CIDR" help:"Proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For names the client; the right-most address that is not a trusted proxy is the client. Empty: the header is ignored."`
-	ShutdownTimeout time.Duration `default:"${default_shutdown_timeout}" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
-	AdminToken      string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
-	Moderation      string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
+	Addr              string        `default:"${default_addr}" env:"CHATSTREAM_ADDR" help:"Listen address."`
+	Redis             string        `env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis backend: redis://host:port/db, or host:port,host:port,... for a Cluster. Empty: the embedded in-memory backend (one instance)."`
+	RedisPrefix       string        `default:"${default_redis_prefix}" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key, so deployments can share a Redis."`
+	Partitions        int           `default:"${default_partitions}" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams rooms are spread over (same on every instance)."`
+	BusMaxlen         int64         `default:"${default_bus_maxlen}" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus stream (approximately)."`
+	AllowedOrigins    []string      `env:"CHATSTREAM_ALLOWED_ORIGINS" sep:"," help:"Cross-origin Origins allowed to connect (scheme://host[:port], comma separated; * allows all). Same-host and Origin-less requests are always allowed."`
+	RoomMaxlen        int           `default:"${default_room_maxlen}" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room (approximately, in Redis)."`
+	MaxText           int           `default:"${default_max_text}" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
+	ReadLimit         int64         `default:"${default_read_limit}" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
+	MaxRooms          int           `default:"${default_max_rooms}" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
+	SendQueue         int           `default:"${default_send_queue}" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
+	FrameRate         float64       `default:"${default_frame_rate}" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
+	FrameBurst        int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
+	PongWait          time.Duration `default:"${default_pong_wait}" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
+	WriteWait         time.Duration `default:"${default_write_wait}" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
+	MaxConns          int           `default:"0" env:"CHATSTREAM_MAX_CONNS" help:"WebSockets this instance holds at once; more are refused with 503. 0: the open-file limit minus max(100, limit/10), leaving room for health checks and Redis (${derived_max_conns} here)."`
+	MaxConnsPerIP     int           `default:"${default_max_conns_per_ip}" env:"CHATSTREAM_MAX_CONNS_PER_IP" help:"WebSockets one client address holds at once (an IPv6 /64 counts as one address); more are refused with 429."`
+	HandshakeRate     float64       `default:"${default_handshake_rate}" env:"CHATSTREAM_HANDSHAKE_RATE" help:"WebSocket handshakes per second one client address may make (sustained); more are refused with 429."`
+	HandshakeBurst    int           `default:"${default_handshake_burst}" env:"CHATSTREAM_HANDSHAKE_BURST" help:"WebSocket handshakes one client address may make at once."`
+	TrustedProxies    []string      `env:"CHATSTREAM_TRUSTED_PROXIES" sep:"," placeholder:"CIDR" help:"Proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For names the client; the right-most address that is not a trusted proxy is the client. Empty: the header is ignored."`
+	ShutdownTimeout   time.Duration `default:"${default_shutdown_timeout}" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
+	AdminToken        string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
+	RoomTTL           time.Duration `default:"${default_room_ttl}" env:"CHATSTREAM_ROOM_TTL" help:"How long a room's history outlives its last message; 0 keeps rooms forever."`
+	IdempotencyWindow time.Duration `default:"${default_idempotency_window}" env:"CHATSTREAM_IDEMPOTENCY_WINDOW" help:"How long a send's ref is remembered: a resend with the same ref within it is acked with the message stored the first time."`
+	MemoryMaxRooms    int           `default:"${default_memory_max_rooms}" env:"CHATSTREAM_MEMORY_MAX_ROOMS" help:"Rooms the in-memory backend keeps; a new room beyond it evicts the one idle longest (without --redis only)."`
+	Moderation        string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
 }
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
 func (s *serveCmd) Run(g *globals) error {
 	b, err := backend.Open(backend.Config{
 		RedisURL: s.Redis, RedisPrefix: s.RedisPrefix, Partitions: s.Partitions,
-		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, Logger: g.Log,
+		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, RoomTTL: roomTTL(s.RoomTTL),
+		IdempotencyWindow: s.IdempotencyWindow, MaxRooms: s.MemoryMaxRooms, Logger: g.Log,
 	})
 	if err != nil {
 		return usageError(err)
@@ -92,4 +97,13 @@ func (s *serveCmd) config(g *globals) server.Config {
 			Logger:         g.Log,
 		},
 	}
+}
+
+// roomTTL maps the flag's 0 ("keep rooms forever") to the backend's
+// pipeline.NoRoomTTL; the backend's zero means its default.
+func roomTTL(flag time.Duration) time.Duration {
+	if flag == 0 {
+		return pipeline.NoRoomTTL
+	}
+	return flag
 }
