@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,12 +12,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
+	"github.com/chatstream/chatstream/pipeline/moderation/dryrun"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/replay"
 )
@@ -116,10 +115,6 @@ func (c *moderationTestCmd) Validate() error {
 // modRedisTimeout bounds each Redis round trip of a dry run.
 const modRedisTimeout = 5 * time.Second
 
-// modFlushEvery is how many lines of text output are aligned together and
-// written at once.
-const modFlushEvery = 1000
-
 func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io.Writer, log *slog.Logger) error {
 	if err := c.Validate(); err != nil {
 		return &exitError{code: modExitUsage, err: err}
@@ -168,19 +163,27 @@ func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io
 	if err != nil {
 		return modExitf(modExitUsage, "%w", err)
 	}
-	r := &modReplay{cmd: c, chain: chain, out: stdout, start: start, end: end, rooms: rooms}
 	tio := toolIO{Stdout: stdout, Stderr: stderr, Log: log, Terminal: isTerminal(stderr) && !isTerminal(stdout)}
 	reader := replay.NewReader(b, replay.Config{PageSize: int(c.Batch), Logger: log})
 	q := replay.Query{Rooms: rooms, Range: rng}
-	r.progress = &progress{}
+	bar := &progress{}
 	if len(rooms) > 0 && tio.Terminal {
 		if total, err := reader.Count(ctx, q); err == nil {
-			r.progress = newProgress(tio, total, "replaying")
-			q.Progress = r.progress.set
+			bar = newProgress(tio, total, "replaying")
+			q.Progress = bar.set
 		}
 	}
-	q.Skipped = func(string, error) { r.undecodable++ }
-	return r.run(ctx, reader, q)
+	_, err = dryrun.Run(ctx, reader, q, dryrun.Config{
+		Chain: chain, Out: stdout, JSON: c.JSON, Width: c.Width, Since: start, Until: end,
+	})
+	bar.done()
+	switch {
+	case errors.Is(err, replay.ErrUnknownRoom):
+		return &exitError{code: modExitUnknownRoom, err: err}
+	case errors.Is(err, pipeline.ErrUnavailable):
+		return &exitError{code: modExitRedis, err: err}
+	}
+	return err
 }
 
 // rooms returns the rooms to replay, checking that named ones exist.
@@ -231,220 +234,6 @@ func (c *moderationTestCmd) unknownRoom(ctx context.Context, b *redisstore.Backe
 func modRedactURL(s string) string {
 	if u, err := url.Parse(s); err == nil && strings.Contains(s, "://") {
 		return u.Redacted()
-	}
-	return s
-}
-
-// modReplay reads the rooms' streams in time order and runs every message
-// through the chain.
-type modReplay struct {
-	cmd      *moderationTestCmd
-	chain    *moderation.Chain
-	out      io.Writer
-	start    string
-	end      string
-	rooms    []string
-	progress *progress
-
-	messages, accepted, rejected, rewritten, undecodable int64
-}
-
-// run reads the rooms' stored messages in seq order (replay.Reader) and
-// evaluates every one, then prints the summary.
-func (r *modReplay) run(ctx context.Context, reader *replay.Reader, q replay.Query) error {
-	var tw *tabwriter.Writer
-	if !r.cmd.JSON {
-		tw = tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tROOM\tUSER\tDECISION\tMODERATOR\tREASON / REWRITE\tTEXT")
-	}
-	enc := json.NewEncoder(r.out)
-	enc.SetEscapeHTML(false)
-	if len(r.rooms) > 0 {
-		n := 0
-		err := reader.Messages(ctx, q, func(e replay.Entry) error {
-			if err := r.one(ctx, e, tw, enc); err != nil {
-				return err
-			}
-			n++
-			if tw != nil && n%modFlushEvery == 0 {
-				return tw.Flush()
-			}
-			return nil
-		})
-		switch {
-		case errors.Is(err, replay.ErrUnknownRoom):
-			return &exitError{code: modExitUnknownRoom, err: err}
-		case errors.Is(err, pipeline.ErrUnavailable):
-			return &exitError{code: modExitRedis, err: err}
-		case err != nil:
-			return err
-		}
-	}
-	if tw != nil {
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	r.progress.done()
-	return r.summary(enc)
-}
-
-// one evaluates and prints one entry.
-func (r *modReplay) one(ctx context.Context, e replay.Entry, tw *tabwriter.Writer, enc *json.Encoder) error {
-	at, _ := replay.IDTime(e.ID)
-	room := e.Room
-	m := moderation.Message{
-		ID: e.MsgID, Room: room, User: e.User, ConnID: e.Meta[pipeline.MetaConnID],
-		Text: e.Text, Time: at, Metadata: e.Meta,
-	}
-	res := r.chain.Evaluate(ctx, m)
-	r.messages++
-	switch res.Action {
-	case moderation.Accept:
-		r.accepted++
-	case moderation.Reject:
-		r.rejected++
-	case moderation.Rewrite:
-		r.rewritten++
-	}
-	if enc != nil && tw == nil {
-		out := modDecisionJSON{
-			Type: "message", Seq: e.ID, Time: at.Format(pipeline.TimeFormat), Room: room, User: m.User,
-			Decision: res.Action.String(), Moderator: res.Moderator, Rule: res.Rule, Text: m.Text,
-		}
-		switch res.Action {
-		case moderation.Reject:
-			out.Code, out.Reason, out.RetryAfterMS = res.Code, res.Reason, res.RetryAfter.Milliseconds()
-		case moderation.Rewrite:
-			out.Rewritten, out.Notes = res.Text, res.Notes
-		}
-		return enc.Encode(out)
-	}
-	who, detail := res.Moderator, ""
-	if res.Rule != "" {
-		who += "/" + res.Rule
-	}
-	switch res.Action {
-	case moderation.Reject:
-		detail = modOneLine(res.Reason, r.cmd.Width)
-		if res.Code == pipeline.CodeRateLimited {
-			detail = modOneLine(fmt.Sprintf("rate_limited (%s): %s", res.RetryAfter, res.Reason), r.cmd.Width)
-		}
-	case moderation.Rewrite:
-		detail = "→ " + modOneLine(res.Text, r.cmd.Width)
-	}
-	_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-		at.Format(pipeline.TimeFormat), room, m.User, res.Action, modOrDash(who), modOrDash(detail), modOneLine(m.Text, r.cmd.Width))
-	return err
-}
-
-// modDecisionJSON is one line of --json output.
-type modDecisionJSON struct {
-	Type         string `json:"type"`
-	Seq          string `json:"seq"`
-	Time         string `json:"time"`
-	Room         string `json:"room"`
-	User         string `json:"user"`
-	Decision     string `json:"decision"`
-	Code         string `json:"code,omitempty"`
-	Moderator    string `json:"moderator,omitempty"`
-	Rule         string `json:"rule,omitempty"`
-	Reason       string `json:"reason,omitempty"`
-	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
-	Text         string `json:"text"`
-	Rewritten    string `json:"rewritten,omitempty"`
-	Notes        string `json:"notes,omitempty"`
-}
-
-// modSummaryJSON is the last line of --json output.
-type modSummaryJSON struct {
-	Type        string             `json:"type"`
-	Rooms       []string           `json:"rooms"`
-	Since       string             `json:"since"`
-	Until       string             `json:"until"`
-	Messages    int64              `json:"messages"`
-	Accepted    int64              `json:"accepted"`
-	Rejected    int64              `json:"rejected"`
-	Rewritten   int64              `json:"rewritten"`
-	Undecodable int64              `json:"undecodable"`
-	Moderators  []modModeratorJSON `json:"moderators"`
-}
-
-type modModeratorJSON struct {
-	Name      string        `json:"name"`
-	Kind      string        `json:"kind"`
-	Accepted  int64         `json:"accepted"`
-	Rejected  int64         `json:"rejected"`
-	Rewritten int64         `json:"rewritten"`
-	Errors    int64         `json:"errors"`
-	Rules     []modRuleJSON `json:"rules,omitempty"`
-}
-
-type modRuleJSON struct {
-	Name      string `json:"name"`
-	Rejected  int64  `json:"rejected"`
-	Rewritten int64  `json:"rewritten"`
-	Errors    int64  `json:"errors"`
-}
-
-func (r *modReplay) summary(enc *json.Encoder) error {
-	stats := r.chain.Stats()
-	sum := modSummaryJSON{
-		Type: "summary", Rooms: r.rooms, Since: r.start, Until: r.end, Messages: r.messages,
-		Accepted: r.accepted, Rejected: r.rejected, Rewritten: r.rewritten, Undecodable: r.undecodable,
-		Moderators: []modModeratorJSON{},
-	}
-	for _, in := range r.chain.Describe() {
-		st := stats[in.Name]
-		jm := modModeratorJSON{Name: in.Name, Kind: in.Kind, Accepted: st.Accepted, Rejected: st.Rejected, Rewritten: st.Rewritten, Errors: st.Errors}
-		for _, name := range slices.Sorted(func(yield func(string) bool) {
-			for k := range st.Rules {
-				if !yield(k) {
-					return
-				}
-			}
-		}) {
-			rc := st.Rules[name]
-			jm.Rules = append(jm.Rules, modRuleJSON{Name: name, Rejected: rc.Rejected, Rewritten: rc.Rewritten, Errors: rc.Errors})
-		}
-		sum.Moderators = append(sum.Moderators, jm)
-	}
-	if r.cmd.JSON {
-		return enc.Encode(sum)
-	}
-	fmt.Fprintf(r.out, "\n%d messages in %d rooms: %d accepted, %d rejected, %d rewritten", sum.Messages, len(sum.Rooms), sum.Accepted, sum.Rejected, sum.Rewritten)
-	if sum.Undecodable > 0 {
-		fmt.Fprintf(r.out, " (%d undecodable entries skipped)", sum.Undecodable)
-	}
-	fmt.Fprintln(r.out)
-	if len(sum.Moderators) == 0 {
-		return nil
-	}
-	fmt.Fprintln(r.out)
-	tw := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODERATOR\tKIND\tACCEPTED\tREJECTED\tREWRITTEN\tERRORS")
-	for _, m := range sum.Moderators {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", m.Name, m.Kind, m.Accepted, m.Rejected, m.Rewritten, m.Errors)
-		for _, ru := range m.Rules {
-			fmt.Fprintf(tw, "  rule %s\t\t-\t%d\t%d\t%d\n", ru.Name, ru.Rejected, ru.Rewritten, ru.Errors)
-		}
-	}
-	return tw.Flush()
-}
-
-// modOneLine shows text on one line, at most width characters (0: all).
-func modOneLine(text string, width int) string {
-	text = strings.NewReplacer("\n", "⏎", "\t", " ", "\r", "").Replace(text)
-	if width > 0 && utf8.RuneCountInString(text) > width {
-		runes := []rune(text)
-		return string(runes[:max(width-1, 0)]) + "…"
-	}
-	return text
-}
-
-func modOrDash(s string) string {
-	if s == "" {
-		return "-"
 	}
 	return s
 }
