@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chatstream/chatstream/client"
 	"github.com/chatstream/chatstream/server"
@@ -25,11 +26,16 @@ func TestJoinFillsPagedReplies(t *testing.T) {
 		name string
 		// opts returns the join options given the acks of all.
 		opts func(acks []client.Ack) client.JoinOptions
-		want []string
+		// maxFill is the reader's Config.MaxFill (0: default); gap says
+		// an EventGap comes first.
+		maxFill int
+		gap     bool
+		want    []string
 	}{
-		{"history", func([]client.Ack) client.JoinOptions { return client.JoinOptions{History: 10} }, all[10:]},
-		{"history of more than kept", func([]client.Ack) client.JoinOptions { return client.JoinOptions{History: 100} }, all},
-		{"since", func(a []client.Ack) client.JoinOptions { return client.JoinOptions{Since: a[2].Seq} }, all[3:]},
+		{"history", func([]client.Ack) client.JoinOptions { return client.JoinOptions{History: 10} }, 0, false, all[10:]},
+		{"history of more than kept", func([]client.Ack) client.JoinOptions { return client.JoinOptions{History: 100} }, 0, false, all},
+		{"since", func(a []client.Ack) client.JoinOptions { return client.JoinOptions{Since: a[2].Seq} }, 0, false, all[3:]},
+		{"since, beyond MaxFill", func(a []client.Ack) client.JoinOptions { return client.JoinOptions{Since: a[2].Seq} }, 7, true, all[13:]},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,14 +46,51 @@ func TestJoinFillsPagedReplies(t *testing.T) {
 				acks = append(acks, send(t, writer, room, text))
 			}
 			cfg := config(srv.URL(), "reader")
-			cfg.PageLimit = 4
+			cfg.PageLimit, cfg.MaxFill = 4, tt.maxFill
 			reader := dial(t, cfg)
 			join(t, reader, room, tt.opts(acks))
+			if tt.gap {
+				select {
+				case ev := <-reader.Events():
+					if ev.Type != client.EventGap || ev.Room != room {
+						t.Fatalf("got %v event in %s, want a gap in %s", ev.Type, ev.Room, room)
+					}
+				case <-time.After(wait):
+					t.Fatal("no gap event")
+				}
+			}
 			send(t, writer, room, "live")
 			want := append(slices.Clone(tt.want), "live")
 			if got := texts(messages(t, reader, len(want))); !slices.Equal(got, want) {
 				t.Fatalf("got %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestResumeAfterTrimmedReportsGap: a resume whose since was trimmed by the
+// room's retention delivers an EventGap, then the messages kept.
+func TestResumeAfterTrimmedReportsGap(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, server.Config{RoomMaxLen: 5})
+	writer := dial(t, config(srv.URL(), "writer"))
+	join(t, writer, "lobby", client.JoinOptions{})
+	var acks []client.Ack
+	for k := range 10 {
+		acks = append(acks, send(t, writer, "lobby", fmt.Sprintf("m%d", k)))
+	}
+	reader := dial(t, config(srv.URL(), "reader"))
+	join(t, reader, "lobby", client.JoinOptions{Since: acks[0].Seq})
+	select {
+	case ev := <-reader.Events():
+		if ev.Type != client.EventGap {
+			t.Fatalf("got %v event, want a gap", ev.Type)
+		}
+	case <-time.After(wait):
+		t.Fatal("no gap event")
+	}
+	got := texts(messages(t, reader, 5))
+	if want := []string{"m5", "m6", "m7", "m8", "m9"}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }

@@ -139,6 +139,12 @@ func (f *fill) needMore(maxFill int) bool {
 	return !f.reached && !f.empty && len(f.msgs) < f.req.want && len(f.msgs) < maxFill
 }
 
+// cutShort reports whether the fill stops at maxFill with wanted messages
+// left out (more), which the consumer must be told as a gap.
+func (f *fill) cutShort(more bool, maxFill int) bool {
+	return more && !f.reached && !f.empty && len(f.msgs) >= maxFill && len(f.msgs) < f.req.want
+}
+
 func (r *room) resolveWaiters(err error) {
 	for _, w := range r.waiters {
 		w <- err // capacity 1, sent once
@@ -266,7 +272,7 @@ func (c *Client) onJoined(s *session, f *serverFrame) {
 		c.requestFill(s, r)
 		return
 	}
-	fl.gap = fl.gap || f.More && len(fl.msgs) >= c.cfg.MaxFill && len(fl.msgs) < fl.req.want
+	fl.gap = fl.gap || fl.cutShort(f.More, c.cfg.MaxFill)
 	c.complete(r, fl)
 }
 
@@ -295,7 +301,7 @@ func (c *Client) onFill(s *session, f *serverFrame) {
 		c.requestFill(s, r)
 		return
 	}
-	fl.gap = fl.gap || f.More && !fl.reached && !fl.empty && len(fl.msgs) >= c.cfg.MaxFill && len(fl.msgs) < fl.req.want
+	fl.gap = fl.gap || fl.cutShort(f.More, c.cfg.MaxFill)
 	c.complete(r, fl)
 }
 
