@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -15,18 +14,24 @@ import (
 )
 
 // blockTime is how long one XREAD of a partition blocks; it bounds how long
-// a cancelled subscription keeps its connection.
-const blockTime = time.Second
+// a cancelled subscription keeps its goroutine and its connection.
+const blockTime = DefaultBusBlockTime
+
+// busReadCount caps the entries one XREAD of a partition takes; a
+// subscription holds at most twice as many decoded messages.
+const busReadCount = DefaultBusReadCount
 
 // MetaUndecodable marks a message made from a stream entry that could not be
 // decoded; it carries the reason. pipeline.FromWatermill rejects such
 // messages, so the delivery loop logs, counts and skips them.
 const MetaUndecodable = "_chatstream_undecodable"
 
-// Subscribe follows partition p's bus with watermill-redisstream in fan-out
-// mode, starting after the seq after. For after == "" it starts after the
-// bus's current last entry, resolved now, so no message stored after
-// Subscribe returns is missed.
+// Subscribe follows partition p's bus with a BusSubscriber (fan-out XREAD,
+// up to busReadCount entries per round trip), starting after the seq
+// after. For after == "" it starts after the bus's current last entry,
+// resolved now, so no message stored after Subscribe returns is missed.
+// The channel closes when ctx is done or a read fails; the reader then
+// stops within blockTime.
 func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
 	bus := b.keys.Bus(p)
 	// Reading the bus's last ID also proves that Redis answers, so a
@@ -40,17 +45,13 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 	if after == "" {
 		after = last
 	}
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:                        b.subClient,
-		Unmarshaller:                  tolerantUnmarshaller{},
-		FanOutOldestId:                after,
-		BlockTime:                     blockTime,
-		DisableIndefiniteInitialBlock: true,
-		// A failed read ends the subscription (its channel closes) and the
-		// caller subscribes again after its last seq; Watermill's own
-		// retry would log an error every 500ms per partition.
-		ShouldStopOnReadErrors: func(error) bool { return true },
-	}, b.wlog)
+	// One subscriber per subscription: its position is its configuration.
+	// It is never closed; ctx ends the subscription.
+	sub, err := NewBusSubscriber(BusSubscriberConfig{
+		After:     after,
+		ReadCount: busReadCount,
+		BlockTime: blockTime,
+	}, b.subClient, b.wlog)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: subscriber: %w", err)
 	}
@@ -113,12 +114,20 @@ func undecodable(values map[string]any, reason string) *message.Message {
 // DecodeEntry decodes any chatstream stream entry (room, bus or dead
 // letter) into its Watermill message, with MetaSeq set to the entry ID.
 func DecodeEntry(x redis.XMessage) (*message.Message, error) {
-	msg, _ := tolerantUnmarshaller{}.Unmarshal(x.Values)
+	msg := entryMessage(x)
 	if reason := msg.Metadata.Get(MetaUndecodable); reason != "" {
 		return nil, fmt.Errorf("entry %s: %w: %s", x.ID, ErrUndecodable, reason)
 	}
-	msg.Metadata.Set(pipeline.MetaSeq, x.ID)
 	return msg, nil
+}
+
+// entryMessage decodes x like DecodeEntry, but an entry it cannot decode
+// becomes a message marked MetaUndecodable; either way MetaSeq is the entry
+// ID.
+func entryMessage(x redis.XMessage) *message.Message {
+	msg, _ := tolerantUnmarshaller{}.Unmarshal(x.Values) // never fails: see tolerantUnmarshaller
+	msg.Metadata.Set(pipeline.MetaSeq, x.ID)
+	return msg
 }
 
 // decodeEntry turns a room stream entry into a Message; its seq is the entry ID.

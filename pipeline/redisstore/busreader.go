@@ -1,0 +1,306 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of BusSubscriberConfig.
+const (
+	// DefaultBusReadCount is how many entries one read of a stream takes at
+	// most (XREAD COUNT). A subscription holds at most twice as many
+	// messages: the batch being delivered and the next one, read ahead.
+	DefaultBusReadCount = 256
+	// DefaultBusBlockTime is how long one read waits for new entries
+	// (XREAD BLOCK). It bounds how long a stopped subscription keeps its
+	// goroutine and its connection.
+	DefaultBusBlockTime = time.Second
+	// DefaultNackResendDelay is the pause before a nacked message is
+	// delivered again.
+	DefaultNackResendDelay = 10 * time.Millisecond
+	// DefaultBusAfter starts a subscription at the oldest entry kept.
+	DefaultBusAfter = "0-0"
+)
+
+// BusSubscriberConfig configures a BusSubscriber. A zero field takes the
+// default given in its comment.
+type BusSubscriberConfig struct {
+	// After is the entry ID every subscription starts after (exclusive):
+	// "0-0" delivers every entry kept, the stream's last ID only what is
+	// added later. It must be an ID, not "$": a subscription keeps its
+	// position by the last ID it read. Default DefaultBusAfter.
+	After string
+	// ReadCount caps the entries one read takes. Default
+	// DefaultBusReadCount.
+	ReadCount int
+	// BlockTime is how long one read waits for new entries, at least a
+	// millisecond. Default DefaultBusBlockTime.
+	BlockTime time.Duration
+	// NackResendDelay is the pause before a nacked message is delivered
+	// again. Default DefaultNackResendDelay.
+	NackResendDelay time.Duration
+}
+
+func (c *BusSubscriberConfig) setDefaults() {
+	if c.After == "" {
+		c.After = DefaultBusAfter
+	}
+	if c.ReadCount == 0 {
+		c.ReadCount = DefaultBusReadCount
+	}
+	if c.BlockTime == 0 {
+		c.BlockTime = DefaultBusBlockTime
+	}
+	if c.NackResendDelay == 0 {
+		c.NackResendDelay = DefaultNackResendDelay
+	}
+}
+
+// Validate reports a configuration that cannot work. It does not change c;
+// call it on a configuration whose defaults are filled in.
+func (c BusSubscriberConfig) Validate() error {
+	switch {
+	case !isStreamID(c.After):
+		return fmt.Errorf("redisstore: bus subscriber: after %q is not a stream entry ID (known forms: 0-0, 1700000000000-3, 1700000000000)", c.After)
+	case c.ReadCount <= 0:
+		return errors.New("redisstore: bus subscriber: read count must be positive")
+	case c.BlockTime < time.Millisecond:
+		// XREAD takes milliseconds, and BLOCK 0 would wait forever.
+		return errors.New("redisstore: bus subscriber: block time must be at least 1ms")
+	case c.NackResendDelay < 0:
+		return errors.New("redisstore: bus subscriber: nack resend delay must not be negative")
+	}
+	return nil
+}
+
+// isStreamID reports whether id is a complete or millisecond-only stream
+// entry ID ("1700000000000-3", "1700000000000").
+func isStreamID(id string) bool {
+	ms, seq, found := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if !found {
+		return true
+	}
+	_, err := strconv.ParseUint(seq, 10, 64)
+	return err == nil
+}
+
+// ErrSubscriberClosed reports a Subscribe on a closed BusSubscriber.
+var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
+
+// BusSubscriber is a Watermill subscriber of Redis streams in chatstream's
+// entry layout (Watermill's: _watermill_message_uuid, payload, msgpack
+// metadata), in fan-out mode: every subscription reads the whole stream
+// with XREAD BLOCK from its own position, no consumer group. Unlike
+// watermill-redisstream's fan-out subscriber, which reads one entry per
+// round trip and only after the previous message was acked, a
+// subscription reads up to ReadCount entries per round trip, and reads
+// the next batch while the previous one is being delivered.
+//
+// Each subscription runs two goroutines: a reader, which reads and
+// decodes batches (at most one ahead of the sender), and a sender, which
+// hands the messages out one at a time, in stream order, sending the next
+// only once the previous is acked; a nacked message is sent again. Every
+// message's metadata has MetaSeq set to its entry ID; an entry that cannot
+// be decoded becomes a message marked MetaUndecodable instead of ending
+// the subscription.
+//
+// The sender closes a subscription's channel when its context is done,
+// when the subscriber is closed, or when a read fails (after handing out
+// what was read before); the caller subscribes again after the last entry
+// it handled. The reader stops within BlockTime after that, its
+// connection back in the client's pool. While its read blocks, a
+// subscription holds one connection of the client, so the client's pool
+// must be larger than the number of subscriptions open at once.
+//
+// A BusSubscriber is safe for concurrent use. It does not close its client.
+type BusSubscriber struct {
+	cfg    BusSubscriberConfig
+	client redis.UniversalClient
+	log    watermill.LoggerAdapter
+
+	// closing is cancelled by Close; it cancels every subscription.
+	closing   context.Context
+	cancelAll context.CancelFunc
+	// mu guards closed and the Adds to running, so that Close waits for
+	// every subscription started before it.
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
+}
+
+var _ message.Subscriber = (*BusSubscriber)(nil)
+
+// NewBusSubscriber returns a subscriber reading with client, logging to
+// logger (nil: nothing is logged).
+func NewBusSubscriber(cfg BusSubscriberConfig, client redis.UniversalClient, logger watermill.LoggerAdapter) (*BusSubscriber, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if client == nil {
+		return nil, errors.New("redisstore: bus subscriber: client is required")
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	closing, cancelAll := context.WithCancel(context.Background())
+	return &BusSubscriber{cfg: cfg, client: client, log: logger, closing: closing, cancelAll: cancelAll}, nil
+}
+
+// Subscribe follows the stream named topic from the configured position
+// until ctx is done, the subscriber is closed or a read fails; then the
+// returned channel is closed.
+func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrSubscriberClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stopOnClose := context.AfterFunc(s.closing, cancel)
+	// Unbuffered: the reader holds at most one decoded batch while the
+	// sender delivers the previous one.
+	batches := make(chan []*message.Message)
+	out := make(chan *message.Message)
+	fields := watermill.LogFields{"stream": topic, "after": s.cfg.After}
+	s.log.Debug("subscribing to bus stream", fields)
+	s.running.Add(2)
+	go func() {
+		defer s.running.Done()
+		s.read(ctx, topic, batches, fields)
+	}()
+	go func() {
+		defer s.running.Done()
+		s.send(ctx, batches, out)
+		stopOnClose()
+		cancel() // stops the reader
+		close(out)
+	}()
+	return out, nil
+}
+
+// Close stops every subscription, closes their channels and waits until
+// their goroutines have ended (at most BlockTime). Messages handed out and
+// not yet acked have their context cancelled. Close is idempotent.
+func (s *BusSubscriber) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancelAll()
+	s.running.Wait()
+	return nil
+}
+
+// read reads batches of entries after the configured position and hands
+// them to the sender until ctx is done or a read fails; then it closes
+// batches.
+func (s *BusSubscriber) read(ctx context.Context, stream string, batches chan<- []*message.Message, fields watermill.LogFields) {
+	defer close(batches)
+	args := &redis.XReadArgs{
+		Streams: []string{stream, s.cfg.After},
+		Count:   int64(s.cfg.ReadCount),
+		Block:   s.cfg.BlockTime,
+	}
+	for ctx.Err() == nil {
+		// go-redis does not interrupt a blocked read when ctx is
+		// cancelled: it returns within BlockTime.
+		xs, err := s.client.XRead(ctx, args).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // nothing new within BlockTime
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				// The caller subscribes again (the same message as
+				// watermill-redisstream's, which quietCancel
+				// reports at debug level).
+				s.log.Error("stop reading after error", err, fields)
+			}
+			return
+		}
+		if len(xs) == 0 || len(xs[0].Messages) == 0 {
+			continue
+		}
+		entries := xs[0].Messages
+		batch := make([]*message.Message, len(entries))
+		for i, x := range entries {
+			batch[i] = entryMessage(x)
+		}
+		args.Streams[1] = entries[len(entries)-1].ID
+		select {
+		case batches <- batch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// send hands out the messages of every batch, in order, until batches is
+// closed or ctx is done.
+func (s *BusSubscriber) send(ctx context.Context, batches <-chan []*message.Message, out chan<- *message.Message) {
+	for {
+		var batch []*message.Message
+		select {
+		case b, ok := <-batches:
+			if !ok {
+				return
+			}
+			batch = b
+		case <-ctx.Done():
+			return
+		}
+		for _, msg := range batch {
+			if !s.deliver(ctx, msg, out) {
+				return
+			}
+		}
+	}
+}
+
+// deliver hands msg out and waits until it is acked, sending it again
+// after each nack. It returns false when ctx is done first. The message's
+// context is cancelled once it is acked or nacked, or when ctx is done.
+func (s *BusSubscriber) deliver(ctx context.Context, msg *message.Message, out chan<- *message.Message) bool {
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		mctx, done := context.WithCancel(ctx)
+		msg.SetContext(mctx)
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			done()
+			return false
+		}
+		select {
+		case <-msg.Acked():
+			done()
+			return true
+		case <-msg.Nacked():
+			done()
+		case <-ctx.Done():
+			done()
+			return false
+		}
+		msg = msg.Copy() // a message is acked or nacked once
+		t := time.NewTimer(s.cfg.NackResendDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
