@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -21,8 +23,10 @@ import (
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/moderation"
 	"github.com/chatstream/chatstream/pipeline/moderation/dryrun"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/replay"
 )
 
 // modWait bounds every expected event of these tests.
@@ -82,6 +86,9 @@ func TestModerationCheck(t *testing.T) {
 		name, config string
 		code         int
 		want         []string // in stdout (valid) or the error (invalid)
+		file         string   // of the *moderation.ConfigError (invalid)
+		line         int      // of the *moderation.ConfigError (invalid)
+		is           error    // the error matches (invalid)
 	}{
 		{
 			name: "valid",
@@ -96,9 +103,9 @@ func TestModerationCheck(t *testing.T) {
 			},
 		},
 		{name: "empty", config: "moderators: []\n", want: []string{"valid, no moderators"}},
-		{name: "unknown kind", config: "moderators:\n  - kind: wordlist\n    words: [a]\n  - kind: nope\n", code: 1, want: []string{"mod.yaml:4: unknown kind \"nope\""}},
-		{name: "broken rules file", config: "moderators:\n  - kind: rules\n    file: broken.yaml\n", code: 1, want: []string{"broken.yaml:3: rule \"x\": when: undeclared reference to 'txt'"}},
-		{name: "missing file", config: "", code: 1, want: []string{"no such file"}},
+		{name: "unknown kind", config: "moderators:\n  - kind: wordlist\n    words: [a]\n  - kind: nope\n", code: 1, want: []string{"mod.yaml:4: unknown kind \"nope\""}, file: "mod.yaml", line: 4},
+		{name: "broken rules file", config: "moderators:\n  - kind: rules\n    file: broken.yaml\n", code: 1, want: []string{"broken.yaml:3: rule \"x\": when: undeclared reference to 'txt'"}, file: "broken.yaml", line: 3},
+		{name: "missing file", config: "", code: 1, want: []string{"no such file"}, is: fs.ErrNotExist},
 	}
 	modWrite(t, dir, "broken.yaml", "rules:\n  - name: x\n    when: txt == \"a\"\n    action: reject\n")
 	for _, tt := range tests {
@@ -119,6 +126,13 @@ func TestModerationCheck(t *testing.T) {
 					t.Fatalf("err = %v (exit %d), want exit %d", err, exitCode(err), tt.code)
 				}
 				got = err.Error()
+				var ce *moderation.ConfigError
+				switch {
+				case tt.line > 0 && (!errors.As(err, &ce) || filepath.Base(ce.File) != tt.file || ce.Line != tt.line):
+					t.Errorf("err = %v (%T), want a *moderation.ConfigError at %s:%d", err, err, tt.file, tt.line)
+				case tt.is != nil && !errors.Is(err, tt.is):
+					t.Errorf("err = %v, want it to match %v", err, tt.is)
+				}
 			} else if err != nil {
 				t.Fatal(err)
 			}
@@ -262,19 +276,20 @@ func TestModerationDryRunErrors(t *testing.T) {
 		modify func(*moderationTestCmd)
 		code   int
 		want   string
+		is     error // the error matches, when not nil
 	}{
-		{"unknown room", func(c *moderationTestCmd) { c.Room = []string{"nowhere"} }, 3, `room "nowhere" has no stream in Redis`},
-		{"unknown room names rooms", func(c *moderationTestCmd) { c.Room = []string{"nowhere"} }, 3, "rooms: general, lobby"},
-		{"wrong partitions", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Partitions = 7 }, 3, "has no stream"},
-		{"unreachable redis", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Redis = closed }, 4, "cannot reach Redis at " + closed},
-		{"bad since", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Since = "yesterday" }, 2, `--since: "yesterday": not an RFC 3339 time`},
-		{"bad until", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Until = "soon" }, 2, "--until:"},
-		{"since after until", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Since = "1m"; c.Until = "2h" }, 2, "is after --until"},
-		{"no room", func(*moderationTestCmd) {}, 2, "give --room ROOM (repeatable) or --all-rooms"},
+		{"unknown room", func(c *moderationTestCmd) { c.Room = []string{"nowhere"} }, 3, `room "nowhere" has no stream in Redis`, nil},
+		{"unknown room names rooms", func(c *moderationTestCmd) { c.Room = []string{"nowhere"} }, 3, "rooms: general, lobby", nil},
+		{"wrong partitions", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Partitions = 7 }, 3, "has no stream", nil},
+		{"unreachable redis", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Redis = closed }, 4, "cannot reach Redis at " + closed, pipeline.ErrUnavailable},
+		{"bad since", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Since = "yesterday" }, 2, `--since: "yesterday": not an RFC 3339 time`, replay.ErrBadBound},
+		{"bad until", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Until = "soon" }, 2, "--until:", replay.ErrBadBound},
+		{"since after until", func(c *moderationTestCmd) { c.Room = []string{"lobby"}; c.Since = "1m"; c.Until = "2h" }, 2, "is after --until", nil},
+		{"no room", func(*moderationTestCmd) {}, 2, "give --room ROOM (repeatable) or --all-rooms", nil},
 		{"broken config", func(c *moderationTestCmd) {
 			c.Room = []string{"lobby"}
 			c.Config = modWrite(t, f.dir, "bad.yaml", "moderators:\n  - kind: flood\n    max_repeats: -1\n")
-		}, 1, "bad.yaml:2: flood"},
+		}, 1, "bad.yaml:2: flood", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,6 +298,9 @@ func TestModerationDryRunErrors(t *testing.T) {
 			_, err := f.run(t, c)
 			if err == nil || exitCode(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v (exit %d), want exit %d with %q", err, exitCode(err), tt.code, tt.want)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("err = %v, want it to match %v", err, tt.is)
 			}
 		})
 	}
@@ -318,8 +336,9 @@ func TestServeModeration(t *testing.T) {
 	broken := modWrite(t, dir, "broken.yaml", "moderators:\n  - kind: wordlist\n    action: erase\n    words: [a]\n")
 	_, kctx := modParse(t, "serve", "--addr", "127.0.0.1:0", "--moderation", broken)
 	err := kctx.Run(&globals{Log: modQuiet, Ctx: context.Background()})
-	if err == nil || !strings.Contains(err.Error(), "broken.yaml:2: wordlist") {
-		t.Fatalf("serve with a broken file: %v", err)
+	var ce *moderation.ConfigError
+	if !errors.As(err, &ce) || ce.Line != 2 || !strings.Contains(err.Error(), "broken.yaml:2: wordlist") {
+		t.Fatalf("serve with a broken file: %v, want a *moderation.ConfigError at broken.yaml:2", err)
 	}
 
 	modWrite(t, dir, "rules.yaml", "rules:\n  - name: one\n    when: text == \"one\"\n    action: reject\n    reason: not one\n")

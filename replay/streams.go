@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -165,7 +166,7 @@ func (r *Reader) describe(ctx context.Context, ss []StreamInfo) error {
 			s.FirstID, s.FirstTS = info.FirstEntry.ID, formatIDTime(info.FirstEntry.ID)
 			s.LastID, s.LastTS = info.LastEntry.ID, formatIDTime(info.LastEntry.ID)
 			mem, err := mems[i].Result()
-			if err != nil && err != redis.Nil {
+			if err != nil && !errors.Is(err, redis.Nil) {
 				return wrap("memory usage "+s.Key, err)
 			}
 			s.MemoryBytes = mem
