@@ -3,7 +3,9 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,3 +132,63 @@ func TestDialRefused(t *testing.T) {
 }
 
 var errTestToken = errors.New("token service down")
+
+// TestCloseCodes: a server close frame decides what the client does: most
+// codes reconnect and resume (4002 with a fresh token), 4001 stops it with
+// ErrUnauthorized. The codes come from a front end (the test's proxy) in
+// front of a real server.
+func TestCloseCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		code   int
+		reason string
+		stops  bool
+	}{
+		{1001, "going away", false},
+		{1008, "send queue full: client too slow", false},
+		{1012, "resync: reconnect and resume", false},
+		{4002, "token expired", false},
+		{4001, "unauthorized", true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.code), func(t *testing.T) {
+			t.Parallel()
+			srv := startServer(t, server.Config{PresenceEvery: time.Hour})
+			px := startProxy(t, srv.Addr().String())
+			var tokens atomic.Int64
+			cfg := config(px.URL(), "alice")
+			cfg.Token = func(context.Context) (string, error) { return fmt.Sprintf("tok-%d", tokens.Add(1)), nil }
+			alice := dial(t, cfg)
+			bob := dial(t, config(srv.URL(), "bob"))
+			join(t, alice, "lobby", client.JoinOptions{})
+			join(t, bob, "lobby", client.JoinOptions{})
+			send(t, bob, "lobby", "before")
+			messages(t, alice, 1)
+
+			px.closeClients(tt.code, tt.reason)
+			if tt.stops {
+				select {
+				case <-alice.Done():
+				case <-time.After(wait):
+					t.Fatal("client still running")
+				}
+				if err := alice.Err(); !errors.Is(err, client.ErrUnauthorized) {
+					t.Fatalf("got Err %v, want ErrUnauthorized", err)
+				}
+				_, err := alice.Send(context.Background(), "lobby", "late")
+				if !errors.Is(err, client.ErrClosed) || !errors.Is(err, client.ErrUnauthorized) {
+					t.Fatalf("send after the stop: got %v, want ErrClosed and ErrUnauthorized", err)
+				}
+				return
+			}
+			send(t, bob, "lobby", "after") // before or after alice is back: she resumes
+			if got := texts(messages(t, alice, 1)); got[0] != "after" {
+				t.Fatalf("got %q, want after", got)
+			}
+			send(t, alice, "lobby", "alice is back")
+			if n := tokens.Load(); n < 2 {
+				t.Fatalf("token asked %d times, want a fresh one per dial", n)
+			}
+		})
+	}
+}

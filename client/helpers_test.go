@@ -157,6 +157,9 @@ type proxy struct {
 	ln     net.Listener
 	target string
 
+	// wmu serialises writes to client connections (the server's bytes and
+	// injected close frames).
+	wmu sync.Mutex
 	// mu guards everything below.
 	mu   sync.Mutex
 	open []net.Conn
@@ -313,10 +316,34 @@ func (p *proxy) toClient(c, up net.Conn) {
 		if drop {
 			continue
 		}
-		if _, err := c.Write(buf[:n]); err != nil {
+		p.wmu.Lock()
+		_, err = c.Write(buf[:n])
+		p.wmu.Unlock()
+		if err != nil {
 			return
 		}
 	}
+}
+
+// closeClients sends every client a server close frame with code, as a
+// front end or a server with authentication would, then cuts the
+// connections. Call it while no server frame is in flight.
+func (p *proxy) closeClients(code int, reason string) {
+	p.mu.Lock()
+	clients := make([]net.Conn, 0, len(p.open)/2)
+	for i := 0; i < len(p.open); i += 2 {
+		clients = append(clients, p.open[i])
+	}
+	p.mu.Unlock()
+	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
+	payload = append(payload, reason...)
+	frame := append([]byte{0x88, byte(len(payload))}, payload...) // FIN, close; short and unmasked
+	p.wmu.Lock()
+	for _, c := range clients {
+		_, _ = c.Write(frame) // the cut follows either way
+	}
+	p.wmu.Unlock()
+	p.cut()
 }
 
 // readClientFrame reads one masked WebSocket frame (RFC 6455 §5.2) and
