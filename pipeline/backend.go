@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
@@ -30,6 +31,14 @@ type Store interface {
 	// was not acknowledged, and appending it again with the same ref stores
 	// it at most once.
 	Append(ctx context.Context, msg *message.Message) (Appended, error)
+	// AppendAsync queues msg to be appended as Append does and returns at
+	// once; done is called exactly once with Append's result, possibly
+	// before AppendAsync returns and possibly from another goroutine.
+	// Messages queued by one goroutine are stored in the order queued, so a
+	// caller can keep many appends in flight without losing a room's
+	// order. When the backend's queue is full it returns ErrOverloaded at
+	// once and done is not called: the caller refuses rather than waits.
+	AppendAsync(msg *message.Message, done func(Appended, error)) error
 }
 
 // Appended is the result of a successful Append: what an ack needs.
@@ -172,6 +181,11 @@ const (
 
 // ErrUnavailable reports that the backend could not be reached.
 var ErrUnavailable = errors.New("backend unavailable")
+
+// ErrOverloaded reports a backend whose queue of appends is full: the
+// message was not queued, and a sender should retry shortly. It wraps
+// ErrUnavailable.
+var ErrOverloaded = fmt.Errorf("%w: overloaded", ErrUnavailable)
 
 // NewEpoch returns a fresh epoch token: the time in milliseconds (base 36)
 // and 48 random bits, e.g. "mb3k2x1f.3fa29c0d11e4". Backends use it for a

@@ -150,7 +150,7 @@ type Ingest struct {
 	// storeFail reports failing appends once, not per message.
 	storeFail *faillog.Log
 
-	stored, refused atomic.Int64
+	stored, refused, overloaded atomic.Int64
 }
 
 // NewIngest builds an ingest from cfg.
@@ -252,6 +252,9 @@ type outcomeKey struct{}
 // after its submitter was told it was not.
 type outcomeSlot struct {
 	claimed atomic.Bool
+	// storing is set once the message was queued for the store, whose
+	// completion answers.
+	storing atomic.Bool
 	// done receives the one outcome; it has room for it.
 	done chan Outcome
 }
@@ -327,39 +330,73 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 	if slot.claimed.CompareAndSwap(false, true) {
 		return Outcome{}, ErrClosed
 	}
-	// A handler owns it and answers within its store timeout.
+	// A handler owns it, and it or the store's completion answers, within
+	// the store's own round-trip timeout; the bound here only guards
+	// against a store that never calls back.
+	t := time.NewTimer(2 * in.cfg.StoreTimeout)
+	defer t.Stop()
 	select {
 	case o := <-slot.done:
 		return o, nil
 	case <-ctx.Done():
 		return Outcome{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	case <-t.C:
+		return Outcome{}, fmt.Errorf("%w: no outcome within %v", ErrUnavailable, 2*in.cfg.StoreTimeout)
 	}
 }
 
-// store is the last handler of the chain: it appends the message to the
-// store and gives the submitter its ack. A duplicate send is acked with the
-// id and seq stored the first time.
+// OverloadRetry is the retry hint of a send refused because the store's
+// queue is full.
+const OverloadRetry = 100 * time.Millisecond
+
+// store is the last handler of the chain: it queues the message for the
+// store and returns, so the shard takes its next message while this one's
+// append is in flight (the store keeps the queue's order, so each room's
+// messages are stored in the order they were accepted). The submitter gets
+// its ack when the append completes. A store whose queue is full refuses
+// at once with unavailable and a retry hint: an overloaded instance answers
+// quickly instead of queueing.
 func (in *Ingest) store(msg *message.Message) error {
-	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.StoreTimeout)
-	defer cancel()
-	a, err := in.cfg.Store.Append(ctx, msg)
+	slot := slotOf(msg)
+	if slot != nil {
+		slot.storing.Store(true)
+	}
+	err := in.cfg.Store.AppendAsync(msg, func(a Appended, err error) { in.appended(msg, a, err) })
+	if err == nil {
+		return nil
+	}
+	if slot != nil {
+		slot.storing.Store(false)
+	}
+	if errors.Is(err, ErrOverloaded) {
+		in.overloaded.Add(1)
+		return &Error{Code: CodeUnavailable, Reason: "the server is busy; retry with the same ref", RetryAfter: OverloadRetry}
+	}
+	in.log.Debug("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
+	in.storeFail.Fail("", err)
+	return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; retry with the same ref"}
+}
+
+// appended answers the submitter of msg once its append completed. A
+// duplicate send is acked with the id and seq stored the first time.
+func (in *Ingest) appended(msg *message.Message, a Appended, err error) {
+	room, ref := msg.Metadata.Get(MetaRoom), msg.Metadata.Get(MetaRef)
 	if err != nil {
-		in.log.Debug("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
+		in.log.Debug("store failed", "msg_id", msg.UUID, "room", room, "err", err)
 		in.storeFail.Fail("", err)
-		return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; retry with the same ref"}
+		in.refused.Add(1)
+		in.reply(msg, Outcome{Ref: ref, Room: room, ID: msg.UUID,
+			Err: &Error{Code: CodeUnavailable, Reason: "the message could not be stored; retry with the same ref"}})
+		return
 	}
 	in.storeFail.OK("")
 	if a.Duplicate {
 		in.log.Debug("duplicate send acked with the stored message", "msg_id", a.ID, "dropped_id", msg.UUID,
-			"room", msg.Metadata.Get(MetaRoom), "user", msg.Metadata.Get(MetaUser), "ref", msg.Metadata.Get(MetaRef))
+			"room", room, "user", msg.Metadata.Get(MetaUser), "ref", ref)
 	} else {
 		in.stored.Add(1)
 	}
-	in.reply(msg, Outcome{
-		Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom),
-		ID: a.ID, Seq: a.Seq, Epoch: a.Epoch, Duplicate: a.Duplicate,
-	})
-	return nil
+	in.reply(msg, Outcome{Ref: ref, Room: room, ID: a.ID, Seq: a.Seq, Epoch: a.Epoch, Duplicate: a.Duplicate})
 }
 
 // settle is the outermost middleware: it turns every error of the chain into
@@ -372,6 +409,9 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 		}
 		_, err := h(msg)
 		if err == nil {
+			if slot := slotOf(msg); slot != nil && slot.storing.Load() {
+				return nil, nil // the append answers when it completes
+			}
 			// A middleware that returns without calling the next handler
 			// must still answer the sender.
 			in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID,

@@ -18,6 +18,9 @@ type Config struct {
 // Stats are counters of a running pipeline.
 type Stats struct {
 	Stored, Refused, Delivered, Undecodable int64
+	// Overloaded counts the refusals (included in Refused) because the
+	// store's queue was full.
+	Overloaded int64
 }
 
 // Pipeline is what an instance runs: an Ingest whose submissions wait until
@@ -66,7 +69,7 @@ func (p *Pipeline) Submit(ctx context.Context, s Submission) (Outcome, error) {
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
 	return Stats{
-		Stored: p.ingest.stored.Load(), Refused: p.ingest.refused.Load(),
+		Stored: p.ingest.stored.Load(), Refused: p.ingest.refused.Load(), Overloaded: p.ingest.overloaded.Load(),
 		Delivered: p.delivery.delivered.Load(), Undecodable: p.delivery.undecodable.Load(),
 	}
 }

@@ -87,6 +87,12 @@ func (s *metaStore) Append(ctx context.Context, msg *message.Message) (pipeline.
 	return a, err
 }
 
+// AppendAsync appends msg like Append, at once.
+func (s *metaStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	done(s.Append(context.Background(), msg))
+	return nil
+}
+
 // get returns the metadata of the stored message id.
 func (s *metaStore) get(id string) (message.Metadata, bool) {
 	s.mu.Lock()
@@ -677,6 +683,11 @@ type failingStore struct{}
 
 func (failingStore) Append(context.Context, *message.Message) (pipeline.Appended, error) {
 	return pipeline.Appended{}, fmt.Errorf("test store: %w", pipeline.ErrUnavailable)
+}
+
+func (s failingStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	done(s.Append(context.Background(), msg))
+	return nil
 }
 
 // TestStoreFailure proves that a message the store cannot store gets an

@@ -3,8 +3,11 @@ package redisstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
@@ -57,6 +60,58 @@ func TestOptionsRefusesNonsense(t *testing.T) {
 	for _, url := range []string{"redis://127.0.0.1:6379/0", "127.0.0.1:7000,127.0.0.1:7001", "[::1]:6379"} {
 		if _, err := redisstore.Options(url); err != nil {
 			t.Errorf("Options(%q) = %v, want nil", url, err)
+		}
+	}
+}
+
+// TestAppendAsyncRefusesWhenFull: while Redis stalls, queued appends are
+// bounded: past the queue, AppendAsync refuses at once with ErrOverloaded,
+// and every queued append is still answered once Redis is back.
+func TestAppendAsyncRefusesWhenFull(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("pauses Redis: needs a private redis-server")
+	}
+	const maxBatch = 8
+	b, err := redisstore.New(redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 4, MaxBatch: maxBatch, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if err := b.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	answered := make(chan error, 1000)
+	queued, refusedAt := 0, -1
+	for i := range 1000 {
+		m := message.NewMessage(fmt.Sprint("m", i), []byte("hi"))
+		m.Metadata.Set(pipeline.MetaRoom, "lobby")
+		m.Metadata.Set(pipeline.MetaUser, "alice")
+		err := b.AppendAsync(m, func(_ pipeline.Appended, err error) { answered <- err })
+		if errors.Is(err, pipeline.ErrOverloaded) {
+			refusedAt = i
+			break
+		}
+		if err != nil {
+			t.Fatalf("AppendAsync %d: %v", i, err)
+		}
+		queued++
+		if i == 0 {
+			time.Sleep(50 * time.Millisecond) // the batcher takes the first batch and stalls on it
+		}
+	}
+	// At most one batch in flight plus the queue (4 batches).
+	if refusedAt < 0 || queued > 5*maxBatch+maxBatch {
+		t.Fatalf("queued %d appends into a stalled Redis (refused at %d), want a refusal after at most %d", queued, refusedAt, 6*maxBatch)
+	}
+	srv.Resume()
+	for range queued {
+		select {
+		case <-answered: // stored, or failed by the round trip's timeout
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a queued append was never answered")
 		}
 	}
 }

@@ -359,11 +359,12 @@ func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
 	return nil
 }
 
-// appendReq is one Append waiting for the batcher.
+// appendReq is one append waiting for the batcher; done receives its
+// result, once.
 type appendReq struct {
 	keys []string
 	args []any
-	res  chan appendRes
+	done func(appendRes)
 }
 
 type appendRes struct {
@@ -380,13 +381,62 @@ var ErrClosed = errors.New("redisstore: closed")
 // Calls that arrive while a round trip is in flight are pipelined together
 // in the next one, by the batcher goroutine.
 func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Appended, error) {
+	req, err := b.appendReq(msg)
+	if err != nil {
+		return pipeline.Appended{}, err
+	}
+	res := make(chan appendRes, 1)
+	req.done = func(r appendRes) { res <- r }
+	select {
+	case b.reqs <- req:
+	case <-ctx.Done():
+		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
+	case <-b.stop:
+		return pipeline.Appended{}, ErrClosed
+	}
+	select {
+	case r := <-res:
+		return r.a, r.err
+	case <-ctx.Done():
+		// The batcher answers into the buffered channel later; the
+		// message may still be stored, but it was not acknowledged.
+		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
+	}
+}
+
+// AppendAsync queues msg for the batcher like Append and returns at once;
+// done is called from the batcher goroutine (it must not block). Queued
+// messages are stored in queue order. A full queue (4 × MaxBatch) refuses
+// with pipeline.ErrOverloaded: at most that many appends wait, so an
+// overloaded instance answers at once instead of queueing without bound.
+func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	req, err := b.appendReq(msg)
+	if err != nil {
+		return err
+	}
+	req.done = func(r appendRes) { done(r.a, r.err) }
+	select {
+	case <-b.stop:
+		return ErrClosed
+	default:
+	}
+	select {
+	case b.reqs <- req:
+		return nil
+	default:
+		return fmt.Errorf("redisstore: append: %w", pipeline.ErrOverloaded)
+	}
+}
+
+// appendReq builds the script call that appends msg.
+func (b *Backend) appendReq(msg *message.Message) (appendReq, error) {
 	room := msg.Metadata.Get(pipeline.MetaRoom)
 	if room == "" {
-		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
+		return appendReq{}, fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
 	}
 	md, err := msgpack.Marshal(map[string]string(msg.Metadata))
 	if err != nil {
-		return pipeline.Appended{}, fmt.Errorf("redisstore: metadata: %w", err)
+		return appendReq{}, fmt.Errorf("redisstore: metadata: %w", err)
 	}
 	p := pipeline.PartitionOf(room, b.cfg.Partitions)
 	keys := []string{b.keys.Room(room), b.keys.Bus(p), b.keys.Epoch(room), b.keys.BusEpoch(p)}
@@ -397,29 +447,13 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if b.cfg.RoomTTL < 0 {
 		ttl = 0
 	}
-	req := appendReq{
+	return appendReq{
 		keys: keys,
 		args: []any{
 			b.cfg.RoomMaxLen, b.cfg.BusMaxLen, msg.UUID, []byte(msg.Payload), md,
 			pipeline.NewEpoch(), ttl, b.cfg.IdempotencyWindow.Milliseconds(),
 		},
-		res: make(chan appendRes, 1),
-	}
-	select {
-	case b.reqs <- req:
-	case <-ctx.Done():
-		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
-	case <-b.stop:
-		return pipeline.Appended{}, ErrClosed
-	}
-	select {
-	case r := <-req.res:
-		return r.a, r.err
-	case <-ctx.Done():
-		// The batcher answers into the buffered channel later; the
-		// message may still be stored, but it was not acknowledged.
-		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
-	}
+	}, nil
 }
 
 // batcher sends appends in pipelined batches of at most MaxBatch: whatever
@@ -451,7 +485,7 @@ func (b *Backend) failQueued() {
 	for {
 		select {
 		case r := <-b.reqs:
-			r.res <- appendRes{err: ErrClosed}
+			r.done(appendRes{err: ErrClosed})
 		default:
 			return
 		}
@@ -486,15 +520,15 @@ func (b *Backend) runBatch(batch []appendReq) {
 	}
 	for i, r := range batch {
 		if i >= len(cmds) {
-			r.res <- appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)}
+			r.done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)})
 			continue
 		}
 		a, cerr := appended(cmds[i])
 		if cerr != nil {
-			r.res <- appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cerr)}
+			r.done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cerr)})
 			continue
 		}
-		r.res <- appendRes{a: a}
+		r.done(appendRes{a: a})
 	}
 }
 

@@ -61,6 +61,7 @@ func Run(t *testing.T, h Harness) {
 		{"FeedDeliversInOrder", Options{}, plain(feedDeliversInOrder)},
 		{"FeedResumesAfterSeq", Options{}, plain(feedResumesAfterSeq)},
 		{"ConcurrentAppendsOneOrder", Options{}, plain(concurrentAppendsOneOrder)},
+		{"AppendAsyncKeepsQueueOrder", Options{}, plain(appendAsyncKeepsQueueOrder)},
 		{"DeadLetterAndPing", Options{}, plain(deadLetterAndPing)},
 		{"Truncated", Options{RoomMaxLen: 10}, plain(truncated)},
 		{"IdempotentAppend", Options{}, plain(idempotentAppend)},
@@ -608,5 +609,64 @@ func idleRoomExpires(t *testing.T, _ Harness, b pipeline.Backend, o Options) {
 	next := appendOK(t, b, newMessage("lobby", "alice", "m2"))
 	if next.Epoch == "" || next.Epoch == first.Epoch {
 		t.Fatalf("epoch after expiry = %q, want a new one (was %q)", next.Epoch, first.Epoch)
+	}
+}
+
+// appendAsyncKeepsQueueOrder: many appends queued by one goroutine without
+// waiting are each answered exactly once, stored in the order queued, and
+// their results agree with the history.
+func appendAsyncKeepsQueueOrder(t *testing.T, b pipeline.Backend) {
+	const n = 300
+	type result struct {
+		i   int
+		a   pipeline.Appended
+		err error
+	}
+	results := make(chan result, 2*n)
+	queued := 0
+	for i := range n {
+		i := i
+		err := b.AppendAsync(newMessage("lobby", "alice", fmt.Sprint("a", i)), func(a pipeline.Appended, err error) {
+			results <- result{i, a, err}
+		})
+		if errors.Is(err, pipeline.ErrOverloaded) {
+			break // a full queue refuses; what was queued must still hold
+		}
+		if err != nil {
+			t.Fatalf("AppendAsync %d: %v", i, err)
+		}
+		queued++
+	}
+	if queued == 0 {
+		t.Fatal("nothing was queued")
+	}
+	seqs := make([]string, queued)
+	for range queued {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				t.Fatalf("append %d: %v", r.i, r.err)
+			}
+			if seqs[r.i] != "" {
+				t.Fatalf("append %d answered twice", r.i)
+			}
+			seqs[r.i] = r.a.Seq
+		case <-time.After(wait):
+			t.Fatalf("not every queued append answered within %v", wait)
+		}
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("an extra answer for append %d", r.i)
+	case <-time.After(20 * time.Millisecond):
+	}
+	page := history(t, b, "lobby", pipeline.HistoryQuery{Limit: queued})
+	if len(page.Messages) != queued {
+		t.Fatalf("history holds %d messages, want %d", len(page.Messages), queued)
+	}
+	for i, m := range page.Messages {
+		if m.Text != fmt.Sprint("a", i) || m.Seq != seqs[i] {
+			t.Fatalf("message %d = %q at %s, want %q at %s (queue order)", i, m.Text, m.Seq, fmt.Sprint("a", i), seqs[i])
+		}
 	}
 }
