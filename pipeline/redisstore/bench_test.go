@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
@@ -100,4 +102,63 @@ func BenchmarkPartitionDelivery(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkBusSubscriberReadCount measures one BusSubscriber subscription
+// reading a bus of stored chat entries (the append script's layout: 256-byte
+// texts, msgpack metadata with seq) with different read bounds: read=1 is
+// one round trip per entry, as watermill-redisstream's fan-out subscriber
+// reads; the backend reads up to DefaultBusReadCount.
+func BenchmarkBusSubscriberReadCount(b *testing.B) {
+	text := make([]byte, 256)
+	for i := range text {
+		text[i] = 'a' + byte(i%26)
+	}
+	for _, count := range []int{1, 16, redisstore.DefaultBusReadCount} {
+		b.Run(fmt.Sprintf("read=%d", count), func(b *testing.B) {
+			be := benchBackend(b)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			bus := be.Keys().Bus(0)
+			// Entries are stored before the clock starts, in pipelined
+			// XADDs of the entry layout the append script writes.
+			for done := 0; done < b.N; {
+				pipe := be.Client().Pipeline()
+				for ; done < b.N && pipe.Len() < 1000; done++ {
+					m := benchMessage("lobby", text)
+					m.Metadata.Set(pipeline.MetaSeq, fmt.Sprintf("%d-0", done+1))
+					values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(bus, m)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pipe.XAdd(ctx, &redis.XAddArgs{Stream: bus, ID: fmt.Sprintf("%d-0", done+1), Values: values})
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: count}, be.Client(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = sub.Close() }()
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			ch, err := sub.Subscribe(ctx, bus)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range b.N {
+				select {
+				case m := <-ch:
+					m.Ack()
+				case <-time.After(10 * time.Second):
+					b.Fatalf("got %d of %d", i, b.N)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			b.StopTimer() // Close waits for the blocked read
+		})
+	}
 }
