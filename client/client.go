@@ -134,7 +134,7 @@ type Client struct {
 
 	// mu guards everything below.
 	mu    sync.Mutex
-	rooms map[string]*room
+	rooms map[string]*roomEntry
 	// sends are the pending sends in the order Send was called.
 	sends []*pendingSend
 	// requests are the history and leave requests of the current session,
@@ -145,8 +145,9 @@ type Client struct {
 	// pausedUntil holds every write back after a rate_limited answer.
 	pausedUntil time.Time
 	refN        uint64
-	// lost holds EventRoomLost events that did not fit in events yet; at
-	// most one per room ever joined.
+	// lost holds EventRoomLost events that did not fit in events yet, at
+	// most cap(events); when it is full the oldest is dropped (its room is
+	// gone either way; the drop is logged).
 	lost    []Event
 	stats   Stats
 	stopped bool
@@ -178,7 +179,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		slots:    make(chan struct{}, cfg.MaxPending),
 		refBase:  strconv.FormatUint(rand.Uint64()&(1<<48-1)|1<<48, 36),
 		done:     make(chan struct{}),
-		rooms:    map[string]*room{},
+		rooms:    map[string]*roomEntry{},
 		requests: map[string]*request{},
 	}
 	c.cfg.Header = cfg.Header.Clone()

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -268,4 +269,35 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestRejoinRefusedLosesRoom: a room whose rejoin after a reconnect is
+// refused is reported as lost, and sends to it are refused; the other
+// rooms go on.
+func TestRejoinRefusedLosesRoom(t *testing.T) {
+	t.Parallel()
+	limits := func(rooms int) ws.Config { return ws.Config{FrameRate: 1e6, FrameBurst: 1e6, MaxRooms: rooms} }
+	first := startServer(t, server.Config{WS: limits(2)})
+	alice := dial(t, config(first.URL(), "alice"))
+	join(t, alice, "a", client.JoinOptions{})
+	join(t, alice, "b", client.JoinOptions{})
+
+	addr := first.Addr().String()
+	first.Stop()
+	startServer(t, server.Config{Addr: addr, WS: limits(1)})
+	var ev client.Event
+	select {
+	case ev = <-alice.Events():
+	case <-time.After(wait):
+		t.Fatal("no event after the reconnect")
+	}
+	var e *client.Error
+	if ev.Type != client.EventRoomLost || !errors.As(ev.Err, &e) || e.Code != client.CodeRoomLimit {
+		t.Fatalf("got %+v, want a room lost to room_limit", ev)
+	}
+	kept := map[string]string{"a": "b", "b": "a"}[ev.Room]
+	if _, err := alice.Send(t.Context(), ev.Room, "hi"); !errors.As(err, &e) || e.Code != client.CodeNotJoined {
+		t.Fatalf("send to the lost room: got %v, want not_joined", err)
+	}
+	send(t, alice, kept, "hi")
 }

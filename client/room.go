@@ -49,8 +49,8 @@ const (
 // unlimited is the want of a range without a count.
 const unlimited = math.MaxInt
 
-// room is a room the client is in. Guarded by Client.mu.
-type room struct {
+// roomEntry is a room the client is in. Guarded by Client.mu.
+type roomEntry struct {
 	name string
 	// history is JoinOptions.History, used while the room has no resume
 	// point.
@@ -145,7 +145,7 @@ func (f *fill) cutShort(more bool, maxFill int) bool {
 	return more && !f.reached && !f.empty && len(f.msgs) >= maxFill && len(f.msgs) < f.req.want
 }
 
-func (r *room) resolveWaiters(err error) {
+func (r *roomEntry) resolveWaiters(err error) {
 	for _, w := range r.waiters {
 		w <- err // capacity 1, sent once
 	}
@@ -153,19 +153,19 @@ func (r *room) resolveWaiters(err error) {
 }
 
 // isNew reports whether seq has not been delivered in r.
-func (r *room) isNew(seq string) bool {
+func (r *roomEntry) isNew(seq string) bool {
 	if seq == "" || r.seen.contains(seq) {
 		return false
 	}
 	return r.lastSeq == "" || !notAfter(seq, r.lastSeq)
 }
 
-func (r *room) commit(seq string) {
+func (r *roomEntry) commit(seq string) {
 	r.seen.add(seq)
 	r.lastSeq = seq
 }
 
-// Join joins the room name and returns once the server has confirmed it; the
+// Join joins room and returns once the server has confirmed it; the
 // messages opts asks for, then the room's live messages, arrive on Events.
 // While the client is reconnecting the join waits for the connection. It
 // returns the server's refusal as an *Error (CodeInvalid, CodeRoomLimit,
@@ -174,11 +174,11 @@ func (r *room) commit(seq string) {
 // it up). Joining a room already joined returns nil at once. After a
 // reconnect the client rejoins every room by itself, resuming after the
 // last message delivered.
-func (c *Client) Join(ctx context.Context, name string, opts JoinOptions) error {
+func (c *Client) Join(ctx context.Context, room string, opts JoinOptions) error {
 	if opts.History < 0 || opts.History > MaxHistory {
-		return &Error{Code: CodeInvalid, Reason: "history must be between 0 and 500", Room: name}
+		return &Error{Code: CodeInvalid, Reason: "history must be between 0 and 500", Room: room}
 	}
-	if name == "" {
+	if room == "" {
 		return &Error{Code: CodeInvalid, Reason: "room name is empty"}
 	}
 	w := make(chan error, 1)
@@ -187,17 +187,17 @@ func (c *Client) Join(ctx context.Context, name string, opts JoinOptions) error 
 		defer c.mu.Unlock()
 		return c.closedErr()
 	}
-	r := c.rooms[name]
+	r := c.rooms[room]
 	if r != nil && r.everJoined {
 		c.mu.Unlock()
 		return nil
 	}
 	if r == nil {
-		r = &room{name: name, history: opts.History, seen: newSeqSet(c.cfg.SeenPerRoom), epoch: opts.Epoch}
+		r = &roomEntry{name: room, history: opts.History, seen: newSeqSet(c.cfg.SeenPerRoom), epoch: opts.Epoch}
 		if opts.Since != "" {
 			r.lastSeq, r.anchored = opts.Since, true
 		}
-		c.rooms[name] = r
+		c.rooms[room] = r
 		if c.sess != nil {
 			c.sess.notify()
 		}
@@ -219,7 +219,7 @@ func (c *Client) Join(ctx context.Context, name string, opts JoinOptions) error 
 }
 
 // joinFrame builds the join of r and marks it on the wire. It needs mu.
-func (c *Client) joinFrame(r *room) []byte {
+func (c *Client) joinFrame(r *roomEntry) []byte {
 	r.joinRef = c.nextRef("j")
 	r.state = stateJoining
 	r.behind = false // the reply carries everything after lastSeq
@@ -278,7 +278,7 @@ func (c *Client) onJoined(s *session, f *serverFrame) {
 
 // requestFill asks for the page before the oldest message collected. It
 // needs mu.
-func (c *Client) requestFill(s *session, r *room) {
+func (c *Client) requestFill(s *session, r *roomEntry) {
 	fl := r.fill
 	fl.ref = c.nextRef("f")
 	c.requests[fl.ref] = &request{kind: reqFill, room: r.name}
@@ -308,7 +308,7 @@ func (c *Client) onFill(s *session, f *serverFrame) {
 // complete ends a join: it settles the sends the join's history answers,
 // confirms the join and delivers the collected messages, then the live ones
 // held meanwhile. It needs mu.
-func (c *Client) complete(r *room, fl *fill) {
+func (c *Client) complete(r *roomEntry, fl *fill) {
 	r.fill = nil
 	msgs := append(fl.msgs, fl.live...)
 	c.ready(r, msgs)
@@ -355,7 +355,7 @@ func (c *Client) complete(r *room, fl *fill) {
 
 // ready marks r joined, settles the uncertain sends that msgs show stored
 // and confirms the first join. It needs mu.
-func (c *Client) ready(r *room, msgs []wireMessage) {
+func (c *Client) ready(r *roomEntry, msgs []wireMessage) {
 	r.state = stateReady
 	for _, p := range slices.Clone(c.sends) {
 		if p.room != r.name || !p.uncertain {
@@ -380,7 +380,7 @@ func (c *Client) ready(r *room, msgs []wireMessage) {
 
 // deliver puts m in Events unless r already delivered it; it reports false
 // when m did not fit and r fell behind. It needs mu.
-func (c *Client) deliver(r *room, m wireMessage) bool {
+func (c *Client) deliver(r *roomEntry, m wireMessage) bool {
 	if r.behind {
 		c.stats.Deferred++
 		return false
@@ -425,7 +425,7 @@ func (c *Client) onMessage(m wireMessage) {
 }
 
 // onJoinRefused handles an error frame that answers r's join. It needs mu.
-func (c *Client) onJoinRefused(r *room, e *Error) {
+func (c *Client) onJoinRefused(r *roomEntry, e *Error) {
 	r.joinRef = ""
 	switch e.Code {
 	case CodeUnavailable, CodeInternal, CodeRateLimited:
@@ -447,6 +447,10 @@ func (c *Client) onJoinRefused(r *room, e *Error) {
 		c.log.Warn("chatstream rejoin refused; room lost", "room", r.name, "err", e)
 		ev := Event{Type: EventRoomLost, Room: r.name, Err: e}
 		if len(c.lost) > 0 || !c.emit(ev) {
+			if len(c.lost) == cap(c.events) {
+				c.log.Warn("chatstream room-lost event dropped: Events is not read", "room", c.lost[0].Room)
+				c.lost = c.lost[1:]
+			}
 			c.lost = append(c.lost, ev)
 		}
 	}
