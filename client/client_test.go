@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -218,6 +220,33 @@ func TestRateLimited(t *testing.T) {
 	}
 	if st := alice.Stats(); st.RateLimited == 0 || st.Connects != 1 {
 		t.Fatalf("got %+v, want rate_limited answers on one connection", st)
+	}
+}
+
+// TestModeratorRateLimit: a send a moderator refuses with rate_limited is
+// written again after its retry_after_ms until it is stored.
+func TestModeratorRateLimit(t *testing.T) {
+	t.Parallel()
+	var refused atomic.Int64
+	slow := pipeline.Moderator{Name: "slow", Middleware: func(next message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if refused.Add(1) <= 2 {
+				e := pipeline.Errorf(pipeline.CodeRateLimited, "wait a little")
+				e.RetryAfter = 50 * time.Millisecond
+				return nil, e
+			}
+			return next(msg)
+		}
+	}}
+	srv := startServer(t, server.Config{Moderators: []pipeline.Moderator{slow}})
+	alice := dial(t, config(srv.URL(), "alice"))
+	join(t, alice, "lobby", client.JoinOptions{})
+	ack := send(t, alice, "lobby", "patience")
+	if m := messages(t, alice, 1)[0]; m.Text != "patience" || m.Seq != ack.Seq {
+		t.Fatalf("got %+v, want the message of ack %+v", m, ack)
+	}
+	if st := alice.Stats(); st.RateLimited != 2 || st.Resent != 2 {
+		t.Fatalf("got %+v, want 2 rate_limited answers and 2 resends", st)
 	}
 }
 

@@ -156,33 +156,36 @@ func (c *Client) onError(s *session, f *serverFrame) {
 	if e.Code == "" {
 		e.Code = CodeInternal
 	}
+	wait := e.RetryAfter
+	if wait == 0 {
+		wait = c.cfg.RetryWait
+	}
 	if e.Code == CodeRateLimited {
 		c.stats.RateLimited++
-		wait := e.RetryAfter
-		if wait == 0 {
-			wait = c.cfg.RetryWait
-		}
-		if f.Ref == "" {
-			// Wait out the server's answer interval too, so that the first
-			// frame it drops after the pause is answered again.
+		switch {
+		case f.Ref == "":
+			// The frame rate: frames were dropped unread. Wait out the
+			// server's answer interval too, so that the first frame it
+			// drops after the pause is answered again.
 			c.pausedUntil = time.Now().Add(max(wait, silentDropEvery))
 			c.droppedUnread(s)
 			return
+		case e.Moderator == "":
+			// The frame rate of a server that names the dropped frame:
+			// every write waits.
+			c.pausedUntil = time.Now().Add(wait)
 		}
-		c.pausedUntil = time.Now().Add(wait)
+		// A moderator's limit holds back only the sends of this room (below).
 	}
 	if p := c.findSend(f.Ref); p != nil && f.Ref != "" {
 		switch {
 		case e.Code == CodeRateLimited:
-			p.state = sendQueued // not handled: write it again after the pause
+			// Not stored: write it again after the wait.
+			p.state, p.retryAt = sendQueued, time.Now().Add(wait)
 		case (e.Code == CodeUnavailable || e.Code == CodeInternal) && time.Since(p.firstWrite) < c.cfg.RetryWindow:
 			// Not known to be stored: write it again with its ref, which
 			// the server acks with the original if it was (PROTOCOL.md
 			// §11.3).
-			wait := e.RetryAfter
-			if wait == 0 {
-				wait = c.cfg.RetryWait
-			}
 			p.state, p.retryAt = sendQueued, time.Now().Add(wait)
 		case e.Code == CodeNotJoined && c.rooms[p.room] != nil && c.rooms[p.room].state == stateReady:
 			// The server forgot the room (a failed rejoin drops it): join

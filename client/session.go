@@ -125,6 +125,7 @@ func (c *Client) run(conn *websocket.Conn) {
 			if c.ctx.Err() != nil {
 				return
 			}
+			wait = 0
 			var he *HandshakeError
 			if errors.As(err, &he) {
 				if he.permanent() {
