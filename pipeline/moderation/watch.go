@@ -12,7 +12,10 @@ const DefaultPoll = 2 * time.Second
 
 // WatchFile calls reload whenever the file at path differs from the
 // version loaded (its stamp before it was read, see StatFile), checking
-// every interval (DefaultPoll when zero), until ctx is done. A reload error
+// every interval (DefaultPoll when zero), until ctx is done. A changed file
+// is reloaded once it stayed the same for one more interval, so a file
+// caught while an editor or a copy is still writing it is never loaded
+// half-written. A reload error
 // is logged (reload is expected to keep the previous configuration); a file
 // that cannot be stat'ed is logged once and watched on. It returns nil when
 // ctx is done.
@@ -24,6 +27,8 @@ func WatchFile(ctx context.Context, path string, loaded FileStamp, interval time
 		log = slog.Default()
 	}
 	last, lastErr := loaded, error(nil)
+	// pending is a changed stamp seen once, not yet stable.
+	var pending *FileStamp
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -41,8 +46,14 @@ func WatchFile(ctx context.Context, path string, loaded FileStamp, interval time
 			continue
 		}
 		if lastErr == nil && cur == last {
+			pending = nil
 			continue
 		}
+		if pending == nil || *pending != cur {
+			pending = &cur // changed: wait until it holds still
+			continue
+		}
+		pending = nil
 		last, lastErr = cur, nil
 		if err := reload(); err != nil {
 			log.Error("reload failed; the previous configuration stays in force", "file", path, "err", err)

@@ -44,10 +44,18 @@ const sample = `rules:
     text: mask(text, "(?i)buy")
 `
 
+// write replaces dir/name with data atomically (a temporary file renamed
+// over it), as deployment tools do: a watcher polling every few
+// milliseconds on a loaded machine could otherwise see the file truncated
+// but not yet written for longer than its debounce.
 func write(t *testing.T, dir, name, data string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
 		t.Fatal(err)
 	}
 	return p
