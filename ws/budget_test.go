@@ -76,7 +76,13 @@ func waitForWithin(t *testing.T, d time.Duration, what string, cond func() bool)
 // dialRaw opens a gorilla connection as user that the test drives itself.
 func dialRaw(t *testing.T, h *harness, user string) *websocket.Conn {
 	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(strings.Replace(h.srv.URL, "http", "ws", 1)+"/ws?user="+user, nil)
+	return dialRawAt(t, h.srv.URL, user)
+}
+
+// dialRawAt is dialRaw for the server at base (http://host:port).
+func dialRawAt(t *testing.T, base, user string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(strings.Replace(base, "http", "ws", 1)+"/ws?user="+user, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,13 @@ type rawClient struct {
 
 func newRawClient(t *testing.T, h *harness, user string) *rawClient {
 	t.Helper()
-	c := &rawClient{conn: dialRaw(t, h, user), frames: make(chan wstest.Frame, 1<<14)}
+	return newRawClientAt(t, h.srv.URL, user)
+}
+
+// newRawClientAt is newRawClient for the server at base (http://host:port).
+func newRawClientAt(t *testing.T, base, user string) *rawClient {
+	t.Helper()
+	c := &rawClient{conn: dialRawAt(t, base, user), frames: make(chan wstest.Frame, 1<<14)}
 	c.conn.SetPongHandler(func(string) error {
 		c.pongs.Add(1)
 		return nil
