@@ -66,8 +66,9 @@ func (p *pendingSend) finish(ack Ack, err error) {
 //     Config.RetryWait, within Config.RetryWindow of the first write
 //     (after it, Send returns the *Error: the message may or may not be
 //     stored);
-//   - a rate_limited answer holds every write back for its
-//     retry_after_ms.
+//   - a rate_limited answer is retried after its retry_after_ms: a
+//     moderator's holds back the sends of the room, the frame rate's
+//     every write.
 //
 // Sends of one room are stored in call order, unless one is written again
 // after rate_limited, unavailable or internal while a later one was already
