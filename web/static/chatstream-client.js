@@ -490,7 +490,6 @@ export class ChatClient {
     const i = this.#unanswered.findIndex((x) => x.ref === ref);
     if (i < 0) return;
     const lost = this.#unanswered.splice(0, i + 1).slice(0, i);
-    this.#probeRefs.delete(ref);
     for (const item of lost) this.#rewrite(item);
   }
 
@@ -502,9 +501,10 @@ export class ChatClient {
     switch (item.type) {
       case 'send': wanted = this.#outbox.some((x) => x.ref === item.ref && x.state === 'sent'); break;
       case 'join': wanted = r?.joinRef === item.ref; break;
+      // A probe is a history request without a waiter: not wanted again.
       case 'history': wanted = !!r?.historyWaiters.some((w) => w.ref === item.ref && !w.dead); break;
       case 'leave': wanted = this.#leaving.has(item.ref); break;
-      default: // a probe: the reply it asked for is no longer needed
+      default:
     }
     this.#probeRefs.delete(item.ref);
     if (wanted) this.#write(item.data, item);
@@ -854,10 +854,7 @@ export class ChatClient {
       code: f.code || 'internal', message: f.message, ref: f.ref, room: f.room,
       moderator: f.moderator, retryAfterMs: f.retry_after_ms,
     });
-    if (f.ref && this.#probeRefs.has(f.ref)) {
-      this.#probeRefs.delete(f.ref);
-      return; // a probe's not_joined is an answer like any other
-    }
+    if (this.#probeRefs.delete(f.ref)) return; // a probe's not_joined is an answer like any other
     if (f.ref) this.#correlateError(f.ref, err);
     else if (err.code === 'rate_limited') {
       // The server discarded frames unread, without saying which: pause,
@@ -930,6 +927,7 @@ export class ChatClient {
   }
 
   #onHistory(f) {
+    if (this.#probeRefs.delete(f.ref)) return; // a probe's answer
     const r = this.#rooms.get(f.room);
     if (!r) return;
     // Replies name their request's ref; a server that does not echo it

@@ -391,7 +391,7 @@ test('a fresh join passes more on, for the application to page back', async (t) 
 });
 
 test('frames are paced below the server\'s frame rate', async (t) => {
-  const c = newClient(t, { frameRate: 50, frameBurst: 3 });
+  const c = newClient(t, { frameRate: 8, frameBurst: 3 });
   await connectAndJoin(c, 'lobby'); // the join takes one token
   const ws = latest();
   const sends = ['a', 'b', 'c', 'd', 'e'].map((text) => c.send('lobby', text));
@@ -432,4 +432,21 @@ test('frames the server discarded unread are written again', async (t) => {
   ws.recv({ type: 'ack', ref: second[1].ref, room: 'lobby', id: 'i5', seq: '7-0' });
   assert.deepEqual((await Promise.all(second)).map((a) => a.seq), ['6-0', '7-0']);
   assert.equal(errors.length, 1, 'the probe\'s reply is not an error of the application');
+});
+
+test('a probe answered with not_joined is not an error of the application', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby');
+  const ws = latest();
+  const errors = record(c, 'error');
+  const p = c.send('lobby', 'x');
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too many frames', retry_after_ms: 20 });
+  await until(() => ws.lastSent('history'), 'the probe');
+  const probe = ws.lastSent('history');
+  ws.recv({ type: 'error', code: 'not_joined', message: 'join room lobby first', ref: probe.ref, room: 'lobby' });
+  assert.deepEqual(errors.map((e) => e.code), ['rate_limited']);
+  const sends = ws.sent.filter((f) => f.type === 'send');
+  assert.deepEqual(sends.map((f) => f.ref), [p.ref, p.ref], 'the discarded send goes again with its ref');
+  ws.recv({ type: 'ack', ref: p.ref, room: 'lobby', id: 'i', seq: '2-0' });
+  assert.equal((await p).seq, '2-0');
 });
