@@ -1,6 +1,21 @@
 // Package loadgen drives chatstream gateways with real WebSocket clients and
-// measures delivery throughput and end-to-end latency. Every run is bounded
-// in time and in message count.
+// measures what a room's members see: deliveries per second, send →
+// delivery and send → ack latency, loss, refused sends and, given the
+// servers' process ids, their CPU and memory. Scenarios (scenario.go) are
+// the standard shapes of docs/PERFORMANCE.md.
+//
+// A run has four phases: connect (every receiver, then every sender, each
+// dialled and joined to its rooms), warm-up (sending at the run's rate,
+// not measured), the measured phase (sending, or holding idle connections)
+// and drain (waiting, up to a bound, for the acks and deliveries of the
+// measured sends still in flight). Every phase is bounded in time, sends
+// are bounded in count, and only loopback addresses are dialled.
+//
+// Goroutines: one reader per connection, which owns that connection's
+// counters and bitsets until it returns; one sending goroutine per sender,
+// the only writer of its socket until the run closes it; and the caller's,
+// which paces the phases and, once every other goroutine has returned,
+// merges their counters into the Result.
 package loadgen
 
 import (
@@ -9,10 +24,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"slices"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,284 +36,822 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// Defaults of Config, also used by chatload's flags.
+const (
+	// DefaultConns is the number of receiving connections.
+	DefaultConns = 100
+	// DefaultSenders is chatload's number of sending connections (a zero
+	// Config.Senders is an idle run).
+	DefaultSenders = 10
+	// DefaultRate is the number of messages per second, in total.
+	DefaultRate = 100
+	// DefaultTextSize is the size of each message's text, in bytes.
+	DefaultTextSize = 100
+	// DefaultDuration is the length of the measured phase.
+	DefaultDuration = 10 * time.Second
+	// DefaultDrain bounds the wait for acks and deliveries after it.
+	DefaultDrain = 5 * time.Second
+	// DefaultDialConcurrency is the number of connections opened at once.
+	DefaultDialConcurrency = 32
+)
+
+// Bounds of Config: every run ends within ConnectTimeout + MaxWarmup +
+// MaxDuration + MaxDrain and sends at most MaxMessagesLimit messages.
+const (
+	// MaxDuration bounds the measured phase.
+	MaxDuration = 10 * time.Minute
+	// MaxWarmup bounds the warm-up.
+	MaxWarmup = time.Minute
+	// MaxDrain bounds the drain.
+	MaxDrain = time.Minute
+	// MaxMessagesLimit bounds Config.MaxMessages.
+	MaxMessagesLimit = 20_000_000
+	// MaxConnections bounds receivers plus senders.
+	MaxConnections = 50_000
+	// MaxRoomsPerSender is the server's default rooms per connection
+	// (--max-rooms): Senders must be at least Rooms / MaxRoomsPerSender.
+	MaxRoomsPerSender = 100
+	// MinTextSize is the smallest text size: the text starts with a
+	// header (phase, send time, sender, number) of at most 31 bytes.
+	MinTextSize = 40
+	// MaxTextSize is the largest text size accepted here; the server's
+	// own limit (--max-text, 4096 by default) refuses larger texts with
+	// too_large.
+	MaxTextSize = 64 << 10
+)
+
+// Timing of connections.
+const (
+	// ConnectTimeout bounds the connect phase: opening and joining every
+	// connection.
+	ConnectTimeout = 3 * time.Minute
+	// JoinTimeout bounds one connection's handshake and its joins.
+	JoinTimeout = 10 * time.Second
+	// WriteWait is the deadline of each write.
+	WriteWait = 10 * time.Second
+	// CloseWait is the deadline of the close frames sent at the end.
+	CloseWait = time.Second
+	// ReadSlack is added to the run's planned end for every socket's read
+	// deadline, so that a reader cannot outlive a run that went wrong.
+	ReadSlack = time.Minute
+	// ReadLimit is the largest server message read: a batch of about 64 KiB,
+	// or a page of history of up to 256 KiB.
+	ReadLimit = 1 << 20
+	// startDelay separates the last connection from the first send, so
+	// that every sender starts on the same schedule.
+	startDelay = 50 * time.Millisecond
+	// drainPoll is how often the drain checks for completion.
+	drainPoll = 5 * time.Millisecond
+)
+
 // Config describes a run. A zero field takes the default in its comment.
 type Config struct {
-	// URLs are the gateways' base URLs (http://host:port); connections are
-	// spread over them round-robin. Required.
-	URLs []string
-	// Conns is the number of receiving connections. Default 100.
-	Conns int
-	// Rooms is the number of rooms the connections are spread over. Default 1.
-	Rooms int
-	// Senders is the number of sending connections (each also a member of
-	// its room). Default 10.
-	Senders int
-	// Rate is the total number of messages per second sent. Default 100.
-	Rate float64
-	// Duration bounds the sending phase. Default 10s.
-	Duration time.Duration
-	// MaxMessages bounds the messages sent. Default 100,000.
-	MaxMessages int
-	// Drain is how long receivers keep reading after the last send. Default 2s.
-	Drain time.Duration
-	// TextSize pads each message's text to about this many bytes. Default 64.
-	TextSize int
+	// URLs are the gateways' base URLs (http://host:port, or ws://), on
+	// loopback addresses only; connections are spread over them in turn.
+	// Required.
+	URLs []string `json:"urls"`
+	// Name labels the run in its Result (a scenario's name). Default none.
+	Name string `json:"scenario,omitempty"`
+	// Conns is the number of receiving connections, spread evenly over the
+	// rooms (receiver i joins room i mod Rooms). Receivers only read.
+	// Default DefaultConns; at least Rooms.
+	Conns int `json:"receivers"`
+	// Rooms is the number of rooms. Default 1.
+	Rooms int `json:"rooms"`
+	// Senders is the number of sending connections. With g = min(Senders,
+	// Rooms), sender s joins every room r with r mod g = s mod g and sends
+	// to its rooms in turn; senders are not counted as receivers. Default
+	// none: an idle run, which only holds the receivers for Duration.
+	Senders int `json:"senders"`
+	// Rate is the number of messages per second sent, in total, each sender
+	// sending Rate/Senders on its own schedule. Default DefaultRate (with
+	// senders).
+	Rate float64 `json:"rate"`
+	// TextSize is the exact size of each message's text, in bytes. Default
+	// DefaultTextSize; from MinTextSize to MaxTextSize.
+	TextSize int `json:"text_size"`
+	// Warmup is a phase of sending at Rate before the measured phase; its
+	// messages, acks and deliveries are not measured. Default none; at most
+	// MaxWarmup.
+	Warmup time.Duration `json:"warmup_ns"`
+	// Duration is the measured phase: sending, or holding the connections
+	// of an idle run. Default DefaultDuration; at most MaxDuration.
+	Duration time.Duration `json:"duration_ns"`
+	// Drain bounds the wait, after the measured phase, for the acks and
+	// deliveries of measured sends still in flight. Default DefaultDrain;
+	// at most MaxDrain.
+	Drain time.Duration `json:"drain_ns"`
+	// MaxMessages bounds the messages sent, warm-up included. Default
+	// Rate × (Warmup + Duration), rounded up; at most MaxMessagesLimit.
+	MaxMessages int `json:"max_messages"`
+	// ServerPIDs are the servers' process ids, whose CPU time and RSS are
+	// read from /proc (Linux) before and after. Default none.
+	ServerPIDs []int `json:"server_pids,omitempty"`
+	// DialConcurrency is the number of connections opened at once. Default
+	// DefaultDialConcurrency.
+	DialConcurrency int `json:"dial_concurrency"`
+}
+
+// WithDefaults returns c with every zero field set to its default, as Run
+// applies them; a caller validates the result before its own preparations.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
 }
 
 func (c *Config) setDefaults() {
 	if c.Conns == 0 {
-		c.Conns = 100
+		c.Conns = DefaultConns
 	}
 	if c.Rooms == 0 {
 		c.Rooms = 1
 	}
-	if c.Senders == 0 {
-		c.Senders = 10
-	}
-	if c.Rate == 0 {
-		c.Rate = 100
-	}
-	if c.Duration == 0 {
-		c.Duration = 10 * time.Second
-	}
-	if c.MaxMessages == 0 {
-		c.MaxMessages = 100_000
-	}
-	if c.Drain == 0 {
-		c.Drain = 2 * time.Second
+	if c.Rate == 0 && c.Senders > 0 {
+		c.Rate = DefaultRate
 	}
 	if c.TextSize == 0 {
-		c.TextSize = 64
+		c.TextSize = DefaultTextSize
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Drain == 0 {
+		c.Drain = DefaultDrain
+	}
+	if c.MaxMessages == 0 && c.Senders > 0 {
+		n := c.Rate*(c.Warmup+c.Duration).Seconds() + 1
+		c.MaxMessages = int(min(n, MaxMessagesLimit))
+	}
+	if c.DialConcurrency == 0 {
+		c.DialConcurrency = DefaultDialConcurrency
 	}
 }
 
-// Result is what a run measured.
-type Result struct {
-	Sent, Acked, Errors int64
-	// Deliveries counts message frames received by all connections;
-	// Expected is what they should have received for the acked messages.
-	Deliveries, Expected int64
-	// Disconnects counts connections the server closed during the run.
-	Disconnects int64
-	Elapsed     time.Duration
-	// Latency percentiles of send → delivery, over every delivery.
-	P50, P90, P99, Max time.Duration
+// Validate reports the first field of c that is out of bounds, or a URL that
+// is not a loopback address (wrapping ErrNotLoopback). It does not change c;
+// Run validates after applying the defaults.
+func (c Config) Validate() error {
+	if len(c.URLs) == 0 {
+		return errors.New("loadgen: no URL")
+	}
+	for _, u := range c.URLs {
+		if _, err := wsURL(u); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.Rooms < 1:
+		return fmt.Errorf("loadgen: rooms %d, want at least 1", c.Rooms)
+	case c.Conns < c.Rooms:
+		return fmt.Errorf("loadgen: %d receivers for %d rooms, want at least one receiver per room", c.Conns, c.Rooms)
+	case c.Senders < 0:
+		return fmt.Errorf("loadgen: senders %d, want 0 (idle) or more", c.Senders)
+	case c.Conns+c.Senders > MaxConnections:
+		return fmt.Errorf("loadgen: %d connections, want at most %d", c.Conns+c.Senders, MaxConnections)
+	case c.Senders > 0 && (c.Rooms+c.Senders-1)/c.Senders > MaxRoomsPerSender:
+		return fmt.Errorf("loadgen: %d senders for %d rooms put a sender in more than %d rooms, the server's default limit; use at least %d senders",
+			c.Senders, c.Rooms, MaxRoomsPerSender, (c.Rooms+MaxRoomsPerSender-1)/MaxRoomsPerSender)
+	case c.Senders > 0 && !(c.Rate > 0):
+		return fmt.Errorf("loadgen: rate %v, want more than 0 messages per second", c.Rate)
+	case c.Senders == 0 && c.Rate > 0:
+		return fmt.Errorf("loadgen: rate %v with no senders; an idle run sends nothing", c.Rate)
+	case c.TextSize < MinTextSize || c.TextSize > MaxTextSize:
+		return fmt.Errorf("loadgen: text size %d, want %d to %d bytes", c.TextSize, MinTextSize, MaxTextSize)
+	case c.Warmup < 0 || c.Warmup > MaxWarmup:
+		return fmt.Errorf("loadgen: warm-up %v, want 0 to %v", c.Warmup, MaxWarmup)
+	case c.Duration <= 0 || c.Duration > MaxDuration:
+		return fmt.Errorf("loadgen: duration %v, want more than 0 and at most %v", c.Duration, MaxDuration)
+	case c.Drain < 0 || c.Drain > MaxDrain:
+		return fmt.Errorf("loadgen: drain %v, want 0 to %v", c.Drain, MaxDrain)
+	case c.MaxMessages < 0 || c.MaxMessages > MaxMessagesLimit:
+		return fmt.Errorf("loadgen: max messages %d, want 0 to %d", c.MaxMessages, MaxMessagesLimit)
+	case c.DialConcurrency < 1:
+		return fmt.Errorf("loadgen: dial concurrency %d, want at least 1", c.DialConcurrency)
+	}
+	for _, pid := range c.ServerPIDs {
+		if pid <= 0 {
+			return fmt.Errorf("loadgen: server pid %d, want a process id", pid)
+		}
+	}
+	return nil
 }
 
-// DeliveriesPerSecond is the delivery throughput over the sending phase.
-func (r Result) DeliveriesPerSecond() float64 {
-	return float64(r.Deliveries) / r.Elapsed.Seconds()
-}
-
-// String formats the result for people.
-func (r Result) String() string {
-	return fmt.Sprintf("sent %d acked %d errors %d | deliveries %d of %d expected (%.0f/s) | disconnects %d | latency p50 %v p90 %v p99 %v max %v",
-		r.Sent, r.Acked, r.Errors, r.Deliveries, r.Expected, r.DeliveriesPerSecond(), r.Disconnects,
-		r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
-}
-
-// maxSamples bounds the latency samples kept.
-const maxSamples = 2_000_000
-
-type conn struct {
+// receiver is a connection that only reads. Its fields after ws are owned
+// by its read goroutine until that returns.
+type receiver struct {
 	ws   *websocket.Conn
-	room string
-	mu   sync.Mutex // guards writes
+	room int
+
+	got        map[int]*bitset // measured messages received, by sender, by number
+	deliveries int64           // measured message frames
+	duplicates int64           // measured message frames received before
+	foreign    int64           // message frames that are not this run's
+	last       time.Time       // last measured delivery
+	closed     string          // how the server closed it, "" if it did not
 }
 
+// sender is a connection that sends to its rooms and reads its acks. The
+// send counters are owned by its sending goroutine, the rest after ws by
+// its read goroutine, each until that goroutine returns.
+type sender struct {
+	index int
+	ws    *websocket.Conn
+	rooms []int // rooms joined; a room's position is its slot
+
+	warmupSent, sent, writeErrors int64
+
+	acked   []bitset // measured messages acked, by slot, by number
+	acks    int64
+	refused map[string]int64 // measured sends refused, by error code
+	closed  string
+}
+
+// run is the state of one Run.
 type run struct {
-	cfg       Config
-	start     time.Time
-	members   []int64 // connections per room
-	sent      atomic.Int64
-	acked     atomic.Int64
-	errs      atomic.Int64
-	delivered atomic.Int64
-	expected  atomic.Int64
-	discon    atomic.Int64
+	cfg    Config
+	id     string // prefixes rooms and users, so that runs never meet
+	urls   []string
+	dialer *websocket.Dialer
+	group  int     // min(Senders, Rooms)
+	inRoom []int64 // receivers per room
 
-	// mu guards samples.
-	mu      sync.Mutex
-	samples []time.Duration
-	seen    int64
+	receivers []*receiver
+	senders   []*sender
+
+	// base is the origin of send times in texts and refs (monotonic).
+	base time.Time
+	// measuredStart is when the measured phase starts; set before the
+	// senders start and read-only after.
+	measuredStart time.Time
+
+	measuring atomic.Bool // from measuredStart: errors without a ref count as measured
+	stopping  atomic.Bool // the run is closing its connections: read errors are expected
+	left      atomic.Int64
+	// Progress of the measured sends, for the drain.
+	sent, answered, expected, delivered atomic.Int64
+
+	deliveryLatency, ackLatency histogram
 }
 
-// Run performs one load run against the gateways.
+// Run performs one load run against the gateways and returns what it
+// measured. It returns an error when the configuration is invalid, a
+// server pid cannot be read, or a connection cannot be opened and joined;
+// when ctx ends early it returns what was measured so far, marked
+// Interrupted.
 func Run(ctx context.Context, cfg Config) (Result, error) {
-	if len(cfg.URLs) == 0 {
-		return Result{}, errors.New("loadgen: no URL")
-	}
 	cfg.setDefaults()
-	r := &run{cfg: cfg, members: make([]int64, cfg.Rooms)}
-	total := cfg.Conns + cfg.Senders
-	conns := make([]*conn, 0, total)
-	defer func() {
-		for _, c := range conns {
-			_ = c.ws.Close() // the run is over
-		}
-	}()
-	for i := range total {
-		c, err := r.dial(cfg.URLs[i%len(cfg.URLs)], i)
-		if err != nil {
-			return Result{}, err
-		}
-		conns = append(conns, c)
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
 	}
+	r := &run{
+		cfg:       cfg,
+		id:        "lg" + strconv.FormatUint(rand.Uint64()%(1<<30), 36),
+		group:     max(1, min(cfg.Senders, cfg.Rooms)),
+		inRoom:    make([]int64, cfg.Rooms),
+		receivers: make([]*receiver, cfg.Conns),
+		senders:   make([]*sender, cfg.Senders),
+		dialer: &websocket.Dialer{
+			NetDialContext:   (&net.Dialer{Timeout: JoinTimeout, Control: loopbackOnly}).DialContext,
+			HandshakeTimeout: JoinTimeout,
+		},
+	}
+	for _, u := range cfg.URLs {
+		w, _ := wsURL(u) // checked by Validate
+		r.urls = append(r.urls, w)
+	}
+	for i := range cfg.Conns {
+		r.inRoom[i%cfg.Rooms]++
+	}
+	r.left.Store(int64(cfg.MaxMessages))
+
+	before, err := readProcs(cfg.ServerPIDs)
+	if err != nil {
+		return Result{}, err
+	}
+	defer r.closeAll()
+	connectStart := time.Now()
+	if err := r.connect(ctx); err != nil {
+		return Result{}, err
+	}
+	res := Result{Config: cfg, Connections: cfg.Conns + cfg.Senders, ConnectTime: time.Since(connectStart)}
+
+	r.base = time.Now()
+	t0 := r.base.Add(startDelay)
+	r.measuredStart = t0.Add(cfg.Warmup)
+	readDeadline := r.measuredStart.Add(cfg.Duration + cfg.Drain + ReadSlack)
 	var readers sync.WaitGroup
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	for _, c := range conns {
-		readers.Go(func() { r.read(readCtx, c) })
+	for _, rc := range r.receivers {
+		_ = rc.ws.SetReadDeadline(readDeadline) // an error shows on the next read
+		readers.Go(func() {
+			rc.closed = r.readLoop(rc.ws, func(line []byte, now time.Time) { r.onReceiverLine(rc, line, now) })
+		})
 	}
-	r.start = time.Now()
-	r.send(ctx, conns[cfg.Conns:])
-	elapsed := time.Since(r.start)
-	// Drain: stop when every send is answered and every expected delivery
-	// arrived, or the drain ends.
-	deadline := time.Now().Add(cfg.Drain)
-	for (r.acked.Load()+r.errs.Load() < r.sent.Load() || r.delivered.Load() < r.expected.Load()) &&
-		time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
+	for _, s := range r.senders {
+		_ = s.ws.SetReadDeadline(readDeadline) // an error shows on the next read
+		readers.Go(func() { s.closed = r.readLoop(s.ws, func(line []byte, now time.Time) { r.onSenderLine(s, line, now) }) })
 	}
-	stopReading()
-	for _, c := range conns {
-		_ = c.ws.SetReadDeadline(time.Now()) // wakes blocked readers
+	var senders sync.WaitGroup
+	for _, s := range r.senders {
+		senders.Go(func() { r.sendLoop(ctx, s, t0) })
 	}
+
+	sleepUntil(ctx, r.measuredStart)
+	r.measuring.Store(true)
+	// A server that cannot be read any more (it exited) does not end the
+	// run: what the clients saw is worth reporting.
+	start, startErr := readProcs(cfg.ServerPIDs)
+	if cfg.Senders == 0 {
+		sleepUntil(ctx, r.measuredStart.Add(cfg.Duration))
+	}
+	senders.Wait()
+	sendEnd := time.Now()
+	res.Drained = r.drain(ctx, sendEnd.Add(cfg.Drain))
+	res.DrainTime = time.Since(sendEnd)
+	end, endErr := readProcs(cfg.ServerPIDs)
+	res.Measured = time.Since(r.measuredStart)
+	res.Interrupted = ctx.Err() != nil
+
+	r.stopping.Store(true)
+	r.closeAll()
 	readers.Wait()
-	return r.result(elapsed), nil
+	r.collect(&res, sendEnd)
+	if err := errors.Join(startErr, endErr); err != nil {
+		res.Warnings = append(res.Warnings, "server statistics: "+err.Error())
+	} else {
+		res.Servers, res.RSSPerConn = serverStats(before, start, end, res.Connections)
+	}
+	return res, nil
 }
 
-func (r *run) dial(base string, i int) (*conn, error) {
-	u := strings.Replace(base, "http", "ws", 1) + "/ws?user=" + url.QueryEscape("load-"+strconv.Itoa(i))
-	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
+// connect opens and joins every receiver, then every sender, at most
+// DialConcurrency at once, within ConnectTimeout.
+func (r *run) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	err := r.each(ctx, r.cfg.Conns, func(ctx context.Context, i int) error {
+		room := i % r.cfg.Rooms
+		ws, err := r.dialJoin(ctx, r.urls[i%len(r.urls)], r.id+"-r"+strconv.Itoa(i), []int{room})
+		if err != nil {
+			return err
+		}
+		r.receivers[i] = &receiver{ws: ws, room: room, got: make(map[int]*bitset)}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("loadgen: dial %s: %w", u, err)
+		return err
 	}
-	room := i % r.cfg.Rooms
-	c := &conn{ws: ws, room: "load-" + strconv.Itoa(room)}
-	if err := ws.WriteJSON(map[string]any{"type": "join", "room": c.room, "history": 0}); err != nil {
-		return nil, fmt.Errorf("loadgen: join: %w", err)
+	return r.each(ctx, r.cfg.Senders, func(ctx context.Context, s int) error {
+		var rooms []int
+		for room := s % r.group; room < r.cfg.Rooms; room += r.group {
+			rooms = append(rooms, room)
+		}
+		ws, err := r.dialJoin(ctx, r.urls[(r.cfg.Conns+s)%len(r.urls)], r.id+"-s"+strconv.Itoa(s), rooms)
+		if err != nil {
+			return err
+		}
+		r.senders[s] = &sender{index: s, ws: ws, rooms: rooms, acked: make([]bitset, len(rooms)), refused: make(map[string]int64)}
+		return nil
+	})
+}
+
+// each calls f for 0..n-1, DialConcurrency at a time, and returns the first
+// error (after which no new call starts).
+func (r *run) each(ctx context.Context, n int, f func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, r.cfg.DialConcurrency)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := f(ctx, i); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		})
 	}
-	// Wait for joined so that no delivery is expected before membership.
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = fmt.Errorf("loadgen: connecting: %w", context.Cause(ctx))
+	}
+	return first
+}
+
+// joinReply is the part of a server frame the connect phase reads.
+type joinReply struct {
+	Type    string `json:"type"`
+	Room    string `json:"room"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// dialJoin opens a connection as user and joins rooms one at a time, each
+// with no history, waiting for each joined, so that no delivery is expected
+// before membership.
+func (r *run) dialJoin(ctx context.Context, url, user string, rooms []int) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, JoinTimeout)
+	defer cancel()
+	ws, resp, err := r.dialer.DialContext(ctx, url+"/ws?user="+user, nil)
+	if err != nil {
+		return nil, dialError(url, resp, err)
+	}
+	ws.SetReadLimit(ReadLimit)
+	deadline := time.Now().Add(JoinTimeout)
+	_ = ws.SetReadDeadline(deadline)  // an error shows on the next read
+	_ = ws.SetWriteDeadline(deadline) // an error shows on the next write
+	for _, room := range rooms {
+		name := r.roomName(room)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"`+name+`","history":0}`)); err != nil {
+			_ = ws.Close() // the connection is useless
+			return nil, fmt.Errorf("loadgen: join %s as %s: %w", name, user, err)
+		}
+		if err := awaitJoined(ws, name); err != nil {
+			_ = ws.Close() // the connection is useless
+			return nil, fmt.Errorf("loadgen: join %s as %s: %w", name, user, err)
+		}
+	}
+	return ws, nil
+}
+
+// awaitJoined reads frames until the joined of room, or an error frame.
+func awaitJoined(ws *websocket.Conn, room string) error {
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
-			return nil, fmt.Errorf("loadgen: join: %w", err)
+			return err
 		}
-		if bytes.Contains(data, []byte(`"type":"joined"`)) {
-			break
+		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
+			var f joinReply
+			if json.Unmarshal(line, &f) != nil {
+				continue
+			}
+			switch {
+			case f.Type == "joined" && f.Room == room:
+				return nil
+			case f.Type == "error":
+				return fmt.Errorf("server answered %s: %s", f.Code, f.Message)
+			}
 		}
 	}
-	r.members[room]++
-	return c, nil
 }
 
-// send paces sends round-robin over the senders at the configured rate.
-func (r *run) send(ctx context.Context, senders []*conn) {
-	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
-	pad := strings.Repeat("x", max(0, r.cfg.TextSize-40))
-	end := r.start.Add(r.cfg.Duration)
-	next := time.Now()
-	for i := 0; i < r.cfg.MaxMessages && time.Now().Before(end) && ctx.Err() == nil; i++ {
-		if d := time.Until(next); d > 0 {
-			time.Sleep(d)
+// dialError explains a failed dial; a refused handshake names the server
+// limits to lift.
+func dialError(url string, resp *http.Response, err error) error {
+	if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil {
+		return fmt.Errorf("loadgen: dial %s: %w", url, err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 256)) // best effort: the reason for people
+	hint := ""
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		hint = " (the server limits connections and handshakes per address; start it with --max-conns-per-ip and --handshake-burst above the run's connections, see docs/PERFORMANCE.md)"
+	}
+	return fmt.Errorf("loadgen: dial %s: %w: %s: %s%s", url, err, resp.Status, bytes.TrimSpace(body), hint)
+}
+
+func (r *run) roomName(room int) string { return r.id + "-" + strconv.Itoa(room) }
+
+// Phases of a message, the first byte of its text and ref.
+const (
+	phaseWarmup   = 'w'
+	phaseMeasured = 'm'
+)
+
+// sendLoop sends sender s's messages on its schedule, from t0 until the
+// end of the measured phase, MaxMessages or ctx: message k is due at
+// t0 + offset + k × interval, with the senders' offsets spread over one
+// interval. A sender that falls behind sends at once (latencies are from
+// the actual send); a write error ends it.
+func (r *run) sendLoop(ctx context.Context, s *sender, t0 time.Time) {
+	interval := float64(time.Second) * float64(r.cfg.Senders) / r.cfg.Rate
+	offset := interval * float64(s.index) / float64(r.cfg.Senders)
+	end := r.measuredStart.Add(r.cfg.Duration)
+	warm, next := 0, make([]int, len(s.rooms)) // message numbers: warm-up, and measured by slot
+	buf := make([]byte, 0, 128+r.cfg.TextSize)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for k := 0; ; k++ {
+		due := t0.Add(time.Duration(offset + float64(k)*interval))
+		if !due.Before(end) {
+			return
 		}
-		next = next.Add(interval)
-		c := senders[i%len(senders)]
-		text := strconv.FormatInt(time.Now().UnixNano(), 10) + " " + pad
-		c.mu.Lock()
-		err := c.ws.WriteJSON(map[string]any{"type": "send", "room": c.room, "text": text, "ref": strconv.Itoa(i)})
-		c.mu.Unlock()
-		if err != nil {
-			r.errs.Add(1)
+		if d := time.Until(due); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		}
+		if ctx.Err() != nil || r.left.Add(-1) < 0 {
+			return
+		}
+		slot := k % len(s.rooms)
+		phase, n := byte(phaseMeasured), next[slot]
+		if due.Before(r.measuredStart) {
+			phase, n = phaseWarmup, warm
+		}
+		now := time.Now()
+		buf = r.appendSend(buf[:0], s.index, s.rooms[slot], slot, n, phase, now.Sub(r.base))
+		_ = s.ws.SetWriteDeadline(now.Add(WriteWait)) // an error shows on the write
+		if err := s.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
+			s.writeErrors++
+			return
+		}
+		if phase == phaseWarmup {
+			warm++
+			s.warmupSent++
 			continue
 		}
+		next[slot]++
+		s.sent++
 		r.sent.Add(1)
 	}
 }
 
-type frame struct {
-	Type string `json:"type"`
-	Room string `json:"room"`
-	Text string `json:"text"`
+// appendSend appends a send frame. The text is "<phase> <ns> <sender> <n> "
+// padded with x to TextSize bytes, where ns is the send time since r.base;
+// the ref, unique per user and room as idempotency needs, is
+// "<phase><slot>.<n>.<ns>".
+func (r *run) appendSend(buf []byte, sender, room, slot, n int, phase byte, at time.Duration) []byte {
+	buf = append(buf, `{"type":"send","room":"`...)
+	buf = append(buf, r.id...)
+	buf = append(buf, '-')
+	buf = strconv.AppendInt(buf, int64(room), 10)
+	buf = append(buf, `","text":"`...)
+	start := len(buf)
+	buf = append(buf, phase, ' ')
+	buf = strconv.AppendInt(buf, int64(at), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, int64(sender), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, int64(n), 10)
+	buf = append(buf, ' ')
+	for len(buf)-start < r.cfg.TextSize {
+		buf = append(buf, 'x')
+	}
+	buf = append(buf, `","ref":"`...)
+	buf = append(buf, phase)
+	buf = strconv.AppendInt(buf, int64(slot), 10)
+	buf = append(buf, '.')
+	buf = strconv.AppendInt(buf, int64(n), 10)
+	buf = append(buf, '.')
+	buf = strconv.AppendInt(buf, int64(at), 10)
+	return append(buf, `"}`...)
 }
 
-// read counts deliveries and acks and records latencies until ctx ends.
-func (r *run) read(ctx context.Context, c *conn) {
-	for ctx.Err() == nil {
-		_, data, err := c.ws.ReadMessage()
+// readLoop reads ws's messages until it fails, handing each frame line to
+// handle, and returns how the server closed it: "" when the run was
+// stopping, else the close code, "1006" without a close frame, or "timeout".
+func (r *run) readLoop(ws *websocket.Conn, handle func(line []byte, now time.Time)) string {
+	var buf bytes.Buffer
+	for {
+		_, rd, err := ws.NextReader()
+		if err == nil {
+			buf.Reset()
+			_, err = buf.ReadFrom(rd)
+		}
 		if err != nil {
-			if ctx.Err() == nil {
-				r.discon.Add(1)
+			if r.stopping.Load() {
+				return ""
 			}
-			return
+			var ce *websocket.CloseError
+			var ne net.Error
+			switch {
+			case errors.As(err, &ce):
+				return strconv.Itoa(ce.Code)
+			case errors.As(err, &ne) && ne.Timeout():
+				return "timeout"
+			}
+			return strconv.Itoa(websocket.CloseAbnormalClosure)
 		}
 		now := time.Now()
-		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
-			r.count(c, line, now)
+		for line := range bytes.SplitSeq(buf.Bytes(), []byte{'\n'}) {
+			if len(line) > 0 {
+				handle(line, now)
+			}
 		}
 	}
 }
 
 var (
 	messagePrefix = []byte(`{"type":"message",`)
-	textField     = []byte(`"text":"`)
+	ackPrefix     = []byte(`{"type":"ack",`)
+	textKey       = []byte(`"text":"`)
+	refKey        = []byte(`"ref":"`)
 )
 
-// count handles one server frame. Message frames, the bulk of the traffic,
-// are recognised without a JSON decode so that the generator's own CPU
-// stays small next to the server's.
-func (r *run) count(c *conn, line []byte, now time.Time) {
+// stringField returns the value of the JSON string field key ("name":")
+// in line, up to its closing quote. Only for values this run made, which
+// have no escapes.
+func stringField(line, key []byte) ([]byte, bool) {
+	i := bytes.Index(line, key)
+	if i < 0 {
+		return nil, false
+	}
+	rest := line[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return nil, false
+	}
+	return rest[:j], true
+}
+
+// serverFrame is the part of a frame the slow path decodes.
+type serverFrame struct {
+	Type string `json:"type"`
+	Code string `json:"code"`
+	Ref  string `json:"ref"`
+	Text string `json:"text"`
+}
+
+// onReceiverLine handles one frame on a receiver. Message frames, the bulk
+// of the traffic, are recognised without a JSON decode so that the
+// generator's CPU stays small next to the server's.
+func (r *run) onReceiverLine(rc *receiver, line []byte, now time.Time) {
+	var text []byte
 	if bytes.HasPrefix(line, messagePrefix) {
-		r.delivered.Add(1)
-		if i := bytes.Index(line, textField); i >= 0 {
-			rest := line[i+len(textField):]
-			if j := bytes.IndexByte(rest, ' '); j > 0 {
-				if ns, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
-					r.sample(now.Sub(time.Unix(0, ns)))
-				}
-			}
+		text, _ = stringField(line, textKey)
+	} else {
+		var f serverFrame
+		if json.Unmarshal(line, &f) != nil || f.Type != "message" {
+			return // joined, presence and the like
 		}
+		text = []byte(f.Text)
+	}
+	phase, at, sender, n, ok := parseText(text)
+	if !ok || sender >= len(r.senders) {
+		rc.foreign++
 		return
 	}
-	var f frame
-	if json.Unmarshal(line, &f) != nil {
+	if phase != phaseMeasured {
 		return
 	}
-	switch f.Type {
-	case "ack":
-		r.acked.Add(1)
-		room, _ := strconv.Atoi(strings.TrimPrefix(c.room, "load-"))
-		r.expected.Add(r.members[room])
-	case "error":
-		r.errs.Add(1)
+	r.deliveryLatency.record(now.Sub(r.base) - at)
+	rc.deliveries++
+	rc.last = now
+	r.delivered.Add(1)
+	got := rc.got[sender]
+	if got == nil {
+		got = new(bitset)
+		rc.got[sender] = got
+	}
+	if got.add(n) {
+		rc.duplicates++
 	}
 }
 
-func (r *run) sample(d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.seen++
-	if len(r.samples) < maxSamples {
-		r.samples = append(r.samples, d)
+// onSenderLine handles one frame on a sender: acks and refusals of its
+// measured sends. Its own rooms' messages are skipped.
+func (r *run) onSenderLine(s *sender, line []byte, now time.Time) {
+	if bytes.HasPrefix(line, messagePrefix) {
 		return
 	}
-	r.samples[r.seen%maxSamples] = d // once full, newer samples overwrite older ones in turn
+	if bytes.HasPrefix(line, ackPrefix) {
+		ref, _ := stringField(line, refKey)
+		phase, slot, n, at, ok := parseRef(ref)
+		if !ok || phase != phaseMeasured || slot >= len(s.rooms) {
+			return
+		}
+		r.ackLatency.record(now.Sub(r.base) - at)
+		s.acks++
+		s.acked[slot].add(n)
+		r.answered.Add(1)
+		r.expected.Add(r.inRoom[s.rooms[slot]])
+		return
+	}
+	var f serverFrame
+	if json.Unmarshal(line, &f) != nil || f.Type != "error" {
+		return
+	}
+	phase, _, _, _, ok := parseRef([]byte(f.Ref))
+	switch {
+	case ok && phase == phaseMeasured:
+		r.answered.Add(1)
+	case ok:
+		return // a warm-up send's refusal
+	case !r.measuring.Load():
+		return // the frame rate's rate_limited has no ref: counted by when it came
+	}
+	s.refused[f.Code]++
 }
 
-func (r *run) result(elapsed time.Duration) Result {
-	res := Result{
-		Sent: r.sent.Load(), Acked: r.acked.Load(), Errors: r.errs.Load(),
-		Deliveries: r.delivered.Load(), Expected: r.expected.Load(),
-		Disconnects: r.discon.Load(), Elapsed: elapsed,
+// parseText reads the header of a text made by appendSend.
+func parseText(text []byte) (phase byte, at time.Duration, sender, n int, ok bool) {
+	if len(text) < 2 || text[1] != ' ' {
+		return 0, 0, 0, 0, false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.samples) == 0 {
-		return res
+	f := bytes.SplitN(text[2:], []byte{' '}, 4)
+	if len(f) < 4 {
+		return 0, 0, 0, 0, false
 	}
-	slices.Sort(r.samples)
-	at := func(p float64) time.Duration { return r.samples[min(len(r.samples)-1, int(p*float64(len(r.samples))))] }
-	res.P50, res.P90, res.P99, res.Max = at(0.50), at(0.90), at(0.99), r.samples[len(r.samples)-1]
-	return res
+	ns, ok1 := atoi(f[0])
+	s, ok2 := atoi(f[1])
+	m, ok3 := atoi(f[2])
+	return text[0], time.Duration(ns), int(s), int(m), ok1 && ok2 && ok3
+}
+
+// parseRef reads a ref made by appendSend.
+func parseRef(ref []byte) (phase byte, slot, n int, at time.Duration, ok bool) {
+	if len(ref) < 2 {
+		return 0, 0, 0, 0, false
+	}
+	f := bytes.SplitN(ref[1:], []byte{'.'}, 3)
+	if len(f) < 3 {
+		return 0, 0, 0, 0, false
+	}
+	sl, ok1 := atoi(f[0])
+	m, ok2 := atoi(f[1])
+	ns, ok3 := atoi(f[2])
+	return ref[0], int(sl), int(m), time.Duration(ns), ok1 && ok2 && ok3
+}
+
+// atoi parses a non-negative decimal of at most 18 digits.
+func atoi(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
+}
+
+// drain waits until every measured send is answered and every expected
+// delivery has arrived, until deadline, or until ctx ends, and reports
+// whether it completed. (A send answered unavailable whose message was
+// stored after all is delivered without being expected; the loss count,
+// from the bitsets, is exact regardless.)
+func (r *run) drain(ctx context.Context, deadline time.Time) bool {
+	for {
+		if r.answered.Load() >= r.sent.Load() && r.delivered.Load() >= r.expected.Load() {
+			return true
+		}
+		if !time.Now().Before(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(drainPoll)
+	}
+}
+
+// closeAll says goodbye on every open connection and closes it; readers
+// then return. Safe to call more than once.
+func (r *run) closeAll() {
+	deadline := time.Now().Add(CloseWait)
+	bye := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "load run over")
+	closeOne := func(ws *websocket.Conn) {
+		_ = ws.WriteControl(websocket.CloseMessage, bye, deadline) // best effort: the socket closes anyway
+		_ = ws.Close()                                             // a second close only returns an error
+	}
+	for _, rc := range r.receivers {
+		if rc != nil {
+			closeOne(rc.ws)
+		}
+	}
+	for _, s := range r.senders {
+		if s != nil {
+			closeOne(s.ws)
+		}
+	}
+}
+
+// sleepUntil sleeps until t or until ctx ends.
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+}
+
+// readProcs samples every pid.
+func readProcs(pids []int) ([]ProcSample, error) {
+	out := make([]ProcSample, 0, len(pids))
+	for _, pid := range pids {
+		s, err := ReadProc(pid)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
