@@ -36,9 +36,6 @@ type Server struct {
 	dir  string
 	port int
 	aof  bool
-	// clock is a faketime offset ("-10m") the server runs with; "" is the
-	// real clock.
-	clock string
 
 	// mu guards cmd.
 	mu  sync.Mutex
@@ -93,13 +90,6 @@ func (s *Server) start(bin string) {
 		args = append(args, "--appendonly", "no")
 	}
 	cmd := exec.Command(bin, args...)
-	if s.clock != "" {
-		ft, err := exec.LookPath("faketime")
-		if err != nil {
-			s.t.Fatalf("faketime is not installed (Debian package faketime): %v", err)
-		}
-		cmd = exec.Command(ft, append([]string{"-f", s.clock, bin}, args...)...)
-	}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
@@ -174,16 +164,6 @@ func (s *Server) Kill() {
 	}
 	_ = cmd.Process.Kill() // an already finished process is fine
 	_ = cmd.Wait()         // its exit status is SIGKILL's
-}
-
-// RestartWithClock starts a stopped private server again with its clock
-// shifted by offset, a faketime offset such as "-10m" (as after a failover
-// to a host whose clock is behind). It fails the test when faketime is not
-// installed.
-func (s *Server) RestartWithClock(offset string) {
-	s.t.Helper()
-	s.clock = offset
-	s.Restart()
 }
 
 // Pause stops a private server's process with SIGSTOP: it keeps its
