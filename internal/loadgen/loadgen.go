@@ -28,6 +28,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -360,6 +361,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// A server that cannot be read any more (it exited) does not end the
 	// run: what the clients saw is worth reporting.
 	start, startErr := readProcs(cfg.ServerPIDs)
+	self, selfErr := ReadProc(os.Getpid())
 	if cfg.Senders == 0 {
 		sleepUntil(ctx, r.measuredStart.Add(cfg.Duration))
 	}
@@ -368,6 +370,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Drained = r.drain(ctx, sendEnd.Add(cfg.Drain))
 	res.DrainTime = time.Since(sendEnd)
 	end, endErr := readProcs(cfg.ServerPIDs)
+	if selfEnd, err := ReadProc(os.Getpid()); selfErr == nil && err == nil {
+		res.GeneratorCPUPercent = cpuPercent(self, selfEnd)
+	}
 	res.Measured = time.Since(r.measuredStart)
 	res.Interrupted = ctx.Err() != nil
 

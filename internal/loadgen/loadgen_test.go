@@ -95,6 +95,9 @@ func TestRunMeasuresDeliveries(t *testing.T) {
 		res.Servers[0].RSSBefore <= 0 || res.Servers[0].RSSAfter <= 0 {
 		t.Errorf("servers = %+v, want this process with CPU and RSS", res.Servers)
 	}
+	if res.GeneratorCPUPercent <= 0 {
+		t.Errorf("generator CPU = %v%%, want some", res.GeneratorCPUPercent)
+	}
 }
 
 // TestRunScaledScenarios runs tiny versions of the standard scenarios

@@ -80,6 +80,11 @@ type Result struct {
 	Servers    []ServerStats `json:"servers,omitempty"`
 	RSSPerConn int64         `json:"rss_per_conn_bytes,omitempty"`
 
+	// GeneratorCPUPercent is this process's CPU time over the measured
+	// window, as a percentage of one core: on a machine shared with the
+	// servers, what the load itself took (0 where /proc is missing).
+	GeneratorCPUPercent float64 `json:"generator_cpu_percent"`
+
 	// Interrupted is true when the caller's context ended the run early.
 	Interrupted bool `json:"interrupted"`
 	// Warnings are problems that did not stop the run.
@@ -181,10 +186,7 @@ func serverStats(before, start, end []ProcSample, conns int) ([]ServerStats, int
 	var out []ServerStats
 	var grown int64
 	for i := range before {
-		st := ServerStats{PID: before[i].PID, RSSBefore: before[i].RSS, RSSAfter: end[i].RSS}
-		if wall := end[i].At.Sub(start[i].At); wall > 0 {
-			st.CPUPercent = 100 * float64(end[i].CPU-start[i].CPU) / float64(wall)
-		}
+		st := ServerStats{PID: before[i].PID, CPUPercent: cpuPercent(start[i], end[i]), RSSBefore: before[i].RSS, RSSAfter: end[i].RSS}
 		grown += st.RSSAfter - st.RSSBefore
 		out = append(out, st)
 	}
@@ -192,6 +194,16 @@ func serverStats(before, start, end []ProcSample, conns int) ([]ServerStats, int
 		return out, 0
 	}
 	return out, grown / int64(conns)
+}
+
+// cpuPercent returns a process's CPU time between two samples as a
+// percentage of one core.
+func cpuPercent(from, to ProcSample) float64 {
+	wall := to.At.Sub(from.At)
+	if wall <= 0 {
+		return 0
+	}
+	return 100 * float64(to.CPU-from.CPU) / float64(wall)
 }
 
 // Describe says what the configuration runs, in one line.
@@ -238,6 +250,9 @@ func (res Result) WriteTable(w io.Writer) error {
 		p("drain\t%s after %v", drain, res.DrainTime.Round(time.Millisecond))
 	}
 	p("disconnects\t%s", counts(res.Disconnects, "none"))
+	if res.GeneratorCPUPercent > 0 {
+		p("chatload cpu\t%.0f%% of a core", res.GeneratorCPUPercent)
+	}
 	if res.Foreign > 0 {
 		p("foreign\t%d message frames not of this run", res.Foreign)
 	}
