@@ -223,6 +223,12 @@ func TestBusSubscriberHoldsOneBatchAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := next(t, ch)
+	for deadline := time.Now().Add(5 * time.Second); reads.n.Load() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the next batch was not read ahead within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	time.Sleep(300 * time.Millisecond) // the reader would read on if it could
 	if n := reads.n.Load(); n != 2 {
 		t.Fatalf("%d reads while the first message is not acked, want 2 (its batch and the next)", n)
@@ -301,7 +307,7 @@ func TestBusSubscriberReadFailureCloses(t *testing.T) {
 	name := srv.Prefix + "-reader"
 	c := newClient(t, srv, func(o *redis.UniversalOptions) { o.MaxRetries = -1; o.ClientName = name })
 	ids, _ := addEntries(t, c, stream, 3)
-	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 5 * time.Second}, c, nil)
+	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second}, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,8 +346,8 @@ func TestBusSubscriberReadFailureCloses(t *testing.T) {
 		if ok {
 			t.Fatalf("got %s after the read failed, want the channel closed", m.UUID)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("channel still open 2s after its read failed (block time 5s)")
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel still open 5s after its read failed (block time 10s)")
 	}
 }
 
@@ -351,7 +357,7 @@ func TestBusSubscriberReadFailureCloses(t *testing.T) {
 // subscriber refuses to subscribe.
 func TestBusSubscriberStops(t *testing.T) {
 	srv := testredis.Start(t)
-	const block = 300 * time.Millisecond
+	const block = time.Second
 	c := newClient(t, srv, nil)
 	ids, _ := addEntries(t, c, srv.Prefix+":stops", 3)
 	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: block}, c, nil)
