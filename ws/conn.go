@@ -337,7 +337,7 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 	}
 	c.rooms[f.Room] = struct{}{}
 	c.gw.hub.beginJoin(c, f.Room)
-	p, truncated, last, err := c.readJoinHistory(f)
+	p, truncated, last, reset, err := c.readJoinHistory(f)
 	if err != nil {
 		delete(c.rooms, f.Room)
 		c.gw.hub.leave(c, f.Room)
@@ -345,7 +345,13 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room))
 		return
 	}
-	joined := encode(joinedFrame{Type: TypeJoined, Room: f.Room, Ref: f.Ref, History: p.msgs, Truncated: truncated, More: p.more})
+	if reset {
+		c.log.Debug("resume across a loss of the room's data: reset", "room", f.Room, "since", f.Since, "epoch", p.epoch)
+	}
+	joined := encode(joinedFrame{
+		Type: TypeJoined, Room: f.Room, Ref: f.Ref, History: p.msgs, Truncated: truncated, More: p.more,
+		Epoch: p.epoch, Reset: reset,
+	})
 	c.gw.hub.finishJoin(c, f.Room, last, joined)
 }
 
@@ -354,25 +360,34 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 const maxClockSkew = time.Minute
 
 // readJoinHistory reads the page of a join: the newest messages after since,
-// or the newest history ones, that fit the page budgets. It returns the page,
-// whether messages after since were trimmed, and the seq after which live
-// messages are new.
-func (c *Conn) readJoinHistory(f ClientFrame) (page, bool, pipeline.Seq, error) {
+// or the newest history ones, that fit the page budgets. It returns the page
+// (with the room's epoch), whether messages after since were trimmed, the
+// seq after which live messages are new, and whether the resume crossed a
+// loss of the room's data (reset): then the page is the room's current
+// history, as for a join without since.
+func (c *Conn) readJoinHistory(f ClientFrame) (page, bool, pipeline.Seq, bool, error) {
 	ctx, cancel := context.WithTimeout(c.gw.ctx, c.gw.cfg.HistoryTimeout)
 	defer cancel()
 	var last pipeline.Seq
 	if f.Since != "" {
 		since, _ := pipeline.ParseSeq(f.Since) // checked by DecodeFrame
+		p, err := c.readPage(ctx, f.Room, pageRange{after: &since, want: math.MaxInt, limit: math.MaxInt})
+		if err != nil {
+			return p, false, last, false, err
+		}
+		if resetSince(f, since, p) {
+			p, err := c.readPage(ctx, f.Room, pageRange{want: DefaultHistory, limit: DefaultHistory})
+			if p.newest != "" {
+				last, _ = pipeline.ParseSeq(p.newest) // a stored message's seq
+			}
+			return p, false, last, true, err
+		}
 		// Live messages up to since are duplicates of what the client has,
 		// even when nothing follows since yet (another instance's feed may
 		// still be delivering them here). A since from the future is not
 		// trusted for that: it could hide real messages.
 		if since.MS <= uint64(time.Now().Add(maxClockSkew).UnixMilli()) {
 			last = since
-		}
-		p, err := c.readPage(ctx, f.Room, pageRange{after: &since, want: math.MaxInt, limit: math.MaxInt})
-		if err != nil {
-			return p, false, last, err
 		}
 		truncated := false
 		if !p.reachedAfter {
@@ -381,14 +396,14 @@ func (c *Conn) readJoinHistory(f ClientFrame) (page, bool, pipeline.Seq, error) 
 			// were trimmed.
 			res, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{After: f.Since, Limit: 1})
 			if err != nil {
-				return p, false, last, err
+				return p, false, last, false, err
 			}
 			truncated = res.Truncated
 		}
 		if p.newest != "" {
 			last, _ = pipeline.ParseSeq(p.newest) // a stored message's seq
 		}
-		return p, truncated, last, nil
+		return p, truncated, last, false, nil
 	}
 	n := DefaultHistory
 	if f.History != nil {
@@ -396,12 +411,35 @@ func (c *Conn) readJoinHistory(f ClientFrame) (page, bool, pipeline.Seq, error) 
 	}
 	p, err := c.readPage(ctx, f.Room, pageRange{want: n, limit: n})
 	if err != nil {
-		return p, false, last, err
+		return p, false, last, false, err
+	}
+	if !p.read { // history 0: only the epoch
+		res, err := c.gw.hist.History(ctx, f.Room, pipeline.HistoryQuery{Limit: 0})
+		if err != nil {
+			return p, false, last, false, err
+		}
+		p.epoch = res.Epoch
 	}
 	if p.newest != "" {
 		last, _ = pipeline.ParseSeq(p.newest) // a stored message's seq
 	}
-	return p, false, last, nil
+	return p, false, last, false, nil
+}
+
+// resetSince reports whether a resume after since (in the client's epoch,
+// if it sent one) crossed a loss of the room's data: the room's epoch is
+// not the client's, or since is beyond the room's newest message (the room
+// is empty, or holds only older seqs: a Redis restarted empty, perhaps with
+// its clock behind). p is the page read after since, from the newest. A
+// since of 0-0 (from the start) is never a reset.
+func resetSince(f ClientFrame, since pipeline.Seq, p page) bool {
+	if f.Epoch != "" && f.Epoch != p.epoch {
+		return true
+	}
+	if since == (pipeline.Seq{}) {
+		return false
+	}
+	return p.roomNewest == "" || pipeline.CompareSeq(f.Since, p.roomNewest) > 0
 }
 
 // olderHistory answers a history frame: messages before a seq (and after

@@ -41,6 +41,9 @@ type ClientFrame struct {
 	History *int `json:"history,omitempty"`
 	// Since resumes a join after this seq.
 	Since string `json:"since,omitempty"`
+	// Epoch (a v1 addition) is the room epoch since belongs to (joined's
+	// epoch); a join whose epoch is not the room's gets a reset.
+	Epoch string `json:"epoch,omitempty"`
 	// Before and Limit page older history (type history); After, a v1
 	// addition, keeps the page above a seq (a since resume fills its gap
 	// down to its since and no further).
@@ -51,6 +54,10 @@ type ClientFrame struct {
 	Text string `json:"text,omitempty"`
 	Ref  string `json:"ref,omitempty"`
 }
+
+// MaxEpochLen is the longest epoch a join may carry, in bytes; the
+// server's epochs are far shorter.
+const MaxEpochLen = 64
 
 // DecodeFrame parses and checks one client text frame. The returned error
 // carries the code and reason for the client's error frame; on error the
@@ -88,6 +95,9 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 				return f, pipeline.Errorf(pipeline.CodeInvalid, "since must be the seq of a message")
 			}
 		}
+		if len(f.Epoch) > MaxEpochLen {
+			return f, pipeline.Errorf(pipeline.CodeInvalid, "epoch is longer than %d bytes", MaxEpochLen)
+		}
 	case TypeHistory:
 		if f.Before != "" {
 			if _, err := pipeline.ParseSeq(f.Before); err != nil {
@@ -122,7 +132,7 @@ func decodeStrict(data []byte, f *ClientFrame) error {
 		return errors.New("frame is null")
 	}
 	targets := map[string]any{
-		"type": &f.Type, "room": &f.Room, "history": &f.History, "since": &f.Since,
+		"type": &f.Type, "room": &f.Room, "history": &f.History, "since": &f.Since, "epoch": &f.Epoch,
 		"before": &f.Before, "after": &f.After, "limit": &f.Limit, "text": &f.Text, "ref": &f.Ref,
 	}
 	for name, raw := range fields {
@@ -184,6 +194,13 @@ type joinedFrame struct {
 	// More (a v1 addition) reports that older messages of the requested
 	// range were left out to keep the reply within the page budgets.
 	More bool `json:"more,omitempty"`
+	// Epoch (a v1 addition) is the room's epoch: it changes when the
+	// room's stored data is lost. A client resumes with it beside since.
+	Epoch string `json:"epoch,omitempty"`
+	// Reset (a v1 addition) reports that the resume's since or epoch is
+	// from data the room lost: History is the room's current state, and
+	// the client drops what it kept of the room.
+	Reset bool `json:"reset,omitempty"`
 }
 
 type historyFrame struct {

@@ -42,6 +42,15 @@ type page struct {
 	// reachedAfter reports that the read met a message at or before the
 	// range's after: every message of the range after it was seen.
 	reachedAfter bool
+	// epoch is the room's epoch as the backend reported it with the
+	// page's first read ("" when the room holds nothing, or nothing was
+	// read).
+	epoch string
+	// roomNewest is the seq of the room's newest message, when the read
+	// started at the newest (before ""); "" for an empty room.
+	roomNewest string
+	// read reports that at least one backend read was made.
+	read bool
 }
 
 // readPage reads the newest messages of r that fit the page budgets: at
@@ -91,6 +100,12 @@ func (c *Conn) readPage(ctx context.Context, room string, r pageRange) (page, er
 		res, err := c.gw.hist.History(ctx, room, pipeline.HistoryQuery{Before: cursor, Limit: n})
 		if err != nil {
 			return p, err
+		}
+		if !p.read {
+			p.read, p.epoch = true, res.Epoch
+			if r.before == "" && len(res.Messages) > 0 {
+				p.roomNewest = res.Messages[len(res.Messages)-1].Seq
+			}
 		}
 		msgs := res.Messages
 		// A short read is the start of the kept history. (A backend

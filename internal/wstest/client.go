@@ -34,6 +34,8 @@ type Frame struct {
 	Messages  []Frame   `json:"messages"`
 	More      bool      `json:"more"`
 	Truncated bool      `json:"truncated"`
+	Epoch     string    `json:"epoch"`
+	Reset     bool      `json:"reset"`
 	Moderator string    `json:"moderator"`
 	Users     []string  `json:"users"`
 	Joined    []string  `json:"joined"`
