@@ -34,6 +34,8 @@ func defaults() kong.Vars {
 		"default_read_limit":         i(ws.DefaultReadLimit),
 		"default_max_rooms":          i(ws.DefaultMaxRooms),
 		"default_send_queue":         i(ws.DefaultSendQueue),
+		"default_send_queue_bytes":   i(ws.DefaultSendQueueBytes),
+		"default_max_page_bytes":     i(ws.DefaultMaxPageBytes),
 		"default_frame_rate":         i(ws.DefaultFrameRate),
 		"default_frame_burst":        i(ws.DefaultFrameBurst),
 		"default_pong_wait":          d(ws.DefaultPongWait),

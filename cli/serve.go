@@ -22,6 +22,8 @@ type serveCmd struct {
 	MaxText           int           `default:"${default_max_text}" env:"CHATSTREAM_MAX_TEXT" help:"Largest message text, in bytes."`
 	ReadLimit         int64         `default:"${default_read_limit}" env:"CHATSTREAM_READ_LIMIT" help:"Largest client frame, in bytes; larger frames close the socket with 1009."`
 	MaxRooms          int           `default:"${default_max_rooms}" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
+	SendQueueBytes    int           `default:"${default_send_queue_bytes}" env:"CHATSTREAM_SEND_QUEUE_BYTES" help:"Bytes of frames queued per connection before a slow client is dropped (1008)."`
+	MaxPageBytes      int           `default:"${default_max_page_bytes}" env:"CHATSTREAM_MAX_PAGE_BYTES" help:"Largest joined or history reply, in bytes of messages; a longer range says more:true and is fetched in pages."`
 	SendQueue         int           `default:"${default_send_queue}" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
 	FrameRate         float64       `default:"${default_frame_rate}" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
 	FrameBurst        int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
@@ -81,6 +83,8 @@ func (s *serveCmd) config(g *globals) server.Config {
 			AllowedOrigins: s.AllowedOrigins,
 			ReadLimit:      s.ReadLimit,
 			SendQueue:      s.SendQueue,
+			SendQueueBytes: s.SendQueueBytes,
+			MaxPageBytes:   s.MaxPageBytes,
 			MaxRooms:       s.MaxRooms,
 			FrameRate:      s.FrameRate,
 			FrameBurst:     s.FrameBurst,
