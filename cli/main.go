@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/version"
 )
 
 // redisLoggerOnce sets go-redis's process-wide logger once, from the first
@@ -33,8 +34,10 @@ type cli struct {
 	LogFormat string `enum:"text,json" default:"text" env:"CHATSTREAM_LOG_FORMAT" help:"Log format: text or json."`
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" env:"CHATSTREAM_LOG_LEVEL" help:"Lowest log level written."`
 
-	Serve       serveCmd       `cmd:"" default:"withargs" help:"Run a chatstream gateway (the default command)."`
-	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when a running gateway is ready (for container healthchecks)."`
+	Serve       serveCmd         `cmd:"" default:"withargs" help:"Run a chatstream gateway (the default command)."`
+	Healthcheck healthcheckCmd   `cmd:"" help:"Exit 0 when a running gateway is ready (for container healthchecks)."`
+	Version     versionCmd       `cmd:"" help:"Print the version, VCS revision and time, and Go version."`
+	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and exit."`
 
 	Replay   replayCmd   `cmd:"" help:"Print, follow or republish a room's stored messages (reads Redis)."`
 	Rejected rejectedCmd `cmd:"" help:"List dead-lettered messages with their reasons, or requeue them."`
@@ -79,6 +82,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		kong.WithHyphenPrefixedParameters(true),
 		kong.Exit(func(code int) { exited, helpCode = true, code }),
 		defaults(),
+		kong.Vars{"version": version.Read().String()},
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "chatstream:", err)
@@ -119,4 +123,13 @@ func exitCode(err error) int {
 		return ce.ExitCode()
 	}
 	return 1
+}
+
+// versionCmd prints the build.
+type versionCmd struct{}
+
+// Run prints the version line.
+func (versionCmd) Run(g *globals) error {
+	_, err := fmt.Fprintln(g.Stdout, version.Read().String())
+	return err
 }

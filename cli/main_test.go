@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +72,19 @@ func TestRoomTTLFlag(t *testing.T) {
 	}
 	if got := roomTTL(time.Hour); got != time.Hour {
 		t.Fatalf("roomTTL(1h) = %v, want 1h", got)
+	}
+}
+
+// TestVersion: --version and the version command print the build.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		var out, errOut strings.Builder
+		if code := Run(context.Background(), args, &out, &errOut); code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, errOut.String())
+		}
+		if got := out.String(); !strings.HasPrefix(got, "chatstream ") || !strings.Contains(got, runtime.Version()) {
+			t.Fatalf("%v printed %q, want the version line", args, got)
+		}
 	}
 }

@@ -67,14 +67,14 @@ func writeStreams(w io.Writer, rep replay.Report) error {
 	if len(rep.Instances) == 0 {
 		p("no running instances\n")
 	} else {
-		p("INSTANCE\tADDR\tSTARTED\tBUS\tPOSITION\tPOSITION TIME\tLAG\n")
+		p("INSTANCE\tADDR\tVERSION\tSTARTED\tBUS\tPOSITION\tPOSITION TIME\tLAG\n")
 		for _, in := range rep.Instances {
 			for _, pos := range in.Positions {
 				lag := fmt.Sprint(pos.Lag)
 				if pos.LagCapped {
 					lag += "+"
 				}
-				p("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Addr, dash(in.StartedAt), pos.Bus, dash(pos.ID), dash(pos.TS), lag)
+				p("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Addr, dash(in.Version), dash(in.StartedAt), pos.Bus, dash(pos.ID), dash(pos.TS), lag)
 			}
 		}
 	}

@@ -31,6 +31,9 @@ type Deliverer interface {
 type InstanceInfo struct {
 	ID, Addr  string
 	StartedAt time.Time
+	// Version is the build the instance runs (version.Info.Short), so a
+	// rolling upgrade shows which instance runs what.
+	Version string
 	// Positions is the last delivered bus seq per partition ("" none yet).
 	Positions []string
 }

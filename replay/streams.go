@@ -83,6 +83,8 @@ type Instance struct {
 	// ID and Addr are the instance's name and listen address.
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
+	// Version is the build the instance runs.
+	Version string `json:"version,omitempty"`
 	// StartedAt is when the instance started, RFC 3339.
 	StartedAt string `json:"started_at,omitempty"`
 	// Positions has one entry per partition.
@@ -191,7 +193,7 @@ func (r *Reader) instances(ctx context.Context, buses []StreamInfo) ([]Instance,
 	defer cancel()
 	pipe := r.c.Pipeline()
 	for _, info := range infos {
-		in := Instance{ID: info.ID, Addr: info.Addr, Positions: make([]Position, len(buses))}
+		in := Instance{ID: info.ID, Addr: info.Addr, Version: info.Version, Positions: make([]Position, len(buses))}
 		if !info.StartedAt.IsZero() {
 			in.StartedAt = info.StartedAt.UTC().Format(time.RFC3339)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/version"
 	"github.com/chatstream/chatstream/ws"
 )
 
@@ -391,7 +392,7 @@ func TestInstanceRecords(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(infos) == 1 && infos[0].ID == in.InstanceID() && infos[0].Positions[part] == ack.Seq {
+		if len(infos) == 1 && infos[0].ID == in.InstanceID() && infos[0].Positions[part] == ack.Seq && infos[0].Version == version.Read().Short() {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -21,6 +21,7 @@ import (
 	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/version"
 	"github.com/chatstream/chatstream/web"
 	"github.com/chatstream/chatstream/ws"
 )
@@ -186,7 +187,9 @@ func New(cfg Config) (*Server, error) {
 		},
 		Delivery: pipeline.DeliveryConfig{
 			Feed: b.Feed, Deliverer: s.hub, Logger: cfg.Logger,
-			Instance:  pipeline.InstanceInfo{ID: s.cfg.InstanceID, Addr: s.ln.Addr().String(), StartedAt: time.Now()},
+			Instance: pipeline.InstanceInfo{
+				ID: s.cfg.InstanceID, Addr: s.ln.Addr().String(), StartedAt: time.Now(), Version: version.Read().Short(),
+			},
 			Instances: b.Instances, Buses: b.Buses, ReportEvery: cfg.ReportEvery,
 		},
 	})

@@ -31,6 +31,7 @@ func (b *Backend) RecordInstance(ctx context.Context, info InstanceInfo) error {
 	key := b.keys.InstanceKey(info.ID)
 	fields := []any{
 		"addr", info.Addr,
+		"version", info.Version,
 		"started_at", info.StartedAt.UTC().Format(time.RFC3339),
 		"updated_at", time.Now().UTC().Format(time.RFC3339),
 	}
@@ -69,7 +70,7 @@ func (b *Backend) Instances(ctx context.Context) ([]InstanceInfo, error) {
 		if len(h) == 0 {
 			continue // expired between SCAN and HGETALL
 		}
-		info := InstanceInfo{ID: strings.TrimPrefix(key, prefix), Addr: h["addr"], Positions: make([]string, b.cfg.Partitions)}
+		info := InstanceInfo{ID: strings.TrimPrefix(key, prefix), Addr: h["addr"], Version: h["version"], Positions: make([]string, b.cfg.Partitions)}
 		info.StartedAt, _ = time.Parse(time.RFC3339, h["started_at"]) // zero when missing
 		for p := range info.Positions {
 			info.Positions[p] = h[fmt.Sprintf("p%02d", p)]
