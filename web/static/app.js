@@ -287,13 +287,16 @@ addEventListener('hashchange', () => {
 
 // ---- model updates from the client ----
 
-function onJoined({ room, history, truncated, resumed, more }) {
+function onJoined({ room, history, truncated, resumed, more, reset }) {
   const r = rooms.get(room);
   if (!r) return;
   r.joined = true;
   if (!resumed) {
     r.items = [];
     r.seqs.clear();
+    if (reset) {
+      r.items.push({ kind: 'notice', text: 'The server lost this room\'s history; showing what it holds now.', ts: new Date() });
+    }
     for (const m of history) {
       r.items.push({ kind: 'msg', m });
       r.seqs.add(m.seq);

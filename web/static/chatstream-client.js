@@ -560,8 +560,10 @@ export class ChatClient {
     r.joinRef = this.#nextRef('j');
     r.joinSince = r.lastSeq;
     const frame = { type: 'join', room: r.name, ref: r.joinRef };
-    if (r.lastSeq) frame.since = r.lastSeq;
-    else frame.history = r.historyN;
+    if (r.lastSeq) {
+      frame.since = r.lastSeq;
+      if (r.epoch) frame.epoch = r.epoch; // a resume across a loss gets reset
+    } else frame.history = r.historyN;
     if (!this.#write(frame)) r.joinRef = null; // sent on open
   }
 
@@ -757,6 +759,16 @@ export class ChatClient {
     if (!r || !r.joinRef || r.filling) return; // left meanwhile, or a late duplicate
     if (f.ref && f.ref !== r.joinRef) return; // the reply to an older join
     const all = Array.isArray(f.history) ? f.history : [];
+    if (typeof f.epoch === 'string' && f.epoch) r.epoch = f.epoch;
+    if (f.reset) {
+      // The server lost the room's stored data (PROTOCOL.md, epochs): what
+      // this client kept of the room is gone there; start over from the
+      // room's current history.
+      r.seen.clear();
+      r.lastSeq = null;
+      this.#joined(r, all, false, !!f.more, true);
+      return;
+    }
     const since = r.joinSince;
     if (f.more && since && all.length) {
       // The page holds the newest messages after since; fetch the older
@@ -794,13 +806,14 @@ export class ChatClient {
     });
   }
 
-  // joined completes a join with all, its messages oldest first.
-  #joined(r, all, truncated, more) {
+  // joined completes a join with all, its messages oldest first; reset
+  // reports that the room's stored data was lost and all replaces it.
+  #joined(r, all, truncated, more, reset = false) {
     const held = r.filling?.held ?? [];
     r.filling = null;
     r.joinRef = null;
     r.joined = true;
-    const resumed = r.everJoined;
+    const resumed = r.everJoined && !reset;
     r.everJoined = true;
     const history = [];
     for (const m of all) {
@@ -813,7 +826,7 @@ export class ChatClient {
       if (m) this.#settle(rec, { room: r.name, id: m.id, seq: m.seq, ref: rec.ref });
       else rec.uncertain = false;
     }
-    const detail = { room: r.name, history, truncated, resumed, more };
+    const detail = { room: r.name, history, truncated, resumed, more, reset, epoch: r.epoch ?? null };
     this.#emit('joined', detail);
     for (const w of r.waiters.splice(0)) w.resolve(detail);
     for (const m of held) this.#onMessage(m);

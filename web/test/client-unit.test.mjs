@@ -450,3 +450,42 @@ test('a probe answered with not_joined is not an error of the application', asyn
   ws.recv({ type: 'ack', ref: p.ref, room: 'lobby', id: 'i', seq: '2-0' });
   assert.equal((await p).seq, '2-0');
 });
+
+test('a resume sends the room epoch; a reset drops what the client kept and starts over', async (t) => {
+  const c = newClient(t);
+  const connected = c.connect();
+  latest().open();
+  await connected;
+  const joined = c.join('lobby');
+  latest().recv({ type: 'joined', room: 'lobby', epoch: 'e1', history: [msg('lobby', '900-0', 'bob', 'old')] });
+  await joined;
+  const log = record(c, 'message', 'joined');
+  const pending = c.send('lobby', 'cut off');
+  latest().drop();
+
+  const ws = await nextSocket();
+  ws.open();
+  const join = ws.lastSent('join');
+  assert.equal(join.since, '900-0');
+  assert.equal(join.epoch, 'e1', 'the resume names the epoch its since belongs to');
+  // The server lost the room: its seqs start lower, in a new epoch.
+  ws.recv({ type: 'joined', room: 'lobby', ref: join.ref, epoch: 'e2', reset: true, history: [msg('lobby', '5-0', 'carol', 'new')] });
+  const j = log.find((e) => e.type === 'joined');
+  assert.equal(j.reset, true);
+  assert.equal(j.resumed, false, 'a reset is a fresh start, not a resume');
+  assert.deepEqual(j.history.map((m) => m.text), ['new'], 'messages below the old since are not dropped as seen');
+  ws.recv(msg('lobby', '6-0', 'carol', 'live'));
+  assert.ok(log.some((e) => e.type === 'message' && e.text === 'live'), 'live messages after the reset arrive');
+  const resent = ws.sent.filter((f) => f.type === 'send');
+  assert.equal(resent.length, 1, 'the cut-off send is sent again');
+  assert.equal(resent[0].ref, pending.ref);
+  ws.recv({ type: 'ack', ref: pending.ref, room: 'lobby', id: 'id-7-0', seq: '7-0' });
+  assert.equal((await pending).seq, '7-0');
+
+  // The next resume uses the new epoch.
+  ws.drop();
+  const ws2 = await nextSocket();
+  ws2.open();
+  assert.equal(ws2.lastSent('join').epoch, 'e2');
+  assert.equal(ws2.lastSent('join').since, '6-0', 'since is the newest message received');
+});

@@ -89,7 +89,7 @@ test('connect, join, send and ack', async (t) => {
   assert.equal(await c.connect(), true);
   assert.deepEqual(states, ['connecting', 'connected']);
   const joined = await c.join(room, { history: 10 });
-  assert.deepEqual(joined, { room, history: [], truncated: false, resumed: false, more: false });
+  assert.deepEqual(joined, { room, history: [], truncated: false, resumed: false, more: false, reset: false, epoch: null });
 
   const sent = c.send(room, 'hello, world');
   const ack = await sent;
