@@ -341,10 +341,11 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 	if err != nil {
 		delete(c.rooms, f.Room)
 		c.gw.hub.leave(c, f.Room)
-		c.log.Warn("history read failed", "room", f.Room, "err", err)
+		c.historyFailed(f.Room, err)
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room))
 		return
 	}
+	c.gw.histFail.OK("")
 	if reset {
 		c.log.Debug("resume across a loss of the room's data: reset", "room", f.Room, "since", f.Since, "epoch", p.epoch)
 	}
@@ -457,9 +458,17 @@ func (c *Conn) olderHistory(f ClientFrame) {
 	defer cancel()
 	p, err := c.readPage(ctx, f.Room, r)
 	if err != nil {
-		c.log.Warn("history read failed", "room", f.Room, "err", err)
+		c.historyFailed(f.Room, err)
 		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable"), f.Ref, f.Room))
 		return
 	}
+	c.gw.histFail.OK("")
 	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Ref: f.Ref, Messages: p.msgs, More: p.more}))
+}
+
+// historyFailed records a failed history read: at debug for this
+// connection, and once per outage for the gateway (not once per frame).
+func (c *Conn) historyFailed(room string, err error) {
+	c.log.Debug("history read failed", "room", room, "err", err)
+	c.gw.histFail.Fail("", err)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
 )
 
@@ -210,6 +211,8 @@ type Gateway struct {
 	cancel   context.CancelFunc
 	shutting atomic.Bool
 	conns    sync.WaitGroup
+	// histFail reports failing history reads once per outage.
+	histFail *faillog.Log
 }
 
 // NewGateway returns a gateway that registers connections in hub, submits
@@ -219,7 +222,7 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger}
+	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger, histFail: faillog.New(cfg.Logger, "history reads", 0)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,

@@ -112,7 +112,9 @@ func (c *Conn) kick(reason string, counter interface{ Add(int64) int64 }) {
 		return
 	}
 	counter.Add(1)
-	c.log.Warn("disconnecting client", "reason", reason, "queued_bytes", c.queued.Load(), "queued_frames", len(c.send))
+	// Counted (Hub.SlowDisconnects, ...) and logged at debug: an attack of
+	// many such sockets must not flood the log.
+	c.log.Debug("disconnecting client", "reason", reason, "queued_bytes", c.queued.Load(), "queued_frames", len(c.send))
 	for {
 		select {
 		case f := <-c.send:
