@@ -1,6 +1,8 @@
 // Package redisstore is chatstream's Redis Streams backend: a history stream
-// per room, N partition bus streams that every instance follows with
-// watermill-redisstream in fan-out mode, and a dead-letter stream.
+// per room, N partition bus streams that every instance follows with its
+// own Watermill subscriber (BusSubscriber: fan-out reads of many entries per
+// round trip), and a dead-letter stream written by watermill-redisstream's
+// publisher.
 //
 // Key layout (prefix "chat", N = 16 by default):
 //
