@@ -79,6 +79,7 @@ func modParse(t *testing.T, args ...string) (*cli, *kong.Context) {
 }
 
 func TestModerationCheck(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	modWrite(t, dir, "words.txt", "darn\nheck\n")
 	modWrite(t, dir, "rules.yaml", "rules:\n  - name: crypto\n    when: text.contains(\"crypto\")\n    action: reject\n")
@@ -238,6 +239,7 @@ func (f *modFixture) run(t *testing.T, c *moderationTestCmd) (string, error) {
 // TestModerationDryRunReadOnly runs the dry run as a Redis user that may
 // only read: any write would fail it.
 func TestModerationDryRunReadOnly(t *testing.T) {
+	t.Parallel()
 	f := newModFixture(t)
 	if !f.rs.Private() {
 		t.Skip("needs a private redis-server to add a user")
@@ -263,6 +265,7 @@ func TestModerationDryRunReadOnly(t *testing.T) {
 }
 
 func TestModerationDryRunErrors(t *testing.T) {
+	t.Parallel()
 	f := newModFixture(t)
 	f.seed(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -308,6 +311,7 @@ func TestModerationDryRunErrors(t *testing.T) {
 
 // TestModerationDryRunRange: --since and --until select by stream ID.
 func TestModerationDryRunRange(t *testing.T) {
+	t.Parallel()
 	f := newModFixture(t)
 	first := f.append(t, "lobby", "alice", "one")
 	f.append(t, "lobby", "alice", "two")
@@ -332,6 +336,7 @@ func TestModerationDryRunRange(t *testing.T) {
 // TestServeModeration: serve refuses to start with a broken file (naming
 // the line), and with a good one moderates, and reloads on SIGHUP.
 func TestServeModeration(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	broken := modWrite(t, dir, "broken.yaml", "moderators:\n  - kind: wordlist\n    action: erase\n    words: [a]\n")
 	_, kctx := modParse(t, "serve", "--addr", "127.0.0.1:0", "--moderation", broken)

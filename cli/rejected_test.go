@@ -40,6 +40,7 @@ func (f *toolFixture) deadLetter(t *testing.T, room, user, text, moderator strin
 // TestRejectedCommand: the listing with its filter, a requeue by ID and a
 // requeue of everything listed, each checked in the room stream.
 func TestRejectedCommand(t *testing.T) {
+	t.Parallel()
 	f := newToolFixture(t)
 	f.seed(t, "lobby", "alice", "hi", time.Now())
 	first := f.deadLetter(t, "lobby", "eve", "spam", "words")
@@ -96,6 +97,7 @@ func TestRejectedCommand(t *testing.T) {
 // configured chain; one rejected again is reported, dead-lettered again,
 // and the run exits with exitRefused. A bad file is a usage error.
 func TestRequeueModerated(t *testing.T) {
+	t.Parallel()
 	f := newToolFixture(t)
 	id := f.deadLetter(t, "lobby", "eve", "buy spam now", "words")
 	dir := t.TempDir()

@@ -93,6 +93,7 @@ func bufferIO() (toolIO, *syncBuffer, *syncBuffer) {
 
 // TestToolExitCodes: the documented exit codes, through the command line.
 func TestToolExitCodes(t *testing.T) {
+	t.Parallel()
 	f := newToolFixture(t)
 	seq := f.seed(t, "lobby", "alice", "hi", time.Now())
 	unreachable := []string{"--redis", "redis://127.0.0.1:1/0"}
@@ -131,6 +132,7 @@ func TestToolExitCodes(t *testing.T) {
 
 // TestReplayCommand: text and jsonl output, a follow, and --into.
 func TestReplayCommand(t *testing.T) {
+	t.Parallel()
 	f := newToolFixture(t)
 	base := time.Date(2026, 11, 26, 3, 0, 1, 123e6, time.UTC)
 	var seqs []string
@@ -253,6 +255,7 @@ func awaitLines(t *testing.T, out *syncBuffer, n int) []string {
 
 // TestQuietPipe: a write to a closed pipe ends the command quietly.
 func TestQuietPipe(t *testing.T) {
+	t.Parallel()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 // TestStreamsCommand: the text tables and the JSON document show the
 // streams, the configured limits and a recorded instance's lag.
 func TestStreamsCommand(t *testing.T) {
+	t.Parallel()
 	f := newToolFixture(t)
 	a := f.seed(t, "lobby", "alice", "one", time.Now())
 	f.seed(t, "lobby", "alice", "two", time.Now())

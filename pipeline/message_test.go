@@ -35,6 +35,7 @@ func wantValid(t *testing.T, fn string, input string, err error, ok bool) {
 // TestValidateRoom proves which room names are accepted: 1–64 ASCII letters,
 // digits and "_ - . :", nothing else.
 func TestValidateRoom(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, room string
 		ok         bool
@@ -69,6 +70,7 @@ func TestValidateRoom(t *testing.T) {
 // TestValidateUser proves which user names are accepted: 1–32 printable
 // characters without leading or trailing space.
 func TestValidateUser(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, user string
 		ok         bool
@@ -104,6 +106,7 @@ func TestValidateUser(t *testing.T) {
 // TestValidateRef proves which client refs are accepted: empty, or at most
 // 64 printable characters.
 func TestValidateRef(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, ref string
 		ok        bool
@@ -135,6 +138,7 @@ func TestValidateRef(t *testing.T) {
 // no control characters except newline and tab, no line or paragraph
 // separators.
 func TestValidateText(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, text string
 		ok         bool
@@ -171,6 +175,7 @@ func TestValidateText(t *testing.T) {
 // unsigned 64-bit decimals, refuses everything else with ErrBadSeq, and that
 // String is its inverse.
 func TestParseSeq(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		in   string
 		want pipeline.Seq
@@ -218,6 +223,7 @@ func TestParseSeq(t *testing.T) {
 // TestSeqLessAndNext proves that Less orders by ms then n, numerically, and
 // that Next is the smallest seq after its receiver, carrying into ms.
 func TestSeqLessAndNext(t *testing.T) {
+	t.Parallel()
 	less := []struct{ a, b pipeline.Seq }{
 		{pipeline.Seq{MS: 1, N: 0}, pipeline.Seq{MS: 1, N: 1}},
 		{pipeline.Seq{MS: 1, N: 9}, pipeline.Seq{MS: 1, N: 10}},
@@ -252,6 +258,7 @@ func TestSeqLessAndNext(t *testing.T) {
 // TestCompareSeq proves that CompareSeq compares numerically (not as
 // strings), is antisymmetric, and sorts malformed seqs first.
 func TestCompareSeq(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		a, b string
 		want int
@@ -280,6 +287,7 @@ func TestCompareSeq(t *testing.T) {
 // everything to 0 for n <= 1, and spreads 1000 room names roughly evenly
 // over 16 partitions.
 func TestPartitionOf(t *testing.T) {
+	t.Parallel()
 	const n, rooms = 16, 1000
 	for _, k := range []int{-1, 0, 1} {
 		if p := pipeline.PartitionOf("lobby", k); p != 0 {
@@ -321,6 +329,7 @@ func TestPartitionOf(t *testing.T) {
 // Message with every field, its timestamp in UTC, and that a missing room,
 // user or seq gives ErrIncomplete and a bad received_at an error.
 func TestFromWatermill(t *testing.T) {
+	t.Parallel()
 	full := func() *message.Message {
 		m := message.NewMessage("id-1", []byte("hello\nworld"))
 		m.Metadata.Set(pipeline.MetaRoom, "lobby")

@@ -55,6 +55,7 @@ func wantCode(t *testing.T, err error, code string) {
 // bytes of UTF-8, not characters) and refuses max+1 with CodeTooLarge
 // without calling the next handler.
 func TestSizeLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 8
 	cases := []struct {
 		name string
@@ -90,6 +91,7 @@ func TestSizeLimit(t *testing.T) {
 // TestSizeLimitPassesNextError proves that SizeLimit returns the next
 // handler's error unchanged.
 func TestSizeLimitPassesNextError(t *testing.T) {
+	t.Parallel()
 	want := errors.New("downstream")
 	next := &nextHandler{err: want}
 	if _, err := pipeline.SizeLimit(10)(next.handle)(newMsg("lobby", "alice", "", "hi")); !errors.Is(err, want) {
@@ -101,6 +103,7 @@ func TestSizeLimitPassesNextError(t *testing.T) {
 // handler and refuses a bad room, user, ref or text with CodeInvalid
 // without calling it.
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name                  string
 		room, user, ref, text string
@@ -174,6 +177,7 @@ const secretText = "the-secret-text-3f9a7c"
 // debug level with its msg_id, room, user, conn_id and correlation_id, and
 // never its text.
 func TestLoggingHandled(t *testing.T) {
+	t.Parallel()
 	recs, raw := logRecords(t, slog.LevelDebug, &nextHandler{}, secretText)
 	if len(recs) != 1 {
 		t.Fatalf("got %d log records, want 1:\n%s", len(recs), raw)
@@ -200,6 +204,7 @@ func TestLoggingHandled(t *testing.T) {
 // flood of refusals must not flood an info log) with the error and the
 // message's ids, and never its text.
 func TestLoggingRefused(t *testing.T) {
+	t.Parallel()
 	next := &nextHandler{err: pipeline.Errorf(pipeline.CodeRejected, "not allowed here")}
 	quiet := &nextHandler{err: next.err}
 	if recs, raw := logRecords(t, slog.LevelInfo, quiet, secretText); len(recs) != 0 {
@@ -226,6 +231,7 @@ func TestLoggingRefused(t *testing.T) {
 // TestLoggingQuietAtInfo proves that a handled message logs nothing when the
 // logger's level is info: per-message lines are debug only.
 func TestLoggingQuietAtInfo(t *testing.T) {
+	t.Parallel()
 	recs, raw := logRecords(t, slog.LevelInfo, &nextHandler{}, "hello")
 	if len(recs) != 0 {
 		t.Fatalf("got %d log records at info level, want none:\n%s", len(recs), raw)

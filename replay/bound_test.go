@@ -11,6 +11,7 @@ import (
 
 // TestParseBound covers every accepted form and the rejected ones.
 func TestParseBound(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	ms := func(t time.Time) string { return pipeline.Seq{MS: uint64(t.UnixMilli())}.String() }
 	cases := []struct {

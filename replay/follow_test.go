@@ -83,6 +83,7 @@ func (f *follower) stop(t *testing.T) {
 // TestFollow: a follow prints the stored messages, then the new ones as
 // they are appended, filtered, without duplicates, until cancelled.
 func TestFollow(t *testing.T) {
+	t.Parallel()
 	srv := testredis.Start(t)
 	t.Run("room", func(t *testing.T) {
 		b := newBackend(t, srv, "room")

@@ -53,6 +53,7 @@ func entries(t *testing.T, r *replay.Reader, room string) []replay.Entry {
 // by other work, which can only make a message late, so the timing gets
 // three attempts (into fresh rooms); order and metadata are checked in each.
 func TestReplayInto(t *testing.T) {
+	t.Parallel()
 	srv := testredis.Start(t)
 	b := newBackend(t, srv, "")
 	base := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
@@ -113,6 +114,7 @@ func TestReplayInto(t *testing.T) {
 
 // TestPacerCancel: a wait ends with the context.
 func TestPacerCancel(t *testing.T) {
+	t.Parallel()
 	p := replay.NewPacer(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t0 := time.Now()
@@ -147,6 +149,7 @@ func deadLetter(t *testing.T, b interface {
 // moderator; a requeued one is stored in its room with requeued_from, and
 // one that a moderator rejects again is dead-lettered again.
 func TestRequeue(t *testing.T) {
+	t.Parallel()
 	srv := testredis.Start(t)
 	b := newBackend(t, srv, "")
 	seed(t, b, "lobby", "alice", "existing", time.Time{})

@@ -71,6 +71,7 @@ func collect(t *testing.T, r *replay.Reader, q replay.Query) ([]string, error) {
 // TestMessages: every selection of Messages over seeded rooms, with pages
 // of two entries so pagination is exercised.
 func TestMessages(t *testing.T) {
+	t.Parallel()
 	srv := testredis.Start(t)
 	b := newBackend(t, srv, "")
 	base := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
@@ -160,6 +161,7 @@ func TestMessages(t *testing.T) {
 // TestParseRange: the accepted bounds, the inclusive until of a time, and
 // the refused ones.
 func TestParseRange(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	ms := now.UnixMilli()
 	cases := []struct {
@@ -194,6 +196,7 @@ func TestParseRange(t *testing.T) {
 // TestPrinter: the text and jsonl lines of messages, dead letters and
 // results.
 func TestPrinter(t *testing.T) {
+	t.Parallel()
 	ts := time.Date(2026, 11, 26, 3, 0, 1, 123e6, time.UTC)
 	msg := replay.Entry{ID: "5-0", MsgID: "u1", Room: "lobby", User: "alice", Text: `a\b` + "\nc\u0007", TS: ts,
 		Meta: map[string]string{"room": "lobby", "user": "alice", "seq": "5-0", "conn_id": "c9"}}
@@ -239,6 +242,7 @@ func TestPrinter(t *testing.T) {
 
 // TestParseSpeed: accepted and refused speeds.
 func TestParseSpeed(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		in      string
 		want    float64

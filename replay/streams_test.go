@@ -23,6 +23,7 @@ func startInstance(t *testing.T, b *redisstore.Backend) *server.Server {
 // TestStreams: the report's lengths, bounds, limits, and the position and
 // lag of a running instance (caught up) and of a recorded one (behind).
 func TestStreams(t *testing.T) {
+	t.Parallel()
 	rs := testredis.Start(t)
 	b := newBackend(t, rs, "")
 	live := startInstance(t, newBackend(t, rs, ""))
