@@ -81,8 +81,8 @@ type moderationTestCmd struct {
 	Width       int      `default:"60" help:"Characters of each text shown (text output)."`
 	Batch       int64    `default:"500" help:"Entries read per XRANGE."`
 	Redis       string   `required:"" env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis holding the traffic: redis://host:port/db, or host:port,... for a Cluster."`
-	RedisPrefix string   `default:"chat" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of the deployment's keys."`
-	Partitions  int      `default:"16" env:"CHATSTREAM_PARTITIONS" help:"Partitions of the deployment (as given to serve)."`
+	RedisPrefix string   `default:"${default_redis_prefix}" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of the deployment's keys."`
+	Partitions  int      `default:"${default_partitions}" env:"CHATSTREAM_PARTITIONS" help:"Partitions of the deployment (as given to serve)."`
 }
 
 // Run replays the traffic, printing on stdout and progress on stderr.

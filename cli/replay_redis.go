@@ -12,8 +12,8 @@ import (
 // redisFlags select the Redis deployment the tools work on.
 type redisFlags struct {
 	Redis       string `required:"" env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis: redis://host:port/db, or host:port,host:port,... for a Cluster."`
-	RedisPrefix string `default:"chat" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key."`
-	Partitions  int    `default:"16" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams (as configured on the instances)."`
+	RedisPrefix string `default:"${default_redis_prefix}" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key."`
+	Partitions  int    `default:"${default_partitions}" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams (as configured on the instances)."`
 }
 
 // open connects to the deployment's Redis and checks that it answers.

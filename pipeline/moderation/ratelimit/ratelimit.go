@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/pipeline/moderation"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
 
 // Kind is the configuration kind of the ratelimit moderator.
@@ -115,7 +116,7 @@ type Config struct {
 	Reason string `yaml:"reason"`
 	// Redis, when set, keeps the per-user limit in Redis.
 	Redis redis.UniversalClient `yaml:"-"`
-	// Prefix starts the Redis keys. Default "chat".
+	// Prefix starts the Redis keys. Default redisstore.DefaultPrefix.
 	Prefix string `yaml:"-"`
 }
 
@@ -136,7 +137,7 @@ func (c *Config) setDefaults() {
 		c.Reason = DefaultReason
 	}
 	if c.Prefix == "" {
-		c.Prefix = "chat"
+		c.Prefix = redisstore.DefaultPrefix
 	}
 }
 
