@@ -18,8 +18,8 @@ const deadLetterMaxLen = 10_000
 type streamsCmd struct {
 	Conn redisFlags `embed:""`
 
-	RoomMaxlen int64  `default:"10000" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room, as configured on the instances (shown, not read from Redis)."`
-	BusMaxlen  int64  `default:"10000" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus, as configured on the instances (shown, not read from Redis)."`
+	RoomMaxlen int64  `default:"${default_room_maxlen}" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room, as configured on the instances (shown, not read from Redis)."`
+	BusMaxlen  int64  `default:"${default_bus_maxlen}" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus, as configured on the instances (shown, not read from Redis)."`
 	Format     string `enum:"text,json" default:"text" help:"Output: text tables or one JSON document."`
 }
 
