@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -151,6 +152,12 @@ type Ingest struct {
 	storeFail *faillog.Log
 
 	stored, refused, overloaded atomic.Int64
+
+	// shards serialises each ingress topic's publishes: the GoChannel
+	// blocks a publish until the handler acks, but its per-topic lock can
+	// let two publishers of one topic through at once, and a room's
+	// messages must pass the chain one at a time, in acceptance order.
+	shards []sync.Mutex
 }
 
 // NewIngest builds an ingest from cfg.
@@ -160,7 +167,10 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		return nil, err
 	}
 	wlog := watermillLogger(cfg.Logger)
-	in := &Ingest{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), storeFail: faillog.New(cfg.Logger, "backend writes", 0)}
+	in := &Ingest{
+		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), storeFail: faillog.New(cfg.Logger, "backend writes", 0),
+		shards: make([]sync.Mutex, cfg.Shards),
+	}
 	// BlockPublishUntilSubscriberAck makes Submit return only after the
 	// message was handled, which keeps each shard in order and pushes back on
 	// fast senders instead of queueing without bound. PreserveContext
@@ -315,8 +325,11 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 	// The handler stores with its own timeout: a sender that goes away
 	// does not cancel a store in progress.
 	msg.SetContext(context.WithValue(context.Background(), outcomeKey{}, slot))
-	topic := ingressTopic(PartitionOf(s.Room, in.cfg.Shards))
-	if err := in.ingress.Publish(topic, msg); err != nil && slot.claimed.CompareAndSwap(false, true) {
+	shard := PartitionOf(s.Room, in.cfg.Shards)
+	in.shards[shard].Lock()
+	err := in.ingress.Publish(ingressTopic(shard), msg)
+	in.shards[shard].Unlock()
+	if err != nil && slot.claimed.CompareAndSwap(false, true) {
 		return Outcome{}, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	// Publish returns once the handler acked the message, or early when
@@ -341,7 +354,10 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 	case <-ctx.Done():
 		return Outcome{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	case <-t.C:
-		return Outcome{}, fmt.Errorf("%w: no outcome within %v", ErrUnavailable, 2*in.cfg.StoreTimeout)
+		// The message entered the pipeline and may still be stored: the
+		// sender retries with the same ref, which stores it at most once.
+		return Outcome{Ref: s.Ref, Room: s.Room, ID: msg.UUID,
+			Err: &Error{Code: CodeUnavailable, Reason: "the message is not known to be stored; retry with the same ref"}}, nil
 	}
 }
 
@@ -408,10 +424,16 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 			return nil, nil // its submitter was told the pipeline closed
 		}
 		_, err := h(msg)
-		if err == nil {
-			if slot := slotOf(msg); slot != nil && slot.storing.Load() {
-				return nil, nil // the append answers when it completes
+		if slot := slotOf(msg); slot != nil && slot.storing.Load() {
+			// The message was queued for the store, whose completion
+			// answers; a middleware that fails after calling next cannot
+			// take that back.
+			if err != nil {
+				in.log.Warn("middleware failed after the message was queued for the store", "msg_id", msg.UUID, "err", err)
 			}
+			return nil, nil
+		}
+		if err == nil {
 			// A middleware that returns without calling the next handler
 			// must still answer the sender.
 			in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,5 +233,43 @@ func TestRunTwice(t *testing.T) {
 	}
 	if err := d.Run(ctx); !errors.Is(err, pipeline.ErrRunTwice) {
 		t.Fatalf("second Delivery.Run = %v, want ErrRunTwice", err)
+	}
+}
+
+// TestShardOneAtATime proves that the messages of one room pass the chain
+// one at a time, however many senders submit to it at once: a moderator
+// never sees two of them concurrently, and the room holds every message.
+func TestShardOneAtATime(t *testing.T) {
+	var inFlight, maxInFlight atomic.Int32
+	slow := pipeline.Moderator{Name: "slow", Middleware: func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			n := inFlight.Add(1)
+			for {
+				m := maxInFlight.Load()
+				if n <= m || maxInFlight.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond)
+			inFlight.Add(-1)
+			return h(msg)
+		}
+	}}
+	f := run(t, pipeline.Config{Ingest: pipeline.IngestConfig{Moderators: []pipeline.Moderator{slow}}})
+	const senders, each = 16, 5
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			for i := range each {
+				f.submit(t, pipeline.Submission{ConnID: fmt.Sprint("c", s), User: "alice", Room: "lobby", Text: "hi", Ref: fmt.Sprint(s, "-", i)})
+			}
+		})
+	}
+	wg.Wait()
+	if m := maxInFlight.Load(); m != 1 {
+		t.Fatalf("%d messages of one room were in the chain at once, want 1", m)
+	}
+	if h := lastMessages(t, f.be, "lobby"); len(h) != senders*each {
+		t.Fatalf("room holds %d messages, want %d", len(h), senders*each)
 	}
 }

@@ -177,11 +177,19 @@ func (b *Backend) pump() {
 	}
 }
 
+// errFeedFull reports a full feed queue; AppendAsync turns it into
+// pipeline.ErrOverloaded.
+var errFeedFull = fmt.Errorf("feed queue full: %w", pipeline.ErrUnavailable)
+
 // AppendAsync appends msg at once, in the caller's goroutine, and calls
 // done with the result before it returns: the memory backend has no round
 // trip to overlap.
 func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
-	done(b.Append(context.Background(), msg))
+	a, err := b.Append(context.Background(), msg)
+	if errors.Is(err, errFeedFull) {
+		return fmt.Errorf("memstore: %w", pipeline.ErrOverloaded)
+	}
+	done(a, err)
 	return nil
 }
 
@@ -209,7 +217,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	// still free below: a message is stored only if it can be delivered,
 	// and nothing blocks while holding mu.
 	if len(b.queue) == cap(b.queue) {
-		return pipeline.Appended{}, fmt.Errorf("memstore: feed queue full: %w", pipeline.ErrUnavailable)
+		return pipeline.Appended{}, fmt.Errorf("memstore: %w", errFeedFull)
 	}
 	seq := b.nextSeq().String()
 	stored := msg.Copy()
