@@ -224,6 +224,12 @@ type Backend struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
+
+	// closeMu guards closed: an append checks it and queues under the read
+	// lock, and Close sets it under the write lock before it stops the
+	// batcher, so no append is queued after the batcher drained the queue.
+	closeMu sync.RWMutex
+	closed  bool
 }
 
 var _ pipeline.Backend = (*Backend)(nil)
@@ -343,6 +349,9 @@ func (b *Backend) Close() error {
 	first := false
 	b.stopOnce.Do(func() {
 		first = true
+		b.closeMu.Lock()
+		b.closed = true
+		b.closeMu.Unlock()
 		close(b.stop)
 	})
 	if !first {
@@ -389,13 +398,19 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	}
 	res := make(chan appendRes, 1)
 	req.done = func(r appendRes) { res <- r }
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		return pipeline.Appended{}, ErrClosed
+	}
+	// Close waits for this send; the batcher drains the queue meanwhile.
 	select {
 	case b.reqs <- req:
 	case <-ctx.Done():
+		b.closeMu.RUnlock()
 		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
-	case <-b.stop:
-		return pipeline.Appended{}, ErrClosed
 	}
+	b.closeMu.RUnlock()
 	select {
 	case r := <-res:
 		return r.a, r.err
@@ -417,10 +432,10 @@ func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended,
 		return err
 	}
 	req.done = func(r appendRes) { done(r.a, r.err) }
-	select {
-	case <-b.stop:
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
 		return ErrClosed
-	default:
 	}
 	select {
 	case b.reqs <- req:
