@@ -90,6 +90,9 @@ type wireMessage struct {
 	Text string `json:"text"`
 	TS   string `json:"ts"`
 	Ref  string `json:"ref"`
+	// Epoch is the room's epoch the message was stored in ("" from an
+	// older server).
+	Epoch string `json:"epoch"`
 }
 
 func (m wireMessage) message() Message {

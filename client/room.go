@@ -394,6 +394,13 @@ func (c *Client) deliver(r *roomEntry, m wireMessage) bool {
 		return false
 	}
 	r.commit(m.Seq)
+	// A message carries its room's epoch: a room joined while empty learns
+	// it here, so its resume can detect a loss. A known epoch is kept: a
+	// message of another epoch means the room was lost, which the next
+	// resume learns as a reset.
+	if r.epoch == "" && m.Epoch != "" {
+		r.epoch = m.Epoch
+	}
 	return true
 }
 

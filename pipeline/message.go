@@ -22,6 +22,8 @@ const (
 	MetaReceivedAt    = "received_at"
 	MetaCorrelationID = "correlation_id"
 	MetaSeq           = "seq"
+	// MetaEpoch is the room's epoch when the message was stored.
+	MetaEpoch = "epoch"
 	// MetaReason and MetaModerator are set on dead-lettered messages.
 	MetaReason    = "reason"
 	MetaModerator = "moderator"
@@ -49,6 +51,9 @@ type Message struct {
 	Text string    `json:"text"`
 	TS   time.Time `json:"ts"`
 	Ref  string    `json:"ref,omitempty"`
+	// Epoch is the room's epoch when the message was stored ("" for a
+	// message stored before epochs existed).
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // TimeFormat is the format of message timestamps on the wire: RFC 3339, UTC,
@@ -59,12 +64,13 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // in metadata) into a Message. It fails when the room, user or seq is missing.
 func FromWatermill(msg *message.Message) (Message, error) {
 	m := Message{
-		ID:   msg.UUID,
-		Room: msg.Metadata.Get(MetaRoom),
-		Seq:  msg.Metadata.Get(MetaSeq),
-		User: msg.Metadata.Get(MetaUser),
-		Text: string(msg.Payload),
-		Ref:  msg.Metadata.Get(MetaRef),
+		ID:    msg.UUID,
+		Room:  msg.Metadata.Get(MetaRoom),
+		Seq:   msg.Metadata.Get(MetaSeq),
+		User:  msg.Metadata.Get(MetaUser),
+		Text:  string(msg.Payload),
+		Ref:   msg.Metadata.Get(MetaRef),
+		Epoch: msg.Metadata.Get(MetaEpoch),
 	}
 	if m.Room == "" || m.User == "" || m.Seq == "" {
 		return Message{}, fmt.Errorf("message %s: %w", msg.UUID, ErrIncomplete)

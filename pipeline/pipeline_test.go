@@ -374,14 +374,14 @@ func TestSubmitStored(t *testing.T) {
 	if o.Err != nil {
 		t.Fatalf("outcome error %s: %s", o.Err.Code, o.Err.Reason)
 	}
-	if o.Ref != "r1" || o.Room != "lobby" || o.ID == "" {
+	if o.Ref != "r1" || o.Room != "lobby" || o.ID == "" || o.Epoch == "" {
 		t.Fatalf("outcome = %+v, want r1, lobby and an ID", o)
 	}
 	if got := f.stored(t, o.ID).Get(pipeline.MetaConnID); got != "conn-1" {
 		t.Fatalf("stored %s = %q, want conn-1", pipeline.MetaConnID, got)
 	}
 	m := f.nextDelivery(t)
-	want := pipeline.Message{ID: o.ID, Room: "lobby", Seq: o.Seq, User: "alice", Text: "hello", Ref: "r1", TS: m.TS}
+	want := pipeline.Message{ID: o.ID, Room: "lobby", Seq: o.Seq, User: "alice", Text: "hello", Ref: "r1", TS: m.TS, Epoch: o.Epoch}
 	if m != want {
 		t.Fatalf("delivered %+v, want %+v", m, want)
 	}

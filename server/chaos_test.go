@@ -155,14 +155,28 @@ func TestChaosRedisRestartsEmptyClockBehind(t *testing.T) {
 	before := append(chaosSend(t, alice, "lobby", "before", 10), chaosSend(t, bob, "lobby", "before-b", 5)...)
 	waitAll(t, "before the restart", before, alice, bob, carol, dave)
 
+	// Each instance checks its buses every report interval (100 ms here):
+	// let both see the buses' epochs before Redis loses them.
+	time.Sleep(300 * time.Millisecond)
 	rs.Kill()
 	rs.Restart()
 
 	after := append(chaosSend(t, alice, "lobby", "after", 10), chaosSend(t, bob, "lobby", "after-b", 10)...)
-	resets := waitAll(t, "after the restart", after, alice, bob, carol, dave)
-	for i, r := range resets {
-		if r == 0 {
-			t.Errorf("member %d saw no reset of the room whose data Redis lost", i)
+	waitAll(t, "after the restart", after, alice, bob, carol, dave)
+	// Every member learns of the loss, whether its messages kept flowing
+	// (the new seqs are above the old ones) or not: within a report
+	// interval its instance resyncs it and its resume is answered reset.
+	deadline := time.Now().Add(10 * time.Second)
+	for i, m := range []*member{alice, bob, carol, dave} {
+		for {
+			if _, r := m.has(nil); r > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				seq, epoch := m.c.LastSeq("lobby")
+				t.Fatalf("member %d saw no reset of the room whose data Redis lost (at %s in epoch %q, %d connects)", i, seq, epoch, m.c.Stats().Connects)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }

@@ -323,7 +323,7 @@ func (c *Conn) submit(f ClientFrame) {
 	case o.Err != nil:
 		c.enqueue(errFrame(o.Err, o.Ref, o.Room))
 	default:
-		c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq}))
+		c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq, Epoch: o.Epoch}))
 	}
 }
 

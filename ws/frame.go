@@ -174,12 +174,14 @@ type wireMessage struct {
 	Text string `json:"text"`
 	TS   string `json:"ts"`
 	Ref  string `json:"ref,omitempty"`
+	// Epoch (a v1 addition) is the room's epoch the message was stored in.
+	Epoch string `json:"epoch,omitempty"`
 }
 
 func toWire(m pipeline.Message) wireMessage {
 	return wireMessage{
 		Type: TypeMessage, Room: m.Room, ID: m.ID, Seq: m.Seq, User: m.User,
-		Text: m.Text, TS: m.TS.UTC().Format(pipeline.TimeFormat), Ref: m.Ref,
+		Text: m.Text, TS: m.TS.UTC().Format(pipeline.TimeFormat), Ref: m.Ref, Epoch: m.Epoch,
 	}
 }
 
@@ -217,6 +219,8 @@ type ackFrame struct {
 	Room string `json:"room"`
 	ID   string `json:"id"`
 	Seq  string `json:"seq"`
+	// Epoch (a v1 addition) is the room's epoch the message was stored in.
+	Epoch string `json:"epoch,omitempty"`
 }
 
 type errorFrame struct {

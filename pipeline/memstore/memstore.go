@@ -219,18 +219,19 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if len(b.queue) == cap(b.queue) {
 		return pipeline.Appended{}, fmt.Errorf("memstore: %w", errFeedFull)
 	}
-	seq := b.nextSeq().String()
-	stored := msg.Copy()
-	stored.Metadata.Set(pipeline.MetaSeq, seq)
-	m, err := pipeline.FromWatermill(stored)
-	if err != nil {
-		return pipeline.Appended{}, fmt.Errorf("memstore: %w", err)
-	}
 	if room == nil {
 		room = newRoomLog()
 		// A full LRU forgets the room appended to least recently: its
 		// history is lost and its next message starts a new epoch.
 		b.rooms.Add(roomName, room)
+	}
+	seq := b.nextSeq().String()
+	stored := msg.Copy()
+	stored.Metadata.Set(pipeline.MetaSeq, seq)
+	stored.Metadata.Set(pipeline.MetaEpoch, room.epoch)
+	m, err := pipeline.FromWatermill(stored)
+	if err != nil {
+		return pipeline.Appended{}, fmt.Errorf("memstore: %w", err)
 	}
 	if b.epoch == "" {
 		b.epoch = pipeline.NewEpoch()

@@ -83,6 +83,7 @@ local id = string.format('%.0f-%.0f', ms, seq)
 
 local md = cmsgpack.unpack(ARGV[5])
 md['seq'] = id
+md['epoch'] = room_epoch
 local packed = cmsgpack.pack(md)
 
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,

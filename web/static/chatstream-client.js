@@ -602,6 +602,11 @@ export class ChatClient {
     r.seen.add(m.seq);
     if (r.seen.size > this.#opts.seenPerRoom) r.seen.delete(r.seen.values().next().value);
     r.lastSeq = m.seq;
+    // A message carries its room's epoch: a room joined while empty learns
+    // it from its first message, so its resume can detect a loss. A known
+    // epoch is kept: a message of another epoch means the room was lost,
+    // which the next resume learns as a reset.
+    if (!r.epoch && typeof m.epoch === 'string' && m.epoch) r.epoch = m.epoch;
     return true;
   }
 

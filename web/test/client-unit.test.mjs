@@ -489,3 +489,14 @@ test('a resume sends the room epoch; a reset drops what the client kept and star
   assert.equal(ws2.lastSent('join').epoch, 'e2');
   assert.equal(ws2.lastSent('join').since, '6-0', 'since is the newest message received');
 });
+
+test('a room joined while empty learns its epoch from its messages', async (t) => {
+  const c = newClient(t);
+  await connectAndJoin(c, 'lobby', []); // an empty room: joined has no epoch
+  latest().recv({ ...msg('lobby', '5-0', 'bob', 'first'), epoch: 'e9' });
+  latest().drop();
+  const ws = await nextSocket();
+  ws.open();
+  assert.equal(ws.lastSent('join').since, '5-0');
+  assert.equal(ws.lastSent('join').epoch, 'e9');
+});
