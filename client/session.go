@@ -252,7 +252,9 @@ func (c *Client) receive(s *session, data []byte) {
 func (c *Client) handle(s *session, f *serverFrame) {
 	switch f.Type {
 	case typeMessage:
-		c.onMessage(f.wireMessage)
+		m := f.wireMessage
+		m.Epoch = f.Epoch // the frame's own epoch field shadows the embedded one
+		c.onMessage(m)
 	case typeAck:
 		c.onAck(f)
 	case typeJoined:
