@@ -51,7 +51,9 @@ type Result struct {
 	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
 	// LostDeliveries counts (acked message, receiver) pairs with no
 	// delivery after the drain; LostMessages the acked messages that
-	// missed at least one receiver. Duplicates counts deliveries of a
+	// missed at least one receiver. After an incomplete drain they
+	// include deliveries still in flight, so they prove loss only when
+	// Drained is true (or the receiver was disconnected). Duplicates counts deliveries of a
 	// message a receiver already had. Foreign counts message frames that
 	// were not this run's.
 	LostDeliveries int64 `json:"lost_deliveries"`
@@ -242,11 +244,11 @@ func (res Result) WriteTable(w io.Writer) error {
 		p("refused\t%s", counts(res.Refused, "none"))
 		p("unanswered\t%d (write errors %d)", res.Unanswered, res.WriteErrors)
 		p("deliveries\t%d of %d expected (%.0f/s)", res.Deliveries, res.Expected, res.DeliveriesPerSecond)
-		p("lost\t%d deliveries (%d messages); duplicates %d", res.LostDeliveries, res.LostMessages, res.Duplicates)
-		drain := "complete"
+		drain, inFlight := "complete", ""
 		if !res.Drained {
-			drain = "incomplete"
+			drain, inFlight = "incomplete", " (drain incomplete: includes deliveries still in flight)"
 		}
+		p("lost\t%d deliveries (%d messages)%s; duplicates %d", res.LostDeliveries, res.LostMessages, inFlight, res.Duplicates)
 		p("drain\t%s after %v", drain, res.DrainTime.Round(time.Millisecond))
 	}
 	p("disconnects\t%s", counts(res.Disconnects, "none"))
