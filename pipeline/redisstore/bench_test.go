@@ -3,6 +3,8 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +20,11 @@ import (
 )
 
 func benchBackend(b *testing.B) *redisstore.Backend {
+	be, _ := benchBackendServer(b)
+	return be
+}
+
+func benchBackendServer(b *testing.B) (*redisstore.Backend, *testredis.Server) {
 	b.Helper()
 	srv := testredis.Start(b)
 	be, err := redisstore.New(redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, BusMaxLen: 1 << 22})
@@ -25,7 +32,83 @@ func benchBackend(b *testing.B) *redisstore.Backend {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = be.Close() })
-	return be
+	return be, srv
+}
+
+// scriptCost resets a private server's command statistics and returns a
+// function that reports, for the msgs messages appended since, Redis's own
+// figures per message: the time spent in script calls (EVALSHA and EVAL,
+// whose time includes the commands they run; wall time inside Redis, so a
+// busy machine inflates it), the CPU time of the whole redis-server process
+// (INFO cpu: scripts, network reads and writes), the script calls, and the
+// commands the scripts ran. The last two are exact counts, the same on any
+// machine. A shared server is left alone.
+func scriptCost(b *testing.B, srv *testredis.Server) func(msgs int) {
+	b.Helper()
+	if !srv.Private() {
+		return func(int) {}
+	}
+	c := srv.Client()
+	ctx := context.Background()
+	cpu := func() float64 {
+		info, err := c.Info(ctx, "cpu").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var sec float64
+		for k, v := range infoFields(info) {
+			if k == "used_cpu_sys" || k == "used_cpu_user" {
+				f, _ := strconv.ParseFloat(v, 64) // Redis writes plain numbers; a bad one counts as 0
+				sec += f
+			}
+		}
+		return sec
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	cpu0 := cpu()
+	return func(msgs int) {
+		b.Helper()
+		cpu1 := cpu()
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var usec, scripts, cmds float64
+		for name, stats := range infoFields(info) {
+			script := name == "cmdstat_evalsha" || name == "cmdstat_eval"
+			for kv := range strings.SplitSeq(stats, ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				f, _ := strconv.ParseFloat(v, 64) // as above
+				switch {
+				case script && k == "usec":
+					usec += f
+				case script && k == "calls":
+					scripts += f
+				case k == "calls" && name != "cmdstat_info" && name != "cmdstat_config":
+					cmds += f
+				}
+			}
+		}
+		n := float64(msgs)
+		b.ReportMetric(usec/n, "redis-µs/msg")
+		b.ReportMetric((cpu1-cpu0)*1e6/n, "redis-cpu-µs/msg")
+		b.ReportMetric(scripts/n, "scripts/msg")
+		b.ReportMetric(cmds/n, "cmds/msg")
+	}
+}
+
+// infoFields yields the name: value lines of an INFO reply.
+func infoFields(info string) func(yield func(k, v string) bool) {
+	return func(yield func(k, v string) bool) {
+		for line := range strings.Lines(info) {
+			k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+			if ok && !yield(k, v) {
+				return
+			}
+		}
+	}
 }
 
 func benchMessage(room string, text []byte) *message.Message {
@@ -49,11 +132,12 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	for _, callers := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
-			be := benchBackend(b)
+			be, srv := benchBackendServer(b)
 			ctx := context.Background()
 			var n atomic.Int64
 			b.SetParallelism(callers) // GOMAXPROCS × callers goroutines
 			b.ReportAllocs()
+			report := scriptCost(b, srv)
 			b.ResetTimer()
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
@@ -66,6 +150,7 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			report(b.N)
 		})
 	}
 }
