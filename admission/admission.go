@@ -11,6 +11,7 @@
 package admission
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -250,9 +251,10 @@ func New(cfg Config) (*Admission, error) {
 	return a, nil
 }
 
-// Wrap returns next behind the admission limits. next must block for the
-// connection's life (as ws.Gateway does): a request counts against the
-// limits from its admission until next returns.
+// Wrap returns next behind the admission limits. A request counts against
+// the limits from its admission until next returns, or, when next hands
+// the connection to another goroutine, until the function Hold returned
+// is called.
 func (a *Admission) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr := a.key(a.ClientAddr(r))
@@ -262,9 +264,36 @@ func (a *Admission) Wrap(next http.Handler) http.Handler {
 			refuse(w, reason, retry)
 			return
 		}
-		defer a.release(addr)
-		next.ServeHTTP(w, r)
+		s := &slot{release: func() { a.release(addr) }}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), slotKey{}, s)))
+		if !s.held {
+			a.release(addr)
+		}
 	})
+}
+
+// slot is a request's connection slot, in its context.
+type slot struct {
+	release func()
+	// held is set, by the handler's goroutine, when the handler keeps
+	// the slot past its return.
+	held bool
+}
+
+type slotKey struct{}
+
+// Hold keeps r's connection slot after the handler returns, for a handler
+// that hands its connection (hijacked) to another goroutine. It must be
+// called by the handler's goroutine, at most once; the function it returns
+// gives the slot back (later calls do nothing). For a request that Wrap
+// did not admit it returns a function that does nothing.
+func Hold(r *http.Request) func() {
+	s, ok := r.Context().Value(slotKey{}).(*slot)
+	if !ok || s.held {
+		return func() {}
+	}
+	s.held = true
+	return sync.OnceFunc(s.release)
 }
 
 // admit takes a handshake token and a connection slot for addr, or

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +24,11 @@ var errShuttingDown = errors.New("ws: shutting down")
 // before it drops the TCP connection.
 const closeGrace = time.Second
 
-// Conn is one WebSocket connection. Its reader goroutine (the HTTP handler's)
-// decodes frames and owns rooms; its writer goroutine owns every write except
-// close frames sent by gorilla itself. Other goroutines only call enqueue and
-// close.
+// Conn is one WebSocket connection. Its reader goroutine decodes frames and
+// owns rooms. Writes run on a writer goroutine that exists only while there
+// is something to write (frames, a ping, the close): an idle connection
+// holds no writer goroutine, timer or queue. Other goroutines only call
+// enqueue, ping and close.
 type Conn struct {
 	id   string
 	user string
@@ -34,13 +36,19 @@ type Conn struct {
 	gw   *Gateway
 	log  *slog.Logger
 
-	// send is the bounded queue of encoded server frames; it is never
-	// closed, the writer stops on done instead. queued is the bytes of
-	// the frames in it (counted before a frame enters and after it
-	// leaves, so never less than the truth), at most SendQueueBytes.
-	send   chan []byte
-	queued atomic.Int64
-	// done is closed once, by close, to stop the writer.
+	// mu guards queue, writing and pingDue. queue holds the encoded
+	// server frames waiting for the writer; it is nil when empty, so an
+	// idle connection holds no queue. queued is the bytes of the frames
+	// in it, at most SendQueueBytes; it is also read without mu.
+	mu      sync.Mutex
+	queue   [][]byte
+	queued  atomic.Int64
+	writing bool
+	pingDue bool
+	// nextPing is when the gateway's pinger pings next (Unix nanoseconds).
+	nextPing atomic.Int64
+
+	// done is closed once, by close, to make the writer finish.
 	done      chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool
@@ -49,6 +57,9 @@ type Conn struct {
 	closeCode   int
 	closeReason string
 	drain       bool
+	// release gives back what the connection holds outside this package
+	// (its admission slot); the writer calls it once the connection ends.
+	release func()
 
 	readerDone chan struct{}
 	limiter    *rate.Limiter
@@ -70,28 +81,53 @@ func (c *Conn) enqueue(frame []byte) {
 		return
 	}
 	n := int64(len(frame))
-	budget := int64(c.gw.cfg.SendQueueBytes)
-	for {
-		cur := c.queued.Load()
-		if cur+n > budget {
-			c.kickSlow()
-			return
-		}
-		if c.queued.CompareAndSwap(cur, cur+n) {
-			c.gw.hub.notePeak(cur + n)
-			break
-		}
-	}
-	select {
-	case c.send <- frame:
-	default:
-		c.queued.Add(-n)
+	c.mu.Lock()
+	cur := c.queued.Load()
+	if len(c.queue) >= c.gw.cfg.SendQueue || cur+n > int64(c.gw.cfg.SendQueueBytes) {
+		c.mu.Unlock()
 		c.kickSlow()
+		return
+	}
+	c.queue = append(c.queue, frame)
+	c.queued.Store(cur + n)
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	c.gw.hub.notePeak(cur + n)
+	if start {
+		go c.writer()
 	}
 }
 
-// dequeued uncounts a frame taken from the queue.
-func (c *Conn) dequeued(frame []byte) { c.queued.Add(-int64(len(frame))) }
+// ping asks the writer to ping the client.
+func (c *Conn) ping() {
+	c.mu.Lock()
+	c.pingDue = true
+	start := c.startWriterLocked()
+	c.mu.Unlock()
+	if start {
+		go c.writer()
+	}
+}
+
+// startWriterLocked reports whether the caller must start the writer
+// goroutine, marking it running. c.mu must be held.
+func (c *Conn) startWriterLocked() bool {
+	if c.writing {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// dropQueue throws the queued frames away and returns how many there were.
+func (c *Conn) dropQueue() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(c.queue)
+	c.queue = nil
+	c.queued.Store(0)
+	return n
+}
 
 func (c *Conn) kickSlow() { c.kick(reasonSlow, &c.gw.hub.slow) }
 
@@ -106,18 +142,21 @@ func (c *Conn) close(code int, reason string, drain bool) bool {
 		c.closing.Store(true)
 		close(c.done)
 	})
+	if first {
+		c.mu.Lock()
+		start := c.startWriterLocked()
+		c.mu.Unlock()
+		if start {
+			go c.writer()
+		}
+	}
 	return first
 }
 
-// writer sends queued frames, batching every frame that is already waiting
-// into one WebSocket message separated by "\n", and pings the client.
+// writer writes what is queued, then returns; once the connection is
+// closing it finishes it instead, and stays marked running so that no
+// other writer starts.
 func (c *Conn) writer() {
-	cfg := &c.gw.cfg
-	ticker := time.NewTicker(cfg.PingPeriod)
-	defer func() {
-		ticker.Stop()
-		_ = c.ws.Close() // the connection is finished either way
-	}()
 	for {
 		// A close request goes first: a slow client's queue is not
 		// worth writing.
@@ -127,38 +166,72 @@ func (c *Conn) writer() {
 			return
 		default:
 		}
-		select {
-		case frame := <-c.send:
-			c.dequeued(frame)
-			if err := c.writeBatch(frame); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "", false)
+		c.mu.Lock()
+		ping := c.pingDue
+		c.pingDue = false
+		var batch [][]byte
+		if !ping {
+			batch = c.takeLocked()
+			if batch == nil {
+				c.writing = false
+				c.mu.Unlock()
 				return
 			}
-		case <-ticker.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "", false)
-				return
-			}
-		case <-c.done:
-			c.finish()
-			return
+		}
+		c.mu.Unlock()
+		var err error
+		if ping {
+			err = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.gw.cfg.WriteWait))
+		} else {
+			err = c.writeBatch(batch)
+		}
+		if err != nil {
+			c.close(websocket.CloseAbnormalClosure, "", false)
 		}
 	}
 }
 
-// finish drains the queue if asked, sends the close frame and waits briefly
-// for the reader to see the client's reply.
+// takeLocked takes the frames at the head of the queue that fit in one
+// batch (MaxBatchBytes, and at least one frame), or returns nil when the
+// queue is empty. c.mu must be held.
+func (c *Conn) takeLocked() [][]byte {
+	if len(c.queue) == 0 {
+		c.queue = nil
+		return nil
+	}
+	k, size := 1, len(c.queue[0])
+	for k < len(c.queue) && size+len(c.queue[k])+1 <= c.gw.cfg.MaxBatchBytes {
+		size += len(c.queue[k]) + 1
+		k++
+	}
+	batch := slices.Clone(c.queue[:k])
+	clear(c.queue[:k])
+	c.queue = c.queue[k:]
+	if len(c.queue) == 0 {
+		c.queue = nil // an idle connection holds no queue
+	}
+	c.queued.Add(-int64(size - (k - 1)))
+	return batch
+}
+
+// finish drains the queue if asked, sends the close frame, waits briefly
+// for the reader to see the client's reply, drops the TCP connection and
+// ends the connection's life in the gateway.
 func (c *Conn) finish() {
+	defer c.gw.conns.Done()
+	defer c.release()
 	cfg := &c.gw.cfg
 	if c.drain {
-		for len(c.send) > 0 {
-			frame := <-c.send
-			c.dequeued(frame)
-			if err := c.writeBatch(frame); err != nil {
+		for {
+			c.mu.Lock()
+			batch := c.takeLocked()
+			c.mu.Unlock()
+			if batch == nil || c.writeBatch(batch) != nil {
 				break
 			}
 		}
 	}
+	c.dropQueue()
 	if c.closeCode != websocket.CloseAbnormalClosure {
 		msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteWait)) // best effort: the peer may be gone
@@ -167,38 +240,29 @@ func (c *Conn) finish() {
 	case <-c.readerDone:
 	case <-time.After(closeGrace):
 	}
+	_ = c.ws.Close() // the connection is finished either way
+	<-c.readerDone
 }
 
-// writeBatch writes first and then every frame already queued, up to
-// MaxBatchBytes, as one text message.
-func (c *Conn) writeBatch(first []byte) error {
-	cfg := &c.gw.cfg
-	if err := c.ws.SetWriteDeadline(time.Now().Add(cfg.WriteWait)); err != nil {
+// writeBatch writes the frames of batch as one text message, separated by
+// newlines.
+func (c *Conn) writeBatch(batch [][]byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.gw.cfg.WriteWait)); err != nil {
 		return err
 	}
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(first); err != nil {
-		return err
-	}
-	size := len(first)
-	for size < cfg.MaxBatchBytes {
-		select {
-		case frame := <-c.send:
-			c.dequeued(frame)
+	for i, frame := range batch {
+		if i > 0 {
 			if _, err := w.Write(newline); err != nil {
 				return err
 			}
-			if _, err := w.Write(frame); err != nil {
-				return err
-			}
-			size += len(frame) + 1
-			continue
-		default:
 		}
-		break
+		if _, err := w.Write(frame); err != nil {
+			return err
+		}
 	}
 	return w.Close()
 }

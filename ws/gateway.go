@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/chatstream/chatstream/admission"
 	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
 )
@@ -225,12 +226,16 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger, histFail: faillog.New(cfg.Logger, "history reads", 0)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
+		// A buffer of its own (not the HTTP server's, which would keep
+		// the server's whole request state alive), small because client
+		// frames are: a larger frame is read past it.
+		ReadBufferSize:  1 << 10,
 		WriteBufferSize: 16 << 10,
 		// Idle connections hold no write buffer.
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     g.checkOrigin,
 	}
+	go g.pinger()
 	return g, nil
 }
 
@@ -270,35 +275,55 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Counted before the upgrade, so a Shutdown that starts meanwhile waits
-	// for this connection too.
+	// for this connection too; the connection's writer counts it done.
 	g.conns.Add(1)
-	defer g.conns.Done()
 	wsConn, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		g.conns.Done()
 		return // the upgrader has answered with an HTTP error
 	}
 	id := uuid.NewString()
 	c := &Conn{
 		id: id, user: user, ws: wsConn, gw: g,
 		log:        g.log.With("conn_id", id, "user", user),
-		send:       make(chan []byte, g.cfg.SendQueue),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		release:    admission.Hold(r),
 		limiter:    rate.NewLimiter(rate.Limit(g.cfg.FrameRate), g.cfg.FrameBurst),
 		flood:      newFloodMeter(g.cfg, time.Now()),
 		rooms:      make(map[string]struct{}),
 	}
+	c.nextPing.Store(time.Now().Add(g.cfg.PingPeriod).UnixNano())
 	g.hub.addConn(c)
 	if g.shutting.Load() { // Shutdown began between the check and addConn
 		c.close(websocket.CloseGoingAway, "server shutting down", false)
 	}
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writer()
-	}()
-	c.reader()
-	<-writerDone
+	// The connection is hijacked: the reader runs on a goroutine of its
+	// own, with a small stack, and the HTTP server's request state (its
+	// goroutine, request and response buffers) is let go.
+	go c.reader()
+}
+
+// pinger pings every connection once per PingPeriod until the gateway
+// shuts down. One goroutine serves every connection, so an idle one holds
+// no timer; each is pinged up to a tick early, never late.
+func (g *Gateway) pinger() {
+	tick := max(g.cfg.PingPeriod/10, time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			due := now.Add(tick).UnixNano()
+			for _, c := range g.hub.allConns() {
+				if next := c.nextPing.Load(); next <= due && c.nextPing.CompareAndSwap(next, now.Add(g.cfg.PingPeriod).UnixNano()) {
+					c.ping()
+				}
+			}
+		}
+	}
 }
 
 // Shutdown stops reading from every connection, lets in-flight sends finish,

@@ -114,16 +114,10 @@ func (c *Conn) kick(reason string, counter interface{ Add(int64) int64 }) {
 	counter.Add(1)
 	// Counted (Hub.SlowDisconnects, ...) and logged at debug: an attack of
 	// many such sockets must not flood the log.
-	c.log.Debug("disconnecting client", "reason", reason, "queued_bytes", c.queued.Load(), "queued_frames", len(c.send))
-	for {
-		select {
-		case f := <-c.send:
-			c.dequeued(f)
-		default:
-			// Closing a connection twice is harmless, so the timer need
-			// not be stopped when the writer finishes first.
-			time.AfterFunc(dropAfter, func() { _ = c.ws.NetConn().Close() })
-			return
-		}
-	}
+	queuedBytes := c.queued.Load()
+	frames := c.dropQueue()
+	c.log.Debug("disconnecting client", "reason", reason, "queued_bytes", queuedBytes, "queued_frames", frames)
+	// Closing a connection twice is harmless, so the timer need not be
+	// stopped when the writer finishes first.
+	time.AfterFunc(dropAfter, func() { _ = c.ws.NetConn().Close() })
 }
