@@ -1,6 +1,11 @@
-// chatstream-client.js: a WebSocket client for the chatstream protocol v1
+// chatstream-client.js: a WebSocket client for the chatstream protocol v1.1
 // (docs/PROTOCOL.md), for browsers and Node.js. It has no DOM dependence and
 // no dependencies; docs/CLIENT.md documents its API.
+//
+// With a token provider it signs in with a first `auth` frame on every
+// connection, sends a fresh token before the current one expires, stops on
+// close code 4001 (refused) and reconnects with a new token on 4002
+// (expired).
 //
 // One ChatClient owns one connection at a time. It reconnects by itself with
 // exponential backoff and full jitter, resumes every room with `since` the
@@ -40,10 +45,21 @@ export const DEFAULTS = Object.freeze({
   // Messages asked for per history request while filling a resume's gap
   // (the protocol's largest limit; the server's page budget may cut it).
   resumePage: 500,
+  // A token is refreshed this long before its exp, or a tenth of its
+  // lifetime before when that is shorter.
+  refreshBeforeMs: 30_000,
+  // Delay before a failed refresh (provider error or refusal) is tried
+  // again, while the token is still valid.
+  refreshRetryMs: 5_000,
 });
 
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
 const NORMAL_CLOSURE = 1000;
+
+/** Close code of a connection whose token was refused (PROTOCOL.md v1.1): not retried. */
+export const CLOSE_UNAUTHORIZED = 4001;
+/** Close code of a connection whose token expired: reconnected with a new token. */
+export const CLOSE_TOKEN_EXPIRED = 4002;
 
 // Server frames that answer a client frame, in the order of the client's
 // frames (PROTOCOL.md §11.2).
@@ -55,6 +71,11 @@ export const CODE_QUEUE_FULL = 'offline_queue_full';
 export const CODE_CLOSED = 'closed';
 export const CODE_DISCONNECTED = 'disconnected';
 export const CODE_LEFT = 'left';
+// The server's code for a refused or missing token; a token provider
+// throws an error with this code to say the user is not signed in.
+export const CODE_UNAUTHORIZED = 'unauthorized';
+// A token provider failed (network, server): retried with backoff.
+export const CODE_TOKEN_UNAVAILABLE = 'token_unavailable';
 
 /**
  * ChatError is the rejection value of every promise of ChatClient and the
@@ -130,12 +151,12 @@ export function validateRoom(name) {
 }
 
 // wsURL turns an http(s) or ws(s) URL of the /ws endpoint into the WebSocket
-// URL for user.
+// URL for user; without user (a token names it) the URL names nobody.
 function wsURL(url, user) {
   const u = new URL(url, globalThis.location?.href);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   else if (u.protocol === 'https:') u.protocol = 'wss:';
-  u.searchParams.set('user', user);
+  if (user) u.searchParams.set('user', user);
   return u.href;
 }
 
@@ -162,10 +183,14 @@ const retryableJoin = new Set(['rate_limited', 'unavailable']);
  *   error    ChatError (every error frame, and local failures of requests)
  *   left     {room, error?}
  *   presence {room, users, count, joined, left, snapshot}
+ *   authed   {user, name, exp, refreshed} (with a token provider: signed in
+ *            or a fresh token accepted)
+ *   unauthorized {reason, code} (the token was refused: the client stopped)
  */
 export class ChatClient {
   #url;
   #user;
+  #tokenProvider;
   #WebSocket;
   #opts;
   #random;
@@ -179,6 +204,19 @@ export class ChatClient {
   #connectTimer = null;
   #status = { state: 'offline' };
   #readyWaiters = [];
+  // ready is set once the socket may carry frames: open, and signed in
+  // when there is a token provider.
+  #ready = false;
+
+  // Signing in (token provider only): the display name and expiry (ms)
+  // of the accepted token, the ref of the auth frame waiting for its
+  // authed reply, the refresh timer, and the reason of the last refusal.
+  #name = '';
+  #expMs = 0;
+  #authRef = null;
+  #authTimer = null;
+  #refreshTimer = null;
+  #authReason = '';
 
   // rooms holds every room the application wants to be in, by name.
   #rooms = new Map();
@@ -210,7 +248,12 @@ export class ChatClient {
   /**
    * @param {object} options
    * @param {string} options.url URL of the /ws endpoint (http, https, ws or wss).
-   * @param {string} options.user User name (PROTOCOL.md §3).
+   * @param {string} [options.user] User name (PROTOCOL.md §3); required
+   *   without options.token, ignored with it (the token names the user).
+   * @param {() => Promise<string>} [options.token] Token provider: called
+   *   before every connection and before the token's exp; resolves with a
+   *   token, or rejects (code "unauthorized" stops the client, anything
+   *   else is retried with backoff).
    * @param {Function} [options.WebSocket] WebSocket constructor; default globalThis.WebSocket.
    * @param {{initialMs?: number, maxMs?: number}} [options.backoff] Reconnect backoff.
    * @param {number} [options.sendTimeoutMs] See DEFAULTS.
@@ -219,12 +262,16 @@ export class ChatClient {
    * @param {number} [options.connectTimeoutMs] See DEFAULTS.
    * @param {() => number} [options.random] Source of jitter in [0, 1); default Math.random.
    */
-  constructor({ url, user, WebSocket, backoff, random, ...rest } = {}) {
-    const bad = validateUser(user);
+  constructor({ url, user, token, WebSocket, backoff, random, ...rest } = {}) {
+    if (token !== undefined && typeof token !== 'function') {
+      throw new TypeError('chatstream: token must be a function that returns a token');
+    }
+    const bad = token ? '' : validateUser(user);
     if (bad) throw new TypeError(`chatstream: invalid user: ${bad}`);
     if (!url) throw new TypeError('chatstream: url is required');
-    this.#url = wsURL(url, user);
-    this.#user = user;
+    this.#tokenProvider = token || null;
+    this.#url = wsURL(url, token ? '' : user);
+    this.#user = token ? '' : user;
     this.#WebSocket = WebSocket || globalThis.WebSocket;
     if (typeof this.#WebSocket !== 'function') {
       throw new TypeError('chatstream: no WebSocket implementation; pass options.WebSocket');
@@ -234,8 +281,17 @@ export class ChatClient {
     this.#tokens = this.#opts.frameBurst;
   }
 
-  /** The user name this client connects as. */
+  /**
+   * The user name this client connects as; with a token provider, the
+   * user of the accepted token ("" until the first authed).
+   */
   get user() { return this.#user; }
+
+  /** The display name of the accepted token ("" without one). */
+  get name() { return this.#name; }
+
+  /** When the accepted token expires, in ms since the epoch (0 without one). */
+  get expiresAt() { return this.#expMs; }
 
   /** The last status event's payload. */
   get status() { return { ...this.#status }; }
@@ -324,6 +380,13 @@ export class ChatClient {
    * kept: a later connect resumes them.
    */
   close() {
+    this.#stop(CODE_CLOSED, 'the client was closed');
+    if (this.#status.state !== 'offline') this.#setStatus('offline');
+  }
+
+  // stop closes the socket, stops reconnecting and rejects what is pending
+  // with code; close and a refused token end here.
+  #stop(code, message) {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#connectTimer);
@@ -335,7 +398,7 @@ export class ChatClient {
     if (ws) {
       try { ws.close(NORMAL_CLOSURE); } catch { /* already closing */ }
     }
-    const err = (room) => new ChatError({ code: CODE_CLOSED, message: 'the client was closed', room });
+    const err = (room) => new ChatError({ code, message, room });
     for (const resolve of this.#readyWaiters.splice(0)) resolve(false);
     for (const rec of [...this.#outbox]) this.#settle(rec, null, err(rec.room));
     for (const r of this.#rooms.values()) {
@@ -347,7 +410,6 @@ export class ChatClient {
       this.#failHistory(r, err(r.name));
     }
     this.#resolveLeaves();
-    if (this.#status.state !== 'offline') this.#setStatus('offline');
   }
 
   /**
@@ -373,22 +435,23 @@ export class ChatClient {
       return;
     }
     this.#ws = ws;
+    // The socket must open, and sign in with a token provider, in time.
     this.#connectTimer = setTimeout(() => {
-      if (ws === this.#ws && ws.readyState !== OPEN) this.#drop(ws);
+      if (ws === this.#ws && !this.#ready) this.#drop(ws);
     }, this.#opts.connectTimeoutMs);
     ws.onopen = () => {
       if (ws !== this.#ws) return;
-      clearTimeout(this.#connectTimer);
       this.#openedAt = Date.now();
-      this.#setStatus('connected');
-      for (const resolve of this.#readyWaiters.splice(0)) resolve(true);
-      for (const r of this.#rooms.values()) this.#sendJoin(r);
+      if (this.#tokenProvider) this.#authenticate(ws, false);
+      else this.#becomeReady();
     };
     ws.onmessage = (ev) => {
       if (ws === this.#ws) this.#receive(ev.data);
     };
-    ws.onclose = () => {
-      if (ws === this.#ws) this.#drop(ws);
+    ws.onclose = (ev) => {
+      if (ws !== this.#ws) return;
+      if (ev?.code === CLOSE_UNAUTHORIZED) this.#refused(ev.reason);
+      else this.#drop(ws, ev?.code === CLOSE_TOKEN_EXPIRED);
     };
     // Browsers follow an error with a close event, but some WebSocket
     // implementations (Node 20's) do not when the connection fails: an
@@ -398,9 +461,104 @@ export class ChatClient {
     };
   }
 
+  // becomeReady starts using an open (and, with a token provider, signed
+  // in) socket: joins and resumes every room and sends what is queued.
+  #becomeReady() {
+    clearTimeout(this.#connectTimer);
+    this.#ready = true;
+    this.#setStatus('connected');
+    for (const resolve of this.#readyWaiters.splice(0)) resolve(true);
+    for (const r of this.#rooms.values()) this.#sendJoin(r);
+  }
+
+  // ---- signing in ----
+
+  // authenticate asks the token provider for a token and sends it in an
+  // auth frame on ws: the first frame of a connection, or a refresh.
+  async #authenticate(ws, refresh) {
+    let token;
+    this.#authReason = '';
+    try {
+      token = await this.#tokenProvider();
+      if (typeof token !== 'string' || !token) throw new TypeError('the token provider returned no token');
+    } catch (err) {
+      if (ws !== this.#ws) return;
+      if (err?.code === CODE_UNAUTHORIZED) {
+        this.#refused(err.message || 'not signed in');
+        return;
+      }
+      this.#emit('error', new ChatError({ code: CODE_TOKEN_UNAVAILABLE, message: `cannot get a token: ${err?.message || err}` }));
+      if (refresh) this.#scheduleRefresh(this.#opts.refreshRetryMs);
+      else this.#drop(ws);
+      return;
+    }
+    if (ws !== this.#ws || ws.readyState !== OPEN) return;
+    const ref = this.#nextRef('a');
+    this.#authRef = ref;
+    try {
+      // Not paced: the first frame must go first, and a refresh must not
+      // wait behind a backlog of sends until the token has expired.
+      ws.send(JSON.stringify({ type: 'auth', token, ref }));
+      this.#tokens -= 1;
+    } catch {
+      return; // the socket is failing; its close event follows
+    }
+    if (refresh) {
+      // An unanswered refresh (the server discarded the frame) is tried
+      // again; the 4002 at exp is the last resort.
+      clearTimeout(this.#authTimer);
+      this.#authTimer = setTimeout(() => {
+        if (ws === this.#ws && this.#authRef === ref) this.#scheduleRefresh(0);
+      }, this.#opts.requestTimeoutMs);
+    }
+  }
+
+  #onAuthed(f) {
+    if (!this.#authRef || (f.ref && f.ref !== this.#authRef)) return; // a late reply
+    this.#authRef = null;
+    clearTimeout(this.#authTimer);
+    const refreshed = this.#ready;
+    this.#user = typeof f.user === 'string' ? f.user : this.#user;
+    this.#name = typeof f.name === 'string' && f.name ? f.name : this.#user;
+    const exp = Date.parse(f.exp);
+    this.#expMs = Number.isFinite(exp) ? exp : 0;
+    this.#authReason = '';
+    if (this.#expMs) {
+      const life = this.#expMs - Date.now();
+      this.#scheduleRefresh(life - Math.min(this.#opts.refreshBeforeMs, life / 10));
+    }
+    this.#emit('authed', { user: this.#user, name: this.#name, exp: f.exp ?? null, refreshed });
+    if (!refreshed) this.#becomeReady();
+  }
+
+  // scheduleRefresh sends a fresh token after ms, unless the token expires
+  // first (the server then closes with 4002 and the reconnect signs in).
+  #scheduleRefresh(ms) {
+    clearTimeout(this.#refreshTimer);
+    const ws = this.#ws;
+    if (!ws || !this.#expMs || Date.now() + ms >= this.#expMs) return;
+    this.#refreshTimer = setTimeout(() => {
+      if (ws === this.#ws) this.#authenticate(ws, true);
+    }, Math.max(0, ms));
+  }
+
+  // refused stops the client after the server refused its token (close
+  // 4001) or the provider said the user is not signed in: reconnecting
+  // with the same token cannot help.
+  #refused(reason) {
+    // The error frame's message says more than a close reason, which is
+    // cut to 123 bytes.
+    const why = this.#authReason || reason || 'the token was refused';
+    this.#authReason = '';
+    this.#stop(CODE_UNAUTHORIZED, why);
+    this.#setStatus('offline', { reason: why });
+    this.#emit('unauthorized', { reason: why, code: CLOSE_UNAUTHORIZED });
+  }
+
   // drop forgets the current socket, puts in-flight work back in line and
-  // schedules a reconnect.
-  #drop(ws) {
+  // schedules a reconnect: at once when the token expired (4002), with a
+  // new token from the provider.
+  #drop(ws, expired = false) {
     clearTimeout(this.#connectTimer);
     this.#ws = null;
     this.#resetWire();
@@ -422,13 +580,13 @@ export class ChatClient {
         rec.uncertain = true;
       }
     }
-    if (!this.#stopped) this.#scheduleReconnect();
+    if (!this.#stopped) this.#scheduleReconnect(expired);
   }
 
-  #scheduleReconnect() {
+  #scheduleReconnect(now = false) {
     const { initialMs, maxMs } = this.#opts.backoff;
     const cap = Math.min(maxMs, initialMs * 2 ** Math.min(this.#attempt, 30));
-    const delay = Math.floor(this.#random() * cap);
+    const delay = now ? 0 : Math.floor(this.#random() * cap);
     this.#attempt++;
     this.#setStatus('reconnecting', { retryInMs: delay, attempt: this.#attempt });
     this.#retryTimer = setTimeout(() => this.#open(), delay);
@@ -440,7 +598,7 @@ export class ChatClient {
   // A frame given as a string comes with meta {type, ref, room}.
   #write(frame, meta = frame) {
     const ws = this.#ws;
-    if (!ws || ws.readyState !== OPEN) return false;
+    if (!ws || ws.readyState !== OPEN || !this.#ready) return false;
     const data = typeof frame === 'string' ? frame : JSON.stringify(frame);
     this.#outq.push({ data, type: meta.type, ref: meta.ref, room: meta.room });
     this.#pump();
@@ -476,6 +634,10 @@ export class ChatClient {
 
   // resetWire forgets the frames of a socket that is gone.
   #resetWire() {
+    this.#ready = false;
+    this.#authRef = null;
+    clearTimeout(this.#authTimer);
+    clearTimeout(this.#refreshTimer);
     clearTimeout(this.#pumpTimer);
     this.#pumpTimer = null;
     this.#outq = [];
@@ -755,6 +917,7 @@ export class ChatClient {
       case 'left': return this.#onLeft(f);
       case 'history': return this.#onHistory(f);
       case 'presence': return this.#onPresence(f);
+      case 'authed': return this.#onAuthed(f);
       default: // unknown frame types are ignored (PROTOCOL.md §2)
     }
   }
@@ -873,6 +1036,16 @@ export class ChatClient {
       moderator: f.moderator, retryAfterMs: f.retry_after_ms,
     });
     if (this.#probeRefs.delete(f.ref)) return; // a probe's not_joined is an answer like any other
+    if (err.code === CODE_UNAUTHORIZED && this.#tokenProvider) {
+      // Before the close: 4001 follows, whose reason may be empty.
+      this.#authReason = err.message;
+      if (f.ref && f.ref === this.#authRef) {
+        this.#authRef = null;
+        clearTimeout(this.#authTimer);
+        // A refused refresh: the current token holds until its exp.
+        if (this.#ready) this.#scheduleRefresh(this.#opts.refreshRetryMs);
+      }
+    }
     if (f.ref) this.#correlateError(f.ref, err);
     else if (err.code === 'rate_limited') {
       // The server discarded frames unread, without saying which: pause,

@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatClient, compareSeq, parseSeq, validateRoom, validateUser } from '../static/chatstream-client.js';
+import { ChatClient, ChatError, compareSeq, parseSeq, validateRoom, validateUser } from '../static/chatstream-client.js';
 
 // FakeSocket is a WebSocket the test drives: open() opens it, recv() delivers
 // one server message (frames joined with "\n"), drop() loses the connection.
@@ -43,6 +43,12 @@ class FakeSocket {
   drop() {
     this.readyState = 3;
     this.onclose?.({ code: 1006 });
+  }
+
+  // serverClose closes the socket from the server's side with code and reason.
+  serverClose(code, reason = '') {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
   }
 
   lastSent(type) {
@@ -499,4 +505,196 @@ test('a room joined while empty learns its epoch from its messages', async (t) =
   ws.open();
   assert.equal(ws.lastSent('join').since, '5-0');
   assert.equal(ws.lastSent('join').epoch, 'e9');
+});
+
+// ---- signing in with a token provider (protocol v1.1) ----
+
+// tokens returns a token provider that hands out tok-1, tok-2, ... and
+// counts its calls; fail(err) makes the next call reject with err.
+function tokens() {
+  const p = async () => {
+    p.calls++;
+    if (p.next) {
+      const err = p.next;
+      p.next = null;
+      throw err;
+    }
+    return `tok-${p.calls}`;
+  };
+  p.calls = 0;
+  p.next = null;
+  p.fail = (err) => { p.next = err; };
+  return p;
+}
+
+// authedFrame answers the auth frame of ws for user, expiring in ms.
+function authedFrame(ws, user, ms, name = '') {
+  const auth = ws.lastSent('auth');
+  return { type: 'authed', user, name, exp: new Date(Date.now() + ms).toISOString(), ref: auth.ref };
+}
+
+// signIn opens the client's socket, waits for its auth frame and answers it.
+async function signIn(c, user = 'alice', ms = 3_600_000, name = '') {
+  const connected = c.connect();
+  const ws = latest();
+  ws.open();
+  await until(() => ws.lastSent('auth'), 'the auth frame');
+  ws.recv(authedFrame(ws, user, ms, name));
+  assert.equal(await connected, true);
+  return ws;
+}
+
+test('with a token provider the first frame is auth, and nothing else goes out before authed', async (t) => {
+  const provider = tokens();
+  const c = newClient(t, { user: undefined, token: provider });
+  const log = record(c, 'authed', 'status');
+  const connected = c.connect();
+  const ws = latest();
+  assert.equal(new URL(ws.url).searchParams.has('user'), false, 'the URL names no user: the token does');
+  ws.open();
+  await until(() => ws.sent.length > 0, 'the first frame');
+  assert.deepEqual(ws.sent, [{ type: 'auth', token: 'tok-1', ref: ws.sent[0].ref }]);
+  assert.equal(c.connected, false, 'not connected before authed');
+  assert.equal(log.at(-1).state, 'connecting');
+  // A join and a send on the open socket before authed wait: they would
+  // get unauthorized.
+  const joined = c.join('lobby');
+  const sent = c.send('lobby', 'early');
+  await tick(5);
+  assert.deepEqual(ws.sent.map((f) => f.type), ['auth']);
+
+  ws.recv(authedFrame(ws, 'alice', 3_600_000, 'Alice Liddell'));
+  assert.equal(await connected, true);
+  assert.equal(c.user, 'alice');
+  assert.equal(c.name, 'Alice Liddell');
+  assert.ok(c.expiresAt > Date.now());
+  assert.deepEqual(log.filter((e) => e.type === 'authed').map((e) => [e.user, e.name, e.refreshed]), [['alice', 'Alice Liddell', false]]);
+  const join = ws.lastSent('join');
+  assert.ok(join, 'the join goes out after authed');
+  ws.recv({ type: 'joined', room: 'lobby', ref: join.ref, history: [] });
+  await joined;
+  ws.recv(msg('lobby', '5-0', 'alice', 'early', sent.ref));
+  assert.equal((await sent).seq, '5-0', 'an own message (user from authed) settles the send');
+});
+
+test('a fresh token is sent before exp on the same socket', async (t) => {
+  const provider = tokens();
+  const c = newClient(t, { user: undefined, token: provider, refreshBeforeMs: 30_000 });
+  const authed = record(c, 'authed');
+  // 400 ms to live: a tenth of it (40 ms) is less than refreshBeforeMs.
+  const ws = await signIn(c, 'alice', 400);
+  await tick(100);
+  assert.equal(ws.sent.filter((f) => f.type === 'auth').length, 1, 'refreshed too early');
+  await until(() => ws.sent.filter((f) => f.type === 'auth').length === 2, 'the refresh');
+  const refresh = ws.lastSent('auth');
+  assert.equal(refresh.token, 'tok-2');
+  assert.equal(provider.calls, 2);
+  ws.recv(authedFrame(ws, 'alice', 3_600_000));
+  assert.deepEqual(authed.map((e) => e.refreshed), [false, true]);
+  assert.equal(FakeSocket.instances.length, 1, 'a refresh does not reconnect');
+  assert.equal(c.connected, true);
+});
+
+test('a refused refresh is tried again while the token is valid', async (t) => {
+  const provider = tokens();
+  const c = newClient(t, { user: undefined, token: provider, refreshRetryMs: 20 });
+  const errors = record(c, 'error');
+  const ws = await signIn(c, 'alice', 1_000);
+  await until(() => ws.sent.filter((f) => f.type === 'auth').length === 2, 'the refresh');
+  ws.recv({ type: 'error', code: 'unauthorized', message: 'token for another user', ref: ws.lastSent('auth').ref });
+  assert.equal(c.connected, true, 'the connection stays: the current token holds');
+  assert.equal(errors.at(-1).code, 'unauthorized');
+  await until(() => ws.sent.filter((f) => f.type === 'auth').length === 3, 'the second refresh');
+  provider.fail(new Error('network down'));
+  ws.recv({ type: 'error', code: 'unauthorized', message: 'again', ref: ws.lastSent('auth').ref });
+  await until(() => errors.some((e) => e.code === 'token_unavailable'), 'the provider failure');
+  await until(() => ws.sent.filter((f) => f.type === 'auth').length === 4, 'a refresh after the provider failed');
+});
+
+test('close 4001 stops reconnecting and says why', async (t) => {
+  const provider = tokens();
+  const c = newClient(t, { user: undefined, token: provider });
+  const log = record(c, 'unauthorized', 'status');
+  const connected = c.connect();
+  const joined = c.join('lobby');
+  const send = c.send('lobby', 'never');
+  const ws = latest();
+  ws.open();
+  await until(() => ws.lastSent('auth'), 'the auth frame');
+  ws.recv({ type: 'error', code: 'unauthorized', message: 'token signature is invalid', ref: ws.lastSent('auth').ref });
+  ws.serverClose(4001, 'unauthorized');
+  assert.equal(await connected, false);
+  await assert.rejects(send, (err) => err instanceof ChatError && err.code === 'unauthorized');
+  await assert.rejects(joined, (err) => err.code === 'unauthorized');
+  const ev = log.find((e) => e.type === 'unauthorized');
+  assert.deepEqual({ reason: ev.reason, code: ev.code }, { reason: 'token signature is invalid', code: 4001 });
+  const s = log.filter((e) => e.type === 'status').at(-1);
+  assert.deepEqual({ state: s.state, reason: s.reason }, { state: 'offline', reason: 'token signature is invalid' });
+  await tick(100); // several backoff periods
+  assert.equal(FakeSocket.instances.length, 1, 'no reconnect after 4001');
+  assert.equal(provider.calls, 1);
+  assert.deepEqual(c.rooms, ['lobby'], 'rooms are kept for a later connect');
+
+  // Signed in again: connect resumes.
+  c.connect();
+  const ws2 = latest();
+  assert.notEqual(ws2, ws);
+  ws2.open();
+  await until(() => ws2.lastSent('auth'), 'the auth frame');
+  ws2.recv(authedFrame(ws2, 'alice', 60_000));
+  assert.ok(ws2.lastSent('join'), 'the room is joined again');
+});
+
+test('close 4001 without an error frame uses the close reason', async (t) => {
+  const c = newClient(t, { user: undefined, token: tokens() });
+  const log = record(c, 'unauthorized');
+  await signIn(c);
+  latest().serverClose(4001, 'no valid auth within 10 s');
+  assert.equal(log[0].reason, 'no valid auth within 10 s');
+});
+
+test('close 4002 reconnects at once with a new token and resumes', async (t) => {
+  const provider = tokens();
+  // A backoff far longer than the test: only an immediate reconnect passes.
+  const c = newClient(t, { user: undefined, token: provider, backoff: { initialMs: 60_000, maxMs: 60_000 } });
+  const joined = record(c, 'joined');
+  const ws = await signIn(c);
+  c.join('lobby');
+  ws.recv({ type: 'joined', room: 'lobby', ref: ws.lastSent('join').ref, history: [msg('lobby', '5-0', 'bob', 'a')] });
+  ws.serverClose(4002, 'token expired');
+  const ws2 = await nextSocket();
+  ws2.open();
+  await until(() => ws2.lastSent('auth'), 'the auth frame');
+  assert.equal(ws2.lastSent('auth').token, 'tok-2', 'a new token from the provider');
+  assert.equal(ws2.lastSent('join'), undefined, 'no join before authed');
+  ws2.recv(authedFrame(ws2, 'alice', 60_000));
+  assert.equal(ws2.lastSent('join').since, '5-0', 'the room is resumed');
+  ws2.recv({ type: 'joined', room: 'lobby', ref: ws2.lastSent('join').ref, history: [msg('lobby', '6-0', 'bob', 'b')] });
+  assert.deepEqual(joined.at(-1).history.map((m) => m.text), ['b']);
+  assert.equal(joined.at(-1).resumed, true);
+});
+
+test('a failing provider is retried with backoff; an unauthorized one stops the client', async (t) => {
+  const provider = tokens();
+  const c = newClient(t, { user: undefined, token: provider });
+  const log = record(c, 'unauthorized');
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  provider.fail(new Error('HTTP 502'));
+  c.connect();
+  latest().open();
+  const ws2 = await nextSocket();
+  assert.equal(errors[0].code, 'token_unavailable');
+  assert.match(errors[0].message, /HTTP 502/);
+  provider.fail(new ChatError({ code: 'unauthorized', message: 'not signed in' }));
+  ws2.open();
+  await until(() => log.some((e) => e.type === 'unauthorized'), 'the unauthorized event');
+  assert.equal(log.find((e) => e.type === 'unauthorized').reason, 'not signed in');
+  await tick(100);
+  assert.equal(FakeSocket.instances.length, 2, 'no reconnect after the provider said not signed in');
+});
+
+test('a token provider must be a function', () => {
+  assert.throws(() => new ChatClient({ url: 'ws://x/ws', token: 'abc', WebSocket: FakeSocket }), TypeError);
+  assert.doesNotThrow(() => new ChatClient({ url: 'ws://x/ws', token: async () => 't', WebSocket: FakeSocket }));
 });
