@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatstream/chatstream/admin"
 	"github.com/chatstream/chatstream/admission"
+	"github.com/chatstream/chatstream/auth"
 	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
@@ -68,6 +69,10 @@ type Config struct {
 	// and /api/ answers 404. Without a stream reader (the memory backend)
 	// the API answers 501.
 	AdminToken string
+	// Auth configures authentication: --auth none (names from ?user=,
+	// the default) or jwt (names from signed tokens), the key, and the
+	// rooms policy (auth.Config). Its Logger defaults to the server's.
+	Auth auth.Config
 }
 
 // Defaults of Config, also used by the command line's flags.
@@ -117,6 +122,9 @@ func (c *Config) setDefaults() {
 	if c.Admission.Logger == nil {
 		c.Admission.Logger = c.Logger
 	}
+	if c.Auth.Logger == nil {
+		c.Auth.Logger = c.Logger
+	}
 }
 
 // Validate reports a configuration that cannot work. It does not change c.
@@ -143,6 +151,8 @@ type Server struct {
 	static    http.Handler
 	// notReady reports failed readiness checks once per outage.
 	notReady *faillog.Log
+	// auth verifies tokens and room permissions; Run closes it.
+	auth *auth.Authenticator
 }
 
 // New builds a server and opens its listener, so Addr is known before Run.
@@ -170,8 +180,12 @@ func New(cfg Config) (*Server, error) {
 	if s.admission, err = admission.New(cfg.Admission); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	if s.auth, err = auth.New(cfg.Auth); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s.ln, err = net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		s.auth.Close()
 		return nil, fmt.Errorf("server: listen: %w", err)
 	}
 	if cfg.InstanceID == "" {
@@ -198,6 +212,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err != nil {
 		_ = s.ln.Close() // nothing was served
+		s.auth.Close()
 		return nil, err
 	}
 	s.http = &http.Server{
@@ -326,6 +341,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopPipeline()
 	wg.Wait()
+	s.auth.Close()
 	if e := s.backend.Close(); e != nil {
 		err = errors.Join(err, fmt.Errorf("server: %w", e))
 	}

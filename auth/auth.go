@@ -1,0 +1,122 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// ErrForbidden reports a join or send that the identity's rooms or publish
+// patterns, or the rooms policy, do not allow; the error's text says which.
+var ErrForbidden = errors.New("forbidden")
+
+// Action is what an identity wants to do in a room.
+type Action int
+
+// Actions checked by Allow.
+const (
+	// Join is joining a room and reading its history.
+	Join Action = iota
+	// Send is sending a message to a room.
+	Send
+)
+
+// String returns "join" or "send".
+func (a Action) String() string {
+	if a == Send {
+		return "send"
+	}
+	return "join"
+}
+
+// Authenticator is a server's authentication: its mode, its verifier (in
+// ModeJWT) and its rooms policy. It is safe for concurrent use. A nil
+// *Authenticator is ModeNone without a policy.
+type Authenticator struct {
+	mode     string
+	verifier *Verifier
+	policy   *Policy
+	log      *slog.Logger
+}
+
+// New returns the authenticator of cfg: it reads the key (or starts
+// fetching the JWKS) and the rooms policy. In ModeNone it logs a warning
+// that anyone can use any name. Close stops it.
+func New(cfg Config) (*Authenticator, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Authenticator{mode: cfg.Mode, log: cfg.Logger}
+	if cfg.RoomsPolicy != "" {
+		p, err := LoadPolicy(cfg.RoomsPolicy, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		a.policy = p
+	}
+	switch cfg.Mode {
+	case ModeJWT:
+		v, err := NewVerifier(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.verifier = v
+	default:
+		cfg.Logger.Warn("auth: --auth none: anyone can use any name; run with --auth jwt in front of real users")
+	}
+	return a, nil
+}
+
+// Mode returns ModeNone or ModeJWT.
+func (a *Authenticator) Mode() string {
+	if a == nil {
+		return ModeNone
+	}
+	return a.mode
+}
+
+// Close stops the verifier's key fetches.
+func (a *Authenticator) Close() {
+	if a != nil && a.verifier != nil {
+		a.verifier.Close()
+	}
+}
+
+// Anonymous returns the identity of a ModeNone connection named user
+// (?user=), after the name rules. Its error wraps ErrBadName.
+func (a *Authenticator) Anonymous(user string) (Identity, error) {
+	u, err := NormalizeUser(user)
+	if err != nil {
+		return Identity{}, err
+	}
+	return Identity{User: u}, nil
+}
+
+// Verify returns the identity a token carries (ModeJWT). Its error wraps
+// ErrUnauthorized and never contains the token.
+func (a *Authenticator) Verify(token string) (Identity, error) {
+	if a == nil || a.verifier == nil {
+		return Identity{}, fmt.Errorf("%w: this server does not use tokens", ErrUnauthorized)
+	}
+	return a.verifier.Verify(token)
+}
+
+// Allow reports whether id may do act in room: its own patterns first,
+// then the rooms policy. The error wraps ErrForbidden and says why.
+func (a *Authenticator) Allow(id Identity, room string, act Action) error {
+	ok := id.CanJoin(room)
+	if act == Send {
+		ok = id.CanPublish(room)
+	}
+	if !ok {
+		if act == Send {
+			return fmt.Errorf("%w: your token does not allow sending to room %s", ErrForbidden, room)
+		}
+		return fmt.Errorf("%w: your token does not allow joining room %s", ErrForbidden, room)
+	}
+	if a == nil || a.policy == nil {
+		return nil
+	}
+	return a.policy.Allow(id, room, act)
+}
