@@ -58,6 +58,13 @@ type Config struct {
 	MaxRooms int
 	// Timeout bounds one Redis round trip. Default redisstore.DefaultTimeout.
 	Timeout time.Duration
+	// RedisWaitReplicas is how many Redis replicas must confirm each batch
+	// of appends before its senders are acked (redisstore.Config.
+	// WaitReplicas). Default 0: no wait.
+	RedisWaitReplicas int
+	// RedisWaitTimeout bounds that wait. Default
+	// redisstore.DefaultWaitTimeout.
+	RedisWaitTimeout time.Duration
 	// PresenceTTL is how long an instance's presence outlives its last
 	// sync. Default pipeline.DefaultPresenceTTL.
 	PresenceTTL time.Duration
@@ -103,9 +110,16 @@ type Backend struct {
 // ErrNoRedis reports a tool that needs Redis used with the memory backend.
 var ErrNoRedis = errors.New("backend: this needs the Redis backend (--redis)")
 
+// ErrWaitNeedsRedis reports replica-acknowledged writes asked of the
+// memory backend, which has no replicas.
+var ErrWaitNeedsRedis = errors.New("backend: waiting for replicas (--redis-wait-replicas) needs the Redis backend (--redis)")
+
 // Open builds the backend cfg selects. It does not fail when Redis is down:
 // Redis is connected lazily and Health reports it.
 func Open(cfg Config) (*Backend, error) {
+	if cfg.RedisURL == "" && cfg.RedisWaitReplicas != 0 {
+		return nil, ErrWaitNeedsRedis
+	}
 	if cfg.RedisURL == "" {
 		m, err := memstore.New(memstore.Config{
 			RoomMaxLen: cfg.RoomMaxLen, MaxRooms: cfg.MaxRooms, RoomTTL: cfg.RoomTTL,
@@ -122,6 +136,7 @@ func Open(cfg Config) (*Backend, error) {
 		URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Partitions: cfg.Partitions,
 		RoomMaxLen: int64(cfg.RoomMaxLen), BusMaxLen: cfg.BusMaxLen, Timeout: cfg.Timeout, Logger: cfg.Logger,
 		RoomTTL: cfg.RoomTTL, IdempotencyWindow: cfg.IdempotencyWindow,
+		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)

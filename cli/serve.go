@@ -40,6 +40,9 @@ type serveCmd struct {
 	IdempotencyWindow time.Duration `default:"${default_idempotency_window}" env:"CHATSTREAM_IDEMPOTENCY_WINDOW" help:"How long a send's ref is remembered: a resend with the same ref within it is acked with the message stored the first time."`
 	MemoryMaxRooms    int           `default:"${default_memory_max_rooms}" env:"CHATSTREAM_MEMORY_MAX_ROOMS" help:"Rooms the in-memory backend keeps; a new room beyond it evicts the one idle longest (without --redis only)."`
 	Moderation        string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
+
+	// Replica-acknowledged writes (cli/serve_redis.go).
+	RedisWait serveRedisFlags `embed:""`
 }
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
@@ -48,6 +51,7 @@ func (s *serveCmd) Run(g *globals) error {
 		RedisURL: s.Redis, RedisPrefix: s.RedisPrefix, Partitions: s.Partitions,
 		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, RoomTTL: roomTTL(s.RoomTTL),
 		IdempotencyWindow: s.IdempotencyWindow, MaxRooms: s.MemoryMaxRooms, Logger: g.Log,
+		RedisWaitReplicas: s.RedisWait.RedisWaitReplicas, RedisWaitTimeout: s.RedisWait.RedisWaitTimeout,
 	})
 	if err != nil {
 		return usageError(err)

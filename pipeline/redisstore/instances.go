@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chatstream/chatstream/pipeline"
@@ -50,11 +51,15 @@ func (b *Backend) RecordInstance(ctx context.Context, info InstanceInfo) error {
 // Instances returns the records of the running instances.
 func (b *Backend) Instances(ctx context.Context) ([]InstanceInfo, error) {
 	prefix := b.keys.InstanceKey("")
+	// mu guards keys: a Cluster's masters are scanned concurrently.
+	var mu sync.Mutex
 	var keys []string
 	err := forEachMaster(ctx, b.client, func(ctx context.Context, c scanner) error {
 		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 		for iter.Next(ctx) {
+			mu.Lock()
 			keys = append(keys, iter.Val())
+			mu.Unlock()
 		}
 		return iter.Err()
 	})

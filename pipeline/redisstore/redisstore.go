@@ -83,6 +83,15 @@ type Config struct {
 	MaxBatch int
 	// Timeout bounds one Redis round trip. Default DefaultTimeout.
 	Timeout time.Duration
+	// WaitReplicas is how many replicas must confirm each batch of appends
+	// (WAIT, on the batch's connection) before its senders are acked; a
+	// batch that fewer replicas confirm within WaitTimeout is answered
+	// pipeline.ErrUnavailable (ErrNotReplicated). Default 0: no WAIT,
+	// replication is asynchronous and a failover can lose acked messages.
+	WaitReplicas int
+	// WaitTimeout bounds the WAIT of a batch. Default DefaultWaitTimeout;
+	// less than Timeout.
+	WaitTimeout time.Duration
 	// Logger receives diagnostics. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -104,6 +113,8 @@ const (
 	DefaultTimeout = 3 * time.Second
 	// MaxPartitions is the largest partition count (two digits in keys).
 	MaxPartitions = 100
+	// DefaultWaitTimeout is the default bound of the WAIT for replicas.
+	DefaultWaitTimeout = time.Second
 )
 
 func (c *Config) setDefaults() {
@@ -134,6 +145,9 @@ func (c *Config) setDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = DefaultWaitTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -153,6 +167,10 @@ func (c Config) Validate() error {
 		return errors.New("redisstore: idempotency window must be at least 1ms")
 	case c.RoomTTL >= 0 && c.RoomTTL < time.Millisecond:
 		return errors.New("redisstore: room TTL must be at least 1ms (or negative: never)")
+	case c.WaitReplicas < 0:
+		return errors.New("redisstore: wait replicas must not be negative")
+	case c.WaitTimeout < time.Millisecond || c.WaitTimeout >= c.Timeout:
+		return fmt.Errorf("redisstore: wait timeout %v must be at least 1ms and less than the timeout %v", c.WaitTimeout, c.Timeout)
 	case strings.ContainsAny(c.Prefix, "{} \n"):
 		return errors.New("redisstore: prefix must not contain braces or spaces")
 	}
@@ -285,6 +303,7 @@ func New(cfg Config) (*Backend, error) {
 	appendOpts := *opts
 	appendOpts.MaxRetries = -1
 	appendClient := redis.NewUniversalClient(&appendOpts)
+	installWait(appendClient, cfg)
 	subOpts := *opts
 	subOpts.PoolSize = cfg.Partitions + 4
 	// Blocking reads last up to the subscriber's block time; the read
