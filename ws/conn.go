@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/chatstream/chatstream/auth"
 	"github.com/chatstream/chatstream/pipeline"
 )
 
@@ -68,6 +69,14 @@ type Conn struct {
 	flood       floodMeter
 	lastLimited time.Time
 	rooms       map[string]struct{}
+
+	// ident (who the connection is), authed and authBy (the moment to
+	// authenticate by) are owned by the reader goroutine (auth.go). user
+	// and log are written by it once, when it authenticates, before the
+	// connection joins a room.
+	ident  auth.Identity
+	authed bool
+	authBy time.Time
 }
 
 // ID returns the connection's id, used as conn_id in message metadata.
@@ -277,7 +286,7 @@ func (c *Conn) reader() {
 	cfg := &c.gw.cfg
 	defer close(c.readerDone)
 	c.ws.SetReadLimit(cfg.ReadLimit)
-	extend := func() error { return c.ws.SetReadDeadline(time.Now().Add(cfg.PongWait)) }
+	extend := func() error { return c.ws.SetReadDeadline(c.readDeadline(time.Now())) }
 	_ = extend() // cannot fail before the first read
 	c.ws.SetPongHandler(func(string) error {
 		if c.gw.shutting.Load() {
@@ -325,7 +334,7 @@ func (c *Conn) reader() {
 			c.enqueue(errFrame(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
 			continue
 		}
-		c.handle(data)
+		c.handleAside(data)
 	}
 	rooms := make([]string, 0, len(c.rooms))
 	for r := range c.rooms {
@@ -339,6 +348,7 @@ func (c *Conn) readEnded(err error) {
 	switch {
 	case c.gw.shutting.Load():
 		c.close(websocket.CloseGoingAway, "server shutting down", true)
+	case c.authTimedOut(err):
 	case errors.Is(err, websocket.ErrReadLimit):
 		// gorilla has already sent 1009; this only stops the writer.
 		c.close(websocket.CloseMessageTooBig, "frame exceeds the read limit", false)
@@ -350,11 +360,34 @@ func (c *Conn) readEnded(err error) {
 	}
 }
 
+// handleAside runs handle on a goroutine of its own and waits for it. The
+// reader goroutine spends almost all its life waiting for the next frame,
+// which takes little stack; handling a frame (decoding, reading history,
+// encoding) takes several times more, which a goroutine keeps once it has
+// grown. Handling each frame aside keeps the idle reader's stack small.
+func (c *Conn) handleAside(data []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.handle(data)
+	}()
+	<-done
+}
+
 // handle runs one text frame.
 func (c *Conn) handle(data []byte) {
 	f, perr := DecodeFrame(data)
 	if perr != nil {
 		c.enqueue(errFrame(perr, f.Ref, f.Room))
+		return
+	}
+	if f.Type == TypeAuth {
+		c.authenticate(f)
+		_ = c.ws.SetReadDeadline(c.readDeadline(time.Now())) // an error here surfaces on the next read
+		return
+	}
+	if !c.authed {
+		c.enqueue(errFrame(pipeline.Errorf(CodeUnauthorized, "authenticate first: send an auth frame with your token"), f.Ref, f.Room))
 		return
 	}
 	_, joined := c.rooms[f.Room]
@@ -370,7 +403,9 @@ func (c *Conn) handle(data []byte) {
 		c.gw.hub.leave(c, f.Room)
 		c.enqueue(encode(leftFrame{Type: TypeLeft, Room: f.Room, Ref: f.Ref}))
 	case TypeSend:
-		c.submit(f)
+		if c.allow(f, auth.Send) {
+			c.submit(f)
+		}
 	case TypeHistory:
 		c.olderHistory(f)
 	}
@@ -379,7 +414,7 @@ func (c *Conn) handle(data []byte) {
 // submit submits a send frame and queues its outcome: ack or error.
 func (c *Conn) submit(f ClientFrame) {
 	o, err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
-		ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref,
+		ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref, Meta: c.ident.Meta,
 	})
 	switch {
 	case err != nil:
@@ -395,6 +430,9 @@ func (c *Conn) submit(f ClientFrame) {
 // history asked for, and queues joined followed by any live message that
 // arrived meanwhile and is not in the history.
 func (c *Conn) join(f ClientFrame, rejoin bool) {
+	if !c.allow(f, auth.Join) {
+		return
+	}
 	if !rejoin && len(c.rooms) >= c.gw.cfg.MaxRooms {
 		c.enqueue(errFrame(pipeline.Errorf(CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room))
 		return

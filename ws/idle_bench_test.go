@@ -106,13 +106,15 @@ func serverFrame(r *bufio.Reader) ([]byte, error) {
 	return p, err
 }
 
-// inUse is the memory the runtime holds for live objects and goroutine
-// stacks, after a collection.
-func inUse() uint64 {
+// inUse is the memory the runtime holds for live objects and for
+// goroutine stacks, after a collection.
+func inUse() (heap, stack int64) {
+	runtime.GC()
+	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
+	return int64(m.HeapInuse), int64(m.StackInuse)
 }
 
 // writeProfiles writes the heap (in use) and goroutine profiles into dir.
@@ -133,7 +135,8 @@ func writeProfiles(b *testing.B, dir string) {
 
 // BenchmarkIdleConn measures what one idle connection costs the server:
 // b.N connections, ten per room, are opened, joined and held; the heap and
-// stack bytes in use grow by B/conn each, and goroutines/conn counts the
+// stack bytes in use grow by B/conn each (stack-B/conn of it in goroutine
+// stacks), and goroutines/conn counts the
 // goroutines each holds. The clients are bare sockets, so the figures are
 // the server's (plus a client socket's few hundred bytes).
 //
@@ -146,7 +149,7 @@ func BenchmarkIdleConn(b *testing.B) {
 	addr := strings.TrimPrefix(h.srv.URL, "http://")
 	b.ReportAllocs()
 	goroutines := runtime.NumGoroutine()
-	before := inUse()
+	heap0, stack0 := inUse()
 	b.ResetTimer()
 	clients := make([]*idleClient, 0, b.N)
 	for i := range b.N {
@@ -159,8 +162,9 @@ func BenchmarkIdleConn(b *testing.B) {
 	b.StopTimer()
 	// Let every handshake's transient state become garbage.
 	time.Sleep(100 * time.Millisecond)
-	after := inUse()
-	b.ReportMetric(float64(int64(after)-int64(before))/float64(b.N), "B/conn")
+	heap, stack := inUse()
+	b.ReportMetric(float64(heap-heap0+stack-stack0)/float64(b.N), "B/conn")
+	b.ReportMetric(float64(stack-stack0)/float64(b.N), "stack-B/conn")
 	b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/float64(b.N), "goroutines/conn")
 	if dir := os.Getenv("CHATSTREAM_IDLE_PROFILES"); dir != "" {
 		writeProfiles(b, dir)
