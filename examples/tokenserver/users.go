@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// user is one line of the users file.
+type user struct {
+	name  string   // the token's sub: the chat user name
+	hash  []byte   // bcrypt hash of the password
+	title string   // the token's name: shown in the page; empty: name
+	rooms []string // the token's rooms: patterns the user may join; nil: every room
+}
+
+// users are the accounts of the users file, by name.
+type users map[string]user
+
+// dummyHash is compared against for an unknown user, so that a sign-in
+// takes as long whether or not the user exists.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
+
+// loadUsers reads a users file: one account per line,
+//
+//	user:bcrypt-hash[:display name[:room,patterns]]
+//
+// as `htpasswd -nbB user password` prints the first two fields. Blank
+// lines and lines starting with # are skipped.
+func loadUsers(file string) (users, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("users file: %w", err)
+	}
+	defer f.Close()
+	us := users{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Split(line, ":")
+		if len(fields) < 2 || len(fields) > 4 || fields[0] == "" {
+			return nil, fmt.Errorf("%s:%d: want user:bcrypt-hash[:display name[:rooms]], got %d fields", file, n, len(fields))
+		}
+		u := user{name: fields[0], hash: []byte(fields[1])}
+		if _, err := bcrypt.Cost(u.hash); err != nil {
+			return nil, fmt.Errorf("%s:%d: user %s: the password is not a bcrypt hash (make one with `htpasswd -nbB user password`): %w", file, n, u.name, err)
+		}
+		if len(fields) > 2 {
+			u.title = fields[2]
+		}
+		if len(fields) > 3 && fields[3] != "" {
+			u.rooms = strings.Split(fields[3], ",")
+		}
+		if _, dup := us[u.name]; dup {
+			return nil, fmt.Errorf("%s:%d: user %s is listed twice", file, n, u.name)
+		}
+		us[u.name] = u
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("users file: %w", err)
+	}
+	if len(us) == 0 {
+		return nil, fmt.Errorf("%s: no users", file)
+	}
+	return us, nil
+}
+
+// count returns the number of accounts.
+func (us users) count() int { return len(us) }
+
+// check returns the user whose password this is, or false.
+func (us users) check(name, password string) (user, bool) {
+	u, ok := us[name]
+	hash := u.hash
+	if !ok {
+		hash = dummyHash
+	}
+	if err := bcrypt.CompareHashAndPassword(hash, []byte(password)); err != nil || !ok {
+		return user{}, false
+	}
+	return u, true
+}
