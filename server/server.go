@@ -208,7 +208,9 @@ func New(cfg Config) (*Server, error) {
 		},
 	})
 	if err == nil {
-		s.gateway, err = ws.NewGateway(cfg.WS, s.hub, s.pipeline, b.History)
+		wcfg := cfg.WS
+		wcfg.Auth = s.auth
+		s.gateway, err = ws.NewGateway(wcfg, s.hub, s.pipeline, b.History)
 	}
 	if err != nil {
 		_ = s.ln.Close() // nothing was served

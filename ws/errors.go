@@ -16,6 +16,12 @@ const (
 	CodeNotJoined = "not_joined"
 	// CodeRoomLimit is a join beyond Config.MaxRooms.
 	CodeRoomLimit = "room_limit"
+	// CodeUnauthorized (v1.1) is a missing, invalid or refused token, or a
+	// frame before the connection authenticated.
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden (v1.1) is a join or send the token's rooms or publish,
+	// or the rooms policy, do not allow.
+	CodeForbidden = "forbidden"
 )
 
 // asProtocolError returns err as the *pipeline.Error a client is told; an

@@ -10,8 +10,11 @@ import (
 	"github.com/chatstream/chatstream/pipeline"
 )
 
-// Frame types of protocol v1 (docs/PROTOCOL.md).
+// Frame types of protocol v1.1 (docs/PROTOCOL.md).
 const (
+	// TypeAuth (v1.1) carries a token; TypeAuthed answers it.
+	TypeAuth     = "auth"
+	TypeAuthed   = "authed"
 	TypeJoin     = "join"
 	TypeLeave    = "leave"
 	TypeSend     = "send"
@@ -53,11 +56,16 @@ type ClientFrame struct {
 	// Text is the message of a send.
 	Text string `json:"text,omitempty"`
 	Ref  string `json:"ref,omitempty"`
+	// Token (v1.1) is the token of an auth frame.
+	Token string `json:"token,omitempty"`
 }
 
 // MaxEpochLen is the longest epoch a join may carry, in bytes; the
 // server's epochs are far shorter.
 const MaxEpochLen = 64
+
+// MaxTokenBytes is the longest token an auth frame may carry.
+const MaxTokenBytes = 8 << 10
 
 // DecodeFrame parses and checks one client text frame. The returned error
 // carries the code and reason for the client's error frame; on error the
@@ -76,6 +84,15 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		return f, asProtocolError(err)
 	}
 	switch f.Type {
+	case TypeAuth:
+		// The only frame without a room.
+		if f.Token == "" {
+			return f, pipeline.Errorf(pipeline.CodeInvalid, "auth frame has no token")
+		}
+		if len(f.Token) > MaxTokenBytes {
+			return f, pipeline.Errorf(pipeline.CodeInvalid, "token is longer than %d bytes", MaxTokenBytes)
+		}
+		return f, nil
 	case TypeJoin, TypeLeave, TypeSend, TypeHistory:
 	case "":
 		return f, pipeline.Errorf(CodeBadFrame, "frame has no type")
@@ -134,6 +151,7 @@ func decodeStrict(data []byte, f *ClientFrame) error {
 	targets := map[string]any{
 		"type": &f.Type, "room": &f.Room, "history": &f.History, "since": &f.Since, "epoch": &f.Epoch,
 		"before": &f.Before, "after": &f.After, "limit": &f.Limit, "text": &f.Text, "ref": &f.Ref,
+		"token": &f.Token,
 	}
 	for name, raw := range fields {
 		target, known := targets[name]
@@ -233,6 +251,16 @@ type errorFrame struct {
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 	// Moderator names the moderator that rejected a message.
 	Moderator string `json:"moderator,omitempty"`
+}
+
+// authedFrame (v1.1) answers an auth frame, or a header token.
+type authedFrame struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+	Name string `json:"name,omitempty"`
+	// Exp is when the token expires, RFC 3339 UTC.
+	Exp string `json:"exp"`
+	Ref string `json:"ref,omitempty"`
 }
 
 type leftFrame struct {

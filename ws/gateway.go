@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/chatstream/chatstream/admission"
+	"github.com/chatstream/chatstream/auth"
 	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
 )
@@ -88,6 +89,13 @@ type Config struct {
 	// MaxPending bounds the live messages held for one member while its
 	// join reads history; it is the hub's (NewHub). Default DefaultMaxPending.
 	MaxPending int
+	// Auth authenticates connections (--auth none: ?user=; jwt: a token)
+	// and checks their room permissions. Nil: --auth none, every room.
+	Auth *auth.Authenticator
+	// AuthTimeout is how long a connection of --auth jwt may take to
+	// send a valid token; it is then closed with 4001. Default
+	// DefaultAuthTimeout (10s).
+	AuthTimeout time.Duration
 	// Logger logs connection events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -160,6 +168,9 @@ func (c *Config) setDefaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
 	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = DefaultAuthTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -172,7 +183,7 @@ func (c Config) Validate() error {
 		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 {
 		return errors.New("ws: limits must be positive")
 	}
-	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 || c.FloodWindow <= 0 {
+	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 || c.FloodWindow <= 0 || c.AuthTimeout <= 0 {
 		return errors.New("ws: durations must be positive")
 	}
 	if c.MaxPageMessages > MaxHistory {
@@ -258,16 +269,21 @@ func (g *Gateway) checkOrigin(r *http.Request) bool {
 	})
 }
 
-// ServeHTTP upgrades GET /ws?user=<name> to a WebSocket connection and runs
-// it until it ends.
+// ServeHTTP upgrades GET /ws?user=<name> (--auth none) or GET /ws with a
+// token (--auth jwt: an Authorization header, or an auth frame after the
+// upgrade) to a WebSocket connection and runs it until it ends.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.shutting.Load() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	user := r.URL.Query().Get("user")
-	if err := pipeline.ValidateUser(user); err != nil {
-		http.Error(w, "bad user: "+asProtocolError(err).Reason, http.StatusBadRequest)
+	ident, authed, tokenErr, err := g.identify(r)
+	if err != nil {
+		reason := asProtocolError(err).Reason
+		if errors.Is(err, auth.ErrBadName) {
+			reason = strings.TrimPrefix(err.Error(), auth.ErrBadName.Error()+": user name ")
+		}
+		http.Error(w, "bad user: "+reason, http.StatusBadRequest)
 		return
 	}
 	if !g.checkOrigin(r) {
@@ -284,19 +300,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id := uuid.NewString()
 	c := &Conn{
-		id: id, user: user, ws: wsConn, gw: g,
-		log:        g.log.With("conn_id", id, "user", user),
+		id: id, ws: wsConn, gw: g,
+		log:        g.log.With("conn_id", id),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		release:    admission.Hold(r),
 		limiter:    rate.NewLimiter(rate.Limit(g.cfg.FrameRate), g.cfg.FrameBurst),
 		flood:      newFloodMeter(g.cfg, time.Now()),
 		rooms:      make(map[string]struct{}),
+		authBy:     time.Now().Add(g.cfg.AuthTimeout),
+	}
+	if authed {
+		c.becomeAuthed(ident)
 	}
 	c.nextPing.Store(time.Now().Add(g.cfg.PingPeriod).UnixNano())
 	g.hub.addConn(c)
 	if g.shutting.Load() { // Shutdown began between the check and addConn
 		c.close(websocket.CloseGoingAway, "server shutting down", false)
+	}
+	switch {
+	case tokenErr != nil:
+		c.refuseAuth(tokenErr, "")
+	case authed && g.cfg.Auth.Mode() == auth.ModeJWT:
+		c.sendAuthed("")
 	}
 	// The connection is hijacked: the reader runs on a goroutine of its
 	// own, with a small stack, and the HTTP server's request state (its

@@ -1,0 +1,435 @@
+package ws_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+
+	"github.com/chatstream/chatstream/auth"
+	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/moderation"
+	_ "github.com/chatstream/chatstream/pipeline/moderation/rules" // the rules kind
+	"github.com/chatstream/chatstream/ws"
+)
+
+const authSecret = "ws-test-secret-0123456789abcdef0123456789"
+
+// startAuth runs a gateway with --auth jwt (HS256 with authSecret) and the
+// rooms policy, if any.
+func startAuth(t *testing.T, cfg ws.Config, policy string, mods ...pipeline.Moderator) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte(authSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	acfg := auth.Config{Mode: auth.ModeJWT, SecretFile: secret, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if policy != "" {
+		acfg.RoomsPolicy = filepath.Join(dir, "policy.yaml")
+		if err := os.WriteFile(acfg.RoomsPolicy, []byte(policy), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := auth.New(acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	cfg.Auth = a
+	return start(t, cfg, mods...)
+}
+
+// token signs a token for sub valid for ttl with the extra claims.
+func token(t *testing.T, sub string, ttl time.Duration, extra jwt.MapClaims) string {
+	t.Helper()
+	c := jwt.MapClaims{"sub": sub, "exp": time.Now().Add(ttl).Unix()}
+	for k, v := range extra {
+		c[k] = v
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(authSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// dialBearer connects with an Authorization header and ?user=claimed,
+// which --auth jwt ignores.
+func (h *harness) dialBearer(t *testing.T, claimed, tok string) *wstest.Client {
+	t.Helper()
+	hdr := http.Header{}
+	if tok != "" {
+		hdr.Set("Authorization", "Bearer "+tok)
+	}
+	c, err := wstest.DialHeader(h.srv.URL, claimed, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// authedFields are the fields of an authed frame beyond wstest.Frame's.
+type authedFields struct {
+	Name string `json:"name"`
+	Exp  string `json:"exp"`
+}
+
+func awaitAuthed(t *testing.T, c *wstest.Client) (wstest.Frame, authedFields) {
+	t.Helper()
+	f, err := c.Await(ws.TypeAuthed, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a authedFields
+	if err := json.Unmarshal([]byte(f.Raw), &a); err != nil {
+		t.Fatal(err)
+	}
+	return f, a
+}
+
+// awaitClose waits for the connection to end and returns its close code.
+func awaitClose(t *testing.T, c *wstest.Client) (int, string) {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		select {
+		case _, ok := <-c.Frames():
+			if !ok {
+				var ce *websocket.CloseError
+				if !errors.As(c.CloseErr, &ce) {
+					t.Fatalf("connection ended with %v, want a close frame", c.CloseErr)
+				}
+				return ce.Code, ce.Text
+			}
+		case <-deadline:
+			t.Fatal("connection still open")
+		}
+	}
+}
+
+func awaitError(t *testing.T, c *wstest.Client, code string) wstest.Frame {
+	t.Helper()
+	f, err := c.Await(ws.TypeError, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Code != code {
+		t.Fatalf("got error %s (%s), want %s", f.Code, f.Message, code)
+	}
+	return f
+}
+
+func TestAuthHeader(t *testing.T) {
+	t.Parallel()
+	h := startAuth(t, ws.Config{}, "")
+	c := h.dialBearer(t, "mallory", token(t, "alice", time.Hour, jwt.MapClaims{"name": "Alice L."}))
+	f, a := awaitAuthed(t, c)
+	if f.User != "alice" || a.Name != "Alice L." || f.Ref != "" {
+		t.Fatalf("got authed %s, want user alice (not the ignored ?user=), name Alice L., no ref", f.Raw)
+	}
+	if exp, err := time.Parse(time.RFC3339, a.Exp); err != nil || exp.Before(time.Now().Add(59*time.Minute)) {
+		t.Fatalf("got exp %q, want the token's, about an hour ahead", a.Exp)
+	}
+	join(t, c, "lobby", 0)
+	if err := c.Say("lobby", "hi", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Await(ws.TypeMessage, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.User != "alice" {
+		t.Fatalf("got message from %q, want alice (the token's sub)", m.User)
+	}
+
+	bad := h.dialBearer(t, "alice", token(t, "alice", -time.Hour, nil))
+	e := awaitError(t, bad, ws.CodeUnauthorized)
+	if !strings.Contains(e.Message, "expired") {
+		t.Fatalf("got %q, want the reason (expired)", e.Message)
+	}
+	if code, _ := awaitClose(t, bad); code != ws.CloseUnauthorized {
+		t.Fatalf("got close %d, want 4001", code)
+	}
+
+	notBearer := h.dialBearer(t, "", "")
+	_ = notBearer.Conn.Close()
+	hdr := http.Header{"Authorization": {"Basic YWxpY2U6cHc="}}
+	basic, err := wstest.DialHeader(h.srv.URL, "", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(basic.Close)
+	awaitError(t, basic, ws.CodeUnauthorized)
+	if code, _ := awaitClose(t, basic); code != ws.CloseUnauthorized {
+		t.Fatalf("Basic authorization: got close %d, want 4001", code)
+	}
+}
+
+func TestAuthFirstFrame(t *testing.T) {
+	t.Parallel()
+	h := startAuth(t, ws.Config{}, "")
+	c := h.dialBearer(t, "bob", "")
+	// Nothing but auth is served before it.
+	if err := c.Join("lobby", 0); err != nil {
+		t.Fatal(err)
+	}
+	awaitError(t, c, ws.CodeUnauthorized)
+	if err := c.Send(map[string]any{"type": "auth", "token": token(t, "alice", time.Hour, nil), "ref": "a1"}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := awaitAuthed(t, c)
+	if f.User != "alice" || f.Ref != "a1" {
+		t.Fatalf("got %s, want authed alice with ref a1", f.Raw)
+	}
+	join(t, c, "lobby", 0)
+	if err := c.Say("lobby", "I am definitely the real bob", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Await(ws.TypeMessage, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.User != "alice" {
+		t.Fatalf("got a message from %q, want alice: ?user=bob must not count", m.User)
+	}
+
+	tests := []struct {
+		name, token, reason string
+	}{
+		{"bad signature", token(t, "alice", time.Hour, nil) + "x", "bad signature"},
+		{"garbage", "garbage", "malformed"},
+		{"invisible sub", token(t, "\u3164", time.Hour, nil), "HANGUL FILLER"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := h.dialBearer(t, "", "")
+			if err := c.Send(map[string]any{"type": "auth", "token": tt.token, "ref": "a2"}); err != nil {
+				t.Fatal(err)
+			}
+			e := awaitError(t, c, ws.CodeUnauthorized)
+			if e.Ref != "a2" || !strings.Contains(e.Message, tt.reason) || strings.Contains(e.Raw, tt.token) {
+				t.Fatalf("got %s, want unauthorized with ref a2 saying %q, not quoting the token", e.Raw, tt.reason)
+			}
+			if code, _ := awaitClose(t, c); code != ws.CloseUnauthorized {
+				t.Fatalf("got close %d, want 4001", code)
+			}
+		})
+	}
+}
+
+func TestAuthTimeout(t *testing.T) {
+	t.Parallel()
+	h := startAuth(t, ws.Config{AuthTimeout: 300 * time.Millisecond}, "")
+	c := h.dialBearer(t, "", "")
+	// Frames before the deadline do not extend it.
+	for range 3 {
+		if err := c.Join("lobby", 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, reason := awaitClose(t, c)
+	if code != ws.CloseUnauthorized || !strings.Contains(reason, "time to authenticate") {
+		t.Fatalf("got close %d %q, want 4001 for the authentication timeout", code, reason)
+	}
+}
+
+func TestAuthExpiryAndRefresh(t *testing.T) {
+	t.Parallel()
+	h := startAuth(t, ws.Config{}, "")
+	// jwt's exp has whole seconds: 2 s ahead expires within 1–2 s.
+	c := h.dialBearer(t, "", token(t, "alice", 2*time.Second, nil))
+	awaitAuthed(t, c)
+	code, reason := awaitClose(t, c)
+	if code != ws.CloseTokenExpired || reason != "token expired" {
+		t.Fatalf("got close %d %q, want 4002 token expired", code, reason)
+	}
+
+	r := h.dialBearer(t, "", token(t, "alice", 2*time.Second, jwt.MapClaims{"rooms": []any{"lobby", "news"}}))
+	awaitAuthed(t, r)
+	join(t, r, "lobby", 0)
+	join(t, r, "news", 0)
+	// A token for another user is refused and changes nothing.
+	if err := r.Send(map[string]any{"type": "auth", "token": token(t, "bob", time.Hour, nil), "ref": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := awaitError(t, r, ws.CodeUnauthorized); !strings.Contains(e.Message, "another user") {
+		t.Fatalf("got %q, want the other user refused", e.Message)
+	}
+	// A fresh token for alice that no longer allows news.
+	if err := r.Send(map[string]any{"type": "auth", "token": token(t, "alice", time.Hour, jwt.MapClaims{"rooms": []any{"lobby"}}), "ref": "r2"}); err != nil {
+		t.Fatal(err)
+	}
+	left, err := r.Await(ws.TypeLeft, wait)
+	if err != nil || left.Room != "news" {
+		t.Fatalf("got %v %v, want left news (the fresh token drops it)", left.Raw, err)
+	}
+	f, a := awaitAuthed(t, r)
+	if f.Ref != "r2" {
+		t.Fatalf("got %s, want authed r2", f.Raw)
+	}
+	if exp, _ := time.Parse(time.RFC3339, a.Exp); exp.Before(time.Now().Add(50 * time.Minute)) {
+		t.Fatalf("got exp %s, want the fresh token's", a.Exp)
+	}
+	time.Sleep(2500 * time.Millisecond) // past the first token's exp
+	if err := r.Say("lobby", "still here", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Await(ws.TypeAck, wait); err != nil {
+		t.Fatalf("after the first exp: %v, want the refreshed connection to stay", err)
+	}
+}
+
+func TestAuthForbidden(t *testing.T) {
+	t.Parallel()
+	const policy = `rooms:
+  - room: announcements
+    send: '"admin" in claims.roles'
+    reason: only admins post announcements
+  - room: "*"
+`
+	h := startAuth(t, ws.Config{}, policy)
+	c := h.dialBearer(t, "", token(t, "alice", time.Hour, jwt.MapClaims{
+		"rooms": []any{"lobby", "team-*", "announcements"}, "publish": "lobby,announcements", "roles": []any{"user"},
+	}))
+	awaitAuthed(t, c)
+	for _, tt := range []struct{ room, reason string }{
+		{"news", "does not allow joining room news"},
+	} {
+		if err := c.Join(tt.room, 0); err != nil {
+			t.Fatal(err)
+		}
+		if e := awaitError(t, c, ws.CodeForbidden); e.Room != tt.room || !strings.Contains(e.Message, tt.reason) {
+			t.Fatalf("join %s: got %s, want forbidden saying %q", tt.room, e.Raw, tt.reason)
+		}
+	}
+	join(t, c, "team-red", 0)
+	join(t, c, "announcements", 0)
+	for _, tt := range []struct{ room, reason string }{
+		{"team-red", "does not allow sending to room team-red"},
+		{"announcements", "only admins post announcements"},
+	} {
+		if err := c.Say(tt.room, "hello", "s-"+tt.room); err != nil {
+			t.Fatal(err)
+		}
+		if e := awaitError(t, c, ws.CodeForbidden); e.Ref != "s-"+tt.room || !strings.Contains(e.Message, tt.reason) {
+			t.Fatalf("send %s: got %s, want forbidden saying %q", tt.room, e.Raw, tt.reason)
+		}
+	}
+	admin := h.dialBearer(t, "", token(t, "root", time.Hour, jwt.MapClaims{"roles": []any{"admin"}}))
+	awaitAuthed(t, admin)
+	join(t, admin, "announcements", 0)
+	if err := admin.Say("announcements", "maintenance at noon", "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Await(ws.TypeAck, wait); err != nil {
+		t.Fatalf("admin send: %v, want ack", err)
+	}
+	if m, err := c.Await(ws.TypeMessage, wait); err != nil || m.Text != "maintenance at noon" {
+		t.Fatalf("alice reading announcements: got %v %v, want the admin's message", m.Raw, err)
+	}
+}
+
+// vipOnly is the docs' vip-only rule (docs/PLUGINS.md §4): members of
+// vip need the token claim role=vip, which reaches moderation as metadata
+// claim.role.
+const vipOnly = `moderators:
+  - kind: rules
+    name: vip
+    rules:
+      - name: vip-only
+        when: room == "vip" && !("claim.role" in metadata && metadata["claim.role"] == "vip")
+        action: reject
+        reason: members only
+`
+
+func TestAuthClaimsReachModeration(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "moderation.yaml")
+	if err := os.WriteFile(path, []byte(vipOnly), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chain, err := moderation.LoadFile(path, moderation.Env{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startAuth(t, ws.Config{}, "", chain.Moderators()...)
+	for _, tt := range []struct {
+		name   string
+		claims jwt.MapClaims
+		want   string
+	}{
+		{"vip", jwt.MapClaims{"role": "vip"}, ws.TypeAck},
+		{"other role", jwt.MapClaims{"role": "guest"}, ws.TypeError},
+		{"no role", nil, ws.TypeError},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := h.dialBearer(t, "", token(t, "u-"+strings.ReplaceAll(tt.name, " ", "-"), time.Hour, tt.claims))
+			awaitAuthed(t, c)
+			join(t, c, "vip", 0)
+			if err := c.Say("vip", "hello members", "v1"); err != nil {
+				t.Fatal(err)
+			}
+			f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == "v1" && f.Type != ws.TypeMessage }, wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Type != tt.want || (f.Type == ws.TypeError && (f.Code != pipeline.CodeRejected || f.Message != "members only")) {
+				t.Fatalf("got %s, want %s", f.Raw, tt.want)
+			}
+		})
+	}
+}
+
+func TestAuthNone(t *testing.T) {
+	t.Parallel()
+	h := start(t, ws.Config{})
+	for _, tt := range []struct{ name, user, reason string }{
+		{"hangul filler", "\u3164", "U+3164 HANGUL FILLER"},
+		{"braille blank", "\u2800", "BRAILLE PATTERN BLANK"},
+		{"right-to-left override", "\u202Eecila", "bidirectional"},
+		{"mixed scripts", "\u0430lice", "mixes Latin and Cyrillic"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := wstest.Dial(h.srv.URL, tt.user)
+			if err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+				t.Fatalf("got %v, want HTTP 400", err)
+			}
+			resp, err := http.Get(h.srv.URL + "/ws?user=" + strings.ReplaceAll(tt.user, "\u3164", "%E3%85%A4"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tt.reason) {
+				t.Fatalf("got %d %q, want 400 saying %q", resp.StatusCode, body, tt.reason)
+			}
+		})
+	}
+	c := h.dial(t, "ａｌｉｃｅ")
+	join(t, c, "lobby", 0)
+	if err := c.Say("lobby", "hi", "r"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Await(ws.TypeMessage, wait); err != nil || m.User != "alice" {
+		t.Fatalf("got %v %v, want a message from alice (NFKC)", m.Raw, err)
+	}
+	if err := c.Send(map[string]any{"type": "auth", "token": "whatever", "ref": "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := awaitError(t, c, pipeline.CodeInvalid); !strings.Contains(e.Message, "does not use tokens") {
+		t.Fatalf("got %q, want the auth frame refused", e.Message)
+	}
+}
