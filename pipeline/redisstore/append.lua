@@ -1,104 +1,242 @@
--- Stores one chat message atomically in its room stream and its partition
--- bus, under one entry ID that is also the message's seq, unless the room
--- already holds the same send (idempotency).
+-- Stores chat messages of one partition, in order, each atomically in its
+-- room stream and the partition bus, under one entry ID that is also the
+-- message's seq, unless its room already holds the same send (idempotency).
+-- One call takes every message of a batch that belongs to the partition, so
+-- the per-call costs (TIME, the bus's epoch, each room's epoch and TTL) are
+-- paid once per call, not once per message; a message costs one SET (its
+-- send record, read and written at once: SET NX GET, Redis 7.0 or later)
+-- and two XADDs.
 --
--- KEYS[1] room stream     <prefix>:{pNN}:room:<room>
--- KEYS[2] partition bus   <prefix>:{pNN}:bus
--- KEYS[3] room epoch      <prefix>:{pNN}:epoch:<room>
--- KEYS[4] bus epoch       <prefix>:{pNN}:bus:epoch
--- KEYS[5] send record     <prefix>:{pNN}:sent:<room>:<hash of user, ref>
---         (absent when the message has no ref: it is never deduplicated)
+-- KEYS[1]         partition bus   <prefix>:{pNN}:bus
+-- KEYS[2]         bus epoch       <prefix>:{pNN}:bus:epoch
+-- KEYS[2r+1]      room r's stream <prefix>:{pNN}:room:<room>   (r = 1..R)
+-- KEYS[2r+2]      room r's epoch  <prefix>:{pNN}:epoch:<room>
+-- KEYS[2R+2+k]    send records    <prefix>:{pNN}:sent:<room>:<hash of user, ref>
+--
 -- ARGV[1] room MAXLEN (approximate), ARGV[2] bus MAXLEN (approximate)
--- ARGV[3] message UUID, ARGV[4] payload (text), ARGV[5] metadata (msgpack map)
--- ARGV[6] a fresh epoch, used for a room or bus that has none
--- ARGV[7] room TTL in ms (0: the room never expires)
--- ARGV[8] idempotency window in ms
+-- ARGV[3] room TTL in ms (0: rooms never expire)
+-- ARGV[4] idempotency window in ms
+-- ARGV[5] a fresh epoch for the bus, used if it has none
+-- ARGV[6] R, the number of rooms; ARGV[6+r] a fresh epoch for room r
+-- then 5 arguments per message, in the order to store them:
+--   room number r, send record number k (0: no ref, never deduplicated),
+--   message UUID, payload (text), metadata: a msgpack map header counting
+--   two entries more than follow it (the script appends seq and epoch).
 --
--- Returns {seq, room epoch, message UUID, duplicate (0 or 1)}; for a
--- duplicate, the seq and UUID of the message stored the first time.
+-- Returns one reply per message: {seq, room epoch, message UUID, duplicate
+-- (0 or 1)}, for a duplicate the seq and UUID stored the first time; or
+-- {'!', error} for a message that could not be stored (the others are).
 --
 -- Epochs: a stream whose epoch key is missing, or whose epoch key outlived
 -- the stream (the stream was deleted or lost), gets the fresh epoch. The
--- room stream and its epoch key share one TTL, refreshed here, so they
--- expire together; so after any loss the next message starts a new epoch.
+-- room stream and its epoch key share one TTL, kept here for every room that
+-- stored a message, so they expire together; so after any loss the next
+-- message starts a new epoch.
 --
 -- The ID is generated here the way Redis generates `*` IDs (milliseconds of
 -- the server clock, then a counter), but above the last ID of BOTH streams,
 -- so it is valid in each and never goes backwards within an epoch, even if
--- the server's clock does. Every room entry is written by this script, so a
--- room's IDs are a subset of its bus's IDs, and a subscriber that knows the
--- seq of the last message it handled knows its position in the bus.
+-- the server's clock does. The last IDs are not read up front: an XADD of an
+-- ID at or below a stream's last fails without effect, and only then is
+-- that stream's last ID read. Every room entry is written by this script,
+-- so a room's IDs are a subset of its bus's IDs, and a subscriber that
+-- knows the seq of the last message it handled knows its position in the
+-- bus.
 
--- last_id returns the newest entry ID of a stream (0, 0 when it is empty).
--- Entries are only ever removed from the old end (MAXLEN trimming), so the
--- newest entry's ID is the stream's last generated ID.
-local function last_id(key)
-  local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  if #e == 0 then
-    return 0, 0
-  end
-  local ms, seq = string.match(e[1][1], '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
--- epoch_of returns the epoch of stream, making a new one when it has none
--- or the stream is gone.
-local function epoch_of(stream, key)
-  local e = redis.call('GET', key)
-  if e and redis.call('EXISTS', stream) == 1 then
-    return e
-  end
-  redis.call('SET', key, ARGV[6])
-  return ARGV[6]
-end
-
-local room_epoch = epoch_of(KEYS[1], KEYS[3])
-epoch_of(KEYS[2], KEYS[4])
-
-if #KEYS >= 5 then
-  local rec = redis.call('GET', KEYS[5])
-  if rec then
-    -- {epoch, uuid, seq}; a record of an earlier epoch names a message
-    -- that is lost, so the send is stored again.
-    local ok, r = pcall(cmsgpack.unpack, rec)
-    if ok and type(r) == 'table' and r[1] == room_epoch then
-      return {r[3], room_epoch, r[2], 1}
+-- epoch_of returns the epoch of a stream and whether it is fresh: made now
+-- because the stream has none or is gone.
+local function epoch_of(stream, key, fresh)
+  if redis.call('EXISTS', stream) == 1 then
+    local e = redis.call('GET', key)
+    if e then
+      return e, false
     end
   end
+  redis.call('SET', key, fresh)
+  return fresh, true
 end
+
+-- mpstr encodes s as a msgpack string.
+local function mpstr(s)
+  local n = #s
+  if n < 32 then
+    return string.char(0xa0 + n) .. s
+  elseif n < 256 then
+    return string.char(0xd9, n) .. s
+  elseif n < 65536 then
+    return string.char(0xda, math.floor(n / 256), n % 256) .. s
+  end
+  return string.char(0xdb, math.floor(n / 16777216), math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256) .. s
+end
+
+local ttl = tonumber(ARGV[3])
+local window = ARGV[4]
+local nrooms = tonumber(ARGV[6])
+local bus = KEYS[1]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ms, seq = last_id(KEYS[2])
-local rms, rseq = last_id(KEYS[1])
-if rms > ms or (rms == ms and rseq > seq) then
-  ms, seq = rms, rseq
-end
-if now > ms then
-  ms, seq = now, 0
-else
-  seq = seq + 1
-end
-local id = string.format('%.0f-%.0f', ms, seq)
+epoch_of(bus, KEYS[2], ARGV[5])
 
-local md = cmsgpack.unpack(ARGV[5])
-md['seq'] = id
-md['epoch'] = room_epoch
-local packed = cmsgpack.pack(md)
+-- (ms, seq) is the last ID used, or a bound below the next one to try:
+-- the bus's last ID is not read unless an XADD finds it higher (another
+-- call stored in this millisecond, or the clock went back), and a room's
+-- only if its stream is ahead of the bus (it was lost, or written by hand).
+local ms, seq = 0, 0
+local ms_prefix = ''
 
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id,
-  '_watermill_message_uuid', ARGV[3], 'payload', ARGV[4], 'metadata', packed)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id,
-  '_watermill_message_uuid', ARGV[3], 'payload', ARGV[4], 'metadata', packed)
+-- next_id moves (ms, seq) to the next ID and returns it.
+local function next_id()
+  if now > ms then
+    ms, seq = now, 0
+    ms_prefix = string.format('%.0f-', ms)
+  else
+    seq = seq + 1
+  end
+  return ms_prefix .. seq
+end
 
-if #KEYS >= 5 then
-  redis.call('SET', KEYS[5], cmsgpack.pack({room_epoch, ARGV[3], id}), 'PX', ARGV[8])
+-- follow makes the next ID follow the stream's last ID: its newest
+-- entry's (entries are only ever removed from the old end, by MAXLEN
+-- trimming).
+local function follow(stream)
+  local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #e == 0 then
+    return
+  end
+  local lms, lseq = string.match(e[1][1], '^(%d+)-(%d+)$')
+  lms, lseq = tonumber(lms), tonumber(lseq)
+  if lms > ms or (lms == ms and lseq > seq) then
+    ms, seq = lms, lseq
+    ms_prefix = string.format('%.0f-', ms)
+  end
 end
-if tonumber(ARGV[7]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-  redis.call('PEXPIRE', KEYS[3], ARGV[7])
-else
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[3])
+
+-- rooms[r] = {epoch, msgpack of it, epoch is fresh, stored a message,
+-- room checked against the bus}, once room r was seen in this call.
+local rooms = {}
+
+local function room_of(r)
+  local room = rooms[r]
+  if not room then
+    local epoch, fresh = epoch_of(KEYS[2 * r + 1], KEYS[2 * r + 2], ARGV[6 + r])
+    room = {epoch, mpstr(epoch), fresh, false, false}
+    rooms[r] = room
+  end
+  return room
 end
-return {id, room_epoch, ARGV[3], 0}
+
+-- too_small reports an XADD refused for an ID at or below the stream's
+-- last: it changed nothing.
+local function too_small(res)
+  return type(res) == 'table' and string.find(res.err, 'equal or smaller', 1, true)
+end
+
+-- xadd adds the entry to stream; it returns the ID, or the error as a
+-- table.
+local function xadd(stream, maxlen, id, uuid, payload, md)
+  return redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id,
+    '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
+end
+
+-- store_one stores the message whose arguments start at ARGV[a].
+local function store_one(a)
+  local r = tonumber(ARGV[a])
+  local k = tonumber(ARGV[a + 1])
+  local uuid, payload, md0 = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local room = room_of(r)
+  local stream = KEYS[2 * r + 1]
+  local before_ms, before_seq, before_prefix = ms, seq, ms_prefix
+  local id = next_id()
+  local sent, head, recorded
+  if k > 0 then
+    -- The record is {epoch, uuid, seq}. One SET both reads an earlier
+    -- record and, when there is none, writes this one.
+    sent = KEYS[2 * nrooms + 2 + k]
+    head = '\147' .. room[2] .. mpstr(uuid)
+    local rec = redis.call('SET', sent, head .. mpstr(id), 'NX', 'GET', 'PX', window)
+    if rec then
+      -- A record of an earlier epoch names a message that is lost, so
+      -- the send is stored again.
+      local ok, p = pcall(cmsgpack.unpack, rec)
+      if ok and type(p) == 'table' and p[1] == room[1] then
+        ms, seq, ms_prefix = before_ms, before_seq, before_prefix -- id is not used
+        return {p[3], room[1], p[2], 1}
+      end
+      redis.call('SET', sent, head .. mpstr(id), 'PX', window)
+    end
+    recorded = id
+  end
+
+  local md = md0 .. '\163seq' .. mpstr(id) .. '\165epoch' .. room[2]
+  local res = xadd(bus, ARGV[2], id, uuid, payload, md)
+  if too_small(res) then
+    follow(bus)
+    id = next_id()
+    md = md0 .. '\163seq' .. mpstr(id) .. '\165epoch' .. room[2]
+    res = xadd(bus, ARGV[2], id, uuid, payload, md)
+  end
+  if type(res) ~= 'table' then
+    res = xadd(stream, ARGV[1], id, uuid, payload, md)
+    if too_small(res) and not room[5] then
+      -- The room is ahead of the bus: store in both above it.
+      redis.call('XDEL', bus, id)
+      follow(stream)
+      id = next_id()
+      md = md0 .. '\163seq' .. mpstr(id) .. '\165epoch' .. room[2]
+      res = xadd(bus, ARGV[2], id, uuid, payload, md)
+      if type(res) ~= 'table' then
+        res = xadd(stream, ARGV[1], id, uuid, payload, md)
+      end
+    end
+    room[5] = true
+    if type(res) == 'table' then
+      -- Nothing of the message stays: none is delivered without history.
+      redis.call('XDEL', bus, id)
+    end
+  end
+  if type(res) == 'table' then
+    if sent then
+      redis.call('DEL', sent)
+    end
+    error(res.err)
+  end
+  room[4] = true
+  if sent and recorded ~= id then
+    redis.call('SET', sent, head .. mpstr(id), 'PX', window)
+  end
+  return {id, room[1], uuid, 0}
+end
+
+local out = {}
+for a = 7 + nrooms, #ARGV, 5 do
+  local ok, res = pcall(store_one, a)
+  if ok then
+    out[#out + 1] = res
+  else
+    if type(res) == 'table' then
+      res = res.err
+    end
+    out[#out + 1] = {'!', tostring(res)}
+  end
+end
+
+-- Every room that stored a message outlives it by at least 99% of the
+-- TTL: its TTL is set again once it has run down by 1% (a PTTL, not two
+-- writes, per busy room and call).
+for r, room in pairs(rooms) do
+  if room[4] then
+    local stream, key = KEYS[2 * r + 1], KEYS[2 * r + 2]
+    if ttl > 0 then
+      if room[3] or redis.call('PTTL', stream) < ttl - ttl / 100 then
+        redis.call('PEXPIRE', stream, ttl)
+        redis.call('PEXPIRE', key, ttl)
+      end
+    elseif redis.call('PTTL', stream) ~= -1 or redis.call('PTTL', key) ~= -1 then
+      redis.call('PERSIST', stream)
+      redis.call('PERSIST', key)
+    end
+  end
+end
+return out

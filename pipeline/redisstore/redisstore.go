@@ -22,10 +22,12 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +41,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
-	"github.com/vmihailenco/msgpack"
 
 	"github.com/chatstream/chatstream/pipeline"
 )
@@ -70,7 +71,8 @@ type Config struct {
 	// Default DefaultDeadLetterMaxLen.
 	DeadLetterMaxLen int64
 	// RoomTTL is how long a room's stream and epoch outlive its last
-	// message; a room idle for longer is forgotten and its next message
+	// message (at least 99% of it: an append renews the TTL once it has run
+	// down by 1%); a room idle for longer is forgotten and its next message
 	// starts a new epoch. Default pipeline.DefaultRoomTTL; negative
 	// (pipeline.NoRoomTTL): rooms never expire. At least a millisecond.
 	RoomTTL time.Duration
@@ -81,6 +83,12 @@ type Config struct {
 	// MaxBatch caps the appends sent in one pipelined round trip. Default
 	// DefaultMaxBatch.
 	MaxBatch int
+	// InFlight is the number of append round trips in flight at once: as
+	// many batcher goroutines, each storing the rooms of a share of the
+	// partitions (so each room's appends keep their order), each with a
+	// queue of 4 × MaxBatch appends. Default DefaultInFlight, or Partitions
+	// when that is fewer; at most Partitions.
+	InFlight int
 	// Timeout bounds one Redis round trip. Default DefaultTimeout.
 	Timeout time.Duration
 	// WaitReplicas is how many replicas must confirm each batch of appends
@@ -109,6 +117,9 @@ const (
 	DefaultDeadLetterMaxLen = 10_000
 	// DefaultMaxBatch is the default number of appends per round trip.
 	DefaultMaxBatch = 128
+	// DefaultInFlight is the default number of append round trips in
+	// flight at once.
+	DefaultInFlight = 2
 	// DefaultTimeout is the default bound of one Redis round trip.
 	DefaultTimeout = 3 * time.Second
 	// MaxPartitions is the largest partition count (two digits in keys).
@@ -142,6 +153,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = DefaultMaxBatch
 	}
+	if c.InFlight == 0 {
+		c.InFlight = min(DefaultInFlight, c.Partitions)
+	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
@@ -163,6 +177,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("redisstore: partitions must be between 1 and %d", MaxPartitions)
 	case c.RoomMaxLen <= 0, c.BusMaxLen <= 0, c.DeadLetterMaxLen <= 0, c.MaxBatch <= 0, c.Timeout <= 0:
 		return errors.New("redisstore: limits must be positive")
+	case c.InFlight < 1 || c.InFlight > c.Partitions:
+		return fmt.Errorf("redisstore: in-flight batches must be between 1 and the partitions (%d)", c.Partitions)
 	case c.IdempotencyWindow < time.Millisecond:
 		return errors.New("redisstore: idempotency window must be at least 1ms")
 	case c.RoomTTL >= 0 && c.RoomTTL < time.Millisecond:
@@ -183,16 +199,25 @@ type Keys struct {
 	Partitions int
 }
 
+// tag returns the start of partition p's keys: "<prefix>:{pNN}:".
+func (k Keys) tag(p int) string {
+	return k.Prefix + ":{p" + string(rune('0'+p/10%10)) + string(rune('0'+p%10)) + "}:"
+}
+
 // Room returns the history stream of room.
 func (k Keys) Room(room string) string {
-	return fmt.Sprintf("%s:{p%02d}:room:%s", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room)
+	return k.roomIn(pipeline.PartitionOf(room, k.Partitions), room)
 }
+
+func (k Keys) roomIn(p int, room string) string { return k.tag(p) + "room:" + room }
 
 // Epoch returns the string key holding room's epoch. It expires with the
 // room's stream.
 func (k Keys) Epoch(room string) string {
-	return fmt.Sprintf("%s:{p%02d}:epoch:%s", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room)
+	return k.epochIn(pipeline.PartitionOf(room, k.Partitions), room)
 }
+
+func (k Keys) epochIn(p int, room string) string { return k.tag(p) + "epoch:" + room }
 
 // Sent returns the string key recording the send (user, room, ref) for the
 // idempotency window: a msgpack array of the room's epoch, the message's
@@ -200,19 +225,25 @@ func (k Keys) Epoch(room string) string {
 // prefixed, first 128 bits in hex), so no user name appears in a key and no
 // two sends share one.
 func (k Keys) Sent(room, user, ref string) string {
-	h := sha256.New()
-	for _, s := range []string{user, ref} {
-		_, _ = h.Write(binary.AppendUvarint(nil, uint64(len(s)))) // hash writes never fail
-		_, _ = h.Write([]byte(s))
-	}
-	return fmt.Sprintf("%s:{p%02d}:sent:%s:%x", k.Prefix, pipeline.PartitionOf(room, k.Partitions), room, h.Sum(nil)[:16])
+	return k.sentIn(pipeline.PartitionOf(room, k.Partitions), room, user, ref)
+}
+
+func (k Keys) sentIn(p int, room, user, ref string) string {
+	// One buffer holds both length-prefixed strings: a single hash write.
+	buf := make([]byte, 0, 2*binary.MaxVarintLen64+len(user)+len(ref))
+	buf = binary.AppendUvarint(buf, uint64(len(user)))
+	buf = append(buf, user...)
+	buf = binary.AppendUvarint(buf, uint64(len(ref)))
+	buf = append(buf, ref...)
+	sum := sha256.Sum256(buf)
+	return k.tag(p) + "sent:" + room + ":" + hex.EncodeToString(sum[:16])
 }
 
 // Bus returns the bus stream of partition p.
-func (k Keys) Bus(p int) string { return fmt.Sprintf("%s:{p%02d}:bus", k.Prefix, p) }
+func (k Keys) Bus(p int) string { return k.tag(p) + "bus" }
 
 // BusEpoch returns the string key holding partition p's bus epoch.
-func (k Keys) BusEpoch(p int) string { return k.Bus(p) + ":epoch" }
+func (k Keys) BusEpoch(p int) string { return k.tag(p) + "bus:epoch" }
 
 // BusOf returns the bus stream of room's partition.
 func (k Keys) BusOf(room string) string { return k.Bus(pipeline.PartitionOf(room, k.Partitions)) }
@@ -235,10 +266,11 @@ type Backend struct {
 	subClient    redis.UniversalClient
 	dead         *redisstream.Publisher
 
-	// reqs queues appends for the batcher goroutine, which sends whatever
-	// has queued while its previous round trip was in flight as one
-	// pipelined batch. Append blocks when it is full.
-	reqs     chan appendReq
+	// lanes queue appends for the batcher goroutines, one lane each
+	// (partition p's in lanes[p % InFlight]); a batcher sends whatever has
+	// queued while its previous round trip was in flight as one pipelined
+	// batch. Append blocks when its lane is full, AppendAsync refuses.
+	lanes    []chan appendReq
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -310,6 +342,9 @@ func New(cfg Config) (*Backend, error) {
 	// timeout must not cut them.
 	subOpts.ReadTimeout = cfg.Timeout + 2*time.Second
 	subClient := redis.NewUniversalClient(&subOpts)
+	for _, c := range []redis.UniversalClient{client, appendClient, subClient} {
+		followTopology(c)
+	}
 
 	wlog := quietCancel{watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
 	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
@@ -327,10 +362,14 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{
 		cfg: cfg, keys: keys, log: cfg.Logger, wlog: wlog,
 		client: client, appendClient: appendClient, subClient: subClient, dead: dead,
-		reqs: make(chan appendReq, 4*cfg.MaxBatch),
-		stop: make(chan struct{}),
+		lanes: make([]chan appendReq, cfg.InFlight),
+		stop:  make(chan struct{}),
 	}
-	b.wg.Go(b.batcher)
+	for i := range b.lanes {
+		lane := make(chan appendReq, 4*cfg.MaxBatch)
+		b.lanes[i] = lane
+		b.wg.Go(func() { b.batcher(lane) })
+	}
 	return b, nil
 }
 
@@ -392,8 +431,15 @@ func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
 // appendReq is one append waiting for the batcher; done receives its
 // result, once.
 type appendReq struct {
-	keys []string
-	args []any
+	part int
+	room string
+	// sent is the send's record key; empty when the message has no ref.
+	sent    string
+	uuid    string
+	payload []byte
+	// md is the message's metadata as a msgpack map whose header counts two
+	// entries more than follow: the script appends seq and epoch.
+	md   []byte
 	done func(appendRes)
 }
 
@@ -405,11 +451,11 @@ type appendRes struct {
 // ErrClosed reports use of a closed backend.
 var ErrClosed = errors.New("redisstore: closed")
 
-// Append stores msg in its room stream and bus with one script call, which
-// first checks the send's record (see Keys.Sent) and, for a send already
-// stored in the room's epoch, stores nothing and returns the original.
-// Calls that arrive while a round trip is in flight are pipelined together
-// in the next one, by the batcher goroutine.
+// Append stores msg in its room stream and bus atomically, after checking
+// the send's record (see Keys.Sent): a send already stored in the room's
+// epoch stores nothing and returns the original. Calls that arrive while a
+// round trip is in flight are stored together in the next one, by the
+// batcher goroutine of the room's partition.
 func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Appended, error) {
 	req, err := b.appendReq(msg)
 	if err != nil {
@@ -424,7 +470,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	}
 	// Close waits for this send; the batcher drains the queue meanwhile.
 	select {
-	case b.reqs <- req:
+	case b.laneOf(req.part) <- req:
 	case <-ctx.Done():
 		b.closeMu.RUnlock()
 		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
@@ -441,10 +487,11 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 }
 
 // AppendAsync queues msg for the batcher like Append and returns at once;
-// done is called from the batcher goroutine (it must not block). Queued
-// messages are stored in queue order. A full queue (4 × MaxBatch) refuses
-// with pipeline.ErrOverloaded: at most that many appends wait, so an
-// overloaded instance answers at once instead of queueing without bound.
+// done is called from a batcher goroutine (it must not block). Messages of
+// one room are stored in the order they were queued. A full queue
+// (4 × MaxBatch per batcher, see Config.InFlight) refuses with pipeline.ErrOverloaded: at most that
+// many appends wait, so an overloaded instance answers at once instead of
+// queueing without bound.
 func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
 	req, err := b.appendReq(msg)
 	if err != nil {
@@ -457,70 +504,106 @@ func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended,
 		return ErrClosed
 	}
 	select {
-	case b.reqs <- req:
+	case b.laneOf(req.part) <- req:
 		return nil
 	default:
 		return fmt.Errorf("redisstore: append: %w", pipeline.ErrOverloaded)
 	}
 }
 
-// appendReq builds the script call that appends msg.
+// laneOf returns the queue of the batcher that stores partition p.
+func (b *Backend) laneOf(p int) chan appendReq { return b.lanes[p%len(b.lanes)] }
+
+// appendReq prepares the append of msg: its keys and its encoded metadata.
 func (b *Backend) appendReq(msg *message.Message) (appendReq, error) {
 	room := msg.Metadata.Get(pipeline.MetaRoom)
 	if room == "" {
 		return appendReq{}, fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
 	}
-	md, err := msgpack.Marshal(map[string]string(msg.Metadata))
-	if err != nil {
-		return appendReq{}, fmt.Errorf("redisstore: metadata: %w", err)
-	}
 	p := pipeline.PartitionOf(room, b.cfg.Partitions)
-	keys := []string{b.keys.Room(room), b.keys.Bus(p), b.keys.Epoch(room), b.keys.BusEpoch(p)}
+	req := appendReq{part: p, room: room, uuid: msg.UUID, payload: msg.Payload, md: appendMetadata(nil, msg.Metadata)}
 	if ref := msg.Metadata.Get(pipeline.MetaRef); ref != "" {
-		keys = append(keys, b.keys.Sent(room, msg.Metadata.Get(pipeline.MetaUser), ref))
+		req.sent = b.keys.sentIn(p, room, msg.Metadata.Get(pipeline.MetaUser), ref)
 	}
-	ttl := b.cfg.RoomTTL.Milliseconds()
-	if b.cfg.RoomTTL < 0 {
-		ttl = 0
-	}
-	return appendReq{
-		keys: keys,
-		args: []any{
-			b.cfg.RoomMaxLen, b.cfg.BusMaxLen, msg.UUID, []byte(msg.Payload), md,
-			pipeline.NewEpoch(), ttl, b.cfg.IdempotencyWindow.Milliseconds(),
-		},
-	}, nil
+	return req, nil
 }
 
-// batcher sends appends in pipelined batches of at most MaxBatch: whatever
-// has queued while the previous round trip was in flight goes in the next.
-func (b *Backend) batcher() {
+// appendMetadata appends md to buf as a msgpack map of strings, leaving out
+// seq and epoch but counting them in the map's header: the append script
+// adds them once it knows them.
+func appendMetadata(buf []byte, md message.Metadata) []byte {
+	n, size := 2, 5
+	for k, v := range md {
+		if k != pipeline.MetaSeq && k != pipeline.MetaEpoch {
+			n++
+			size += len(k) + len(v) + 10
+		}
+	}
+	if buf == nil {
+		buf = make([]byte, 0, size)
+	}
+	switch {
+	case n < 16:
+		buf = append(buf, 0x80|byte(n))
+	case n < 1<<16:
+		buf = append(buf, 0xde, byte(n>>8), byte(n))
+	default:
+		buf = append(buf, 0xdf, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	for k, v := range md {
+		if k != pipeline.MetaSeq && k != pipeline.MetaEpoch {
+			buf = appendMsgpackString(appendMsgpackString(buf, k), v)
+		}
+	}
+	return buf
+}
+
+// appendMsgpackString appends s to buf as a msgpack string.
+func appendMsgpackString(buf []byte, s string) []byte {
+	switch n := len(s); {
+	case n < 32:
+		buf = append(buf, 0xa0|byte(n))
+	case n < 1<<8:
+		buf = append(buf, 0xd9, byte(n))
+	case n < 1<<16:
+		buf = append(buf, 0xda, byte(n>>8), byte(n))
+	default:
+		buf = append(buf, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(buf, s...)
+}
+
+// batcher stores the appends queued in lane in batches of at most MaxBatch:
+// whatever has queued while the previous round trip was in flight goes in
+// the next. It returns when the backend closes, failing what is queued.
+func (b *Backend) batcher(lane chan appendReq) {
 	batch := make([]appendReq, 0, b.cfg.MaxBatch)
 	for {
 		select {
 		case <-b.stop:
-			b.failQueued()
+			failQueued(lane)
 			return
-		case r := <-b.reqs:
+		case r := <-lane:
 			batch = append(batch[:0], r)
 		}
 	fill:
 		for len(batch) < b.cfg.MaxBatch {
 			select {
-			case r := <-b.reqs:
+			case r := <-lane:
 				batch = append(batch, r)
 			default:
 				break fill
 			}
 		}
 		b.runBatch(batch)
+		clear(batch) // the next batch must not keep this one's payloads alive
 	}
 }
 
-func (b *Backend) failQueued() {
+func failQueued(lane chan appendReq) {
 	for {
 		select {
-		case r := <-b.reqs:
+		case r := <-lane:
 			r.done(appendRes{err: ErrClosed})
 		default:
 			return
@@ -528,53 +611,133 @@ func (b *Backend) failQueued() {
 	}
 }
 
+// scriptCall is one append script call: the messages of one partition in a
+// batch, in batch order.
+type scriptCall struct {
+	keys []string
+	args []any
+	// reqs are the batch's indexes of the call's messages, in order.
+	reqs []int
+}
+
+// calls groups batch by partition into script calls; messages of one room
+// keep their order.
+func (b *Backend) calls(batch []appendReq) []scriptCall {
+	var calls []scriptCall
+	var callOf [MaxPartitions]int // partition → index in calls + 1
+	for i, r := range batch {
+		c := callOf[r.part]
+		if c == 0 {
+			calls = append(calls, scriptCall{})
+			c = len(calls)
+			callOf[r.part] = c
+		}
+		calls[c-1].reqs = append(calls[c-1].reqs, i)
+	}
+	ttl := b.cfg.RoomTTL.Milliseconds()
+	if b.cfg.RoomTTL < 0 {
+		ttl = 0
+	}
+	for ci := range calls {
+		c := &calls[ci]
+		p := batch[c.reqs[0]].part
+		// Room r's number is its index in rooms + 1.
+		var rooms []string
+		roomNo := make(map[string]int, len(c.reqs))
+		nsent := 0
+		for _, i := range c.reqs {
+			r := batch[i]
+			if roomNo[r.room] == 0 {
+				rooms = append(rooms, r.room)
+				roomNo[r.room] = len(rooms)
+			}
+			if r.sent != "" {
+				nsent++
+			}
+		}
+		c.keys = make([]string, 0, 2+2*len(rooms)+nsent)
+		c.keys = append(c.keys, b.keys.Bus(p), b.keys.BusEpoch(p))
+		c.args = make([]any, 0, 6+len(rooms)+5*len(c.reqs))
+		c.args = append(c.args, b.cfg.RoomMaxLen, b.cfg.BusMaxLen, ttl, b.cfg.IdempotencyWindow.Milliseconds(),
+			pipeline.NewEpoch(), len(rooms))
+		for _, room := range rooms {
+			c.keys = append(c.keys, b.keys.roomIn(p, room), b.keys.epochIn(p, room))
+			c.args = append(c.args, pipeline.NewEpoch())
+		}
+		nsent = 0
+		for _, i := range c.reqs {
+			r := batch[i]
+			k := 0
+			if r.sent != "" {
+				c.keys = append(c.keys, r.sent)
+				nsent++
+				k = nsent
+			}
+			c.args = append(c.args, roomNo[r.room], k, r.uuid, r.payload, r.md)
+		}
+	}
+	return calls
+}
+
 func (b *Backend) runBatch(batch []appendReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
-	cmds, err := b.evalBatch(ctx, batch, true)
+	calls := b.calls(batch)
+	cmds, err := b.evalBatch(ctx, calls, true)
 	if err != nil {
 		// Only the calls that failed for want of the cached script run
 		// again, with the script's text: the others may have been stored
 		// (in a Cluster, by another node).
-		var again []int
+		var again []scriptCall
+		var at []int
 		for i, c := range cmds {
 			if isNoScript(c.Err()) {
-				again = append(again, i)
+				again = append(again, calls[i])
+				at = append(at, i)
 			}
 		}
 		if len(again) > 0 {
-			retry := make([]appendReq, len(again))
-			for j, i := range again {
-				retry[j] = batch[i]
-			}
-			if rcmds, _ := b.evalBatch(ctx, retry, false); len(rcmds) == len(again) {
-				for j, i := range again {
+			if rcmds, rerr := b.evalBatch(ctx, again, false); len(rcmds) == len(again) {
+				for j, i := range at {
 					cmds[i] = rcmds[j]
+				}
+				if rerr == nil && len(again) == len(calls) {
+					err = nil
 				}
 			}
 		}
 	}
-	for i, r := range batch {
-		if i >= len(cmds) {
-			r.done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)})
+	for ci, c := range calls {
+		if ci >= len(cmds) {
+			for _, i := range c.reqs {
+				batch[i].done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)})
+			}
 			continue
 		}
-		a, cerr := appended(cmds[i])
-		if cerr != nil {
-			r.done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cerr)})
-			continue
+		replies, cerr := cmds[ci].Slice()
+		if cerr == nil && len(replies) != len(c.reqs) {
+			cerr = fmt.Errorf("%w: %d replies to %d appends", errBadReply, len(replies), len(c.reqs))
 		}
-		r.done(appendRes{a: a})
+		for j, i := range c.reqs {
+			var a pipeline.Appended
+			if cerr == nil {
+				a, err = appended(replies[j])
+			}
+			if cerr != nil || err != nil {
+				batch[i].done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cmp.Or(cerr, err))})
+				continue
+			}
+			batch[i].done(appendRes{a: a})
+		}
 	}
 }
 
-// appended reads the append script's reply: {seq, epoch, uuid, duplicate}.
-func appended(c *redis.Cmd) (pipeline.Appended, error) {
-	v, err := c.Slice()
-	if err != nil {
-		return pipeline.Appended{}, err
-	}
-	if len(v) == 4 {
+// appended reads one message's reply of the append script: {seq, epoch,
+// uuid, duplicate}, or {"!", error}.
+func appended(reply any) (pipeline.Appended, error) {
+	v, _ := reply.([]any)
+	switch len(v) {
+	case 4:
 		seq, ok1 := v[0].(string)
 		epoch, ok2 := v[1].(string)
 		id, ok3 := v[2].(string)
@@ -582,24 +745,34 @@ func appended(c *redis.Cmd) (pipeline.Appended, error) {
 		if ok1 && ok2 && ok3 && ok4 {
 			return pipeline.Appended{ID: id, Seq: seq, Epoch: epoch, Duplicate: dup == 1}, nil
 		}
+	case 2:
+		if mark, _ := v[0].(string); mark == "!" {
+			return pipeline.Appended{}, fmt.Errorf("%w: %v", errScript, v[1])
+		}
 	}
-	return pipeline.Appended{}, fmt.Errorf("%w: append script replied %v", errBadReply, v)
+	return pipeline.Appended{}, fmt.Errorf("%w: append script replied %v", errBadReply, reply)
 }
 
-// errBadReply reports a reply of the append script that is not its own
-// (e.g. another version of the script under the same SHA).
-var errBadReply = errors.New("unexpected reply")
+var (
+	// errBadReply reports a reply of the append script that is not its own
+	// (e.g. another version of the script under the same SHA).
+	errBadReply = errors.New("unexpected reply")
+	// errScript reports a message the append script could not store (e.g.
+	// its room's key holds something else than a stream).
+	errScript = errors.New("append script")
+)
 
-// evalBatch runs the append script for every request in one pipeline, by
-// SHA when bySHA is set (the script is cached after the first Eval).
-func (b *Backend) evalBatch(ctx context.Context, batch []appendReq, bySHA bool) ([]*redis.Cmd, error) {
+// evalBatch runs the append script calls in one pipeline, by SHA when bySHA
+// is set (the script is cached after the first Eval). Commands that must
+// follow each batch's appends are added to the pipeline after them.
+func (b *Backend) evalBatch(ctx context.Context, calls []scriptCall, bySHA bool) ([]*redis.Cmd, error) {
 	pipe := b.appendClient.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, r := range batch {
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
 		if bySHA {
-			cmds[i] = appendScript.EvalSha(ctx, pipe, r.keys, r.args...)
+			cmds[i] = appendScript.EvalSha(ctx, pipe, c.keys, c.args...)
 		} else {
-			cmds[i] = appendScript.Eval(ctx, pipe, r.keys, r.args...)
+			cmds[i] = appendScript.Eval(ctx, pipe, c.keys, c.args...)
 		}
 	}
 	_, err := pipe.Exec(ctx)

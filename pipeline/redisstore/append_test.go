@@ -1,0 +1,269 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack"
+
+	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
+)
+
+// roomsOfOnePartition returns n room names of one partition of parts.
+func roomsOfOnePartition(n, parts int) []string {
+	var rooms []string
+	for i := 0; len(rooms) < n; i++ {
+		if room := fmt.Sprint("room-", i); pipeline.PartitionOf(room, parts) == 0 {
+			rooms = append(rooms, room)
+		}
+	}
+	return rooms
+}
+
+// asyncResult is one AppendAsync answer.
+type asyncResult struct {
+	a   pipeline.Appended
+	err error
+}
+
+// appendAll queues msgs with AppendAsync while Redis is paused, so that
+// they reach Redis together, then resumes it and returns each one's result.
+func appendAll(t *testing.T, srv *testredis.Server, b *redisstore.Backend, msgs []*message.Message) []asyncResult {
+	t.Helper()
+	srv.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	results := make([]chan asyncResult, len(msgs))
+	for i, m := range msgs {
+		results[i] = make(chan asyncResult, 1)
+		if err := b.AppendAsync(m, func(a pipeline.Appended, err error) { results[i] <- asyncResult{a, err} }); err != nil {
+			t.Fatalf("AppendAsync %d: %v", i, err)
+		}
+	}
+	srv.Resume()
+	resumed = true
+	out := make([]asyncResult, len(msgs))
+	for i, ch := range results {
+		select {
+		case out[i] = <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("append %d not answered", i)
+		}
+	}
+	return out
+}
+
+// scriptCalls returns how many script calls (EVALSHA, EVAL) the server ran.
+func scriptCalls(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for name, stats := range infoFields(info) {
+		if name != "cmdstat_evalsha" && name != "cmdstat_eval" {
+			continue
+		}
+		for kv := range strings.SplitSeq(stats, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				c, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatalf("commandstats %s: %v", stats, err)
+				}
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+// TestAppendBatchInOneCall: appends of several rooms of one partition that
+// reach Redis together are stored by one script call each batch, every
+// room in the order queued, with a send repeated within the batch stored
+// once; when the bus is ahead of the clock, the whole batch follows it.
+func TestAppendBatchInOneCall(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("pausing Redis needs a private redis-server")
+	}
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts})
+	c := srv.Client()
+	ctx := context.Background()
+	rooms := roomsOfOnePartition(3, parts)
+	mustAppend(t, b, send(rooms[0], "", "warm-up")) // loads the script
+	// The bus is an hour ahead: every seq of the batch must follow it.
+	future := pipeline.Seq{MS: uint64(time.Now().Add(time.Hour).UnixMilli()), N: 3}
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: b.Keys().Bus(0), ID: future.String(), Values: []any{"x", "y"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 60
+	var msgs []*message.Message
+	for i := range n {
+		msgs = append(msgs, send(rooms[i%len(rooms)], fmt.Sprint("r", i), fmt.Sprint("m", i)))
+	}
+	// The same send again, in the same batch: acked with the first one.
+	msgs = append(msgs, send(rooms[1], "r1", "m1 again"))
+	res := appendAll(t, srv, b, msgs)
+
+	if calls := scriptCalls(t, c); calls > 2 {
+		t.Errorf("%d script calls for %d appends of one partition queued together, want at most 2", calls, len(msgs))
+	}
+	last := future
+	for i, r := range res[:n] {
+		if r.err != nil || r.a.Duplicate || r.a.ID != msgs[i].UUID {
+			t.Fatalf("append %d: %+v, %v; want stored", i, r.a, r.err)
+		}
+		seq, err := pipeline.ParseSeq(r.a.Seq)
+		if err != nil || pipeline.CompareSeq(r.a.Seq, last.String()) <= 0 {
+			t.Fatalf("append %d: seq %s (%v) not above %s", i, r.a.Seq, err, last)
+		}
+		last = seq
+	}
+	if dup := res[n]; dup.err != nil || !dup.a.Duplicate || dup.a.Seq != res[1].a.Seq || dup.a.ID != msgs[1].UUID {
+		t.Fatalf("repeated send: %+v, %v; want a duplicate of %+v", dup.a, dup.err, res[1].a)
+	}
+	for j, room := range rooms {
+		page, err := b.History(ctx, room, pipeline.HistoryQuery{Limit: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		if j == 0 {
+			want = append(want, "warm-up")
+		}
+		for i := j; i < n; i += len(rooms) {
+			want = append(want, fmt.Sprint("m", i))
+		}
+		var got []string
+		for _, m := range page.Messages {
+			got = append(got, m.Text)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("history of %s = %v, want %v", room, got, want)
+		}
+	}
+	st, err := b.BusState(ctx, 0)
+	if err != nil || st.Last != res[n-1].a.Seq {
+		t.Fatalf("bus state %+v, %v; want last %s", st, err, res[n-1].a.Seq)
+	}
+}
+
+// TestAppendFailureIsOwn: a message that cannot be stored (its room's key
+// holds a string) fails alone, leaving nothing in the bus and no send
+// record; the messages of the same batch are stored.
+func TestAppendFailureIsOwn(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("pausing Redis needs a private redis-server")
+	}
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts})
+	c := srv.Client()
+	ctx := context.Background()
+	rooms := roomsOfOnePartition(2, parts)
+	good, broken := rooms[0], rooms[1]
+	if err := c.Set(ctx, b.Keys().Room(broken), "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	msgs := []*message.Message{send(good, "g1", "one"), send(broken, "b1", "lost"), send(good, "g2", "two")}
+	res := appendAll(t, srv, b, msgs)
+	if res[1].err == nil || !errors.Is(res[1].err, pipeline.ErrUnavailable) || !strings.Contains(res[1].err.Error(), "WRONGTYPE") {
+		t.Fatalf("append to a room whose key is a string: %+v, %v; want unavailable naming WRONGTYPE", res[1].a, res[1].err)
+	}
+	for _, i := range []int{0, 2} {
+		if res[i].err != nil || res[i].a.Seq == "" {
+			t.Fatalf("append %d: %+v, %v; want stored", i, res[i].a, res[i].err)
+		}
+	}
+	xs, err := c.XRange(ctx, b.Keys().Bus(0), "-", "+").Result()
+	if err != nil || len(xs) != 2 || xs[0].ID != res[0].a.Seq || xs[1].ID != res[2].a.Seq {
+		t.Fatalf("bus holds %v, %v; want the two stored messages", xs, err)
+	}
+	if n, err := c.Exists(ctx, b.Keys().Sent(broken, "alice", "b1")).Result(); err != nil || n != 0 {
+		t.Fatalf("send record of the failed append: exists %d, %v; want none", n, err)
+	}
+	// Once the room's key is fixed, the retry is stored, not a duplicate.
+	if err := c.Del(ctx, b.Keys().Room(broken)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if a := mustAppend(t, b, send(broken, "b1", "lost")); a.Duplicate {
+		t.Fatalf("retry after a failure: %+v, want stored", a)
+	}
+}
+
+// TestAppendMetadata: the stored entry's metadata is the message's, with
+// seq and epoch set by the store (replacing any given), whatever the number
+// and the lengths of its entries (each msgpack size class).
+func TestAppendMetadata(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 4})
+	ctx := context.Background()
+	many := map[string]string{}
+	for i := range 20 {
+		many[fmt.Sprint("k", i)] = fmt.Sprint("v", i)
+	}
+	cases := []struct {
+		name string
+		meta map[string]string
+	}{
+		{"few", map[string]string{"a": "b"}},
+		{"more than 15 entries", many},
+		{"empty value", map[string]string{"e": ""}},
+		{"32 bytes", map[string]string{"x": strings.Repeat("x", 32)}},
+		{"300 bytes", map[string]string{strings.Repeat("k", 300): strings.Repeat("y", 300)}},
+		{"70000 bytes", map[string]string{"z": strings.Repeat("z", 70000)}},
+		{"seq and epoch given", map[string]string{pipeline.MetaSeq: "1-1", pipeline.MetaEpoch: "old"}},
+		{"utf-8", map[string]string{"ключ": "значение ✓"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			room := "meta-" + strings.ReplaceAll(tc.name, " ", "-")
+			m := send(room, "", "text")
+			for k, v := range tc.meta {
+				m.Metadata.Set(k, v)
+			}
+			a := mustAppend(t, b, m)
+			xs, err := b.Client().XRange(ctx, b.Keys().Room(room), "-", "+").Result()
+			if err != nil || len(xs) != 1 {
+				t.Fatalf("xrange = %v, %v", xs, err)
+			}
+			raw, _ := xs[0].Values["metadata"].(string)
+			var md map[string]string
+			if err := msgpack.Unmarshal([]byte(raw), &md); err != nil {
+				t.Fatalf("metadata is not a msgpack map of strings: %v", err)
+			}
+			want := maps.Clone(map[string]string(m.Metadata))
+			want[pipeline.MetaSeq] = a.Seq
+			want[pipeline.MetaEpoch] = a.Epoch
+			if !maps.Equal(md, want) {
+				t.Fatalf("stored metadata %v, want %v", md, want)
+			}
+			if xs[0].Values["payload"] != "text" || xs[0].Values["_watermill_message_uuid"] != m.UUID {
+				t.Fatalf("entry %v", xs[0].Values)
+			}
+		})
+	}
+}
