@@ -342,9 +342,6 @@ func New(cfg Config) (*Backend, error) {
 	// timeout must not cut them.
 	subOpts.ReadTimeout = cfg.Timeout + 2*time.Second
 	subClient := redis.NewUniversalClient(&subOpts)
-	for _, c := range []redis.UniversalClient{client, appendClient, subClient} {
-		followTopology(c)
-	}
 
 	wlog := quietCancel{watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
 	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
