@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,15 +60,24 @@ type caddyProc struct {
 // and returns once it proxies a request to one of them.
 func startCaddy(t *testing.T, upstreams []string) *caddyProc {
 	t.Helper()
+	return startCaddyWith(t, upstreams, nil)
+}
+
+// startCaddyWith is startCaddy with more placeholders set, such as
+// CHATSTREAM_TOKENSERVER.
+func startCaddyWith(t *testing.T, upstreams []string, extra map[string]string) *caddyProc {
+	t.Helper()
 	bin := requireTool(t, "caddy", "caddy")
 	port := freePort(t)
-	env := toolEnv(t, map[string]string{
+	vars := map[string]string{
 		"CHATSTREAM_UPSTREAMS":       strings.Join(upstreams, " "),
 		"CHATSTREAM_LISTEN":          fmt.Sprintf(":%d", port),
 		"CHATSTREAM_BIND":            "127.0.0.1",
 		"CHATSTREAM_HEALTH_INTERVAL": healthInterval.String(),
 		"CHATSTREAM_CADDY_ADMIN":     "off",
-	})
+	}
+	maps.Copy(vars, extra)
+	env := toolEnv(t, vars)
 	cmd := exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	cmd.Env = env
 	c := &caddyProc{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
@@ -346,4 +356,40 @@ func TestCaddyRoutesOnlyToReadyInstances(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestCaddyRoutesAuthToTokenServer runs the real Caddy in front of a stub
+// instance and a stub token server: /auth/ and everything under it go to
+// the token server; the page, /config.json, /ws and look-alike paths go
+// to the instance.
+func TestCaddyRoutesAuthToTokenServer(t *testing.T) {
+	adm, err := admission.New(admission.Config{MaxConns: 100, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat := startStub(t, "chat", adm)
+	tokens := startStub(t, "tokens", adm)
+	caddy := startCaddyWith(t, []string{chat.addr}, map[string]string{"CHATSTREAM_TOKENSERVER": tokens.addr})
+
+	tests := []struct {
+		path string
+		want *stub
+	}{
+		{"/auth/login", tokens},
+		{"/auth/token", tokens},
+		{"/auth/login?next=%2F%23%2Flobby", tokens},
+		{"/", chat},
+		{"/config.json", chat},
+		{"/ws", chat},
+		{"/authx", chat},
+		{"/static/auth/x", chat},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			code, body := get(t, caddy.URL, "", tt.path, nil)
+			if name, _, _ := strings.Cut(body, " "); code != http.StatusOK || name != tt.want.name {
+				t.Errorf("GET %s: got %d from %q, want 200 from %s", tt.path, code, body, tt.want.name)
+			}
+		})
+	}
 }

@@ -125,8 +125,9 @@ func failConfig(t testing.TB, file, out string, err error) {
 // caddyVars are the placeholders of the Caddyfile, set as compose sets
 // them (compose.yaml, service caddy).
 var caddyVars = map[string]string{
-	"CHATSTREAM_UPSTREAMS": "chat1:8080 chat2:8080 chat3:8080",
-	"CHATSTREAM_LISTEN":    ":8080",
+	"CHATSTREAM_UPSTREAMS":   "chat1:8080 chat2:8080 chat3:8080",
+	"CHATSTREAM_TOKENSERVER": "tokenserver:8090",
+	"CHATSTREAM_LISTEN":      ":8080",
 }
 
 // TestCaddyfileValid runs `caddy validate` on the Caddyfile with the
@@ -207,7 +208,8 @@ type proxyHandler struct {
 }
 
 // TestCaddyfileShape adapts the Caddyfile to Caddy's JSON and checks what
-// the deployment relies on: one site on the listen address, every
+// the deployment relies on: one site on the listen address, /auth/* to
+// the token server of CHATSTREAM_TOKENSERVER and nothing else to it, every
 // upstream of CHATSTREAM_UPSTREAMS (spaces split it), least_conn, active
 // checks of /readyz at the placeholder's interval (5s by default), the
 // passive check and retries that bridge the time until the next active
@@ -244,10 +246,16 @@ func TestCaddyfileShape(t *testing.T) {
 		if !slices.Equal(srv.Listen, []string{"0.0.0.0:8080"}) {
 			t.Errorf("listen: got %v, want [0.0.0.0:8080]", srv.Listen)
 		}
-		if len(srv.Routes) != 1 || len(srv.Routes[0].Match) != 0 || len(srv.Routes[0].Handle) != 1 {
-			t.Fatalf("routes: got %+v, want one route for every host and path, with one handler", srv.Routes)
+		if len(srv.Routes) != 2 || len(srv.Routes[1].Match) != 0 || len(srv.Routes[1].Handle) != 1 {
+			t.Fatalf("routes: got %+v, want the token server's route, then one for every other host and path, with one handler", srv.Routes)
 		}
-		h := srv.Routes[0].Handle[0]
+		auth := srv.Routes[0]
+		match, _ := json.Marshal(auth.Match)
+		if string(match) != `[{"path":["/auth/*"]}]` || len(auth.Handle) != 1 || auth.Handle[0].Handler != "reverse_proxy" ||
+			len(auth.Handle[0].Upstreams) != 1 || auth.Handle[0].Upstreams[0].Dial != caddyVars["CHATSTREAM_TOKENSERVER"] {
+			t.Errorf("token server route: got match %s, handlers %+v, want /auth/* proxied to %s", match, auth.Handle, caddyVars["CHATSTREAM_TOKENSERVER"])
+		}
+		h := srv.Routes[1].Handle[0]
 		if h.Handler != "reverse_proxy" {
 			t.Fatalf("handler: got %q, want reverse_proxy", h.Handler)
 		}

@@ -328,3 +328,21 @@ func TestHtpasswdHash(t *testing.T) {
 		t.Error("a wrong password: signed in, want refused")
 	}
 }
+
+// TestDemoUsers checks the users file compose mounts: it loads, and its
+// documented passwords sign in.
+func TestDemoUsers(t *testing.T) {
+	t.Parallel()
+	us, err := loadUsers("users.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, password := range map[string]string{"alice": "wonderland", "bob": "builder"} {
+		if _, ok := us.check(name, password); !ok {
+			t.Errorf("%s / %s: refused, want signed in (users.txt documents it)", name, password)
+		}
+	}
+	if u := us["bob"]; !slices.Equal(u.rooms, []string{"lobby", "team-*"}) {
+		t.Errorf("bob's rooms: got %v, want [lobby team-*]", u.rooms)
+	}
+}
