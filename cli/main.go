@@ -42,6 +42,7 @@ type cli struct {
 	Replay   replayCmd   `cmd:"" help:"Print, follow or republish a room's stored messages (reads Redis)."`
 	Rejected rejectedCmd `cmd:"" help:"List dead-lettered messages with their reasons, or requeue them."`
 	Streams  streamsCmd  `cmd:"" help:"Show every stream's length, bounds and memory, and each instance's delivery lag."`
+	Token    tokenCmd    `cmd:"" help:"Print a signed token (HS256) for --auth jwt, for development and tests."`
 
 	Moderation moderationCmd `cmd:"" help:"Check moderation configs and dry-run them on recorded traffic."`
 }

@@ -41,6 +41,9 @@ type serveCmd struct {
 	MemoryMaxRooms    int           `default:"${default_memory_max_rooms}" env:"CHATSTREAM_MEMORY_MAX_ROOMS" help:"Rooms the in-memory backend keeps; a new room beyond it evicts the one idle longest (without --redis only)."`
 	Moderation        string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
 
+	// Authentication and room permissions (cli/serve_auth.go).
+	AuthFlags serveAuthFlags `embed:""`
+
 	// Replica-acknowledged writes (cli/serve_redis.go).
 	RedisWait serveRedisFlags `embed:""`
 }
@@ -82,6 +85,7 @@ func (s *serveCmd) config(g *globals) server.Config {
 		MaxTextBytes:    s.MaxText,
 		ShutdownTimeout: s.ShutdownTimeout,
 		AdminToken:      s.AdminToken,
+		Auth:            s.AuthFlags.config(g.Log),
 		Logger:          g.Log,
 		WS: ws.Config{
 			AllowedOrigins: s.AllowedOrigins,
