@@ -36,8 +36,10 @@ type Node struct {
 	// Port is the client port.
 	Port int
 
-	t   testing.TB
-	dir string
+	t    testing.TB
+	dir  string
+	bin  string
+	args []string
 
 	// mu guards cmd.
 	mu  sync.Mutex
@@ -117,26 +119,47 @@ func (n *Node) log() string {
 // waits until it answers PING.
 func startNode(t testing.TB, bin string, args ...string) *Node {
 	t.Helper()
-	n := &Node{t: t, dir: t.TempDir(), Port: freePort(t)}
+	n := &Node{t: t, dir: t.TempDir(), Port: freePort(t), bin: bin}
 	n.Addr = fmt.Sprintf("127.0.0.1:%d", n.Port)
-	all := append([]string{
+	n.args = append([]string{
 		"--port", strconv.Itoa(n.Port), "--bind", "127.0.0.1", "--dir", n.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--logfile", filepath.Join(n.dir, "redis.log"),
 	}, args...)
-	cmd := exec.Command(bin, all...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	n.cmd = cmd
+	n.run()
 	t.Cleanup(n.stop)
+	return n
+}
+
+// Restart starts a killed node again with its directory (a cluster node
+// keeps its nodes.conf, so a failed-over primary rejoins as a replica).
+func (n *Node) Restart() {
+	n.t.Helper()
+	n.mu.Lock()
+	running := n.cmd != nil
+	n.mu.Unlock()
+	if running {
+		n.t.Fatal("testredis: restart of a running node")
+	}
+	n.run()
+}
+
+// run starts the process and waits until it answers PING.
+func (n *Node) run() {
+	n.t.Helper()
+	cmd := exec.Command(n.bin, n.args...)
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("start redis-server: %v", err)
+	}
+	n.mu.Lock()
+	n.cmd = cmd
+	n.mu.Unlock()
 	c := redis.NewClient(&redis.Options{Addr: n.Addr})
 	defer c.Close()
 	err := poll(10*time.Second, func(ctx context.Context) error { return c.Ping(ctx).Err() })
 	if err != nil {
-		t.Fatalf("redis-server %s did not answer: %v\n%s", n.Addr, err, n.log())
+		n.t.Fatalf("redis-server %s did not answer: %v\n%s", n.Addr, err, n.log())
 	}
-	return n
 }
 
 // poll runs fn until it returns nil, at most for d.

@@ -185,7 +185,7 @@ func (c Config) Validate() error {
 		return errors.New("redisstore: room TTL must be at least 1ms (or negative: never)")
 	case c.WaitReplicas < 0:
 		return errors.New("redisstore: wait replicas must not be negative")
-	case c.WaitTimeout < time.Millisecond || c.WaitTimeout >= c.Timeout:
+	case c.WaitReplicas > 0 && (c.WaitTimeout < time.Millisecond || c.WaitTimeout >= c.Timeout):
 		return fmt.Errorf("redisstore: wait timeout %v must be at least 1ms and less than the timeout %v", c.WaitTimeout, c.Timeout)
 	case strings.ContainsAny(c.Prefix, "{} \n"):
 		return errors.New("redisstore: prefix must not contain braces or spaces")
@@ -342,6 +342,9 @@ func New(cfg Config) (*Backend, error) {
 	// timeout must not cut them.
 	subOpts.ReadTimeout = cfg.Timeout + 2*time.Second
 	subClient := redis.NewUniversalClient(&subOpts)
+	for _, c := range []redis.UniversalClient{client, appendClient, subClient} {
+		followTopology(c)
+	}
 
 	wlog := quietCancel{watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
 	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
