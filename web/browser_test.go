@@ -132,6 +132,14 @@ func startInstance(t *testing.T, addr string) *instance {
 	t.Helper()
 	cfg := instanceConfig(t)
 	cfg.Addr = addr
+	return startInstanceWith(t, cfg)
+}
+
+// startInstanceWith starts a server with cfg (instanceConfig's, changed)
+// and stops it in t.Cleanup.
+func startInstanceWith(t *testing.T, cfg server.Config) *instance {
+	t.Helper()
+	addr := cfg.Addr
 	s, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("start instance on %s: %v", addr, err)

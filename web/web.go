@@ -66,7 +66,7 @@ func (c Config) Validate() error {
 	switch c.Auth {
 	case "", AuthNone:
 		if c.TokenURL != "" || c.SignInURL != "" {
-			return fmt.Errorf("%w: a token URL and a sign-in URL need auth %q, not %q", ErrConfig, AuthJWT, AuthNone)
+			return fmt.Errorf("%w: a token URL (--token-url) and a sign-in URL (--sign-in-url) need auth %q (--auth jwt), not %q", ErrConfig, AuthJWT, AuthNone)
 		}
 	case AuthJWT:
 	default:

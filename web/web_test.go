@@ -24,7 +24,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "jwt", cfg: web.Config{Auth: web.AuthJWT, TokenURL: "/auth/token", SignInURL: "/auth/?next=/"}},
 		{name: "absolute sign-in link", cfg: web.Config{Auth: web.AuthJWT, TokenURL: "/auth/token", SignInURL: "https://id.example.com/login"}},
 		{name: "unknown mode", cfg: web.Config{Auth: "oauth"}, bad: `unknown auth mode "oauth" (known: none, jwt)`},
-		{name: "token URL without jwt", cfg: web.Config{TokenURL: "/auth/token"}, bad: `need auth "jwt"`},
+		{name: "token URL without jwt", cfg: web.Config{TokenURL: "/auth/token"}, bad: `need auth "jwt" (--auth jwt)`},
 		{name: "cross-origin token URL", cfg: web.Config{Auth: web.AuthJWT, TokenURL: "https://id.example.com/token"}, bad: "want a path that starts with /"},
 		{name: "scheme-relative token URL", cfg: web.Config{Auth: web.AuthJWT, TokenURL: "//id.example.com/token"}, bad: "want a path"},
 		{name: "relative token URL", cfg: web.Config{Auth: web.AuthJWT, TokenURL: "auth/token"}, bad: "want a path"},

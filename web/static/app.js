@@ -1,8 +1,13 @@
 // app.js: the chatstream chat page. It keeps a model of every joined room
 // (messages, pending sends, unread count, presence), renders the open room,
 // and talks to the server only through ChatClient.
+//
+// It reads the server's sign-in mode from config.json: with auth "none" it
+// asks for a name; with "jwt" it fetches a token from the configured token
+// URL (with the browser's cookies), shows who is signed in, and says why
+// when the server refuses the token.
 
-import { ChatClient, validateRoom, validateUser } from './chatstream-client.js';
+import { ChatClient, ChatError, CODE_UNAUTHORIZED, validateRoom, validateUser } from './chatstream-client.js';
 import { avatar, dayLabel, fullLabel, h, hueClass, icon, linkify, sameDay, timeLabel } from './dom.js';
 
 // Messages of one user less than this far apart share one group.
@@ -33,6 +38,8 @@ const REASONS = {
   closed: 'Disconnected',
   unavailable: 'Server unavailable',
   internal: 'Server error',
+  unauthorized: 'Signed out',
+  forbidden: 'Not allowed here',
 };
 
 const $ = (id) => document.getElementById(id);
@@ -49,7 +56,9 @@ const els = {
   historyStatus: $('history-status'), messages: $('messages'), pending: $('pending'),
   newPill: $('new-pill'), newPillText: $('new-pill-text'),
   composer: $('composer'), input: $('composer-input'), composerLabel: $('composer-label'),
-  announcer: $('announcer'),
+  announcer: $('announcer'), meSub: $('me-sub'),
+  signedOut: $('signed-out'), signedOutReason: $('signed-out-reason'), signInLink: $('sign-in-link'),
+  signedOutRetry: $('signed-out-retry'),
 };
 
 const narrow = matchMedia('(max-width: 760px)');
@@ -81,6 +90,8 @@ const rooms = new Map();
 let active = null;
 let countdown = null;
 let hadConnection = false;
+/** The server's sign-in configuration (config.json). */
+let config = { auth: 'none' };
 
 function newRoom(name) {
   return {
@@ -127,16 +138,35 @@ els.nameForm.addEventListener('submit', (e) => {
   focusComposer();
 });
 
-function start(name) {
-  me = name;
-  storage.set(KEY_NAME, name);
-  els.welcome.hidden = true;
-  els.chat.hidden = false;
-  els.meName.textContent = name;
-  els.meAvatar.className = `avatar ${hueClass(name)}`;
-  els.meAvatar.textContent = avatar(name).textContent;
+function showMe(user, name) {
+  me = user;
+  els.meName.textContent = name || user;
+  els.meSub.textContent = name && name !== user ? `You · ${user}` : 'You';
+  els.meAvatar.className = `avatar ${hueClass(user)}`;
+  els.meAvatar.textContent = avatar(name || user).textContent;
+}
 
-  client = new ChatClient({ url: new URL('ws', location.href).href, user: name, backoff: { initialMs: 1000, maxMs: 30_000 } });
+// start opens the chat as name, or, without name, signed in with tokens
+// from config.tokenUrl.
+function start(name) {
+  const options = { url: new URL('ws', location.href).href, backoff: { initialMs: 1000, maxMs: 30_000 } };
+  if (name) {
+    storage.set(KEY_NAME, name);
+    showMe(name, '');
+    options.user = name;
+  } else {
+    showMe('', 'Signing in…');
+    options.token = fetchToken;
+  }
+  els.welcome.hidden = true;
+  els.signedOut.hidden = true;
+  els.chat.hidden = false;
+
+  client = new ChatClient(options);
+  client.on('authed', ({ user, name: display }) => showMe(user, display));
+  client.on('unauthorized', ({ reason, by }) => {
+    showSignedOut(by === 'server' ? `The server refused your sign-in: ${reason}.` : reason);
+  });
   client.on('status', renderStatus);
   client.on('joined', onJoined);
   client.on('message', onMessage);
@@ -164,6 +194,43 @@ function stop() {
   clearInterval(countdown);
 }
 
+// fetchToken is the client's token provider in jwt mode: a POST to the
+// token URL with the browser's cookies. 401 and 403 mean nobody is signed
+// in, which stops the client; other failures are retried with backoff.
+async function fetchToken() {
+  const res = await fetch(config.tokenUrl, {
+    method: 'POST', credentials: 'include', cache: 'no-store', headers: { Accept: 'application/json, text/plain' },
+  });
+  if (res.status === 401 || res.status === 403) {
+    throw new ChatError({ code: CODE_UNAUTHORIZED, message: 'You are not signed in.' });
+  }
+  if (!res.ok) throw new Error(`the token endpoint answered ${res.status}`);
+  if ((res.headers.get('Content-Type') || '').includes('json')) return (await res.json()).token;
+  return (await res.text()).trim();
+}
+
+// showSignedOut replaces the chat with why the page cannot sign in, a
+// sign-in link when the server names one, and a button to try again.
+function showSignedOut(reason) {
+  els.chat.hidden = true;
+  els.welcome.hidden = true;
+  els.signedOut.hidden = false;
+  els.signedOutReason.textContent = reason;
+  els.signInLink.hidden = !config.signInUrl;
+  if (config.signInUrl) els.signInLink.href = config.signInUrl;
+  els.signedOutRetry.hidden = !client;
+  document.title = 'Signed out · chatstream';
+  (config.signInUrl ? els.signInLink : els.signedOutRetry).focus();
+}
+
+els.signedOutRetry.addEventListener('click', () => {
+  if (!client) return;
+  els.signedOut.hidden = true;
+  els.chat.hidden = false;
+  updateTitle();
+  client.connect();
+});
+
 els.changeName.addEventListener('click', () => {
   const old = me;
   stop();
@@ -190,7 +257,7 @@ function joinRoom(name) {
   saveRooms();
   renderRoomList();
   client.join(name, { history: HISTORY_PAGE }).catch((err) => {
-    if (['left', 'closed'].includes(err.code) || rooms.get(name) !== r) return;
+    if (['left', 'closed', CODE_UNAUTHORIZED].includes(err.code) || rooms.get(name) !== r) return;
     dropRoom(name);
     els.joinError.textContent = `Could not join #${name}: ${err.message}`;
   });
@@ -802,6 +869,31 @@ addEventListener('offline', () => {
   if (client) renderStatus(client.status);
 });
 
-const saved = storage.get(KEY_NAME, '');
-if (typeof saved === 'string' && !validateUser(saved)) start(saved);
-else showWelcome();
+// boot reads the server's sign-in mode, then asks for a name (auth none)
+// or signs in with a token (auth jwt).
+async function boot() {
+  try {
+    const res = await fetch('config.json', { cache: 'no-store' });
+    // A server older than protocol v1.1 has no config.json: it takes names.
+    if (res.status === 404) config = { auth: 'none' };
+    else if (!res.ok) throw new Error(`config.json answered ${res.status}`);
+    else config = await res.json();
+  } catch (err) {
+    showSignedOut(`Cannot load the server's configuration (${err.message}). Reload the page to try again.`);
+    return;
+  }
+  if (config.auth === 'jwt') {
+    els.changeName.hidden = true;
+    if (!config.tokenUrl) {
+      showSignedOut('This server needs you to sign in, but it names no token URL (--token-url) to get a token from.');
+      return;
+    }
+    start('');
+    return;
+  }
+  const saved = storage.get(KEY_NAME, '');
+  if (typeof saved === 'string' && !validateUser(saved)) start(saved);
+  else showWelcome();
+}
+
+boot();

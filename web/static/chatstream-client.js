@@ -185,7 +185,9 @@ const retryableJoin = new Set(['rate_limited', 'unavailable']);
  *   presence {room, users, count, joined, left, snapshot}
  *   authed   {user, name, exp, refreshed} (with a token provider: signed in
  *            or a fresh token accepted)
- *   unauthorized {reason, code} (the token was refused: the client stopped)
+ *   unauthorized {reason, by: 'server'|'provider'} (the server refused the
+ *            token, close 4001, or the provider said nobody is signed in:
+ *            the client stopped)
  */
 export class ChatClient {
   #url;
@@ -450,7 +452,7 @@ export class ChatClient {
     };
     ws.onclose = (ev) => {
       if (ws !== this.#ws) return;
-      if (ev?.code === CLOSE_UNAUTHORIZED) this.#refused(ev.reason);
+      if (ev?.code === CLOSE_UNAUTHORIZED) this.#refused(ev.reason, 'server');
       else this.#drop(ws, ev?.code === CLOSE_TOKEN_EXPIRED);
     };
     // Browsers follow an error with a close event, but some WebSocket
@@ -484,7 +486,7 @@ export class ChatClient {
     } catch (err) {
       if (ws !== this.#ws) return;
       if (err?.code === CODE_UNAUTHORIZED) {
-        this.#refused(err.message || 'not signed in');
+        this.#refused(err.message || 'not signed in', 'provider');
         return;
       }
       this.#emit('error', new ChatError({ code: CODE_TOKEN_UNAVAILABLE, message: `cannot get a token: ${err?.message || err}` }));
@@ -545,14 +547,14 @@ export class ChatClient {
   // refused stops the client after the server refused its token (close
   // 4001) or the provider said the user is not signed in: reconnecting
   // with the same token cannot help.
-  #refused(reason) {
+  #refused(reason, by) {
     // The error frame's message says more than a close reason, which is
     // cut to 123 bytes.
     const why = this.#authReason || reason || 'the token was refused';
     this.#authReason = '';
     this.#stop(CODE_UNAUTHORIZED, why);
     this.#setStatus('offline', { reason: why });
-    this.#emit('unauthorized', { reason: why, code: CLOSE_UNAUTHORIZED });
+    this.#emit('unauthorized', { reason: why, by });
   }
 
   // drop forgets the current socket, puts in-flight work back in line and
@@ -1115,6 +1117,17 @@ export class ChatClient {
       this.#emit('left', { room: f.room });
       return;
     }
+    // A left nobody asked for: a refreshed token no longer allows the
+    // room (PROTOCOL.md §3.1). Rejoining would be refused.
+    const r = this.#rooms.get(f.room);
+    if (!r || f.ref) return;
+    const err = new ChatError({ code: 'forbidden', message: f.message || `your token no longer allows #${f.room}`, room: f.room });
+    this.#rooms.delete(f.room);
+    clearTimeout(r.retryTimer);
+    for (const w of r.waiters.splice(0)) w.reject(err);
+    this.#failHistory(r, err);
+    for (const rec of [...this.#outbox]) if (rec.room === f.room) this.#settle(rec, null, err);
+    this.#emit('left', { room: f.room, error: err });
   }
 
   #onHistory(f) {

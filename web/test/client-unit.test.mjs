@@ -627,7 +627,7 @@ test('close 4001 stops reconnecting and says why', async (t) => {
   await assert.rejects(send, (err) => err instanceof ChatError && err.code === 'unauthorized');
   await assert.rejects(joined, (err) => err.code === 'unauthorized');
   const ev = log.find((e) => e.type === 'unauthorized');
-  assert.deepEqual({ reason: ev.reason, code: ev.code }, { reason: 'token signature is invalid', code: 4001 });
+  assert.deepEqual({ reason: ev.reason, by: ev.by }, { reason: 'token signature is invalid', by: 'server' });
   const s = log.filter((e) => e.type === 'status').at(-1);
   assert.deepEqual({ state: s.state, reason: s.reason }, { state: 'offline', reason: 'token signature is invalid' });
   await tick(100); // several backoff periods
@@ -689,7 +689,7 @@ test('a failing provider is retried with backoff; an unauthorized one stops the 
   provider.fail(new ChatError({ code: 'unauthorized', message: 'not signed in' }));
   ws2.open();
   await until(() => log.some((e) => e.type === 'unauthorized'), 'the unauthorized event');
-  assert.equal(log.find((e) => e.type === 'unauthorized').reason, 'not signed in');
+  assert.deepEqual(log.filter((e) => e.type === 'unauthorized').map((e) => [e.reason, e.by]), [['not signed in', 'provider']]);
   await tick(100);
   assert.equal(FakeSocket.instances.length, 2, 'no reconnect after the provider said not signed in');
 });
@@ -697,4 +697,27 @@ test('a failing provider is retried with backoff; an unauthorized one stops the 
 test('a token provider must be a function', () => {
   assert.throws(() => new ChatClient({ url: 'ws://x/ws', token: 'abc', WebSocket: FakeSocket }), TypeError);
   assert.doesNotThrow(() => new ChatClient({ url: 'ws://x/ws', token: async () => 't', WebSocket: FakeSocket }));
+});
+
+test('a left the client did not ask for (a refreshed token no longer allows the room) drops the room', async (t) => {
+  const c = newClient(t, { user: undefined, token: tokens() });
+  const left = record(c, 'left');
+  const ws = await signIn(c);
+  for (const room of ['lobby', 'team-red']) {
+    c.join(room);
+    ws.recv({ type: 'joined', room, ref: ws.lastSent('join').ref, history: [] });
+  }
+  const send = c.send('team-red', 'queued behind nothing');
+  ws.recv({ type: 'left', room: 'team-red' });
+  assert.deepEqual(c.rooms, ['lobby']);
+  assert.equal(left.length, 1);
+  assert.equal(left[0].room, 'team-red');
+  assert.equal(left[0].error.code, 'forbidden');
+  await assert.rejects(send, (err) => err.code === 'forbidden');
+  ws.drop();
+  const ws2 = await nextSocket();
+  ws2.open();
+  await until(() => ws2.lastSent('auth'), 'the auth frame');
+  ws2.recv(authedFrame(ws2, 'alice', 60_000));
+  assert.deepEqual(ws2.sent.filter((f) => f.type === 'join').map((f) => f.room), ['lobby'], 'the room is not joined again');
 });
