@@ -13,6 +13,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -52,7 +53,8 @@ var _ Source = (*replay.Reader)(nil)
 
 // Config configures a Handler. A zero field takes the default in its comment.
 type Config struct {
-	// Token is the bearer token every request must carry. Required.
+	// Token is the bearer token every request must carry: at least
+	// MinTokenBytes after trimming surrounding white space. Required.
 	Token string
 	// Source serves the data. Nil (a backend the API cannot read, such as
 	// the in-memory one): every authorised request gets 501.
@@ -66,8 +68,12 @@ type Config struct {
 
 // Validate reports a configuration that cannot work. It does not change c.
 func (c Config) Validate() error {
-	if c.Token == "" {
+	t := strings.TrimSpace(c.Token)
+	if t == "" {
 		return errors.New("admin: token is required")
+	}
+	if len(t) < MinTokenBytes {
+		return fmt.Errorf("admin: the admin token has %d bytes; at least %d are needed (make one with: openssl rand -hex 32)", len(t), MinTokenBytes)
 	}
 	return nil
 }
@@ -88,6 +94,8 @@ type Handler struct {
 	// time hides the token's length too.
 	tokenSum [sha256.Size]byte
 	mux      *http.ServeMux
+	// guard counts and throttles failed requests per client address.
+	guard *failureGuard
 }
 
 // New returns the API's handler, to be mounted at /api/.
@@ -96,7 +104,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	h := &Handler{cfg: cfg, tokenSum: sha256.Sum256([]byte(cfg.Token)), mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, tokenSum: sha256.Sum256([]byte(strings.TrimSpace(cfg.Token))), mux: http.NewServeMux(), guard: newFailureGuard(cfg.Logger)}
 	h.mux.HandleFunc("GET /api/rooms", h.rooms)
 	h.mux.HandleFunc("GET /api/rooms/{room}/messages", h.messages)
 	h.mux.HandleFunc("GET /api/rejected", h.rejected)
@@ -106,11 +114,24 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP checks the bearer token, then routes the request.
+// Failures returns the number of requests refused for a missing or wrong
+// token since the handler started.
+func (h *Handler) Failures() int64 { return h.guard.failures.Load() }
+
+// ServeHTTP checks the bearer token, then routes the request. A client
+// address that failed FailureBurst times gets 429 with Retry-After for
+// every request until it may fail again (one per FailureEvery).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	addr, now := clientAddr(r), h.cfg.Now()
+	if wait := h.guard.throttled(addr, now); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+		writeError(w, http.StatusTooManyRequests, "too many requests with a wrong token from this address; retry later")
+		return
+	}
 	if !h.authorised(r) {
+		h.guard.failed(addr, r, now)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="chatstream-admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 		return

@@ -23,7 +23,7 @@ import (
 	"github.com/chatstream/chatstream/server"
 )
 
-const token = "s3cret-token"
+const token = "s3cret-token-0123456789"
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
