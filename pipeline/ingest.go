@@ -295,14 +295,8 @@ func (in *Ingest) reply(msg *message.Message, o Outcome) {
 // only when the message could not enter the pipeline (ctx done, pipeline
 // closed, or not ready within StoreTimeout: ErrUnavailable).
 func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
-	select {
-	case <-in.ready:
-	case <-ctx.Done():
-		return Outcome{}, ctx.Err()
-	case <-time.After(in.cfg.StoreTimeout):
-		// Not ready yet (e.g. the backend was down at start): refuse
-		// rather than hold the sender's connection.
-		return Outcome{}, fmt.Errorf("%w: not ready", ErrUnavailable)
+	if err := in.waitReady(ctx); err != nil {
+		return Outcome{}, err
 	}
 	if in.router.IsClosed() {
 		return Outcome{}, ErrClosed
@@ -358,6 +352,29 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 		// sender retries with the same ref, which stores it at most once.
 		return Outcome{Ref: s.Ref, Room: s.Room, ID: msg.UUID,
 			Err: &Error{Code: CodeUnavailable, Reason: "the message is not known to be stored; retry with the same ref"}}, nil
+	}
+}
+
+// waitReady returns once the ingest accepts submissions: at once when it
+// does (the common case costs no timer), or ctx's error, or ErrUnavailable
+// after StoreTimeout.
+func (in *Ingest) waitReady(ctx context.Context) error {
+	select {
+	case <-in.ready:
+		return nil
+	default:
+	}
+	t := time.NewTimer(in.cfg.StoreTimeout)
+	defer t.Stop()
+	select {
+	case <-in.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		// Not ready yet (e.g. the backend was down at start): refuse
+		// rather than hold the sender's connection.
+		return fmt.Errorf("%w: not ready", ErrUnavailable)
 	}
 }
 

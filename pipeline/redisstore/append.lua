@@ -2,8 +2,8 @@
 -- room stream and the partition bus, under one entry ID that is also the
 -- message's seq, unless its room already holds the same send (idempotency).
 -- One call takes every message of a batch that belongs to the partition, so
--- the per-call costs (TIME, the bus's epoch, each room's epoch and TTL) are
--- paid once per call, not once per message; a message costs one SET (its
+-- the per-call costs (TIME, the bus's epoch, each room's epoch and TTL: a
+-- PTTL and a GET) are paid once per call, not once per message; a message costs one SET (its
 -- send record, read and written at once: SET NX GET, Redis 7.0 or later)
 -- and two XADDs.
 --
@@ -44,9 +44,9 @@
 -- bus.
 
 -- epoch_of returns the epoch of a stream and whether it is fresh: made now
--- because the stream has none or is gone.
-local function epoch_of(stream, key, fresh)
-  if redis.call('EXISTS', stream) == 1 then
+-- because the stream has none or is gone (exists is false).
+local function epoch_of(exists, key, fresh)
+  if exists then
     local e = redis.call('GET', key)
     if e then
       return e, false
@@ -77,7 +77,7 @@ local bus = KEYS[1]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-epoch_of(bus, KEYS[2], ARGV[5])
+epoch_of(redis.call('EXISTS', bus) == 1, KEYS[2], ARGV[5])
 
 -- (ms, seq) is the last ID used, or a bound below the next one to try:
 -- the bus's last ID is not read unless an XADD finds it higher (another
@@ -114,14 +114,16 @@ local function follow(stream)
 end
 
 -- rooms[r] = {epoch, msgpack of it, epoch is fresh, stored a message,
--- room checked against the bus}, once room r was seen in this call.
+-- room checked against the bus, PTTL of its stream (-2: none)}, once room
+-- r was seen in this call.
 local rooms = {}
 
 local function room_of(r)
   local room = rooms[r]
   if not room then
-    local epoch, fresh = epoch_of(KEYS[2 * r + 1], KEYS[2 * r + 2], ARGV[6 + r])
-    room = {epoch, mpstr(epoch), fresh, false, false}
+    local pttl = redis.call('PTTL', KEYS[2 * r + 1])
+    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * r + 2], ARGV[6 + r])
+    room = {epoch, mpstr(epoch), fresh, false, false, pttl}
     rooms[r] = room
   end
   return room
@@ -223,17 +225,17 @@ for a = 7 + nrooms, #ARGV, 5 do
 end
 
 -- Every room that stored a message outlives it by at least 99% of the
--- TTL: its TTL is set again once it has run down by 1% (a PTTL, not two
--- writes, per busy room and call).
+-- TTL: its TTL is set again once it has run down by 1% (so a busy room
+-- costs no write here; its PTTL was read when it was first seen).
 for r, room in pairs(rooms) do
   if room[4] then
     local stream, key = KEYS[2 * r + 1], KEYS[2 * r + 2]
     if ttl > 0 then
-      if room[3] or redis.call('PTTL', stream) < ttl - ttl / 100 then
+      if room[3] or room[6] < ttl - ttl / 100 then
         redis.call('PEXPIRE', stream, ttl)
         redis.call('PEXPIRE', key, ttl)
       end
-    elseif redis.call('PTTL', stream) ~= -1 or redis.call('PTTL', key) ~= -1 then
+    elseif room[6] ~= -1 or redis.call('PTTL', key) ~= -1 then
       redis.call('PERSIST', stream)
       redis.call('PERSIST', key)
     end
