@@ -46,11 +46,11 @@ func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
 }
 
 // chatServices returns the names of the chat instances: the services built
-// from the repository's Dockerfile, sorted.
+// from the repository's root Dockerfile, sorted.
 func chatServices(p *types.Project) []string {
 	var names []string
 	for name, svc := range p.Services {
-		if svc.Build != nil {
+		if svc.Build != nil && filepath.Clean(svc.Build.Dockerfile) == "Dockerfile" {
 			names = append(names, name)
 		}
 	}
@@ -58,11 +58,12 @@ func chatServices(p *types.Project) []string {
 	return names
 }
 
-// TestComposeServicesExist checks that Caddy, Redis, Prometheus and the
-// three chat instances are defined, and nothing else.
+// TestComposeServicesExist checks that Caddy, Redis, Prometheus, the
+// three chat instances, the token server and the secret's writer are
+// defined, and nothing else.
 func TestComposeServicesExist(t *testing.T) {
 	p := loadComposeProject(t)
-	want := []string{"caddy", "chat1", "chat2", "chat3", "prometheus", "redis"}
+	want := []string{"caddy", "chat1", "chat2", "chat3", "jwt-secret", "prometheus", "redis", "tokenserver"}
 	if got := p.ServiceNames(); !slices.Equal(slices.Sorted(slices.Values(got)), want) {
 		t.Errorf("services: got %v, want %v", got, want)
 	}
@@ -403,6 +404,99 @@ func TestComposeDockerfile(t *testing.T) {
 		})
 		if !found {
 			t.Error("Dockerfile: got no `go build` with CGO_ENABLED=0, want one")
+		}
+	})
+}
+
+// volumeAt returns svc's volume mounted at target, failing t without one.
+func volumeAt(t *testing.T, name string, svc types.ServiceConfig, target string) types.ServiceVolumeConfig {
+	t.Helper()
+	for _, v := range svc.Volumes {
+		if v.Target == target {
+			return v
+		}
+	}
+	t.Fatalf("%s volumes: got %+v, want one at %s", name, svc.Volumes, target)
+	return types.ServiceVolumeConfig{}
+}
+
+// flagValue returns the value after flag in a command, "" when absent.
+func flagValue(cmd []string, flag string) string {
+	if i := slices.Index(cmd, flag); i >= 0 && i+1 < len(cmd) {
+		return cmd[i+1]
+	}
+	return ""
+}
+
+// TestComposeSignIn checks that the deployment signs users in through the
+// example token server: the instances run with --auth jwt and verify with
+// the secret file the token server signs with (one named volume, written
+// once by jwt-secret), the page's token URL is under the /auth/ prefix
+// Caddy routes to the token server, and the token server reads the demo
+// users file and listens where Caddy sends /auth/.
+func TestComposeSignIn(t *testing.T) {
+	p := loadComposeProject(t)
+	ts := service(t, p, "tokenserver")
+	caddy := service(t, p, "caddy")
+	writer := service(t, p, "jwt-secret")
+
+	secretFile := flagValue(ts.Command, "--secret-file")
+	if secretFile == "" {
+		t.Fatalf("tokenserver command: got %q, want --secret-file", ts.Command)
+	}
+	secretDir := filepath.Dir(secretFile)
+	tsSecret := volumeAt(t, "tokenserver", ts, secretDir)
+	if tsSecret.Type != types.VolumeTypeVolume || !tsSecret.ReadOnly {
+		t.Errorf("tokenserver secret volume: got %+v, want a read-only named volume", tsSecret)
+	}
+
+	t.Run("jwt-secret writes the shared secret", func(t *testing.T) {
+		v := volumeAt(t, "jwt-secret", writer, secretDir)
+		if v.Source != tsSecret.Source || v.ReadOnly {
+			t.Errorf("jwt-secret volume: got %+v, want %s writable", v, tsSecret.Source)
+		}
+		if cmd := strings.Join(writer.Command, " "); !strings.Contains(cmd, filepath.Base(secretFile)) || !strings.Contains(cmd, "65532") {
+			t.Errorf("jwt-secret command: got %q, want it to write %s for user 65532", cmd, secretFile)
+		}
+	})
+
+	for _, name := range chatServices(p) {
+		t.Run(name, func(t *testing.T) {
+			svc := service(t, p, name)
+			if got := envValue(svc, "CHATSTREAM_AUTH"); got != "jwt" {
+				t.Errorf("CHATSTREAM_AUTH: got %q, want jwt", got)
+			}
+			if got := envValue(svc, "CHATSTREAM_JWT_SECRET_FILE"); got != secretFile {
+				t.Errorf("CHATSTREAM_JWT_SECRET_FILE: got %q, want the token server's %q", got, secretFile)
+			}
+			if v := volumeAt(t, name, svc, secretDir); v.Source != tsSecret.Source || !v.ReadOnly {
+				t.Errorf("secret volume: got %+v, want %s read-only", v, tsSecret.Source)
+			}
+			if dep, ok := svc.DependsOn["jwt-secret"]; !ok || dep.Condition != types.ServiceConditionCompletedSuccessfully {
+				t.Errorf("depends_on jwt-secret: got %+v (present %v), want completed successfully", dep, ok)
+			}
+			if got := envValue(svc, "CHATSTREAM_TOKEN_URL"); !strings.HasPrefix(got, "/auth/") {
+				t.Errorf("CHATSTREAM_TOKEN_URL: got %q, want a path under /auth/ (Caddy's route to the token server)", got)
+			}
+			if got := envValue(svc, "CHATSTREAM_SIGN_IN_URL"); !strings.HasPrefix(got, "/auth/") {
+				t.Errorf("CHATSTREAM_SIGN_IN_URL: got %q, want a path under /auth/", got)
+			}
+		})
+	}
+
+	t.Run("tokenserver", func(t *testing.T) {
+		if ts.Build == nil || filepath.Clean(ts.Build.Dockerfile) != filepath.Join("examples", "tokenserver", "Dockerfile") {
+			t.Errorf("build: got %+v, want examples/tokenserver/Dockerfile", ts.Build)
+		}
+		users := flagValue(ts.Command, "--users")
+		requireBindMount(t, ts, "examples/tokenserver/users.txt", users)
+		_, port, _ := strings.Cut(flagValue(ts.Command, "--addr"), ":")
+		if want := "tokenserver:" + port; port == "" || envValue(caddy, "CHATSTREAM_TOKENSERVER") != want {
+			t.Errorf("caddy CHATSTREAM_TOKENSERVER: got %q, want %q (the token server's --addr %q)",
+				envValue(caddy, "CHATSTREAM_TOKENSERVER"), want, flagValue(ts.Command, "--addr"))
+		}
+		if _, ok := caddy.DependsOn["tokenserver"]; !ok {
+			t.Errorf("caddy depends_on: got %v, want tokenserver", caddy.DependsOn)
 		}
 	})
 }

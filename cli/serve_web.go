@@ -9,8 +9,7 @@ type serveWebFlags struct {
 	SignInURL string `env:"CHATSTREAM_SIGN_IN_URL" placeholder:"URL" help:"With --auth jwt: where the chat page sends a user who is not signed in (a path or an http(s) URL), such as /auth/login. Empty: no sign-in link."`
 }
 
-// page returns the page's configuration for the server's auth mode
-// (web.AuthNone or web.AuthJWT).
-func (f serveWebFlags) page(auth string) web.Config {
-	return web.Config{Auth: auth, TokenURL: f.TokenURL, SignInURL: f.SignInURL}
+// page returns the page's configuration; the server fills in its auth mode.
+func (f serveWebFlags) page() web.Config {
+	return web.Config{TokenURL: f.TokenURL, SignInURL: f.SignInURL}
 }

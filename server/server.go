@@ -69,6 +69,10 @@ type Config struct {
 	// and /api/ answers 404. Without a stream reader (the memory backend)
 	// the API answers 501.
 	AdminToken string
+	// Page tells the chat page how to sign in, served at web.ConfigPath:
+	// its TokenURL and SignInURL. Its Auth is always the mode of Auth, so
+	// the page signs in the way the gateway authenticates.
+	Page web.Config
 	// Auth configures authentication: --auth none (names from ?user=,
 	// the default) or jwt (names from signed tokens), the key, and the
 	// rooms policy (auth.Config). Its Logger defaults to the server's.
@@ -149,6 +153,8 @@ type Server struct {
 	admission *admission.Admission
 	admin     http.Handler
 	static    http.Handler
+	// pageConfig serves cfg.Page to the chat page.
+	pageConfig http.Handler
 	// notReady reports failed readiness checks once per outage.
 	notReady *faillog.Log
 	// auth verifies tokens and room permissions; Run closes it.
@@ -181,6 +187,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	if s.auth, err = auth.New(cfg.Auth); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	page := cfg.Page
+	page.Auth = s.auth.Mode()
+	if s.pageConfig, err = web.ConfigHandler(page); err != nil {
+		s.auth.Close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.ln, err = net.Listen("tcp", cfg.Addr)
@@ -251,6 +263,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /api/", s.admin)
+	mux.Handle("GET "+web.ConfigPath, s.pageConfig)
 	mux.Handle("GET /", secureHeaders(s.static))
 	return mux
 }
