@@ -13,13 +13,14 @@ import (
 type rejectedCmd struct {
 	Conn redisFlags `embed:""`
 
-	Since      string   `placeholder:"T" help:"First dead letter: RFC 3339 time, duration ago (15m or -15m) or entry ID (inclusive)."`
-	Until      string   `placeholder:"T" help:"Last dead letter: RFC 3339 time, duration ago or entry ID (inclusive)."`
-	Moderator  string   `help:"Only dead letters rejected by this moderator."`
-	Format     string   `enum:"text,jsonl" default:"text" help:"Output: text or jsonl."`
-	Requeue    []string `placeholder:"ID" xor:"requeue" help:"Send these dead letters (entry IDs, as listed) through the pipeline again."`
-	RequeueAll bool     `xor:"requeue" help:"Send every listed dead letter (after --since/--until/--moderator) through the pipeline again."`
-	Moderation string   `type:"existingfile" env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation configuration the requeued messages pass (as on the instances). Empty: no moderation."`
+	Since        string   `placeholder:"T" help:"First dead letter: RFC 3339 time, duration ago (15m or -15m) or entry ID (inclusive)."`
+	Until        string   `placeholder:"T" help:"Last dead letter: RFC 3339 time, duration ago or entry ID (inclusive)."`
+	Moderator    string   `help:"Only dead letters rejected by this moderator."`
+	Format       string   `enum:"text,jsonl" default:"text" help:"Output: text or jsonl."`
+	Requeue      []string `placeholder:"ID" xor:"requeue" help:"Send these dead letters (entry IDs, as listed) through the pipeline again."`
+	RequeueAll   bool     `xor:"requeue" help:"Send every listed dead letter (after --since/--until/--moderator) through the pipeline again."`
+	Moderation   string   `type:"existingfile" env:"CHATSTREAM_MODERATION" placeholder:"FILE" xor:"moderation" help:"Moderation configuration the requeued messages pass, as on the instances. A requeue needs it, or --no-moderation."`
+	NoModeration bool     `xor:"moderation" help:"Requeue without moderation: the messages are stored as they are, even those moderation refused."`
 }
 
 // Run runs the command on the process's streams.
@@ -56,7 +57,7 @@ func (c *rejectedCmd) run(ctx context.Context, tio toolIO) error {
 	if err != nil {
 		return toolError(err)
 	}
-	mods, stopModeration, err := loadModeration(ctx, c.Moderation, b, tio.Log)
+	mods, stopModeration, err := loadModeration(ctx, c.Moderation, c.NoModeration, "requeued", b, tio.Log)
 	if err != nil {
 		return toolError(err)
 	}

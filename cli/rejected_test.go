@@ -62,7 +62,7 @@ func TestRejectedCommand(t *testing.T) {
 
 	t.Run("requeue by ID", func(t *testing.T) {
 		tio, out, _ := bufferIO()
-		c := rejectedCmd{Conn: f.flags(), Requeue: []string{second}, Format: "jsonl"}
+		c := rejectedCmd{Conn: f.flags(), Requeue: []string{second}, Format: "jsonl", NoModeration: true}
 		if err := c.run(context.Background(), tio); err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func TestRejectedCommand(t *testing.T) {
 
 	t.Run("requeue all listed", func(t *testing.T) {
 		tio, out, errs := bufferIO()
-		c := rejectedCmd{Conn: f.flags(), Moderator: "words", RequeueAll: true, Format: "text"}
+		c := rejectedCmd{Conn: f.flags(), Moderator: "words", RequeueAll: true, Format: "text", NoModeration: true}
 		if err := c.run(context.Background(), tio); err != nil {
 			t.Fatal(err)
 		}

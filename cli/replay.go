@@ -16,17 +16,18 @@ import (
 type replayCmd struct {
 	Conn redisFlags `embed:""`
 
-	Room       string `placeholder:"ROOM" xor:"source" help:"Room to read."`
-	AllRooms   bool   `xor:"source" help:"Read every room, merged in seq (time) order."`
-	Since      string `placeholder:"T" help:"First message: RFC 3339 time, duration ago (15m or -15m) or seq (inclusive)."`
-	Until      string `placeholder:"T" help:"Last message: RFC 3339 time, duration ago or seq (inclusive)."`
-	User       string `help:"Only this user's messages."`
-	Grep       string `placeholder:"RE" help:"Only messages whose text matches this regular expression (RE2)."`
-	Format     string `enum:"text,jsonl" default:"text" help:"Output: text (one line per message) or jsonl (one JSON object per line)."`
-	Follow     bool   `short:"f" help:"Keep printing new messages until interrupted."`
-	Into       string `placeholder:"ROOM" help:"Republish the selected messages into this room through the pipeline instead of printing them."`
-	Speed      string `default:"1x" help:"With --into: replay speed relative to the original timing (10x, 0.5x) or max."`
-	Moderation string `type:"existingfile" env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"With --into: moderation configuration the replayed messages pass (as on the instances). Empty: no moderation."`
+	Room         string `placeholder:"ROOM" xor:"source" help:"Room to read."`
+	AllRooms     bool   `xor:"source" help:"Read every room, merged in seq (time) order."`
+	Since        string `placeholder:"T" help:"First message: RFC 3339 time, duration ago (15m or -15m) or seq (inclusive)."`
+	Until        string `placeholder:"T" help:"Last message: RFC 3339 time, duration ago or seq (inclusive)."`
+	User         string `help:"Only this user's messages."`
+	Grep         string `placeholder:"RE" help:"Only messages whose text matches this regular expression (RE2)."`
+	Format       string `enum:"text,jsonl" default:"text" help:"Output: text (one line per message) or jsonl (one JSON object per line)."`
+	Follow       bool   `short:"f" help:"Keep printing new messages until interrupted."`
+	Into         string `placeholder:"ROOM" help:"Republish the selected messages into this room through the pipeline instead of printing them."`
+	Speed        string `default:"1x" help:"With --into: replay speed relative to the original timing (10x, 0.5x) or max."`
+	Moderation   string `type:"existingfile" env:"CHATSTREAM_MODERATION" placeholder:"FILE" xor:"moderation" help:"With --into: moderation configuration the replayed messages pass, as on the instances. --into needs it, or --no-moderation."`
+	NoModeration bool   `xor:"moderation" help:"With --into: republish without moderation; the messages are stored as they are."`
 }
 
 // Run runs the command on the process's streams.
@@ -98,7 +99,7 @@ func (c *replayCmd) run(ctx context.Context, tio toolIO) error {
 		bar.done()
 		return toolError(errors.Join(err, out.Flush()))
 	}
-	mods, stopModeration, err := loadModeration(ctx, c.Moderation, b, tio.Log)
+	mods, stopModeration, err := loadModeration(ctx, c.Moderation, c.NoModeration, "replayed", b, tio.Log)
 	if err != nil {
 		return toolError(err)
 	}

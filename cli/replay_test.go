@@ -117,6 +117,8 @@ func TestToolExitCodes(t *testing.T) {
 		{"replay unreachable", append([]string{"replay", "--room", "lobby"}, unreachable...), exitUnavailable},
 		{"rejected unknown ID", append([]string{"rejected", "--requeue", "1-1"}, f.args()...), exitNotFound},
 		{"rejected bad ID", append([]string{"rejected", "--requeue", "x"}, f.args()...), exitUsage},
+		{"requeue without a moderation choice", append([]string{"rejected", "--requeue-all"}, f.args()...), exitUsage},
+		{"into without a moderation choice", append([]string{"replay", "--room", "lobby", "--into", "b"}, f.args()...), exitUsage},
 		{"rejected bad since", append([]string{"rejected", "--since", "soon"}, f.args()...), exitUsage},
 		{"rejected unreachable", append([]string{"rejected"}, unreachable...), exitUnavailable},
 		{"streams unreachable", append([]string{"streams"}, unreachable...), exitUnavailable},
@@ -199,7 +201,7 @@ func TestReplayCommand(t *testing.T) {
 
 	t.Run("into", func(t *testing.T) {
 		tio, out, errs := bufferIO()
-		c := replayCmd{Conn: f.flags(), Room: "lobby", Until: seqs[2], Into: "lobby-copy", Format: "text", Speed: "max"}
+		c := replayCmd{Conn: f.flags(), Room: "lobby", Until: seqs[2], Into: "lobby-copy", Format: "text", Speed: "max", NoModeration: true}
 		if err := c.run(context.Background(), tio); err != nil {
 			t.Fatalf("%v (stderr %s)", err, errs)
 		}
@@ -226,7 +228,7 @@ func TestReplayCommand(t *testing.T) {
 	t.Run("into with a refusal", func(t *testing.T) {
 		f.seed(t, "odd", " spaced ", "invalid user", base) // stored raw, refused by validation when replayed
 		tio, out, _ := bufferIO()
-		c := replayCmd{Conn: f.flags(), Room: "odd", Into: "odd-copy", Format: "jsonl", Speed: "max"}
+		c := replayCmd{Conn: f.flags(), Room: "odd", Into: "odd-copy", Format: "jsonl", Speed: "max", NoModeration: true}
 		err := c.run(context.Background(), tio)
 		if exitCode(err) != exitRefused {
 			t.Fatalf("err %v (exit %d), want exit %d", err, exitCode(err), exitRefused)
