@@ -22,6 +22,13 @@ const (
 	CodeUnavailable = "unavailable"
 	CodeRoomLimit   = "room_limit"
 	CodeInternal    = "internal"
+	// CodeUnauthorized (protocol v1.1) is a token the server refused or
+	// a frame before authenticating; a refused first token is followed by
+	// close 4001, which stops the client with ErrUnauthorized.
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden (protocol v1.1) is a join or send the token's rooms
+	// or the server's rooms policy do not allow; retrying does not help.
+	CodeForbidden = "forbidden"
 )
 
 // Error is a refusal: an error frame of the server, or the client's own
