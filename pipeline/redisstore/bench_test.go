@@ -24,10 +24,14 @@ func benchBackend(b *testing.B) *redisstore.Backend {
 	return be
 }
 
-func benchBackendServer(b *testing.B) (*redisstore.Backend, *testredis.Server) {
+func benchBackendServer(b *testing.B, inFlight ...int) (*redisstore.Backend, *testredis.Server) {
 	b.Helper()
 	srv := testredis.Start(b)
-	be, err := redisstore.New(redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, BusMaxLen: 1 << 22})
+	cfg := redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, BusMaxLen: 1 << 22}
+	if len(inFlight) > 0 {
+		cfg.InFlight = inFlight[0]
+	}
+	be, err := redisstore.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,38 +125,48 @@ func benchMessage(room string, text []byte) *message.Message {
 	return m
 }
 
-// BenchmarkAppend measures the publish path: one atomic script call per
-// message (send record, epochs, room stream + bus, TTL), from 1 caller and
-// from 16 and 64 concurrent callers whose calls the batcher pipelines.
-// 256-byte texts with refs over 64 rooms.
+// BenchmarkAppend measures the publish path (send record, epochs, room
+// stream + bus, TTL; one script call per partition and batch), from 1
+// caller and from 16 and 64 concurrent callers whose appends the batchers
+// store together. 256-byte texts with refs over 64 rooms.
 func BenchmarkAppend(b *testing.B) {
+	for _, callers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) { benchAppend(b, callers, 0) })
+	}
+}
+
+// BenchmarkAppendInFlight measures 64 callers' appends with 1, 2 and 4
+// batches in flight at once (Config.InFlight).
+func BenchmarkAppendInFlight(b *testing.B) {
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("inflight=%d", n), func(b *testing.B) { benchAppend(b, 64, n) })
+	}
+}
+
+func benchAppend(b *testing.B, callers, inFlight int) {
 	text := make([]byte, 256)
 	for i := range text {
 		text[i] = 'a' + byte(i%26)
 	}
-	for _, callers := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
-			be, srv := benchBackendServer(b)
-			ctx := context.Background()
-			var n atomic.Int64
-			b.SetParallelism(callers) // GOMAXPROCS × callers goroutines
-			b.ReportAllocs()
-			report := scriptCost(b, srv)
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					i := n.Add(1)
-					if _, err := be.Append(ctx, benchMessage(fmt.Sprintf("room-%d", i%64), text)); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-			report(b.N)
-		})
-	}
+	be, srv := benchBackendServer(b, inFlight)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.SetParallelism(callers) // GOMAXPROCS × callers goroutines
+	b.ReportAllocs()
+	report := scriptCost(b, srv)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if _, err := be.Append(ctx, benchMessage(fmt.Sprintf("room-%d", i%64), text)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	report(b.N)
 }
 
 // BenchmarkPartitionDelivery measures one partition subscription

@@ -206,7 +206,8 @@ func TestKeys(t *testing.T) {
 }
 
 // TestConfigLimits: idempotency windows and room TTLs below a millisecond
-// are refused (Redis counts milliseconds), a negative room TTL means never.
+// are refused (Redis counts milliseconds), a negative room TTL means never;
+// batches in flight are between 1 and the partitions.
 func TestConfigLimits(t *testing.T) {
 	cases := []struct {
 		name string
@@ -218,6 +219,9 @@ func TestConfigLimits(t *testing.T) {
 		{"negative window", redisstore.Config{URL: "redis://127.0.0.1:1/0", IdempotencyWindow: -time.Second}, false},
 		{"window below 1ms", redisstore.Config{URL: "redis://127.0.0.1:1/0", IdempotencyWindow: time.Microsecond}, false},
 		{"room TTL below 1ms", redisstore.Config{URL: "redis://127.0.0.1:1/0", RoomTTL: time.Microsecond}, false},
+		{"two batches in flight", redisstore.Config{URL: "redis://127.0.0.1:1/0", Partitions: 4, InFlight: 2}, true},
+		{"more batches in flight than partitions", redisstore.Config{URL: "redis://127.0.0.1:1/0", Partitions: 4, InFlight: 5}, false},
+		{"negative in flight", redisstore.Config{URL: "redis://127.0.0.1:1/0", InFlight: -1}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
