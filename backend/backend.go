@@ -27,9 +27,11 @@ import (
 // Config selects and configures a backend. A zero field takes the default
 // in its comment.
 type Config struct {
-	// RedisURL selects Redis Streams: redis://[user:pass@]host:port/db, or
-	// host:port,host:port,... for a Redis Cluster. Empty: the embedded
-	// memory backend (one instance, nothing kept across restarts).
+	// RedisURL selects Redis Streams: redis://[user:pass@]host:port/db,
+	// host:port,host:port,... for a Redis Cluster, or
+	// redis-sentinel://host:port,.../master[/db] (redisstore.SentinelScheme).
+	// Empty: the embedded memory backend (one instance, nothing kept across
+	// restarts).
 	RedisURL string
 	// RedisPrefix starts every Redis key. Default redisstore.DefaultPrefix.
 	RedisPrefix string

@@ -13,7 +13,7 @@ import (
 // serveCmd runs a gateway.
 type serveCmd struct {
 	Addr              string        `default:"${default_addr}" env:"CHATSTREAM_ADDR" help:"Listen address."`
-	Redis             string        `env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis backend: redis://host:port/db, or host:port,host:port,... for a Cluster. Empty: the embedded in-memory backend (one instance)."`
+	Redis             string        `env:"CHATSTREAM_REDIS_URL" placeholder:"URL" help:"Redis backend: redis://host:port/db, host:port,host:port,... for a Cluster, or redis-sentinel://host:port,host:port,.../master for the primary Sentinels name. Empty: the embedded in-memory backend (one instance)."`
 	RedisPrefix       string        `default:"${default_redis_prefix}" env:"CHATSTREAM_REDIS_PREFIX" help:"Prefix of every Redis key, so deployments can share a Redis."`
 	Partitions        int           `default:"${default_partitions}" env:"CHATSTREAM_PARTITIONS" help:"Partition bus streams rooms are spread over (same on every instance)."`
 	BusMaxlen         int64         `default:"${default_bus_maxlen}" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus stream (approximately)."`

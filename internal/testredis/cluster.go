@@ -561,3 +561,55 @@ func StartReplicated(t testing.TB) *Replicated {
 		Prefix: "t" + strings.ReplaceAll(uuid.NewString()[:13], "-", ""),
 	}
 }
+
+// SentinelMaster is the master name the sentinels of StartSentinels
+// monitor.
+const SentinelMaster = "chat"
+
+// StartSentinels starts n Redis Sentinels (redis-server --sentinel)
+// monitoring rs's primary under SentinelMaster with a quorum of n/2+1,
+// down-after-milliseconds 1000, and returns their comma separated
+// addresses. They stop in t.Cleanup.
+func StartSentinels(t testing.TB, rs *Replicated, n int) string {
+	t.Helper()
+	bin := lookBins(t, "redis-server")[0]
+	var addrs []string
+	for range n {
+		s := &Node{t: t, dir: t.TempDir(), Port: freePort(t), bin: bin}
+		s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
+			"sentinel monitor %[4]s 127.0.0.1 %[5]d %[6]d\n"+
+			"sentinel down-after-milliseconds %[4]s 1000\nsentinel failover-timeout %[4]s 5000\n",
+			s.Port, s.dir, filepath.Join(s.dir, "redis.log"), SentinelMaster, rs.Primary.Port, n/2+1)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.args = []string{conf, "--sentinel"}
+		s.run()
+		t.Cleanup(s.stop)
+		addrs = append(addrs, s.Addr)
+	}
+	return strings.Join(addrs, ",")
+}
+
+// WaitSentinelPrimary waits until the first sentinel of addrs names want
+// as the primary of SentinelMaster.
+func WaitSentinelPrimary(t testing.TB, addrs string, want *Node) {
+	t.Helper()
+	sc := redis.NewSentinelClient(&redis.Options{Addr: strings.Split(addrs, ",")[0]})
+	defer sc.Close()
+	err := poll(clusterWait, func(ctx context.Context) error {
+		got, err := sc.GetMasterAddrByName(ctx, SentinelMaster).Result()
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || got[0]+":"+got[1] != want.Addr {
+			return fmt.Errorf("sentinels name %v, want %s", got, want.Addr)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("testredis: sentinel failover: %v", err)
+	}
+}

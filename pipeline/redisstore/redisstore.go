@@ -52,8 +52,10 @@ var appendScript = redis.NewScript(appendLua)
 
 // Config configures a Backend. A zero field takes the default in its comment.
 type Config struct {
-	// URL selects the Redis: redis://[user:pass@]host:port/db, or a comma
-	// separated list of host:port addresses for a Redis Cluster. Required.
+	// URL selects the Redis: redis://[user:pass@]host:port/db, a comma
+	// separated list of host:port addresses for a Redis Cluster, or
+	// redis-sentinel://host:port,.../master[/db] for the primary that Redis
+	// Sentinels name (SentinelScheme). Required.
 	URL string
 	// Prefix starts every key. Default DefaultPrefix.
 	Prefix string
@@ -85,11 +87,9 @@ type Config struct {
 	MaxBatch int
 	// InFlight is the number of append round trips in flight at once: as
 	// many batcher goroutines, each storing the rooms of a share of the
-	// partitions, each with a queue of 4 × MaxBatch appends. With more than
-	// one, each room's appends keep their order, but appends of rooms of
-	// different batchers may be stored out of the order queued (the
-	// pipeline.Store contract asks for queue order). Default
-	// DefaultInFlight; at most Partitions.
+	// partitions (so each room's appends keep their order), each with a
+	// queue of 4 × MaxBatch appends. Default DefaultInFlight, or Partitions
+	// when that is fewer; at most Partitions.
 	InFlight int
 	// Timeout bounds one Redis round trip. Default DefaultTimeout.
 	Timeout time.Duration
@@ -120,10 +120,8 @@ const (
 	// DefaultMaxBatch is the default number of appends per round trip.
 	DefaultMaxBatch = 128
 	// DefaultInFlight is the default number of append round trips in
-	// flight at once: one keeps queue order across rooms, and on the
-	// 2-core development machine two were not faster (one round trip's
-	// batch grows while it waits; see BenchmarkAppendInFlight).
-	DefaultInFlight = 1
+	// flight at once.
+	DefaultInFlight = 2
 	// DefaultTimeout is the default bound of one Redis round trip.
 	DefaultTimeout = 3 * time.Second
 	// MaxPartitions is the largest partition count (two digits in keys).
@@ -158,7 +156,7 @@ func (c *Config) setDefaults() {
 		c.MaxBatch = DefaultMaxBatch
 	}
 	if c.InFlight == 0 {
-		c.InFlight = DefaultInFlight
+		c.InFlight = min(DefaultInFlight, c.Partitions)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -290,6 +288,9 @@ var _ pipeline.Backend = (*Backend)(nil)
 
 // Options parses a Redis URL (see Config.URL) into client options.
 func Options(url string) (*redis.UniversalOptions, error) {
+	if strings.HasPrefix(url, SentinelScheme) {
+		return sentinelOptions(url)
+	}
 	if strings.Contains(url, "://") {
 		o, err := redis.ParseURL(url)
 		if err != nil {

@@ -1,0 +1,94 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
+)
+
+// TestSentinelOptions: the redis-sentinel:// form names sentinels, a
+// master and a database; nonsense is refused with the expected form, and
+// a password never appears in the error.
+func TestSentinelOptions(t *testing.T) {
+	o, err := redisstore.Options("redis-sentinel://bob:s3cret@10.0.0.1:26379,10.0.0.2:26379/chat/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(o.Addrs) != "[10.0.0.1:26379 10.0.0.2:26379]" || o.MasterName != "chat" || o.DB != 2 || o.Username != "bob" || o.Password != "s3cret" {
+		t.Fatalf("parsed %+v", o)
+	}
+	for _, bad := range []string{
+		"redis-sentinel://h:26379",
+		"redis-sentinel://h:26379/",
+		"redis-sentinel://h/chat",
+		"redis-sentinel://h:26379/chat/x",
+		"redis-sentinel://bob:s3cret@h:0/chat",
+	} {
+		_, err := redisstore.Options(bad)
+		if err == nil || !strings.Contains(err.Error(), "want redis-sentinel://") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Options(%q) = %v, want an error showing the form, without the password", bad, err)
+		}
+	}
+}
+
+// TestSentinelFailover: with --redis naming three real sentinels, appends
+// go to the primary; when it is SIGKILLed the sentinels promote its
+// replica, appends in between are answered unavailable, and then the same
+// backend, without a restart, appends to the new primary, which has the
+// history acked before.
+func TestSentinelFailover(t *testing.T) {
+	rs := testredis.StartReplicated(t)
+	sentinels := testredis.StartSentinels(t, rs, 3)
+	ctx := context.Background()
+	b := newBackend(t, redisstore.Config{
+		URL: "redis-sentinel://" + sentinels + "/" + testredis.SentinelMaster, Prefix: rs.Prefix, Partitions: 4,
+		Timeout: time.Second,
+	})
+	before := mustAppend(t, b, send("lobby", "r1", "before"))
+	replica := rs.Replica.Client()
+	for replica.XLen(ctx, b.Keys().Room("lobby")).Val() != 1 {
+		time.Sleep(10 * time.Millisecond) // replication is asynchronous
+	}
+	rs.Primary.Kill()
+	refused := 0
+	deadline := time.Now().Add(30 * time.Second)
+	var after pipeline.Appended
+	for {
+		a, err := b.Append(ctx, send("lobby", "r2", "after"))
+		if err == nil {
+			after = a
+			break
+		}
+		if !errors.Is(err, pipeline.ErrUnavailable) {
+			t.Fatalf("append during the failover: %v, want ErrUnavailable", err)
+		}
+		refused++
+		if time.Now().After(deadline) {
+			t.Fatalf("no append succeeded within 30 s of the kill: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	testredis.WaitSentinelPrimary(t, sentinels, rs.Replica)
+	page, err := b.History(ctx, "lobby", pipeline.HistoryQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range page.Messages {
+		got = append(got, m.Seq)
+	}
+	if strings.Join(got, ",") != before.Seq+","+after.Seq {
+		t.Fatalf("history after the failover = %v, want %s then %s", got, before.Seq, after.Seq)
+	}
+	if refused == 0 {
+		t.Error("no append was answered unavailable while the primary was down")
+	}
+	t.Logf("%d appends answered unavailable during the failover", refused)
+}
