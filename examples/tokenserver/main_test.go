@@ -342,7 +342,7 @@ func TestDemoUsers(t *testing.T) {
 			t.Errorf("%s / %s: refused, want signed in (users.txt documents it)", name, password)
 		}
 	}
-	if u := us["bob"]; !slices.Equal(u.rooms, []string{"lobby", "team-*"}) {
+	if u := us.byName["bob"]; !slices.Equal(u.rooms, []string{"lobby", "team-*"}) {
 		t.Errorf("bob's rooms: got %v, want [lobby team-*]", u.rooms)
 	}
 }

@@ -221,7 +221,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusUnauthorized, "not signed in")
 		return
 	}
-	u := s.users[name]
+	u := s.users.byName[name]
 	now := s.cfg.Now()
 	exp := now.Add(s.cfg.TokenTTL)
 	claims := jwt.MapClaims{"sub": u.name, "iat": now.Unix(), "exp": exp.Unix()}
