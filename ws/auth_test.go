@@ -1,6 +1,7 @@
 package ws_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -431,5 +433,37 @@ func TestAuthNone(t *testing.T) {
 	}
 	if e := awaitError(t, c, pipeline.CodeInvalid); !strings.Contains(e.Message, "does not use tokens") {
 		t.Fatalf("got %q, want the auth frame refused", e.Message)
+	}
+}
+
+// TestAuthPresenceMerges: two connections with tokens for one user are one
+// present user, whatever ?user= they claimed.
+func TestAuthPresenceMerges(t *testing.T) {
+	t.Parallel()
+	h := startAuth(t, ws.Config{}, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.hub.RunPresence(ctx, h.backend.NewPresence("test-instance", 0), 20*time.Millisecond)
+	var first *wstest.Client
+	for _, claimed := range []string{"x", "y"} {
+		c := h.dialBearer(t, claimed, token(t, "alice", time.Hour, nil))
+		awaitAuthed(t, c)
+		join(t, c, "lobby", 0)
+		if first == nil {
+			first = c
+			if snap, err := c.Await(ws.TypePresence, wait); err != nil || strings.Join(snap.Users, ",") != "alice" {
+				t.Fatalf("snapshot %v %v, want alice", snap.Raw, err)
+			}
+		}
+	}
+	bob := h.dialBearer(t, "", token(t, "bob", time.Hour, nil))
+	awaitAuthed(t, bob)
+	join(t, bob, "lobby", 0)
+	p, err := first.AwaitFunc(func(f wstest.Frame) bool { return f.Type == ws.TypePresence && slices.Contains(f.Joined, "bob") }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Count != 2 {
+		t.Fatalf("got presence %s, want a count of 2 (alice's two connections are one user)", p.Raw)
 	}
 }
