@@ -1038,6 +1038,12 @@ export class ChatClient {
       moderator: f.moderator, retryAfterMs: f.retry_after_ms,
     });
     if (this.#probeRefs.delete(f.ref)) return; // a probe's not_joined is an answer like any other
+    if (f.ref && f.ref === this.#authRef && !this.#ready && err.code === 'invalid') {
+      // A server without --auth jwt does not take tokens: retrying cannot help.
+      this.#emit('error', err);
+      this.#refused(err.message || 'this server does not use tokens', 'server');
+      return;
+    }
     if (err.code === CODE_UNAUTHORIZED && this.#tokenProvider) {
       // Before the close: 4001 follows, whose reason may be empty.
       this.#authReason = err.message;

@@ -721,3 +721,17 @@ test('a left the client did not ask for (a refreshed token no longer allows the 
   ws2.recv(authedFrame(ws2, 'alice', 60_000));
   assert.deepEqual(ws2.sent.filter((f) => f.type === 'join').map((f) => f.room), ['lobby'], 'the room is not joined again');
 });
+
+test('a server that does not use tokens (invalid on auth) stops the client', async (t) => {
+  const c = newClient(t, { user: undefined, token: tokens() });
+  const log = record(c, 'unauthorized');
+  const connected = c.connect();
+  const ws = latest();
+  ws.open();
+  await until(() => ws.lastSent('auth'), 'the auth frame');
+  ws.recv({ type: 'error', code: 'invalid', message: 'this server does not use tokens', ref: ws.lastSent('auth').ref });
+  assert.equal(await connected, false);
+  assert.deepEqual(log.map((e) => [e.reason, e.by]), [['this server does not use tokens', 'server']]);
+  await tick(100);
+  assert.equal(FakeSocket.instances.length, 1, 'no reconnect');
+});
