@@ -22,6 +22,7 @@ func defaults() kong.Vars {
 	i := func(v int) string { return strconv.Itoa(v) }
 	return kong.Vars{
 		"default_addr":               server.DefaultAddr,
+		"default_internal_addr":      server.DefaultInternalAddr,
 		"default_shutdown_timeout":   d(server.DefaultShutdownTimeout),
 		"default_redis_prefix":       redisstore.DefaultPrefix,
 		"default_partitions":         i(redisstore.DefaultPartitions),

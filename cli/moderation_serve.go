@@ -20,15 +20,25 @@ import (
 // is done. env is the backend's (backend.Backend.ModerationEnv): with Redis
 // the moderators may share state through it. Any error in the file is
 // returned, naming the file and line, and nothing is started.
-func serveModeration(ctx context.Context, path string, env moderation.Env) (mods []pipeline.Moderator, stop func(), err error) {
-	return startModeration(ctx, path, env, true)
+func serveModeration(ctx context.Context, path string, env moderation.Env) (chain *moderation.Chain, stop func(), err error) {
+	return runModeration(ctx, path, env, true)
 }
 
 // startModeration loads path and runs the chain's background work, and,
 // with hup, reloads it on SIGHUP; stop ends both.
 func startModeration(ctx context.Context, path string, env moderation.Env, hup bool) (mods []pipeline.Moderator, stop func(), err error) {
+	chain, stop, err := runModeration(ctx, path, env, hup)
+	if err != nil {
+		return nil, nil, err
+	}
+	return chain.Moderators(), stop, nil
+}
+
+// runModeration is startModeration returning the chain itself (whose Stats
+// the metrics read).
+func runModeration(ctx context.Context, path string, env moderation.Env, hup bool) (chain *moderation.Chain, stop func(), err error) {
 	log := env.Logger
-	chain, err := moderation.LoadFile(path, env)
+	chain, err = moderation.LoadFile(path, env)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--moderation: %w", err)
 	}
@@ -58,7 +68,7 @@ func startModeration(ctx context.Context, path string, env moderation.Env, hup b
 			}
 		})
 	}
-	return chain.Moderators(), func() {
+	return chain, func() {
 		signal.Stop(signals)
 		cancel()
 		wg.Wait()

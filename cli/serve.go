@@ -40,6 +40,7 @@ type serveCmd struct {
 	IdempotencyWindow time.Duration `default:"${default_idempotency_window}" env:"CHATSTREAM_IDEMPOTENCY_WINDOW" help:"How long a send's ref is remembered: a resend with the same ref within it is acked with the message stored the first time."`
 	MemoryMaxRooms    int           `default:"${default_memory_max_rooms}" env:"CHATSTREAM_MEMORY_MAX_ROOMS" help:"Rooms the in-memory backend keeps; a new room beyond it evicts the one idle longest (without --redis only)."`
 	Moderation        string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
+	Ops               serveOpsFlags `embed:""`
 	Web               serveWebFlags `embed:""`
 
 	// Authentication and room permissions (cli/serve_auth.go).
@@ -63,13 +64,13 @@ func (s *serveCmd) Run(g *globals) error {
 	cfg := s.config(g)
 	cfg.Backend = b
 	if s.Moderation != "" {
-		mods, stop, err := serveModeration(g.Ctx, s.Moderation, b.ModerationEnv(g.Log))
+		chain, stop, err := serveModeration(g.Ctx, s.Moderation, b.ModerationEnv(g.Log))
 		if err != nil {
 			_ = b.Close() // the server never started
 			return err
 		}
 		defer stop()
-		cfg.Moderators = mods
+		cfg.Moderators, cfg.Ops.Moderation = chain.Moderators(), chain
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -86,6 +87,7 @@ func (s *serveCmd) config(g *globals) server.Config {
 		MaxTextBytes:    s.MaxText,
 		ShutdownTimeout: s.ShutdownTimeout,
 		AdminToken:      s.AdminToken,
+		Ops:             s.opsConfig(),
 		Auth:            s.AuthFlags.config(g.Log),
 		Page:            s.Web.page(),
 		Logger:          g.Log,

@@ -84,6 +84,8 @@ type DeliveryConfig struct {
 	// ReportEvery is the interval of records and gap checks. Default
 	// DefaultReportEvery.
 	ReportEvery time.Duration
+	// Observer is told of failed backend operations. Nil: nobody.
+	Observer Observer
 }
 
 func (c *DeliveryConfig) setDefaults() {
@@ -220,6 +222,7 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 		if err != nil {
 			if ctx.Err() == nil {
 				d.subFail.Fail(strconv.Itoa(part), err)
+				observeError(d.cfg.Observer, OpSubscribe)
 			}
 		} else {
 			d.subFail.OK(strconv.Itoa(part))
@@ -234,6 +237,9 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 				last = from
 				d.setPosition(part, "")
 				continue // at once: messages stored since the reset wait
+			}
+			if ctx.Err() == nil {
+				observeError(d.cfg.Observer, OpFeedRead) // it ended by itself
 			}
 		}
 		cancel()
@@ -316,6 +322,7 @@ func (d *Delivery) record(ctx context.Context, positions []string) {
 	info := d.cfg.Instance
 	info.Positions = positions
 	if err := d.cfg.Instances.RecordInstance(ctx, info); err != nil && ctx.Err() == nil {
+		observeError(d.cfg.Observer, OpInstanceRecord)
 		d.log.Debug("instance record failed", "err", err)
 	}
 }
@@ -335,6 +342,9 @@ func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
 	for p, pos := range positions {
 		st, err := d.cfg.Buses.BusState(ctx, p)
 		if err != nil {
+			if ctx.Err() == nil {
+				observeError(d.cfg.Observer, OpBusState)
+			}
 			continue // an outage is reported by the subscriptions
 		}
 		known := d.epochs[p]

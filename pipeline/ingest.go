@@ -95,6 +95,13 @@ type IngestConfig struct {
 	// passes its Delivery's Running, so that nothing is stored before this
 	// instance can deliver it. Nil: no gate (a publisher-only process).
 	Gate <-chan struct{}
+	// Observer is told how long appends take and which fail. Nil: nobody.
+	Observer Observer
+	// Instrument, when set, is called with the router before its
+	// middleware below the outermost (which answers the submitter) is
+	// added, so a middleware it adds sees every refusal as a failed
+	// handler (Watermill's router metrics). Nil: nothing.
+	Instrument func(*message.Router)
 }
 
 func (c *IngestConfig) setDefaults() {
@@ -180,8 +187,11 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: router: %w", err)
 	}
+	router.AddMiddleware(in.settle)
+	if cfg.Instrument != nil {
+		cfg.Instrument(router)
+	}
 	router.AddMiddleware(
-		in.settle,
 		middleware.Recoverer,
 		ensureCorrelationID,
 		middleware.CorrelationID,
@@ -394,7 +404,13 @@ func (in *Ingest) store(msg *message.Message) error {
 	if slot != nil {
 		slot.storing.Store(true)
 	}
-	err := in.cfg.Store.AppendAsync(msg, func(a Appended, err error) { in.appended(msg, a, err) })
+	start := time.Now()
+	err := in.cfg.Store.AppendAsync(msg, func(a Appended, err error) {
+		if in.cfg.Observer != nil {
+			in.cfg.Observer.AppendDone(time.Since(start), err)
+		}
+		in.appended(msg, a, err)
+	})
 	if err == nil {
 		return nil
 	}
@@ -407,6 +423,7 @@ func (in *Ingest) store(msg *message.Message) error {
 	}
 	in.log.Debug("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
 	in.storeFail.Fail("", err)
+	observeError(in.cfg.Observer, OpAppend)
 	return &Error{Code: CodeUnavailable, Reason: "the message could not be stored; retry with the same ref"}
 }
 
@@ -417,6 +434,7 @@ func (in *Ingest) appended(msg *message.Message, a Appended, err error) {
 	if err != nil {
 		in.log.Debug("store failed", "msg_id", msg.UUID, "room", room, "err", err)
 		in.storeFail.Fail("", err)
+		observeError(in.cfg.Observer, OpAppend)
 		in.refused.Add(1)
 		in.reply(msg, Outcome{Ref: ref, Room: room, ID: msg.UUID,
 			Err: &Error{Code: CodeUnavailable, Reason: "the message could not be stored; retry with the same ref"}})
@@ -479,6 +497,7 @@ func (in *Ingest) deadLetter(msg *message.Message, perr *Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.StoreTimeout)
 	defer cancel()
 	if err := in.cfg.DeadLetters.DeadLetter(ctx, dl); err != nil {
+		observeError(in.cfg.Observer, OpDeadLetter)
 		in.log.Warn("dead letter failed", "msg_id", msg.UUID, "err", err)
 	}
 }

@@ -77,6 +77,9 @@ type Config struct {
 	// the default) or jwt (names from signed tokens), the key, and the
 	// rooms policy (auth.Config). Its Logger defaults to the server's.
 	Auth auth.Config
+	// Ops configures the internal listener (metrics, health, profiling)
+	// and the startup summary. Zero: no internal listener.
+	Ops OpsConfig
 }
 
 // Defaults of Config, also used by the command line's flags.
@@ -157,6 +160,8 @@ type Server struct {
 	pageConfig http.Handler
 	// notReady reports failed readiness checks once per outage.
 	notReady *faillog.Log
+	// ops is the internal listener and the metrics.
+	ops *ops
 	// auth verifies tokens and room permissions; Run closes it.
 	auth *auth.Authenticator
 }
@@ -175,7 +180,8 @@ func New(cfg Config) (*Server, error) {
 		}
 		cfg.Backend = b
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend, notReady: faillog.New(cfg.Logger, "readiness check (backend writes)", 0)}
+	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend, notReady: faillog.New(cfg.Logger, "readiness check (backend writes)", 0),
+		ops: newOps(cfg.Ops)}
 	var err error
 	if s.admin, err = newAdmin(cfg); err != nil {
 		return nil, err
@@ -210,19 +216,23 @@ func New(cfg Config) (*Server, error) {
 		Ingest: pipeline.IngestConfig{
 			Store: b.Store, DeadLetters: b.DeadLetters, Logger: cfg.Logger,
 			MaxTextBytes: cfg.MaxTextBytes, Moderators: cfg.Moderators,
+			Observer: s.ops.observer(), Instrument: s.ops.instrument(),
 		},
 		Delivery: pipeline.DeliveryConfig{
 			Feed: b.Feed, Deliverer: s.hub, Logger: cfg.Logger,
 			Instance: pipeline.InstanceInfo{
-				ID: s.cfg.InstanceID, Addr: s.ln.Addr().String(), StartedAt: time.Now(), Version: version.Read().Short(),
+				ID: s.cfg.InstanceID, Addr: s.ln.Addr().String(), StartedAt: s.ops.startedAt, Version: version.Read().Short(),
 			},
-			Instances: b.Instances, Buses: b.Buses, ReportEvery: cfg.ReportEvery,
+			Instances: b.Instances, Buses: b.Buses, ReportEvery: cfg.ReportEvery, Observer: s.ops.observer(),
 		},
 	})
 	if err == nil {
 		wcfg := cfg.WS
 		wcfg.Auth = s.auth
 		s.gateway, err = ws.NewGateway(wcfg, s.hub, s.pipeline, b.History)
+	}
+	if err == nil {
+		err = s.ops.listen(s)
 	}
 	if err != nil {
 		_ = s.ln.Close() // nothing was served
@@ -293,6 +303,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		// The body names no internal address; the log says what failed,
 		// once per outage.
 		s.notReady.Fail("", err)
+		s.ops.backendError(pipeline.OpPing)
 		http.Error(w, "backend unavailable", http.StatusServiceUnavailable)
 		return
 	}
@@ -337,6 +348,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
+	s.ops.serve(s.log)
+	s.logStartup()
 	s.log.Info("chatstream listening", "addr", s.ln.Addr().String(), "backend", s.backend.Kind, "instance", s.cfg.InstanceID)
 
 	var err error
@@ -352,6 +365,9 @@ func (s *Server) Run(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("server: http shutdown: %w", e))
 	}
 	if e := s.gateway.Shutdown(sctx); e != nil {
+		err = errors.Join(err, e)
+	}
+	if e := s.ops.stop(sctx); e != nil {
 		err = errors.Join(err, e)
 	}
 	stopPipeline()

@@ -95,7 +95,7 @@ func (c *Conn) sendAuthed(ref string) {
 // 4001 after the queued frames.
 func (c *Conn) refuseAuth(err error, ref string) {
 	reason := strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")
-	c.enqueue(errFrame(pipeline.Errorf(CodeUnauthorized, "%s", reason), ref, ""))
+	c.sendError(pipeline.Errorf(CodeUnauthorized, "%s", reason), ref, "")
 	c.log.Debug("authentication refused", "reason", reason)
 	c.close(CloseUnauthorized, clip(reason, maxCloseReason), true)
 }
@@ -108,7 +108,7 @@ const maxCloseReason = 123
 // a fresh one before the current one expires.
 func (c *Conn) authenticate(f ClientFrame) {
 	if c.gw.cfg.Auth.Mode() == auth.ModeNone {
-		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeInvalid, "this server does not use tokens (--auth none)"), f.Ref, ""))
+		c.sendError(pipeline.Errorf(pipeline.CodeInvalid, "this server does not use tokens (--auth none)"), f.Ref, "")
 		return
 	}
 	id, err := c.gw.cfg.Auth.Verify(f.Token)
@@ -120,10 +120,10 @@ func (c *Conn) authenticate(f ClientFrame) {
 		// A failed refresh changes nothing: the connection still ends at
 		// the current token's expiry.
 		reason := strings.TrimPrefix(err.Error(), auth.ErrUnauthorized.Error()+": ")
-		c.enqueue(errFrame(pipeline.Errorf(CodeUnauthorized, "%s", reason), f.Ref, ""))
+		c.sendError(pipeline.Errorf(CodeUnauthorized, "%s", reason), f.Ref, "")
 		return
 	case c.authed && id.User != c.ident.User:
-		c.enqueue(errFrame(pipeline.Errorf(CodeUnauthorized, "the token is for another user; a connection keeps its user"), f.Ref, ""))
+		c.sendError(pipeline.Errorf(CodeUnauthorized, "the token is for another user; a connection keeps its user"), f.Ref, "")
 		return
 	}
 	if !c.authed {
@@ -155,7 +155,7 @@ func (c *Conn) allow(f ClientFrame, act auth.Action) bool {
 		return true
 	}
 	reason := strings.TrimPrefix(err.Error(), auth.ErrForbidden.Error()+": ")
-	c.enqueue(errFrame(pipeline.Errorf(CodeForbidden, "%s", reason), f.Ref, f.Room))
+	c.sendError(pipeline.Errorf(CodeForbidden, "%s", reason), f.Ref, f.Room)
 	return false
 }
 

@@ -331,7 +331,8 @@ func (c *Conn) reader() {
 			break
 		}
 		if kind != websocket.TextMessage {
-			c.enqueue(errFrame(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", ""))
+			c.gw.hub.countFrame(FrameBinary)
+			c.sendError(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", "")
 			continue
 		}
 		c.handleAside(data)
@@ -377,8 +378,9 @@ func (c *Conn) handleAside(data []byte) {
 // handle runs one text frame.
 func (c *Conn) handle(data []byte) {
 	f, perr := DecodeFrame(data)
+	c.gw.hub.countFrame(f.Type) // FrameInvalid unless a type of the protocol
 	if perr != nil {
-		c.enqueue(errFrame(perr, f.Ref, f.Room))
+		c.sendError(perr, f.Ref, f.Room)
 		return
 	}
 	if f.Type == TypeAuth {
@@ -387,12 +389,12 @@ func (c *Conn) handle(data []byte) {
 		return
 	}
 	if !c.authed {
-		c.enqueue(errFrame(pipeline.Errorf(CodeUnauthorized, "authenticate first: send an auth frame with your token"), f.Ref, f.Room))
+		c.sendError(pipeline.Errorf(CodeUnauthorized, "authenticate first: send an auth frame with your token"), f.Ref, f.Room)
 		return
 	}
 	_, joined := c.rooms[f.Room]
 	if !joined && f.Type != TypeJoin {
-		c.enqueue(errFrame(pipeline.Errorf(CodeNotJoined, "join room %s first", f.Room), f.Ref, f.Room))
+		c.sendError(pipeline.Errorf(CodeNotJoined, "join room %s first", f.Room), f.Ref, f.Room)
 		return
 	}
 	switch f.Type {
@@ -413,14 +415,15 @@ func (c *Conn) handle(data []byte) {
 
 // submit submits a send frame and queues its outcome: ack or error.
 func (c *Conn) submit(f ClientFrame) {
+	defer c.gw.hub.observeAck(time.Now()) // every way out queues an answer
 	o, err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
 		ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref, Meta: c.ident.Meta,
 	})
 	switch {
 	case err != nil:
-		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), f.Ref, f.Room))
+		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), f.Ref, f.Room)
 	case o.Err != nil:
-		c.enqueue(errFrame(o.Err, o.Ref, o.Room))
+		c.sendError(o.Err, o.Ref, o.Room)
 	default:
 		c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq, Epoch: o.Epoch}))
 	}
@@ -434,7 +437,7 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		return
 	}
 	if !rejoin && len(c.rooms) >= c.gw.cfg.MaxRooms {
-		c.enqueue(errFrame(pipeline.Errorf(CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room))
+		c.sendError(pipeline.Errorf(CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room)
 		return
 	}
 	c.rooms[f.Room] = struct{}{}
@@ -444,7 +447,7 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		delete(c.rooms, f.Room)
 		c.gw.hub.leave(c, f.Room)
 		c.historyFailed(f.Room, err)
-		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room))
+		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable; join again"), f.Ref, f.Room)
 		return
 	}
 	c.gw.histFail.OK("")
@@ -561,7 +564,7 @@ func (c *Conn) olderHistory(f ClientFrame) {
 	p, err := c.readPage(ctx, f.Room, r)
 	if err != nil {
 		c.historyFailed(f.Room, err)
-		c.enqueue(errFrame(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable"), f.Ref, f.Room))
+		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "history is unavailable"), f.Ref, f.Room)
 		return
 	}
 	c.gw.histFail.OK("")

@@ -31,6 +31,9 @@ type Hub struct {
 	floods     atomic.Int64
 	peakQueued atomic.Int64
 
+	// stats are the frame counters and the observer (stats.go).
+	stats hubStats
+
 	// presMu guards presence: the users of each room with local members,
 	// as last published.
 	presMu   sync.Mutex
@@ -235,8 +238,10 @@ func (h *Hub) queueTo(c *Conn, mem *member, m pipeline.Message, frame []byte) []
 	mem.last = seq
 	if frame == nil {
 		frame = encode(toWire(m))
+		h.observeDelivery(m) // the first member it is queued to
 	}
 	c.enqueue(frame)
+	h.stats.deliveries.Add(1)
 	return frame
 }
 

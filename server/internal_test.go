@@ -1,0 +1,305 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/chatstream/chatstream/backend"
+	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/internal/testserver"
+	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline/moderation"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
+	"github.com/chatstream/chatstream/server"
+	"github.com/chatstream/chatstream/ws"
+)
+
+// metricsSnapshot is one scrape of /metrics, by metric family name.
+type metricsSnapshot map[string]*dto.MetricFamily
+
+// scrape reads and parses url's Prometheus text.
+func scrape(t *testing.T, url string) metricsSnapshot {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	return fams
+}
+
+// value returns the value of the series of name whose labels include
+// labels (name=value pairs): a counter's or gauge's value, a histogram's
+// sample count; -1 when there is no such series.
+func (s metricsSnapshot) value(name string, labels ...string) float64 {
+	fam := s[name]
+	if fam == nil {
+		return -1
+	}
+next:
+	for _, m := range fam.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount())
+		case m.Untyped != nil:
+			return m.GetUntyped().GetValue()
+		}
+	}
+	return -1
+}
+
+// sum adds every series of name.
+func (s metricsSnapshot) sum(name string) float64 {
+	var n float64
+	for _, m := range s[name].GetMetric() {
+		n += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+	}
+	return n
+}
+
+// rejectBad is a moderator refusing any text containing "bad".
+func rejectBad(_ context.Context, m *moderation.Message) (moderation.Decision, error) {
+	if strings.Contains(m.Text, "bad") {
+		return moderation.Decision{Action: moderation.Reject, Reason: "bad word"}, nil
+	}
+	return moderation.Decision{Action: moderation.Accept}, nil
+}
+
+// TestInternalMetrics runs an instance with its internal listener on each
+// backend, drives real WebSocket traffic and checks that every counter
+// moved by exactly what the traffic did.
+func TestInternalMetrics(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"memory", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg := server.Config{
+				Logger: log, Ops: server.OpsConfig{InternalAddr: "127.0.0.1:0"},
+				WS: ws.Config{FrameRate: 1e6, FrameBurst: 1e6},
+			}
+			if kind == "redis" {
+				rs := testredis.Start(t)
+				b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, Logger: log, Timeout: 2 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Backend = backend.Redis(b, log)
+			}
+			chain, err := moderation.NewChain(log, moderation.Entry{Name: "nobad", Moderator: moderation.Func(rejectBad)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Moderators, cfg.Ops.Moderation = chain.Moderators(), chain
+			srv := testserver.Start(t, cfg)
+			checkMetrics(t, srv)
+		})
+	}
+}
+
+func checkMetrics(t *testing.T, srv *testserver.Instance) {
+	metricsURL := srv.InternalURL() + "/metrics"
+	before := scrape(t, metricsURL)
+
+	const members, messages = 3, 5
+	var clients []*wstest.Client
+	for i := range members {
+		c, err := wstest.Dial(srv.URL(), fmt.Sprintf("u%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		if err := c.Join("metrics", 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Await("joined", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	sender := clients[0]
+	for i := range messages {
+		ref := fmt.Sprintf("r%d", i)
+		if err := sender.Say("metrics", "hello "+ref, ref); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sender.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "ack" && f.Ref == ref }, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clients {
+		for range messages {
+			if _, err := c.Await("message", 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// One refused by moderation.
+	if err := sender.Say("metrics", "a bad one", "bad"); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := sender.Await("error", 5*time.Second); err != nil || f.Code != "rejected" {
+		t.Fatalf("moderated send: %+v, %v; want a rejected error", f, err)
+	}
+	// One frame that is not of the protocol.
+	if err := sender.SendRaw(websocket.TextMessage, []byte(`{"type":"bogus"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := sender.Await("error", 5*time.Second); err != nil || f.Code != ws.CodeBadFrame {
+		t.Fatalf("bogus frame: %+v, %v; want a bad_frame error", f, err)
+	}
+
+	after := scrape(t, metricsURL)
+	moved := func(name string, labels ...string) float64 {
+		return after.value(name, labels...) - max(before.value(name, labels...), 0)
+	}
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"chatstream_messages_stored_total", nil, messages},
+		{"chatstream_deliveries_total", nil, members * messages},
+		{"chatstream_frames_received_total", []string{"type", "send"}, messages + 1},
+		{"chatstream_frames_received_total", []string{"type", "join"}, members},
+		{"chatstream_frames_received_total", []string{"type", "invalid"}, 1},
+		{"chatstream_frames_received_total", []string{"type", "leave"}, 0},
+		{"chatstream_errors_sent_total", []string{"code", "rejected"}, 1},
+		{"chatstream_errors_sent_total", []string{"code", "bad_frame"}, 1},
+		{"chatstream_ack_seconds", nil, messages + 1},
+		{"chatstream_delivery_lag_seconds", nil, messages},
+		{"chatstream_messages_refused_total", nil, 1},
+		{"chatstream_feed_messages_total", nil, messages},
+		{"chatstream_backend_append_seconds", nil, messages},
+		{"chatstream_moderation_decisions_total", []string{"moderator", "nobad", "decision", "accepted"}, messages},
+		{"chatstream_moderation_decisions_total", []string{"moderator", "nobad", "decision", "rejected"}, 1},
+		{"chatstream_backend_errors_total", []string{"op", "append"}, 0},
+		{"chatstream_slow_disconnects_total", nil, 0},
+		{"chatstream_connections_refused_total", []string{"reason", "max_conns"}, 0},
+	}
+	for _, c := range checks {
+		if got := moved(c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v moved by %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if got := after.value("chatstream_connections"); got != members {
+		t.Errorf("chatstream_connections = %v, want %v", got, members)
+	}
+	if got := after.value("chatstream_rooms"); got != 1 {
+		t.Errorf("chatstream_rooms = %v, want 1", got)
+	}
+	// Watermill's router metrics: every send passed the ingest's handler.
+	if got := after.sum("chatstream_watermill_handler_execution_time_seconds") - before.sum("chatstream_watermill_handler_execution_time_seconds"); got != messages+1 {
+		t.Errorf("watermill handler executions moved by %v, want %v", got, messages+1)
+	}
+	for _, name := range []string{"go_goroutines", "process_start_time_seconds", "chatstream_build_info"} {
+		if after.value(name) < 0 {
+			t.Errorf("no %s", name)
+		}
+	}
+	checkLag(t, metricsURL)
+	checkEndpoints(t, srv)
+}
+
+// checkLag: once every message is delivered, no partition lags.
+func checkLag(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := scrape(t, url)
+		fam := s["chatstream_feed_lag_entries"]
+		if fam == nil {
+			t.Fatal("no chatstream_feed_lag_entries")
+		}
+		lag := s.sum("chatstream_feed_lag_entries")
+		if lag == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("feed lag stays %v after every message was delivered", lag)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkEndpoints: the internal listener serves health, readiness and
+// pprof; the public port serves neither metrics nor pprof.
+func checkEndpoints(t *testing.T, srv *testserver.Instance) {
+	t.Helper()
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(body)
+	}
+	for _, path := range []string{"/metrics", "/debug/pprof/", "/debug/pprof/cmdline"} {
+		if code, _ := get(srv.URL() + path); code != http.StatusNotFound {
+			t.Errorf("public %s: %d, want 404", path, code)
+		}
+	}
+	if code, body := get(srv.InternalURL() + "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("internal /debug/pprof/: %d %.80q", code, body)
+	}
+	if code, _ := get(srv.InternalURL() + "/readyz"); code != http.StatusOK {
+		t.Errorf("internal /readyz: %d, want 200", code)
+	}
+	code, body := get(srv.InternalURL() + "/healthz")
+	var h server.InternalHealth
+	if err := json.Unmarshal([]byte(body), &h); err != nil || code != http.StatusOK {
+		t.Fatalf("internal /healthz: %d %q: %v", code, body, err)
+	}
+	if h.Instance != srv.InstanceID() || h.Version == "" || h.Status != "ok" {
+		t.Errorf("internal /healthz = %+v, want instance %s and a version", h, srv.InstanceID())
+	}
+}
+
+// TestNoInternalListener: a zero OpsConfig opens no second port.
+func TestNoInternalListener(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, server.Config{})
+	if srv.InternalAddr() != nil || srv.InternalURL() != "" {
+		t.Fatalf("internal listener at %v without InternalAddr", srv.InternalAddr())
+	}
+}
