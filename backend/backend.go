@@ -191,7 +191,8 @@ func (b *Backend) Close() error {
 }
 
 // writable is the Redis backend's readiness: it must take writes, not only
-// answer.
+// answer, in every partition (on a Cluster, on every primary that serves
+// one).
 type writable struct{ r *redisstore.Backend }
 
-func (w writable) Ping(ctx context.Context) error { return w.r.Writable(ctx) }
+func (w writable) Ping(ctx context.Context) error { return w.r.WritableEveryPartition(ctx) }

@@ -3,8 +3,12 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatstream/chatstream/pipeline"
 )
 
 // scanner is the part of a client that SCAN needs.
@@ -64,4 +68,20 @@ func (h reloadOnError) reloadAfter(ctx context.Context, err error) {
 	if err != nil && !errors.Is(err, redis.Nil) && !errors.Is(err, context.Canceled) {
 		h.cc.ReloadState(ctx)
 	}
+}
+
+// WritableEveryPartition reports whether every partition takes writes: it
+// writes a short-lived probe key in each partition's slot, pipelined, so
+// that on a Cluster any primary that is down (or refusing writes) fails
+// it, not only the one that would hold a single probe key. An instance's
+// readiness uses it.
+func (b *Backend) WritableEveryPartition(ctx context.Context) error {
+	pipe := b.client.Pipeline()
+	for p := range b.cfg.Partitions {
+		pipe.Set(ctx, fmt.Sprintf("%s:{p%02d}:health", b.keys.Prefix, p), "ok", 10*time.Second)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+	}
+	return nil
 }
