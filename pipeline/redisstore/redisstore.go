@@ -87,9 +87,11 @@ type Config struct {
 	MaxBatch int
 	// InFlight is the number of append round trips in flight at once: as
 	// many batcher goroutines, each storing the rooms of a share of the
-	// partitions (so each room's appends keep their order), each with a
-	// queue of 4 × MaxBatch appends. Default DefaultInFlight, or Partitions
-	// when that is fewer; at most Partitions.
+	// partitions, each with a queue of 4 × MaxBatch appends. With more than
+	// one, each room's appends keep their order, but appends of rooms of
+	// different batchers may be stored out of the order queued (the
+	// pipeline.Store contract asks for queue order). Default
+	// DefaultInFlight; at most Partitions.
 	InFlight int
 	// Timeout bounds one Redis round trip. Default DefaultTimeout.
 	Timeout time.Duration
@@ -120,8 +122,10 @@ const (
 	// DefaultMaxBatch is the default number of appends per round trip.
 	DefaultMaxBatch = 128
 	// DefaultInFlight is the default number of append round trips in
-	// flight at once.
-	DefaultInFlight = 2
+	// flight at once: one keeps queue order across rooms, and on the
+	// 2-core development machine two were not faster (one round trip's
+	// batch grows while it waits; see BenchmarkAppendInFlight).
+	DefaultInFlight = 1
 	// DefaultTimeout is the default bound of one Redis round trip.
 	DefaultTimeout = 3 * time.Second
 	// MaxPartitions is the largest partition count (two digits in keys).
@@ -156,7 +160,7 @@ func (c *Config) setDefaults() {
 		c.MaxBatch = DefaultMaxBatch
 	}
 	if c.InFlight == 0 {
-		c.InFlight = min(DefaultInFlight, c.Partitions)
+		c.InFlight = DefaultInFlight
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
