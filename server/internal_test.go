@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/internal/testserver"
 	"github.com/chatstream/chatstream/internal/wstest"
+	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/server"
@@ -113,6 +115,13 @@ func TestInternalMetrics(t *testing.T) {
 				Logger: log, Ops: server.OpsConfig{InternalAddr: "127.0.0.1:0"},
 				WS: ws.Config{FrameRate: 1e6, FrameBurst: 1e6},
 			}
+			if kind == "memory" {
+				b, err := backend.Open(backend.Config{Logger: log})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Backend = b
+			}
 			if kind == "redis" {
 				rs := testredis.Start(t)
 				b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, Logger: log, Timeout: 2 * time.Second})
@@ -128,6 +137,7 @@ func TestInternalMetrics(t *testing.T) {
 			cfg.Moderators, cfg.Ops.Moderation = chain.Moderators(), chain
 			srv := testserver.Start(t, cfg)
 			checkMetrics(t, srv)
+			checkBusLags(t, cfg.Backend)
 		})
 	}
 }
@@ -234,6 +244,51 @@ func checkMetrics(t *testing.T, srv *testserver.Instance) {
 	}
 	checkLag(t, metricsURL)
 	checkEndpoints(t, srv)
+}
+
+// checkBusLags: the backend counts the entries of every partition after a
+// position: all of them from the start, none after the newest, and at most
+// the limit.
+func checkBusLags(t *testing.T, b *backend.Backend) {
+	t.Helper()
+	lagger, ok := b.Buses.(pipeline.BusLagger)
+	if !ok {
+		t.Fatalf("%s backend has no BusLags", b.Kind)
+	}
+	ctx := context.Background()
+	parts := b.Feed.Partitions()
+	all, err := lagger.BusLags(ctx, make([]string, parts), 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, newest := int64(0), make([]string, parts)
+	for p, n := range all {
+		total += n
+		st, err := b.Buses.BusState(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newest[p] = st.Last
+	}
+	if total != 5 { // the messages checkMetrics stored
+		t.Errorf("%s: BusLags from the start = %v (total %d), want 5 in all", b.Kind, all, total)
+	}
+	capped, err := lagger.BusLags(ctx, make([]string, parts), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := slices.Max(capped); got != 2 {
+		t.Errorf("%s: BusLags capped at 2 = %v, want a partition at 2", b.Kind, capped)
+	}
+	none, err := lagger.BusLags(ctx, newest, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, n := range none {
+		if n != 0 && newest[p] != "" {
+			t.Errorf("%s: BusLags after the newest entry of partition %d = %d, want 0", b.Kind, p, n)
+		}
+	}
 }
 
 // checkLag: once every message is delivered, no partition lags.
