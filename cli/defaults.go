@@ -35,6 +35,7 @@ func defaults() kong.Vars {
 		"default_read_limit":         i(ws.DefaultReadLimit),
 		"default_max_rooms":          i(ws.DefaultMaxRooms),
 		"default_send_queue":         i(ws.DefaultSendQueue),
+		"default_send_window":        i(ws.DefaultMaxInFlightSends),
 		"default_send_queue_bytes":   i(ws.DefaultSendQueueBytes),
 		"default_max_page_bytes":     i(ws.DefaultMaxPageBytes),
 		"default_frame_rate":         i(ws.DefaultFrameRate),

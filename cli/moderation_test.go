@@ -354,7 +354,7 @@ func TestServeModeration(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	_, kctx = modParse(t, "serve", "--addr", addr, "--moderation", good)
+	_, kctx = modParse(t, "serve", "--addr", addr, "--internal-addr=", "--moderation", good)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- kctx.Run(&globals{Log: modQuiet, Ctx: ctx}) }()

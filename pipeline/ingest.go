@@ -305,11 +305,36 @@ func (in *Ingest) reply(msg *message.Message, o Outcome) {
 // only when the message could not enter the pipeline (ctx done, pipeline
 // closed, or not ready within StoreTimeout: ErrUnavailable).
 func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
-	if err := in.waitReady(ctx); err != nil {
+	p, err := in.Begin(ctx, s)
+	if err != nil {
 		return Outcome{}, err
 	}
+	return p.Wait(ctx)
+}
+
+// Pending is a submission that entered the pipeline: it has passed the
+// chain and is queued for the store (or was refused). Wait returns its
+// outcome.
+type Pending struct {
+	in   *Ingest
+	s    Submission
+	msg  *message.Message
+	slot *outcomeSlot
+	// o is the outcome when it was known at once.
+	o     Outcome
+	known bool
+}
+
+// Begin runs s through the pipeline's chain and queues it for the store,
+// without waiting for the store: submissions begun one after another enter
+// their room in that order, while their appends overlap. Wait returns the
+// outcome. Begin's error is Submit's: the message did not enter.
+func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
+	if err := in.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	if in.router.IsClosed() {
-		return Outcome{}, ErrClosed
+		return nil, ErrClosed
 	}
 	msg := message.NewMessage(uuid.Must(uuid.NewV7()).String(), []byte(s.Text))
 	for k, v := range s.Meta {
@@ -334,33 +359,44 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 	err := in.ingress.Publish(ingressTopic(shard), msg)
 	in.shards[shard].Unlock()
 	if err != nil && slot.claimed.CompareAndSwap(false, true) {
-		return Outcome{}, fmt.Errorf("%w: %w", ErrClosed, err)
+		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	// Publish returns once the handler acked the message, or early when
 	// the router is stopping: then, unless a handler has claimed the
 	// message, it will never be handled.
+	p := &Pending{in: in, s: s, msg: msg, slot: slot}
 	select {
-	case o := <-slot.done:
-		return o, nil
+	case p.o = <-slot.done:
+		p.known = true
+		return p, nil
 	default:
 	}
 	if slot.claimed.CompareAndSwap(false, true) {
-		return Outcome{}, ErrClosed
+		return nil, ErrClosed
 	}
-	// A handler owns it, and it or the store's completion answers, within
-	// the store's own round-trip timeout; the bound here only guards
-	// against a store that never calls back.
-	t := time.NewTimer(2 * in.cfg.StoreTimeout)
+	return p, nil
+}
+
+// Wait returns the outcome of the submission, or an error when ctx ends
+// first (ErrUnavailable wrapping ctx's error). It is called once.
+func (p *Pending) Wait(ctx context.Context) (Outcome, error) {
+	if p.known {
+		return p.o, nil
+	}
+	// A handler owns the message, and it or the store's completion
+	// answers, within the store's own round-trip timeout; the bound here
+	// only guards against a store that never calls back.
+	t := time.NewTimer(2 * p.in.cfg.StoreTimeout)
 	defer t.Stop()
 	select {
-	case o := <-slot.done:
+	case o := <-p.slot.done:
 		return o, nil
 	case <-ctx.Done():
 		return Outcome{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	case <-t.C:
 		// The message entered the pipeline and may still be stored: the
 		// sender retries with the same ref, which stores it at most once.
-		return Outcome{Ref: s.Ref, Room: s.Room, ID: msg.UUID,
+		return Outcome{Ref: p.s.Ref, Room: p.s.Room, ID: p.msg.UUID,
 			Err: &Error{Code: CodeUnavailable, Reason: "the message is not known to be stored; retry with the same ref"}}, nil
 	}
 }

@@ -66,6 +66,12 @@ func (p *Pipeline) Submit(ctx context.Context, s Submission) (Outcome, error) {
 	return p.ingest.Submit(ctx, s)
 }
 
+// Begin runs s through the ingest's chain and queues it for the store
+// without waiting for it (see Ingest.Begin).
+func (p *Pipeline) Begin(ctx context.Context, s Submission) (*Pending, error) {
+	return p.ingest.Begin(ctx, s)
+}
+
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
 	return Stats{

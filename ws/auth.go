@@ -150,13 +150,27 @@ func (c *Conn) leaveForbidden() {
 // allow checks that the connection may do act in room; a refusal is
 // queued as a forbidden error and reported false.
 func (c *Conn) allow(f ClientFrame, act auth.Action) bool {
+	if c.allowed(f, act) {
+		return true
+	}
+	c.refuse(f, act)
+	return false
+}
+
+// allowed reports whether the connection's identity may act on f's room.
+func (c *Conn) allowed(f ClientFrame, act auth.Action) bool {
+	return c.gw.cfg.Auth.Allow(c.ident, f.Room, act) == nil
+}
+
+// refuse answers f with forbidden and the reason act on its room is not
+// allowed.
+func (c *Conn) refuse(f ClientFrame, act auth.Action) {
 	err := c.gw.cfg.Auth.Allow(c.ident, f.Room, act)
 	if err == nil {
-		return true
+		err = auth.ErrForbidden
 	}
 	reason := strings.TrimPrefix(err.Error(), auth.ErrForbidden.Error()+": ")
 	c.sendError(pipeline.Errorf(CodeForbidden, "%s", reason), f.Ref, f.Room)
-	return false
 }
 
 // readDeadline is the read deadline from now: PongWait, cut short by the

@@ -58,6 +58,14 @@ type Conn struct {
 	closeCode   int
 	closeReason string
 	drain       bool
+	// sendMu guards sends and acking; sendCond is signalled whenever a
+	// send is answered. sends are the sends read and not yet answered, in
+	// order (nil when none); acking is set while the acker goroutine runs.
+	sendMu   sync.Mutex
+	sendCond *sync.Cond
+	sends    []*sendWait
+	acking   bool
+
 	// release gives back what the connection holds outside this package
 	// (its admission slot); the writer calls it once the connection ends.
 	release func()
@@ -348,6 +356,9 @@ func (c *Conn) reader() {
 func (c *Conn) readEnded(err error) {
 	switch {
 	case c.gw.shutting.Load():
+		// The sends in flight are answered (the pipeline gives up on
+		// them at once) before the queue is flushed and closed.
+		c.awaitSends()
 		c.close(websocket.CloseGoingAway, "server shutting down", true)
 	case c.authTimedOut(err):
 	case errors.Is(err, websocket.ErrReadLimit):
@@ -379,6 +390,11 @@ func (c *Conn) handleAside(data []byte) {
 func (c *Conn) handle(data []byte) {
 	f, perr := DecodeFrame(data)
 	c.gw.hub.countFrame(f.Type) // FrameInvalid unless a type of the protocol
+	if perr != nil || f.Type != TypeSend {
+		// Answers leave in the order of the frames: a frame that is not a
+		// send is handled once the sends before it are answered.
+		c.awaitSends()
+	}
 	if perr != nil {
 		c.sendError(perr, f.Ref, f.Room)
 		return
@@ -394,6 +410,7 @@ func (c *Conn) handle(data []byte) {
 	}
 	_, joined := c.rooms[f.Room]
 	if !joined && f.Type != TypeJoin {
+		c.awaitSends()
 		c.sendError(pipeline.Errorf(CodeNotJoined, "join room %s first", f.Room), f.Ref, f.Room)
 		return
 	}
@@ -405,28 +422,106 @@ func (c *Conn) handle(data []byte) {
 		c.gw.hub.leave(c, f.Room)
 		c.enqueue(encode(leftFrame{Type: TypeLeft, Room: f.Room, Ref: f.Ref}))
 	case TypeSend:
-		if c.allow(f, auth.Send) {
+		if c.allowed(f, auth.Send) {
 			c.submit(f)
+		} else {
+			c.awaitSends()
+			c.refuse(f, auth.Send)
 		}
 	case TypeHistory:
 		c.olderHistory(f)
 	}
 }
 
-// submit submits a send frame and queues its outcome: ack or error.
+// sendWait is a send read from the connection and not yet answered.
+type sendWait struct {
+	ref, room string
+	start     time.Time
+	// p is the send in the pipeline; nil when err already answers it.
+	p   *pipeline.Pending
+	err *pipeline.Error
+}
+
+// submit puts a send frame into the pipeline without waiting for the
+// store, so that the connection's next sends are read and their appends
+// overlap; the acker answers them in the order they were read. At most
+// MaxInFlightSends wait at once: beyond them the reader waits for an
+// answer. A store that cannot keep up refuses at once (unavailable, with
+// a retry hint) when its queue is full, so an overloaded server answers
+// instead of leaving frames unread in the socket.
 func (c *Conn) submit(f ClientFrame) {
-	defer c.gw.hub.observeAck(time.Now()) // every way out queues an answer
-	o, err := c.gw.sub.Submit(c.gw.ctx, pipeline.Submission{
+	w := &sendWait{ref: f.Ref, room: f.Room, start: time.Now()}
+	c.sendMu.Lock()
+	for len(c.sends) >= c.gw.cfg.MaxInFlightSends {
+		c.sendCond.Wait()
+	}
+	c.sendMu.Unlock()
+	p, err := c.gw.sub.Begin(c.gw.ctx, pipeline.Submission{
 		ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref, Meta: c.ident.Meta,
 	})
+	if err != nil {
+		w.err = pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again")
+	}
+	w.p = p
+	c.sendMu.Lock()
+	c.sends = append(c.sends, w)
+	start := !c.acking
+	c.acking = true
+	c.sendMu.Unlock()
+	if start {
+		go c.acker()
+	}
+}
+
+// acker answers the connection's sends in the order they were read, then
+// returns once none is left: an idle connection holds no acker.
+func (c *Conn) acker() {
+	for {
+		c.sendMu.Lock()
+		if len(c.sends) == 0 {
+			c.acking = false
+			c.sends = nil
+			c.sendCond.Broadcast()
+			c.sendMu.Unlock()
+			return
+		}
+		w := c.sends[0]
+		c.sendMu.Unlock()
+		c.answer(w)
+		c.sendMu.Lock()
+		c.sends[0] = nil
+		c.sends = c.sends[1:]
+		c.sendCond.Broadcast()
+		c.sendMu.Unlock()
+	}
+}
+
+// answer waits for w's outcome and queues its ack or error.
+func (c *Conn) answer(w *sendWait) {
+	defer c.gw.hub.observeAck(w.start) // every way out queues an answer
+	if w.err != nil && w.p == nil {
+		c.sendError(w.err, w.ref, w.room)
+		return
+	}
+	o, err := w.p.Wait(c.gw.ctx)
 	switch {
 	case err != nil:
-		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), f.Ref, f.Room)
+		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), w.ref, w.room)
 	case o.Err != nil:
 		c.sendError(o.Err, o.Ref, o.Room)
 	default:
 		c.enqueue(encode(ackFrame{Type: TypeAck, Ref: o.Ref, Room: o.Room, ID: o.ID, Seq: o.Seq, Epoch: o.Epoch}))
 	}
+}
+
+// awaitSends returns once every send read so far is answered, so that the
+// answer to the frame read next follows theirs.
+func (c *Conn) awaitSends() {
+	c.sendMu.Lock()
+	for len(c.sends) > 0 {
+		c.sendCond.Wait()
+	}
+	c.sendMu.Unlock()
 }
 
 // join registers the connection in the room for live delivery, reads the

@@ -25,10 +25,12 @@ import (
 
 // Submitter accepts sends; *pipeline.Pipeline implements it.
 type Submitter interface {
-	// Submit runs s through the pipeline and returns its outcome: the
-	// stored message's id and seq, or the refusal. An error means the
-	// message did not enter the pipeline.
-	Submit(ctx context.Context, s pipeline.Submission) (pipeline.Outcome, error)
+	// Begin runs s through the pipeline's chain and queues it for the
+	// store without waiting for it; sends begun one after another enter
+	// their room in that order. Its Wait returns the outcome: the stored
+	// message's id and seq, or the refusal. An error means the message
+	// did not enter the pipeline.
+	Begin(ctx context.Context, s pipeline.Submission) (*pipeline.Pending, error)
 }
 
 // Config configures a Gateway. A zero field takes the default in its comment.
@@ -86,6 +88,13 @@ type Config struct {
 	// DefaultFloodWindow (10s): 1,200 frames in 10 s with the default rate.
 	FloodFactor float64
 	FloodWindow time.Duration
+	// MaxInFlightSends is the number of a connection's sends that may wait
+	// for the store at once: the connection goes on reading meanwhile,
+	// so its sends' appends overlap, and a store that cannot keep up
+	// refuses them at once instead of their frames waiting unread in the
+	// socket. Beyond it the connection waits for an answer before reading
+	// on. Default DefaultMaxInFlightSends.
+	MaxInFlightSends int
 	// MaxPending bounds the live messages held for one member while its
 	// join reads history; it is the hub's (NewHub). Default DefaultMaxPending.
 	MaxPending int
@@ -117,6 +126,9 @@ const (
 	DefaultMaxPageBytes    = 256 << 10
 	DefaultFloodFactor     = 5
 	DefaultFloodWindow     = 10 * time.Second
+	// DefaultMaxInFlightSends lets a sender keep a round trip's worth of
+	// sends in flight at high rates.
+	DefaultMaxInFlightSends = 32
 )
 
 func (c *Config) setDefaults() {
@@ -168,6 +180,9 @@ func (c *Config) setDefaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = DefaultMaxPending
 	}
+	if c.MaxInFlightSends == 0 {
+		c.MaxInFlightSends = DefaultMaxInFlightSends
+	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = DefaultAuthTimeout
 	}
@@ -180,7 +195,7 @@ func (c *Config) setDefaults() {
 // call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {
 	if c.ReadLimit <= 0 || c.SendQueue <= 0 || c.SendQueueBytes <= 0 || c.MaxRooms <= 0 || c.MaxBatchBytes <= 0 ||
-		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 {
+		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 || c.MaxInFlightSends <= 0 {
 		return errors.New("ws: limits must be positive")
 	}
 	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 || c.FloodWindow <= 0 || c.AuthTimeout <= 0 {
@@ -313,6 +328,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if authed {
 		c.becomeAuthed(ident)
 	}
+	c.sendCond = sync.NewCond(&c.sendMu)
 	c.nextPing.Store(time.Now().Add(g.cfg.PingPeriod).UnixNano())
 	g.hub.addConn(c)
 	if g.shutting.Load() { // Shutdown began between the check and addConn

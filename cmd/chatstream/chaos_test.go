@@ -76,7 +76,7 @@ func TestChaosAmplification(t *testing.T) {
 	bin := buildBinary(t)
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--log-level", "error", "serve", "--addr", addr,
+	cmd := exec.CommandContext(ctx, bin, "--log-level", "error", "serve", "--addr", addr, "--internal-addr=",
 		"--frame-rate", "10000", "--frame-burst", "10000", "--max-text", "4096")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -97,7 +97,7 @@ func TestServe(t *testing.T) {
 	done := make(chan int, 1)
 	var stderr bytes.Buffer
 	go func() {
-		done <- cli.Run(ctx, []string{"serve", "--addr", addr, "--moderation", path}, &bytes.Buffer{}, &stderr)
+		done <- cli.Run(ctx, []string{"serve", "--addr", addr, "--internal-addr=", "--moderation", path}, &bytes.Buffer{}, &stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
