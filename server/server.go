@@ -262,6 +262,9 @@ func (s *Server) URL() string {
 // Pipeline returns the server's pipeline.
 func (s *Server) Pipeline() *pipeline.Pipeline { return s.pipeline }
 
+// Hub returns the server's hub: its connections, rooms and counters.
+func (s *Server) Hub() *ws.Hub { return s.hub }
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	// The gateway's handler blocks for the socket's life, so admission
