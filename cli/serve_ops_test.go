@@ -50,16 +50,26 @@ func TestStartupSummary(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	for _, key := range []string{"instance", "version", "addr", "internal_addr", "backend", "partitions",
-		"redis", "redis_prefix", "max_conns_per_ip", "read_limit", "admin_token"} {
+	for _, key := range []string{"instance", "version", "addr", "internal_addr", "backend", "partitions", "flags"} {
 		if _, ok := line[key]; !ok {
 			t.Errorf("startup line has no %s: %v", key, line)
 		}
 	}
-	if line["backend"] != "redis" || line["admin_token"] != redactedValue || line["instance"] == "" {
-		t.Errorf("startup line: backend %v, admin_token %v, instance %v", line["backend"], line["admin_token"], line["instance"])
+	// The flags as given are a group of their own, so that a flag named
+	// like an effective value (addr, partitions) does not repeat its key.
+	flags, _ := line["flags"].(map[string]any)
+	for _, key := range []string{"addr", "redis", "redis_prefix", "partitions", "max_conns_per_ip", "read_limit", "admin_token"} {
+		if _, ok := flags[key]; !ok {
+			t.Errorf("startup line's flags have no %s: %v", key, line)
+		}
 	}
-	if got, want := line["redis"], "redis://chat:xxxxx@127.0.0.1:1/0"; got != want {
+	if flags["addr"] != "127.0.0.1:0" || line["addr"] == "127.0.0.1:0" {
+		t.Errorf("addr %v (the listener's), flags.addr %v (as given)", line["addr"], flags["addr"])
+	}
+	if line["backend"] != "redis" || flags["admin_token"] != redactedValue || line["instance"] == "" {
+		t.Errorf("startup line: backend %v, admin_token %v, instance %v", line["backend"], flags["admin_token"], line["instance"])
+	}
+	if got, want := flags["redis"], "redis://chat:xxxxx@127.0.0.1:1/0"; got != want {
 		t.Errorf("redis = %v, want %v", got, want)
 	}
 	if all := logs.String(); strings.Contains(all, token) || strings.Contains(all, password) {

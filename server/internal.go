@@ -216,7 +216,7 @@ func (s *Server) InternalURL() string {
 }
 
 // logStartup writes the one startup line: instance, version, addresses,
-// backend and the configuration summary.
+// backend, and the configuration summary as the group flags.
 func (s *Server) logStartup() {
 	attrs := []slog.Attr{
 		slog.String("instance", s.cfg.InstanceID),
@@ -228,7 +228,11 @@ func (s *Server) logStartup() {
 		slog.Bool("admin_api", s.cfg.AdminToken != ""),
 		slog.Int("moderators", len(s.cfg.Moderators)),
 	}
-	attrs = append(attrs, s.cfg.Ops.Summary...)
+	if len(s.cfg.Ops.Summary) > 0 {
+		// The flags as given, apart from the effective values above
+		// (addr and partitions appear in both, and may differ).
+		attrs = append(attrs, slog.Attr{Key: "flags", Value: slog.GroupValue(s.cfg.Ops.Summary...)})
+	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "chatstream starting", attrs...)
 }
 
