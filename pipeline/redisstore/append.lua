@@ -16,16 +16,21 @@
 -- ARGV[1] room MAXLEN (approximate), ARGV[2] bus MAXLEN (approximate)
 -- ARGV[3] room TTL in ms (0: rooms never expire)
 -- ARGV[4] idempotency window in ms
--- ARGV[5] a fresh epoch for the bus, used if it has none
--- ARGV[6] R, the number of rooms; ARGV[6+r] a fresh epoch for room r
+-- ARGV[5] a fresh epoch for the bus, used if it has none; room r's fresh
+--         epoch is ARGV[5] '.' r
+-- ARGV[6] R, the number of rooms
 -- then 5 arguments per message, in the order to store them:
 --   room number r, send record number k (0: no ref, never deduplicated),
 --   message UUID, payload (text), metadata: a msgpack map header counting
 --   two entries more than follow it (the script appends seq and epoch).
 --
--- Returns one reply per message: {seq, room epoch, message UUID, duplicate
--- (0 or 1)}, for a duplicate the seq and UUID stored the first time; or
--- {'!', error} for a message that could not be stored (the others are).
+-- Returns a flat array of strings: first R entries, room r's epoch ('' for a
+-- room none of whose messages got as far as reading it), then one entry per
+-- message: its seq when it was stored; '=' seq ' ' UUID when it is a
+-- duplicate, with the seq and UUID stored the first time (in the room's
+-- epoch: a record of another epoch is not a duplicate); '!' error for a
+-- message that could not be stored (the others are). Seqs never start with
+-- '=' or '!' nor contain a space.
 --
 -- Epochs: a stream whose epoch key is missing, or whose epoch key outlived
 -- the stream (the stream was deleted or lost), gets the fresh epoch. The
@@ -44,13 +49,18 @@
 -- bus.
 
 -- epoch_of returns the epoch of a stream and whether it is fresh: made now
--- because the stream has none or is gone (exists is false).
-local function epoch_of(exists, key, fresh)
+-- because the stream has none or is gone (exists is false). r is the
+-- stream's room number, nil for the bus.
+local function epoch_of(exists, key, r)
   if exists then
     local e = redis.call('GET', key)
     if e then
       return e, false
     end
+  end
+  local fresh = ARGV[5]
+  if r then
+    fresh = fresh .. '.' .. r
   end
   redis.call('SET', key, fresh)
   return fresh, true
@@ -77,7 +87,7 @@ local bus = KEYS[1]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-epoch_of(redis.call('EXISTS', bus) == 1, KEYS[2], ARGV[5])
+epoch_of(redis.call('EXISTS', bus) == 1, KEYS[2])
 
 -- (ms, seq) is the last ID used, or a bound below the next one to try:
 -- the bus's last ID is not read unless an XADD finds it higher (another
@@ -113,17 +123,20 @@ local function follow(stream)
   end
 end
 
--- rooms[r] = {epoch, msgpack of it, epoch is fresh, stored a message,
--- room checked against the bus, PTTL of its stream (-2: none)}, once room
--- r was seen in this call.
+-- rooms[r] = {epoch, the start of a send record (a msgpack array header
+-- and the epoch), epoch is fresh, stored a message, room checked against the
+-- bus, PTTL of its stream (-2: none), the end of an entry's metadata without
+-- the seq (the epoch entry and the seq's key)}, once room r was seen in this
+-- call.
 local rooms = {}
 
 local function room_of(r)
   local room = rooms[r]
   if not room then
     local pttl = redis.call('PTTL', KEYS[2 * r + 1])
-    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * r + 2], ARGV[6 + r])
-    room = {epoch, mpstr(epoch), fresh, false, false, pttl}
+    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * r + 2], r)
+    local mp = mpstr(epoch)
+    room = {epoch, '\147' .. mp, fresh, false, false, pttl, '\165epoch' .. mp .. '\163seq'}
     rooms[r] = room
   end
   return room
@@ -142,7 +155,8 @@ local function xadd(stream, maxlen, id, uuid, payload, md)
     '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
 end
 
--- store_one stores the message whose arguments start at ARGV[a].
+-- store_one stores the message whose arguments start at ARGV[a]; it
+-- returns the message's reply entry.
 local function store_one(a)
   local r = tonumber(ARGV[a])
   local k = tonumber(ARGV[a + 1])
@@ -151,32 +165,34 @@ local function store_one(a)
   local stream = KEYS[2 * r + 1]
   local before_ms, before_seq, before_prefix = ms, seq, ms_prefix
   local id = next_id()
+  local mid = mpstr(id)
   local sent, head, recorded
   if k > 0 then
     -- The record is {epoch, uuid, seq}. One SET both reads an earlier
     -- record and, when there is none, writes this one.
     sent = KEYS[2 * nrooms + 2 + k]
-    head = '\147' .. room[2] .. mpstr(uuid)
-    local rec = redis.call('SET', sent, head .. mpstr(id), 'NX', 'GET', 'PX', window)
+    head = room[2] .. mpstr(uuid)
+    local rec = redis.call('SET', sent, head .. mid, 'NX', 'GET', 'PX', window)
     if rec then
       -- A record of an earlier epoch names a message that is lost, so
       -- the send is stored again.
       local ok, p = pcall(cmsgpack.unpack, rec)
       if ok and type(p) == 'table' and p[1] == room[1] then
         ms, seq, ms_prefix = before_ms, before_seq, before_prefix -- id is not used
-        return {p[3], room[1], p[2], 1}
+        return '=' .. p[3] .. ' ' .. p[2]
       end
-      redis.call('SET', sent, head .. mpstr(id), 'PX', window)
+      redis.call('SET', sent, head .. mid, 'PX', window)
     end
     recorded = id
   end
 
-  local md = md0 .. '\163seq' .. mpstr(id) .. '\165epoch' .. room[2]
+  local md = md0 .. room[7] .. mid
   local res = xadd(bus, ARGV[2], id, uuid, payload, md)
   if too_small(res) then
     follow(bus)
     id = next_id()
-    md = md0 .. '\163seq' .. mpstr(id) .. '\165epoch' .. room[2]
+    mid = mpstr(id)
+    md = md0 .. room[7] .. mid
     res = xadd(bus, ARGV[2], id, uuid, payload, md)
   end
   if type(res) ~= 'table' then
@@ -186,7 +202,8 @@ local function store_one(a)
       redis.call('XDEL', bus, id)
       follow(stream)
       id = next_id()
-      md = md0 .. '\163seq' .. mpstr(id) .. '\165epoch' .. room[2]
+      mid = mpstr(id)
+      md = md0 .. room[7] .. mid
       res = xadd(bus, ARGV[2], id, uuid, payload, md)
       if type(res) ~= 'table' then
         res = xadd(stream, ARGV[1], id, uuid, payload, md)
@@ -206,13 +223,17 @@ local function store_one(a)
   end
   room[4] = true
   if sent and recorded ~= id then
-    redis.call('SET', sent, head .. mpstr(id), 'PX', window)
+    redis.call('SET', sent, head .. mid, 'PX', window)
   end
-  return {id, room[1], uuid, 0}
+  return id
 end
 
+-- The rooms' epochs come first in the reply; they are filled in at the end.
 local out = {}
-for a = 7 + nrooms, #ARGV, 5 do
+for r = 1, nrooms do
+  out[r] = ''
+end
+for a = 7, #ARGV, 5 do
   local ok, res = pcall(store_one, a)
   if ok then
     out[#out + 1] = res
@@ -220,8 +241,11 @@ for a = 7 + nrooms, #ARGV, 5 do
     if type(res) == 'table' then
       res = res.err
     end
-    out[#out + 1] = {'!', tostring(res)}
+    out[#out + 1] = '!' .. tostring(res)
   end
+end
+for r, room in pairs(rooms) do
+  out[r] = room[1]
 end
 
 -- Every room that stored a message outlives it by at least 99% of the

@@ -22,7 +22,6 @@
 package redisstore
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -48,7 +47,8 @@ import (
 //go:embed append.lua
 var appendLua string
 
-var appendScript = redis.NewScript(appendLua)
+// appendSHA is the SHA1 of the append script, for EVALSHA.
+var appendSHA = redis.NewScript(appendLua).Hash()
 
 // Config configures a Backend. A zero field takes the default in its comment.
 type Config struct {
@@ -235,14 +235,25 @@ func (k Keys) Sent(room, user, ref string) string {
 }
 
 func (k Keys) sentIn(p int, room, user, ref string) string {
+	return string(appendSentKey(nil, k.tag(p), room, user, ref))
+}
+
+// appendSentKey appends to dst the send record key of (user, ref) in room,
+// whose partition's keys start with tag.
+func appendSentKey(dst []byte, tag, room, user, ref string) []byte {
 	// One buffer holds both length-prefixed strings: a single hash write.
-	buf := make([]byte, 0, 2*binary.MaxVarintLen64+len(user)+len(ref))
+	var small [128]byte
+	buf := small[:0]
 	buf = binary.AppendUvarint(buf, uint64(len(user)))
 	buf = append(buf, user...)
 	buf = binary.AppendUvarint(buf, uint64(len(ref)))
 	buf = append(buf, ref...)
 	sum := sha256.Sum256(buf)
-	return k.tag(p) + "sent:" + room + ":" + hex.EncodeToString(sum[:16])
+	dst = append(dst, tag...)
+	dst = append(dst, "sent:"...)
+	dst = append(dst, room...)
+	dst = append(dst, ':')
+	return hex.AppendEncode(dst, sum[:16])
 }
 
 // Bus returns the bus stream of partition p.
@@ -276,10 +287,16 @@ type Backend struct {
 	// (partition p's in lanes[p % InFlight]); a batcher sends whatever has
 	// queued while its previous round trip was in flight as one pipelined
 	// batch. Append blocks when its lane is full, AppendAsync refuses.
-	lanes    []chan appendReq
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	lanes []chan appendReq
+	// tags[p] starts partition p's keys (Keys.tag); busArgs[p] holds its
+	// bus and bus epoch keys; fixedArgs the script's first four
+	// arguments. All are made once, boxed for the argument lists.
+	tags      []string
+	busArgs   [][2]any
+	fixedArgs [4]any
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
 
 	// closeMu guards closed: an append checks it and queues under the read
 	// lock, and Close sets it under the write lock before it stops the
@@ -374,6 +391,15 @@ func New(cfg Config) (*Backend, error) {
 		lanes: make([]chan appendReq, cfg.InFlight),
 		stop:  make(chan struct{}),
 	}
+	ttl := cfg.RoomTTL.Milliseconds()
+	if cfg.RoomTTL < 0 {
+		ttl = 0 // never expire
+	}
+	b.fixedArgs = [4]any{cfg.RoomMaxLen, cfg.BusMaxLen, ttl, cfg.IdempotencyWindow.Milliseconds()}
+	for p := range cfg.Partitions {
+		b.tags = append(b.tags, keys.tag(p))
+		b.busArgs = append(b.busArgs, [2]any{keys.Bus(p), keys.BusEpoch(p)})
+	}
 	for i := range b.lanes {
 		lane := make(chan appendReq, 4*cfg.MaxBatch)
 		b.lanes[i] = lane
@@ -435,357 +461,6 @@ func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
 		return fmt.Errorf("redisstore: dead letter: %w", err)
 	}
 	return nil
-}
-
-// appendReq is one append waiting for the batcher; done receives its
-// result, once.
-type appendReq struct {
-	part int
-	room string
-	// sent is the send's record key; empty when the message has no ref.
-	sent    string
-	uuid    string
-	payload []byte
-	// md is the message's metadata as a msgpack map whose header counts two
-	// entries more than follow: the script appends seq and epoch.
-	md   []byte
-	done func(appendRes)
-}
-
-type appendRes struct {
-	a   pipeline.Appended
-	err error
-}
-
-// ErrClosed reports use of a closed backend.
-var ErrClosed = errors.New("redisstore: closed")
-
-// Append stores msg in its room stream and bus atomically, after checking
-// the send's record (see Keys.Sent): a send already stored in the room's
-// epoch stores nothing and returns the original. Calls that arrive while a
-// round trip is in flight are stored together in the next one, by the
-// batcher goroutine of the room's partition.
-func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Appended, error) {
-	req, err := b.appendReq(msg)
-	if err != nil {
-		return pipeline.Appended{}, err
-	}
-	res := make(chan appendRes, 1)
-	req.done = func(r appendRes) { res <- r }
-	b.closeMu.RLock()
-	if b.closed {
-		b.closeMu.RUnlock()
-		return pipeline.Appended{}, ErrClosed
-	}
-	// Close waits for this send; the batcher drains the queue meanwhile.
-	select {
-	case b.laneOf(req.part) <- req:
-	case <-ctx.Done():
-		b.closeMu.RUnlock()
-		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
-	}
-	b.closeMu.RUnlock()
-	select {
-	case r := <-res:
-		return r.a, r.err
-	case <-ctx.Done():
-		// The batcher answers into the buffered channel later; the
-		// message may still be stored, but it was not acknowledged.
-		return pipeline.Appended{}, fmt.Errorf("redisstore: append: %w", ctx.Err())
-	}
-}
-
-// AppendAsync queues msg for the batcher like Append and returns at once;
-// done is called from a batcher goroutine (it must not block). Messages of
-// one room are stored in the order they were queued. A full queue
-// (4 × MaxBatch per batcher, see Config.InFlight) refuses with pipeline.ErrOverloaded: at most that
-// many appends wait, so an overloaded instance answers at once instead of
-// queueing without bound.
-func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
-	req, err := b.appendReq(msg)
-	if err != nil {
-		return err
-	}
-	req.done = func(r appendRes) { done(r.a, r.err) }
-	b.closeMu.RLock()
-	defer b.closeMu.RUnlock()
-	if b.closed {
-		return ErrClosed
-	}
-	select {
-	case b.laneOf(req.part) <- req:
-		return nil
-	default:
-		return fmt.Errorf("redisstore: append: %w", pipeline.ErrOverloaded)
-	}
-}
-
-// laneOf returns the queue of the batcher that stores partition p.
-func (b *Backend) laneOf(p int) chan appendReq { return b.lanes[p%len(b.lanes)] }
-
-// appendReq prepares the append of msg: its keys and its encoded metadata.
-func (b *Backend) appendReq(msg *message.Message) (appendReq, error) {
-	room := msg.Metadata.Get(pipeline.MetaRoom)
-	if room == "" {
-		return appendReq{}, fmt.Errorf("redisstore: append: %w", pipeline.ErrIncomplete)
-	}
-	p := pipeline.PartitionOf(room, b.cfg.Partitions)
-	req := appendReq{part: p, room: room, uuid: msg.UUID, payload: msg.Payload, md: appendMetadata(nil, msg.Metadata)}
-	if ref := msg.Metadata.Get(pipeline.MetaRef); ref != "" {
-		req.sent = b.keys.sentIn(p, room, msg.Metadata.Get(pipeline.MetaUser), ref)
-	}
-	return req, nil
-}
-
-// appendMetadata appends md to buf as a msgpack map of strings, leaving out
-// seq and epoch but counting them in the map's header: the append script
-// adds them once it knows them.
-func appendMetadata(buf []byte, md message.Metadata) []byte {
-	n, size := 2, 5
-	for k, v := range md {
-		if k != pipeline.MetaSeq && k != pipeline.MetaEpoch {
-			n++
-			size += len(k) + len(v) + 10
-		}
-	}
-	if buf == nil {
-		buf = make([]byte, 0, size)
-	}
-	switch {
-	case n < 16:
-		buf = append(buf, 0x80|byte(n))
-	case n < 1<<16:
-		buf = append(buf, 0xde, byte(n>>8), byte(n))
-	default:
-		buf = append(buf, 0xdf, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	for k, v := range md {
-		if k != pipeline.MetaSeq && k != pipeline.MetaEpoch {
-			buf = appendMsgpackString(appendMsgpackString(buf, k), v)
-		}
-	}
-	return buf
-}
-
-// appendMsgpackString appends s to buf as a msgpack string.
-func appendMsgpackString(buf []byte, s string) []byte {
-	switch n := len(s); {
-	case n < 32:
-		buf = append(buf, 0xa0|byte(n))
-	case n < 1<<8:
-		buf = append(buf, 0xd9, byte(n))
-	case n < 1<<16:
-		buf = append(buf, 0xda, byte(n>>8), byte(n))
-	default:
-		buf = append(buf, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(buf, s...)
-}
-
-// batcher stores the appends queued in lane in batches of at most MaxBatch:
-// whatever has queued while the previous round trip was in flight goes in
-// the next. It returns when the backend closes, failing what is queued.
-func (b *Backend) batcher(lane chan appendReq) {
-	batch := make([]appendReq, 0, b.cfg.MaxBatch)
-	for {
-		select {
-		case <-b.stop:
-			failQueued(lane)
-			return
-		case r := <-lane:
-			batch = append(batch[:0], r)
-		}
-	fill:
-		for len(batch) < b.cfg.MaxBatch {
-			select {
-			case r := <-lane:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		b.runBatch(batch)
-		clear(batch) // the next batch must not keep this one's payloads alive
-	}
-}
-
-func failQueued(lane chan appendReq) {
-	for {
-		select {
-		case r := <-lane:
-			r.done(appendRes{err: ErrClosed})
-		default:
-			return
-		}
-	}
-}
-
-// scriptCall is one append script call: the messages of one partition in a
-// batch, in batch order.
-type scriptCall struct {
-	keys []string
-	args []any
-	// reqs are the batch's indexes of the call's messages, in order.
-	reqs []int
-}
-
-// calls groups batch by partition into script calls; messages of one room
-// keep their order.
-func (b *Backend) calls(batch []appendReq) []scriptCall {
-	var calls []scriptCall
-	var callOf [MaxPartitions]int // partition → index in calls + 1
-	for i, r := range batch {
-		c := callOf[r.part]
-		if c == 0 {
-			calls = append(calls, scriptCall{})
-			c = len(calls)
-			callOf[r.part] = c
-		}
-		calls[c-1].reqs = append(calls[c-1].reqs, i)
-	}
-	ttl := b.cfg.RoomTTL.Milliseconds()
-	if b.cfg.RoomTTL < 0 {
-		ttl = 0
-	}
-	for ci := range calls {
-		c := &calls[ci]
-		p := batch[c.reqs[0]].part
-		// Room r's number is its index in rooms + 1.
-		var rooms []string
-		roomNo := make(map[string]int, len(c.reqs))
-		nsent := 0
-		for _, i := range c.reqs {
-			r := batch[i]
-			if roomNo[r.room] == 0 {
-				rooms = append(rooms, r.room)
-				roomNo[r.room] = len(rooms)
-			}
-			if r.sent != "" {
-				nsent++
-			}
-		}
-		c.keys = make([]string, 0, 2+2*len(rooms)+nsent)
-		c.keys = append(c.keys, b.keys.Bus(p), b.keys.BusEpoch(p))
-		c.args = make([]any, 0, 6+len(rooms)+5*len(c.reqs))
-		c.args = append(c.args, b.cfg.RoomMaxLen, b.cfg.BusMaxLen, ttl, b.cfg.IdempotencyWindow.Milliseconds(),
-			pipeline.NewEpoch(), len(rooms))
-		for _, room := range rooms {
-			c.keys = append(c.keys, b.keys.roomIn(p, room), b.keys.epochIn(p, room))
-			c.args = append(c.args, pipeline.NewEpoch())
-		}
-		nsent = 0
-		for _, i := range c.reqs {
-			r := batch[i]
-			k := 0
-			if r.sent != "" {
-				c.keys = append(c.keys, r.sent)
-				nsent++
-				k = nsent
-			}
-			c.args = append(c.args, roomNo[r.room], k, r.uuid, r.payload, r.md)
-		}
-	}
-	return calls
-}
-
-func (b *Backend) runBatch(batch []appendReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
-	defer cancel()
-	calls := b.calls(batch)
-	cmds, err := b.evalBatch(ctx, calls, true)
-	if err != nil {
-		// Only the calls that failed for want of the cached script run
-		// again, with the script's text: the others may have been stored
-		// (in a Cluster, by another node).
-		var again []scriptCall
-		var at []int
-		for i, c := range cmds {
-			if isNoScript(c.Err()) {
-				again = append(again, calls[i])
-				at = append(at, i)
-			}
-		}
-		if len(again) > 0 {
-			if rcmds, rerr := b.evalBatch(ctx, again, false); len(rcmds) == len(again) {
-				for j, i := range at {
-					cmds[i] = rcmds[j]
-				}
-				if rerr == nil && len(again) == len(calls) {
-					err = nil
-				}
-			}
-		}
-	}
-	for ci, c := range calls {
-		if ci >= len(cmds) {
-			for _, i := range c.reqs {
-				batch[i].done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err)})
-			}
-			continue
-		}
-		replies, cerr := cmds[ci].Slice()
-		if cerr == nil && len(replies) != len(c.reqs) {
-			cerr = fmt.Errorf("%w: %d replies to %d appends", errBadReply, len(replies), len(c.reqs))
-		}
-		for j, i := range c.reqs {
-			var a pipeline.Appended
-			if cerr == nil {
-				a, err = appended(replies[j])
-			}
-			if cerr != nil || err != nil {
-				batch[i].done(appendRes{err: fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, cmp.Or(cerr, err))})
-				continue
-			}
-			batch[i].done(appendRes{a: a})
-		}
-	}
-}
-
-// appended reads one message's reply of the append script: {seq, epoch,
-// uuid, duplicate}, or {"!", error}.
-func appended(reply any) (pipeline.Appended, error) {
-	v, _ := reply.([]any)
-	switch len(v) {
-	case 4:
-		seq, ok1 := v[0].(string)
-		epoch, ok2 := v[1].(string)
-		id, ok3 := v[2].(string)
-		dup, ok4 := v[3].(int64)
-		if ok1 && ok2 && ok3 && ok4 {
-			return pipeline.Appended{ID: id, Seq: seq, Epoch: epoch, Duplicate: dup == 1}, nil
-		}
-	case 2:
-		if mark, _ := v[0].(string); mark == "!" {
-			return pipeline.Appended{}, fmt.Errorf("%w: %v", errScript, v[1])
-		}
-	}
-	return pipeline.Appended{}, fmt.Errorf("%w: append script replied %v", errBadReply, reply)
-}
-
-var (
-	// errBadReply reports a reply of the append script that is not its own
-	// (e.g. another version of the script under the same SHA).
-	errBadReply = errors.New("unexpected reply")
-	// errScript reports a message the append script could not store (e.g.
-	// its room's key holds something else than a stream).
-	errScript = errors.New("append script")
-)
-
-// evalBatch runs the append script calls in one pipeline, by SHA when bySHA
-// is set (the script is cached after the first Eval). Commands that must
-// follow each batch's appends are added to the pipeline after them.
-func (b *Backend) evalBatch(ctx context.Context, calls []scriptCall, bySHA bool) ([]*redis.Cmd, error) {
-	pipe := b.appendClient.Pipeline()
-	cmds := make([]*redis.Cmd, len(calls))
-	for i, c := range calls {
-		if bySHA {
-			cmds[i] = appendScript.EvalSha(ctx, pipe, c.keys, c.args...)
-		} else {
-			cmds[i] = appendScript.Eval(ctx, pipe, c.keys, c.args...)
-		}
-	}
-	_, err := pipe.Exec(ctx)
-	return cmds, err
 }
 
 // isNoScript reports Redis's reply to EVALSHA of a script it does not hold.
