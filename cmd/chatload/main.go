@@ -19,6 +19,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +50,8 @@ type cli struct {
 	DialConcurrency *int           `placeholder:"N" help:"Connections opened at once (default ${default_dial_concurrency})."`
 	ServerPID       []int          `name:"server-pid" sep:"," placeholder:"PID" help:"Server process ids, comma separated: report their CPU (% of one core over the measured phase) and RSS (before and after) from /proc."`
 	JSON            bool           `name:"json" help:"Print the result as JSON instead of a table."`
+	CPUProfile      string         `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of chatload itself, from connect to the end of the run, to FILE (go tool pprof)."`
+	MemProfile      string         `name:"memprofile" type:"path" placeholder:"FILE" help:"Write a heap profile of chatload itself (allocations over the run and memory in use at its end) to FILE at the end."`
 }
 
 func main() {
@@ -91,9 +95,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "chatload:", err)
 		return 1
 	}
+	prof, err := startProfiles(c.CPUProfile, c.MemProfile)
+	if err != nil {
+		fmt.Fprintln(stderr, "chatload:", err)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := loadgen.Run(ctx, cfg)
+	if perr := prof.stop(); perr != nil {
+		fmt.Fprintln(stderr, "chatload:", perr)
+		if err == nil {
+			return 1
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "chatload:", err)
 		return 1
@@ -184,4 +199,68 @@ func override[T any](dst, flag *T) {
 	if flag != nil {
 		*dst = *flag
 	}
+}
+
+// profiles are the generator's own profiles of one run.
+type profiles struct {
+	cpu, mem *os.File // nil when not asked for
+}
+
+// startProfiles creates both files before the run, so that a path that
+// cannot be written fails before any connection, and starts the CPU
+// profile.
+func startProfiles(cpuPath, memPath string) (*profiles, error) {
+	p := &profiles{}
+	if cpuPath != "" {
+		f, err := os.Create(cpuPath)
+		if err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close() // the profile error is the one to report
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		p.cpu = f
+	}
+	if memPath != "" {
+		f, err := os.Create(memPath)
+		if err != nil {
+			p.stopCPU()
+			return nil, fmt.Errorf("memory profile: %w", err)
+		}
+		p.mem = f
+	}
+	return p, nil
+}
+
+// stopCPU stops and closes the CPU profile, if any.
+func (p *profiles) stopCPU() error {
+	if p.cpu == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	err := p.cpu.Close()
+	p.cpu = nil
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	return nil
+}
+
+// stop ends the CPU profile and writes the heap profile, after a
+// collection so that its in-use figures are current.
+func (p *profiles) stop() error {
+	err := p.stopCPU()
+	if p.mem != nil {
+		runtime.GC()
+		werr := pprof.WriteHeapProfile(p.mem)
+		if cerr := p.mem.Close(); werr == nil {
+			werr = cerr
+		}
+		p.mem = nil
+		if werr != nil {
+			err = errors.Join(err, fmt.Errorf("memory profile: %w", werr))
+		}
+	}
+	return err
 }

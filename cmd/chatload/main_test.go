@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -113,16 +116,28 @@ func TestListScenarios(t *testing.T) {
 }
 
 // TestRunJSON runs a tiny scenario against a real server and reads the
-// JSON result a script would.
+// JSON result a script would, and the profiles of chatload it wrote.
 func TestRunJSON(t *testing.T) {
 	srv := testserver.Start(t, server.Config{
 		WS:        ws.Config{FrameRate: 100_000, FrameBurst: 100_000},
 		Admission: admission.Config{MaxConnsPerIP: 20_000, HandshakeBurst: 20_000},
 	})
+	dir := t.TempDir()
+	cpuFile, memFile := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "mem.pprof")
 	var stdout, stderr strings.Builder
-	code := run([]string{"--url", srv.URL(), "--scenario", "B", "--scale", "0.02", "--warmup", "100ms", "--duration", "500ms", "--json"}, &stdout, &stderr)
+	code := run([]string{"--url", srv.URL(), "--scenario", "B", "--scale", "0.02", "--warmup", "100ms", "--duration", "500ms", "--json",
+		"--cpuprofile", cpuFile, "--memprofile", memFile}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, f := range []string{cpuFile, memFile} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) < 100 || !bytes.HasPrefix(data, []byte{0x1f, 0x8b}) { // pprof files are gzipped
+			t.Errorf("%s: %d bytes starting %x, want a gzipped profile", filepath.Base(f), len(data), data[:min(len(data), 4)])
+		}
 	}
 	var res struct {
 		Config struct {
@@ -147,5 +162,26 @@ func TestRunJSON(t *testing.T) {
 	}
 	if _, ok := res.Refused["unavailable"]; !ok {
 		t.Errorf("refused %v, want unavailable and rate_limited listed", res.Refused)
+	}
+}
+
+// TestProfileErrors: a profile that cannot be written fails the run with
+// exit 1 before any connection (nothing listens at the URL, so a later
+// check would have reported the dial instead).
+func TestProfileErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "p.pprof")
+	for _, tc := range []struct {
+		flag, want string
+	}{
+		{"--cpuprofile", "cpu profile"},
+		{"--memprofile", "memory profile"},
+	} {
+		t.Run(tc.flag, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			code := run([]string{"--url", "http://127.0.0.1:1", "--duration", "1s", tc.flag, missing}, &stdout, &stderr)
+			if code != 1 || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "dial") {
+				t.Errorf("exit %d, stderr %q; want 1 and %q before any dial", code, stderr.String(), tc.want)
+			}
+		})
 	}
 }
