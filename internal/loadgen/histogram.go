@@ -3,7 +3,6 @@ package loadgen
 import (
 	"math"
 	"math/bits"
-	"sync/atomic"
 	"time"
 )
 
@@ -16,15 +15,21 @@ const (
 	histBuckets = (64 - histSubBits) << histSubBits
 )
 
+// histChunks is the number of chunks of 2^histSubBits buckets.
+const histChunks = histBuckets >> histSubBits
+
 // histogram counts latencies in log-linear buckets. Every delivery is
-// counted (no sampling) in fixed memory (about 58 KB), and record is a
-// lock-free atomic add, so a thousand reader goroutines share one without
-// a lock. It is written by hand rather than taken from HdrHistogram-go
-// because that one needs a lock (or a histogram per goroutine and a merge)
-// and the whole of it here is the two functions below.
+// counted (no sampling). Each reader goroutine owns one, so that recording
+// is a plain increment with no shared cache line; the run merges them once
+// every reader has returned (the sum of the buckets is the distribution of
+// every recording). Buckets are allocated a power of two at a time, on
+// first use: latencies within a few powers of two take a few KB, however
+// many are recorded. It is written by hand rather than taken from
+// HdrHistogram-go because the whole of it here is the functions below. Not
+// safe for concurrent use.
 type histogram struct {
-	counts [histBuckets]atomic.Int64
-	max    atomic.Int64
+	chunks [histChunks]*[1 << histSubBits]int64
+	max    int64
 }
 
 // bucketOf returns the bucket of v nanoseconds (negative counts as 0).
@@ -46,16 +51,43 @@ func bucketRange(i int) (low, width int64) {
 	return int64(i-shift<<histSubBits) << shift, 1 << shift
 }
 
-// record counts one latency. Safe for concurrent use.
+// record counts one latency.
 func (h *histogram) record(d time.Duration) {
 	v := max(int64(d), 0)
-	h.counts[bucketOf(v)].Add(1)
-	for {
-		m := h.max.Load()
-		if v <= m || h.max.CompareAndSwap(m, v) {
-			return
+	b := bucketOf(v)
+	c := h.chunks[b>>histSubBits]
+	if c == nil {
+		c = new([1 << histSubBits]int64)
+		h.chunks[b>>histSubBits] = c
+	}
+	c[b&(1<<histSubBits-1)]++
+	h.max = max(h.max, v)
+}
+
+// merge adds every latency other recorded to h.
+func (h *histogram) merge(other *histogram) {
+	for i, oc := range other.chunks {
+		if oc == nil {
+			continue
+		}
+		c := h.chunks[i]
+		if c == nil {
+			c = new([1 << histSubBits]int64)
+			h.chunks[i] = c
+		}
+		for j, n := range oc {
+			c[j] += n
 		}
 	}
+	h.max = max(h.max, other.max)
+}
+
+// count returns the latencies in bucket i.
+func (h *histogram) count(i int) int64 {
+	if c := h.chunks[i>>histSubBits]; c != nil {
+		return c[i&(1<<histSubBits-1)]
+	}
+	return 0
 }
 
 // Latency summarises a latency distribution. Percentiles are the midpoint
@@ -70,23 +102,21 @@ type Latency struct {
 	Max time.Duration `json:"max_ns"`
 }
 
-// summary reads the histogram. Call it once recording has stopped.
+// summary reads the histogram.
 func (h *histogram) summary() Latency {
-	var counts [histBuckets]int64
 	var l Latency
-	for i := range counts {
-		counts[i] = h.counts[i].Load()
-		l.Count += counts[i]
+	for i := range histBuckets {
+		l.Count += h.count(i)
 	}
 	if l.Count == 0 {
 		return l
 	}
-	l.Max = time.Duration(h.max.Load())
+	l.Max = time.Duration(h.max)
 	at := func(p float64) time.Duration {
 		rank := int64(math.Ceil(p * float64(l.Count)))
 		var seen int64
-		for i, c := range counts {
-			seen += c
+		for i := range histBuckets {
+			seen += h.count(i)
 			if seen >= rank {
 				low, width := bucketRange(i)
 				return min(time.Duration(low+width/2), l.Max)

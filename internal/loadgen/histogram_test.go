@@ -50,3 +50,30 @@ func TestHistogramSummary(t *testing.T) {
 		t.Error("an empty histogram has a non-zero summary")
 	}
 }
+
+// TestHistogramMerge: histograms recorded apart and merged summarise like
+// one that recorded everything, and merging an empty one changes nothing.
+func TestHistogramMerge(t *testing.T) {
+	var all, merged histogram
+	parts := make([]histogram, 7)
+	for i := range 50_000 {
+		d := time.Duration(rand.Int64N(int64(2 * time.Second)))
+		if i%1000 == 0 {
+			d = time.Duration(i) * time.Hour // a few far outliers, in chunks of their own
+		}
+		all.record(d)
+		parts[i%len(parts)].record(d)
+	}
+	for i := range parts {
+		merged.merge(&parts[i])
+	}
+	merged.merge(&histogram{})
+	if got, want := merged.summary(), all.summary(); got != want || got.Count != 50_000 {
+		t.Errorf("merged %+v\nwant   %+v (count 50000)", got, want)
+	}
+	for i := range histBuckets {
+		if merged.count(i) != all.count(i) {
+			t.Fatalf("bucket %d: merged %d, want %d", i, merged.count(i), all.count(i))
+		}
+	}
+}

@@ -105,6 +105,35 @@ const (
 	drainPoll = 5 * time.Millisecond
 )
 
+// Read buffers.
+const (
+	// messageBufferSize is the first size of each reader's message buffer,
+	// which grows to the largest message read (at most ReadLimit) and is
+	// reused for every message.
+	messageBufferSize = 4 << 10
+	// readBufferBudget is the memory of every connection's socket read
+	// buffer together. A reader that fell behind empties its socket in
+	// fewer reads with a larger buffer; each gets an equal share, from
+	// minReadBuffer to maxReadBuffer (1,010 connections get 32 KiB each,
+	// 10,000 get the minimum).
+	readBufferBudget = 32 << 20
+	// minReadBuffer is the websocket library's default read buffer.
+	minReadBuffer = 4 << 10
+	// maxReadBuffer bounds one connection's read buffer.
+	maxReadBuffer = 64 << 10
+)
+
+// readBufferSize returns each connection's read buffer size for conns
+// connections: its share of readBufferBudget, a power of two from
+// minReadBuffer to maxReadBuffer.
+func readBufferSize(conns int) int {
+	size := maxReadBuffer
+	for size > minReadBuffer && size*max(conns, 1) > readBufferBudget {
+		size /= 2
+	}
+	return size
+}
+
 // Config describes a run. A zero field takes the default in its comment.
 type Config struct {
 	// URLs are the gateways' base URLs (http://host:port, or ws://), on
@@ -243,12 +272,18 @@ type receiver struct {
 	ws   *websocket.Conn
 	room int
 
-	got        map[int]*bitset // measured messages received, by sender, by number
-	deliveries int64           // measured message frames
-	duplicates int64           // measured message frames received before
-	foreign    int64           // message frames that are not this run's
-	last       time.Time       // last measured delivery
-	closed     string          // how the server closed it, "" if it did not
+	got        []bitset  // measured messages received, by sender, by number; nil before the first
+	deliveries int64     // measured message frames
+	duplicates int64     // measured message frames received before
+	foreign    int64     // message frames that are not this run's
+	last       time.Time // last measured delivery
+	closed     string    // how the server closed it, "" if it did not
+	latency    histogram // send → delivery of measured messages
+
+	// delivered is deliveries for the drain, which reads it while the
+	// reader runs; one counter per receiver, so that readers never
+	// contend for a shared one.
+	delivered atomic.Int64
 }
 
 // sender is a connection that sends to its rooms and reads its acks. The
@@ -265,6 +300,7 @@ type sender struct {
 	acks    int64
 	refused map[string]int64 // measured sends refused, by error code
 	closed  string
+	latency histogram // send → ack of its measured sends
 }
 
 // run is the state of one Run.
@@ -288,10 +324,9 @@ type run struct {
 	measuring atomic.Bool // from measuredStart: errors without a ref count as measured
 	stopping  atomic.Bool // the run is closing its connections: read errors are expected
 	left      atomic.Int64
-	// Progress of the measured sends, for the drain.
-	sent, answered, expected, delivered atomic.Int64
-
-	deliveryLatency, ackLatency histogram
+	// Progress of the measured sends, for the drain (deliveries are
+	// counted per receiver).
+	sent, answered, expected atomic.Int64
 }
 
 // Run performs one load run against the gateways and returns what it
@@ -314,6 +349,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		dialer: &websocket.Dialer{
 			NetDialContext:   (&net.Dialer{Timeout: JoinTimeout, Control: loopbackOnly}).DialContext,
 			HandshakeTimeout: JoinTimeout,
+			ReadBufferSize:   readBufferSize(cfg.Conns + cfg.Senders),
 		},
 	}
 	for _, u := range cfg.URLs {
@@ -399,7 +435,7 @@ func (r *run) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.receivers[i] = &receiver{ws: ws, room: room, got: make(map[int]*bitset)}
+		r.receivers[i] = &receiver{ws: ws, room: room}
 		return nil
 	})
 	if err != nil {
@@ -618,13 +654,14 @@ func (r *run) appendSend(buf []byte, sender, room, slot, n int, phase byte, at t
 // readLoop reads ws's messages until it fails, handing each frame line to
 // handle, and returns how the server closed it: "" when the run was
 // stopping, else the close code, "1006" without a close frame, or "timeout".
+// Every message is read into one buffer, reused, that grows to the largest
+// message (at most ReadLimit); all lines of a message share one time.Now.
 func (r *run) readLoop(ws *websocket.Conn, handle func(line []byte, now time.Time)) string {
-	var buf bytes.Buffer
+	buf := make([]byte, 0, messageBufferSize)
 	for {
 		_, rd, err := ws.NextReader()
 		if err == nil {
-			buf.Reset()
-			_, err = buf.ReadFrom(rd)
+			buf, err = readMessage(rd, buf[:0])
 		}
 		if err != nil {
 			if r.stopping.Load() {
@@ -641,10 +678,34 @@ func (r *run) readLoop(ws *websocket.Conn, handle func(line []byte, now time.Tim
 			return strconv.Itoa(websocket.CloseAbnormalClosure)
 		}
 		now := time.Now()
-		for line := range bytes.SplitSeq(buf.Bytes(), []byte{'\n'}) {
+		for rest := buf; len(rest) > 0; {
+			line := rest
+			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+				line, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = nil
+			}
 			if len(line) > 0 {
 				handle(line, now)
 			}
+		}
+	}
+}
+
+// readMessage appends the rest of a message from rd to buf, growing it
+// only when full.
+func readMessage(rd io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return buf, err
 		}
 	}
 }
@@ -702,16 +763,14 @@ func (r *run) onReceiverLine(rc *receiver, line []byte, now time.Time) {
 	if phase != phaseMeasured {
 		return
 	}
-	r.deliveryLatency.record(now.Sub(r.base) - at)
+	rc.latency.record(now.Sub(r.base) - at)
 	rc.deliveries++
 	rc.last = now
-	r.delivered.Add(1)
-	got := rc.got[sender]
-	if got == nil {
-		got = new(bitset)
-		rc.got[sender] = got
+	rc.delivered.Add(1)
+	if rc.got == nil {
+		rc.got = make([]bitset, len(r.senders))
 	}
-	if got.add(n) {
+	if rc.got[sender].add(n) {
 		rc.duplicates++
 	}
 }
@@ -728,7 +787,7 @@ func (r *run) onSenderLine(s *sender, line []byte, now time.Time) {
 		if !ok || phase != phaseMeasured || slot >= len(s.rooms) {
 			return
 		}
-		r.ackLatency.record(now.Sub(r.base) - at)
+		s.latency.record(now.Sub(r.base) - at)
 		s.acks++
 		s.acked[slot].add(n)
 		r.answered.Add(1)
@@ -751,34 +810,44 @@ func (r *run) onSenderLine(s *sender, line []byte, now time.Time) {
 	s.refused[f.Code]++
 }
 
-// parseText reads the header of a text made by appendSend.
+// parseText reads the header of a text made by appendSend:
+// "<phase> <ns> <sender> <n> " and the padding.
 func parseText(text []byte) (phase byte, at time.Duration, sender, n int, ok bool) {
 	if len(text) < 2 || text[1] != ' ' {
 		return 0, 0, 0, 0, false
 	}
-	f := bytes.SplitN(text[2:], []byte{' '}, 4)
-	if len(f) < 4 {
+	ns, rest, ok1 := cutNumber(text[2:], ' ')
+	s, rest, ok2 := cutNumber(rest, ' ')
+	m, _, ok3 := cutNumber(rest, ' ')
+	if !ok1 || !ok2 || !ok3 {
 		return 0, 0, 0, 0, false
 	}
-	ns, ok1 := atoi(f[0])
-	s, ok2 := atoi(f[1])
-	m, ok3 := atoi(f[2])
-	return text[0], time.Duration(ns), int(s), int(m), ok1 && ok2 && ok3
+	return text[0], time.Duration(ns), int(s), int(m), true
 }
 
-// parseRef reads a ref made by appendSend.
+// parseRef reads a ref made by appendSend: "<phase><slot>.<n>.<ns>".
 func parseRef(ref []byte) (phase byte, slot, n int, at time.Duration, ok bool) {
 	if len(ref) < 2 {
 		return 0, 0, 0, 0, false
 	}
-	f := bytes.SplitN(ref[1:], []byte{'.'}, 3)
-	if len(f) < 3 {
+	sl, rest, ok1 := cutNumber(ref[1:], '.')
+	m, rest, ok2 := cutNumber(rest, '.')
+	ns, ok3 := atoi(rest)
+	if !ok1 || !ok2 || !ok3 {
 		return 0, 0, 0, 0, false
 	}
-	sl, ok1 := atoi(f[0])
-	m, ok2 := atoi(f[1])
-	ns, ok3 := atoi(f[2])
-	return ref[0], int(sl), int(m), time.Duration(ns), ok1 && ok2 && ok3
+	return ref[0], int(sl), int(m), time.Duration(ns), true
+}
+
+// cutNumber reads the decimal that b starts with, up to sep, and returns
+// it and what follows sep; ok is false without sep or a decimal before it.
+func cutNumber(b []byte, sep byte) (v int64, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, sep)
+	if i < 0 {
+		return 0, nil, false
+	}
+	v, ok = atoi(b[:i])
+	return v, b[i+1:], ok
 }
 
 // atoi parses a non-negative decimal of at most 18 digits.
@@ -803,7 +872,7 @@ func atoi(b []byte) (int64, bool) {
 // from the bitsets, is exact regardless.)
 func (r *run) drain(ctx context.Context, deadline time.Time) bool {
 	for {
-		if r.answered.Load() >= r.sent.Load() && r.delivered.Load() >= r.expected.Load() {
+		if r.answered.Load() >= r.sent.Load() && r.delivered() >= r.expected.Load() {
 			return true
 		}
 		if !time.Now().Before(deadline) || ctx.Err() != nil {
@@ -811,6 +880,15 @@ func (r *run) drain(ctx context.Context, deadline time.Time) bool {
 		}
 		time.Sleep(drainPoll)
 	}
+}
+
+// delivered returns the measured deliveries so far, over every receiver.
+func (r *run) delivered() int64 {
+	var n int64
+	for _, rc := range r.receivers {
+		n += rc.delivered.Load()
+	}
+	return n
 }
 
 // closeAll says goodbye on every open connection and closes it; readers

@@ -153,8 +153,8 @@ func (r *run) collect(res *Result, sendEnd time.Time) {
 		slot := rc.room / r.group
 		for s := rc.room % r.group; s < len(r.senders); s += r.group {
 			var got bitset
-			if b := rc.got[s]; b != nil {
-				got = *b
+			if rc.got != nil {
+				got = rc.got[s]
 			}
 			m := r.senders[s].acked[slot].missing(got)
 			if n := m.count(); n > 0 {
@@ -178,8 +178,17 @@ func (r *run) collect(res *Result, sendEnd time.Time) {
 	if deliverySpan > 0 && res.Deliveries > 0 {
 		res.DeliveriesPerSecond = float64(res.Deliveries) / deliverySpan.Seconds()
 	}
-	res.DeliveryLatency = r.deliveryLatency.summary()
-	res.AckLatency = r.ackLatency.summary()
+	// Each reader kept its own histogram, so that a thousand readers do
+	// not contend for one; the buckets add up to the same distribution.
+	var delivery, ack histogram
+	for _, rc := range r.receivers {
+		delivery.merge(&rc.latency)
+	}
+	for _, s := range r.senders {
+		ack.merge(&s.latency)
+	}
+	res.DeliveryLatency = delivery.summary()
+	res.AckLatency = ack.summary()
 }
 
 // serverStats turns the samples before connecting, at the start of the

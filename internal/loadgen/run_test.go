@@ -1,7 +1,10 @@
 package loadgen
 
 import (
+	"errors"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -47,7 +50,14 @@ func TestCollectCountsLoss(t *testing.T) {
 		}
 		return b
 	}
-	got := func(ns ...int) *bitset { b := acked(ns...); return &b }
+	// got gives receiver's bitsets by sender (two senders).
+	got := func(bySender map[int][]int) []bitset {
+		out := make([]bitset, 2)
+		for s, ns := range bySender {
+			out[s] = acked(ns...)
+		}
+		return out
+	}
 	// 3 rooms, 2 senders: sender 0 in rooms 0 and 2 (slots 0, 1), sender 1
 	// in room 1; receivers 0 and 3 in room 0, 1 in room 1, 2 in room 2.
 	r := &run{cfg: Config{Rooms: 3, Conns: 4, Senders: 2, Duration: time.Second}, group: 2}
@@ -56,10 +66,10 @@ func TestCollectCountsLoss(t *testing.T) {
 		{index: 1, rooms: []int{1}, acked: []bitset{acked(0, 1, 2)}, acks: 3},
 	}
 	r.receivers = []*receiver{
-		{room: 0, got: map[int]*bitset{0: got(0, 1, 2, 100)}},
-		{room: 1, got: map[int]*bitset{1: got(0, 2)}},          // misses 1
-		{room: 2, got: map[int]*bitset{}},                      // misses 0 and 1
-		{room: 0, got: map[int]*bitset{0: got(0, 1, 2, 3, 4)}}, // misses 100; 3 and 4 were not acked
+		{room: 0, got: got(map[int][]int{0: {0, 1, 2, 100}})},
+		{room: 1, got: got(map[int][]int{1: {0, 2}})}, // misses 1
+		{room: 2}, // none yet: misses 0 and 1
+		{room: 0, got: got(map[int][]int{0: {0, 1, 2, 3, 4}})}, // misses 100; 3 and 4 were not acked
 	}
 	var res Result
 	r.collect(&res, time.Now())
@@ -67,10 +77,45 @@ func TestCollectCountsLoss(t *testing.T) {
 		t.Errorf("lost %d deliveries, %d messages; want 4 and 4", res.LostDeliveries, res.LostMessages)
 	}
 	r.receivers[3].got[0].add(100)
-	r.receivers[2].got[0] = got(0, 1)
+	r.receivers[2].got = got(map[int][]int{0: {0, 1}})
 	res = Result{}
 	r.collect(&res, time.Now())
 	if res.LostDeliveries != 1 || res.LostMessages != 1 || res.Acked != 9 {
 		t.Errorf("lost %d deliveries, %d messages, acked %d; want 1, 1, 9", res.LostDeliveries, res.LostMessages, res.Acked)
+	}
+}
+
+// TestReadMessage: a message arriving in pieces is read whole into the
+// reused buffer, which grows past its first size and keeps its capacity.
+func TestReadMessage(t *testing.T) {
+	msg := strings.Repeat("m 1 2 3 xxxx\n", 1000) // 13,000 bytes, above messageBufferSize
+	buf := make([]byte, 0, messageBufferSize)
+	buf, err := readMessage(iotest.HalfReader(strings.NewReader(msg)), buf)
+	if err != nil || string(buf) != msg {
+		t.Fatalf("read %d bytes, %v; want the %d of the message", len(buf), err, len(msg))
+	}
+	grown := cap(buf)
+	buf, err = readMessage(iotest.OneByteReader(strings.NewReader("short")), buf[:0])
+	if err != nil || string(buf) != "short" || cap(buf) != grown {
+		t.Errorf("read %q (capacity %d), %v; want short in the same buffer (capacity %d)", buf, cap(buf), err, grown)
+	}
+	_, err = readMessage(iotest.TimeoutReader(strings.NewReader(msg)), buf[:0])
+	if !errors.Is(err, iotest.ErrTimeout) {
+		t.Errorf("error %v, want the reader's %v", err, iotest.ErrTimeout)
+	}
+}
+
+// TestReadBufferSize: connections share the read buffer budget, within
+// bounds.
+func TestReadBufferSize(t *testing.T) {
+	for _, tc := range []struct {
+		conns, want int
+	}{
+		{0, maxReadBuffer}, {20, maxReadBuffer}, {512, maxReadBuffer}, {513, 32 << 10}, {1010, 32 << 10},
+		{5100, 4 << 10}, {10_000, minReadBuffer}, {50_000, minReadBuffer},
+	} {
+		if got := readBufferSize(tc.conns); got != tc.want || (tc.conns > 0 && got > minReadBuffer && got*tc.conns > readBufferBudget) {
+			t.Errorf("readBufferSize(%d) = %d, want %d", tc.conns, got, tc.want)
+		}
 	}
 }
