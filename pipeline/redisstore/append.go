@@ -207,20 +207,25 @@ func failQueued(lane chan appendReq) {
 type batch struct {
 	b    *Backend
 	reqs []appendReq
-	// calls are the batch's script calls, one per partition.
+	// calls are the batch's script calls (see group).
 	calls []scriptCall
-	// callOf[p] is partition p's index in calls + 1.
+	// callOf[p] is the index in calls + 1 of partition p's call (of
+	// partition 0's for every partition on a single Redis).
 	callOf [MaxPartitions]int
 	// args backs the argument lists of calls.
 	args []any
-	// roomNo numbers the rooms of the call being built (from 1).
-	roomNo map[string]int
+	// busNo[p] numbers partition p's bus in the call being built (from
+	// 1); roomNo numbers its rooms, and roomBus[n-1] is room n's bus.
+	busNo   [MaxPartitions]int
+	roomNo  map[string]int
+	roomBus []int
 	// key is where a send record's key is built.
 	key []byte
 }
 
-// scriptCall is one append script call: the messages of one partition in a
-// batch, in batch order.
+// scriptCall is one append script call: the messages of a batch of one
+// partition in a Redis Cluster, or the whole batch on a single Redis, in
+// batch order.
 type scriptCall struct {
 	// args is the whole command: EVALSHA, the SHA, the key count, the
 	// keys, the script's arguments.
@@ -233,21 +238,26 @@ type scriptCall struct {
 
 // Lengths of the parts of a script call's argument list.
 const (
-	// callHead counts EVALSHA, the SHA, the key count, the bus's two keys
-	// and the script's six leading arguments.
-	callHead = 3 + 2 + 6
+	// callHead counts EVALSHA, the SHA, the key count and the script's
+	// seven leading arguments.
+	callHead = 3 + 7
 	// callPerMessage bounds the arguments per message: two keys for its
-	// room (when it is the room's first), its send record and five
-	// arguments.
-	callPerMessage = 2 + 1 + 5
+	// bus and two for its room and the room's bus number (when they are
+	// the call's first of them), its send record and five arguments.
+	callPerMessage = 2 + 2 + 1 + 1 + 5
 )
 
-// group sorts the batch's messages into one script call per partition;
-// messages of one room keep their order.
+// group sorts the batch's messages into script calls: one per partition in
+// a Redis Cluster, where a script's keys must share a slot, and one in all
+// on a single Redis. Messages of one room keep their order.
 func (bt *batch) group() {
 	bt.calls = bt.calls[:0]
 	for i, r := range bt.reqs {
-		c := bt.callOf[r.part]
+		part := 0
+		if bt.b.cluster {
+			part = r.part
+		}
+		c := bt.callOf[part]
 		if c == 0 {
 			if len(bt.calls) < cap(bt.calls) {
 				bt.calls = bt.calls[:len(bt.calls)+1]
@@ -257,13 +267,11 @@ func (bt *batch) group() {
 				bt.calls = append(bt.calls, scriptCall{})
 			}
 			c = len(bt.calls)
-			bt.callOf[r.part] = c
+			bt.callOf[part] = c
 		}
 		bt.calls[c-1].reqs = append(bt.calls[c-1].reqs, i)
 	}
-	for _, c := range bt.calls {
-		bt.callOf[bt.reqs[c.reqs[0]].part] = 0
-	}
+	clear(bt.callOf[:])
 }
 
 // build fills in the argument list of every call. The keys and arguments
@@ -279,36 +287,47 @@ func (bt *batch) build() {
 	args := bt.args[:0]
 	for ci := range bt.calls {
 		c := &bt.calls[ci]
-		p := bt.reqs[c.reqs[0]].part
-		tag := b.tags[p]
 		start := len(args)
-		args = append(args, "evalsha", appendSHA, 0, b.busArgs[p][0], b.busArgs[p][1])
-		// Room keys, numbered in order of first appearance.
+		args = append(args, "evalsha", appendSHA, 0)
+		// Buses, then rooms, numbered in order of first appearance.
+		buses := 0
+		for _, i := range c.reqs {
+			if p := bt.reqs[i].part; bt.busNo[p] == 0 {
+				buses++
+				bt.busNo[p] = buses
+				args = append(args, b.busArgs[p][0], b.busArgs[p][1])
+			}
+		}
 		clear(bt.roomNo)
-		rooms := 0
+		bt.roomBus = bt.roomBus[:0]
 		for _, i := range c.reqs {
 			r := &bt.reqs[i]
 			n := bt.roomNo[r.room]
 			if n == 0 {
-				rooms++
-				n = rooms
+				bt.roomBus = append(bt.roomBus, bt.busNo[r.part])
+				n = len(bt.roomBus)
 				bt.roomNo[r.room] = n
+				tag := b.tags[r.part]
 				args = append(args, tag+"room:"+r.room, tag+"epoch:"+r.room)
 			}
 			r.roomNo = n
 		}
-		c.rooms = rooms
+		c.rooms = len(bt.roomBus)
 		for _, i := range c.reqs {
 			if r := &bt.reqs[i]; r.ref != "" {
-				bt.key = appendSentKey(bt.key[:0], tag, r.room, r.user, r.ref)
+				bt.key = appendSentKey(bt.key[:0], b.tags[r.part], r.room, r.user, r.ref)
 				args = append(args, string(bt.key))
 			}
 		}
 		args[start+2] = len(args) - start - 3
-		args = append(args, b.fixedArgs[0], b.fixedArgs[1], b.fixedArgs[2], b.fixedArgs[3], pipeline.NewEpoch(), rooms)
+		args = append(args, b.fixedArgs[0], b.fixedArgs[1], b.fixedArgs[2], b.fixedArgs[3], pipeline.NewEpoch(), buses, c.rooms)
+		for _, n := range bt.roomBus {
+			args = append(args, n)
+		}
 		sent := 0
 		for _, i := range c.reqs {
 			r := &bt.reqs[i]
+			bt.busNo[r.part] = 0
 			k := 0
 			if r.ref != "" {
 				sent++

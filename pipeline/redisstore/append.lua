@@ -1,24 +1,26 @@
--- Stores chat messages of one partition, in order, each atomically in its
--- room stream and the partition bus, under one entry ID that is also the
--- message's seq, unless its room already holds the same send (idempotency).
--- One call takes every message of a batch that belongs to the partition, so
--- the per-call costs (TIME, the bus's epoch, each room's epoch and TTL: a
--- PTTL and a GET) are paid once per call, not once per message; a message costs one SET (its
--- send record, read and written at once: SET NX GET, Redis 7.0 or later)
--- and two XADDs.
+-- Stores chat messages, in order, each atomically in its room stream and its
+-- partition's bus, under one entry ID that is also the message's seq, unless
+-- its room already holds the same send (idempotency). One call takes the
+-- messages of a batch that belong to one partition in a Redis Cluster (a
+-- script's keys must share a slot), or the whole batch on a single Redis,
+-- so the per-call costs (the script call itself, TIME, each bus's epoch, each
+-- room's epoch and TTL: a PTTL and a GET) are paid once per call, not once
+-- per message; a message costs one SET (its send record, read and written at
+-- once: SET NX GET, Redis 7.0 or later) and two XADDs.
 --
--- KEYS[1]         partition bus   <prefix>:{pNN}:bus
--- KEYS[2]         bus epoch       <prefix>:{pNN}:bus:epoch
--- KEYS[2r+1]      room r's stream <prefix>:{pNN}:room:<room>   (r = 1..R)
--- KEYS[2r+2]      room r's epoch  <prefix>:{pNN}:epoch:<room>
--- KEYS[2R+2+k]    send records    <prefix>:{pNN}:sent:<room>:<hash of user, ref>
+-- KEYS[2b-1]      bus b           <prefix>:{pNN}:bus           (b = 1..B)
+-- KEYS[2b]        bus b's epoch   <prefix>:{pNN}:bus:epoch
+-- KEYS[2B+2r-1]   room r's stream <prefix>:{pNN}:room:<room>   (r = 1..R)
+-- KEYS[2B+2r]     room r's epoch  <prefix>:{pNN}:epoch:<room>
+-- KEYS[2B+2R+k]   send records    <prefix>:{pNN}:sent:<room>:<hash of user, ref>
 --
 -- ARGV[1] room MAXLEN (approximate), ARGV[2] bus MAXLEN (approximate)
 -- ARGV[3] room TTL in ms (0: rooms never expire)
 -- ARGV[4] idempotency window in ms
--- ARGV[5] a fresh epoch for the bus, used if it has none; room r's fresh
---         epoch is ARGV[5] '.' r
--- ARGV[6] R, the number of rooms
+-- ARGV[5] a fresh epoch: bus b's is ARGV[5] '.b' b, room r's ARGV[5] '.' r,
+--         used by a stream that has none
+-- ARGV[6] B, the number of buses; ARGV[7] R, the number of rooms
+-- ARGV[7+r] the bus number b of room r (its partition's)
 -- then 5 arguments per message, in the order to store them:
 --   room number r, send record number k (0: no ref, never deduplicated),
 --   message UUID, payload (text), metadata: a msgpack map header counting
@@ -39,29 +41,26 @@
 -- message starts a new epoch.
 --
 -- The ID is generated here the way Redis generates `*` IDs (milliseconds of
--- the server clock, then a counter), but above the last ID of BOTH streams,
--- so it is valid in each and never goes backwards within an epoch, even if
--- the server's clock does. The last IDs are not read up front: an XADD of an
--- ID at or below a stream's last fails without effect, and only then is
--- that stream's last ID read. Every room entry is written by this script,
+-- the server clock, then a counter, kept per bus), but above the last ID of
+-- BOTH streams, the room's and its bus's, so it is valid in each and never
+-- goes backwards within an epoch, even if the server's clock does. The
+-- last IDs are not read up front: an XADD of an ID at or below a stream's
+-- last fails without effect, and only then is that stream's last ID read. Every room entry is written by this script,
 -- so a room's IDs are a subset of its bus's IDs, and a subscriber that
 -- knows the seq of the last message it handled knows its position in the
 -- bus.
 
 -- epoch_of returns the epoch of a stream and whether it is fresh: made now
--- because the stream has none or is gone (exists is false). r is the
--- stream's room number, nil for the bus.
-local function epoch_of(exists, key, r)
+-- (ARGV[5] followed by suffix) because the stream has none or is gone
+-- (exists is false).
+local function epoch_of(exists, key, suffix)
   if exists then
     local e = redis.call('GET', key)
     if e then
       return e, false
     end
   end
-  local fresh = ARGV[5]
-  if r then
-    fresh = fresh .. '.' .. r
-  end
+  local fresh = ARGV[5] .. suffix
   redis.call('SET', key, fresh)
   return fresh, true
 end
@@ -82,61 +81,75 @@ end
 
 local ttl = tonumber(ARGV[3])
 local window = ARGV[4]
-local nrooms = tonumber(ARGV[6])
-local bus = KEYS[1]
+local nbuses = tonumber(ARGV[6])
+local nrooms = tonumber(ARGV[7])
+local first_msg = 8 + nrooms
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-epoch_of(redis.call('EXISTS', bus) == 1, KEYS[2])
 
--- (ms, seq) is the last ID used, or a bound below the next one to try:
--- the bus's last ID is not read unless an XADD finds it higher (another
--- call stored in this millisecond, or the clock went back), and a room's
--- only if its stream is ahead of the bus (it was lost, or written by hand).
-local ms, seq = 0, 0
-local ms_prefix = ''
+local now_prefix = string.format('%.0f-', now)
 
--- next_id moves (ms, seq) to the next ID and returns it.
-local function next_id()
-  if now > ms then
-    ms, seq = now, 0
-    ms_prefix = string.format('%.0f-', ms)
-  else
-    seq = seq + 1
+-- buses[b] = {key, ms, seq, prefix of ms}, once bus b was seen in this call
+-- (and its epoch checked). (ms, seq) is the last ID used in the bus, or a
+-- bound below the next one to try: the bus's last ID is not read unless an
+-- XADD finds it higher (another call stored in this millisecond, or the
+-- clock went back), and a room's only if its stream is ahead of its bus (it
+-- was lost, or written by hand).
+local buses = {}
+
+local function bus_of(b)
+  local bus = buses[b]
+  if not bus then
+    local key = KEYS[2 * b - 1]
+    epoch_of(redis.call('EXISTS', key) == 1, KEYS[2 * b], '.b' .. b)
+    bus = {key, 0, 0, ''}
+    buses[b] = bus
   end
-  return ms_prefix .. seq
+  return bus
 end
 
--- follow makes the next ID follow the stream's last ID: its newest
+-- next_id moves the bus's (ms, seq) to the next ID and returns it.
+local function next_id(bus)
+  if now > bus[2] then
+    bus[2], bus[3], bus[4] = now, 0, now_prefix
+  else
+    bus[3] = bus[3] + 1
+  end
+  return bus[4] .. bus[3]
+end
+
+-- follow makes the bus's next ID follow the stream's last ID: its newest
 -- entry's (entries are only ever removed from the old end, by MAXLEN
 -- trimming).
-local function follow(stream)
+local function follow(bus, stream)
   local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #e == 0 then
     return
   end
   local lms, lseq = string.match(e[1][1], '^(%d+)-(%d+)$')
   lms, lseq = tonumber(lms), tonumber(lseq)
-  if lms > ms or (lms == ms and lseq > seq) then
-    ms, seq = lms, lseq
-    ms_prefix = string.format('%.0f-', ms)
+  if lms > bus[2] or (lms == bus[2] and lseq > bus[3]) then
+    bus[2], bus[3], bus[4] = lms, lseq, string.format('%.0f-', lms)
   end
 end
 
 -- rooms[r] = {epoch, the start of a send record (a msgpack array header
--- and the epoch), epoch is fresh, stored a message, room checked against the
+-- and the epoch), epoch is fresh, stored a message, room checked against its
 -- bus, PTTL of its stream (-2: none), the end of an entry's metadata without
--- the seq (the epoch entry and the seq's key)}, once room r was seen in this
--- call.
+-- the seq (the epoch entry and the seq's key), its stream's key, its bus
+-- (buses[b])}, once room r was seen in this call.
 local rooms = {}
 
 local function room_of(r)
   local room = rooms[r]
   if not room then
-    local pttl = redis.call('PTTL', KEYS[2 * r + 1])
-    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * r + 2], r)
+    local bus = bus_of(tonumber(ARGV[7 + r]))
+    local stream = KEYS[2 * nbuses + 2 * r - 1]
+    local pttl = redis.call('PTTL', stream)
+    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * nbuses + 2 * r], '.' .. r)
     local mp = mpstr(epoch)
-    room = {epoch, '\147' .. mp, fresh, false, false, pttl, '\165epoch' .. mp .. '\163seq'}
+    room = {epoch, '\147' .. mp, fresh, false, false, pttl, '\165epoch' .. mp .. '\163seq', stream, bus}
     rooms[r] = room
   end
   return room
@@ -162,15 +175,16 @@ local function store_one(a)
   local k = tonumber(ARGV[a + 1])
   local uuid, payload, md0 = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local room = room_of(r)
-  local stream = KEYS[2 * r + 1]
-  local before_ms, before_seq, before_prefix = ms, seq, ms_prefix
-  local id = next_id()
+  local stream, bus = room[8], room[9]
+  local key = bus[1]
+  local before_ms, before_seq, before_prefix = bus[2], bus[3], bus[4]
+  local id = next_id(bus)
   local mid = mpstr(id)
   local sent, head, recorded
   if k > 0 then
     -- The record is {epoch, uuid, seq}. One SET both reads an earlier
     -- record and, when there is none, writes this one.
-    sent = KEYS[2 * nrooms + 2 + k]
+    sent = KEYS[2 * nbuses + 2 * nrooms + k]
     head = room[2] .. mpstr(uuid)
     local rec = redis.call('SET', sent, head .. mid, 'NX', 'GET', 'PX', window)
     if rec then
@@ -178,7 +192,7 @@ local function store_one(a)
       -- the send is stored again.
       local ok, p = pcall(cmsgpack.unpack, rec)
       if ok and type(p) == 'table' and p[1] == room[1] then
-        ms, seq, ms_prefix = before_ms, before_seq, before_prefix -- id is not used
+        bus[2], bus[3], bus[4] = before_ms, before_seq, before_prefix -- id is not used
         return '=' .. p[3] .. ' ' .. p[2]
       end
       redis.call('SET', sent, head .. mid, 'PX', window)
@@ -187,24 +201,24 @@ local function store_one(a)
   end
 
   local md = md0 .. room[7] .. mid
-  local res = xadd(bus, ARGV[2], id, uuid, payload, md)
+  local res = xadd(key, ARGV[2], id, uuid, payload, md)
   if too_small(res) then
-    follow(bus)
-    id = next_id()
+    follow(bus, key)
+    id = next_id(bus)
     mid = mpstr(id)
     md = md0 .. room[7] .. mid
-    res = xadd(bus, ARGV[2], id, uuid, payload, md)
+    res = xadd(key, ARGV[2], id, uuid, payload, md)
   end
   if type(res) ~= 'table' then
     res = xadd(stream, ARGV[1], id, uuid, payload, md)
     if too_small(res) and not room[5] then
       -- The room is ahead of the bus: store in both above it.
-      redis.call('XDEL', bus, id)
-      follow(stream)
-      id = next_id()
+      redis.call('XDEL', key, id)
+      follow(bus, stream)
+      id = next_id(bus)
       mid = mpstr(id)
       md = md0 .. room[7] .. mid
-      res = xadd(bus, ARGV[2], id, uuid, payload, md)
+      res = xadd(key, ARGV[2], id, uuid, payload, md)
       if type(res) ~= 'table' then
         res = xadd(stream, ARGV[1], id, uuid, payload, md)
       end
@@ -212,7 +226,7 @@ local function store_one(a)
     room[5] = true
     if type(res) == 'table' then
       -- Nothing of the message stays: none is delivered without history.
-      redis.call('XDEL', bus, id)
+      redis.call('XDEL', key, id)
     end
   end
   if type(res) == 'table' then
@@ -233,7 +247,7 @@ local out = {}
 for r = 1, nrooms do
   out[r] = ''
 end
-for a = 7, #ARGV, 5 do
+for a = first_msg, #ARGV, 5 do
   local ok, res = pcall(store_one, a)
   if ok then
     out[#out + 1] = res
@@ -253,7 +267,7 @@ end
 -- costs no write here; its PTTL was read when it was first seen).
 for r, room in pairs(rooms) do
   if room[4] then
-    local stream, key = KEYS[2 * r + 1], KEYS[2 * r + 2]
+    local stream, key = room[8], KEYS[2 * nbuses + 2 * r]
     if ttl > 0 then
       if room[3] or room[6] < ttl - ttl / 100 then
         redis.call('PEXPIRE', stream, ttl)

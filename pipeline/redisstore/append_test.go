@@ -267,3 +267,101 @@ func TestAppendMetadata(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendBatchOfPartitionsInOneCall: on a single Redis, appends of
+// several partitions that reach Redis together are stored by one script
+// call, each in its own bus, with a duplicate and a failure answered
+// alone; each bus counts its own IDs, so a bus ahead of the clock does not
+// move the seqs of the others.
+func TestAppendBatchOfPartitionsInOneCall(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("pausing Redis needs a private redis-server")
+	}
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts})
+	c := srv.Client()
+	ctx := context.Background()
+	// Two rooms of each partition.
+	var rooms []string
+	count := make([]int, parts)
+	for i := 0; len(rooms) < 2*parts; i++ {
+		room := fmt.Sprint("r-", i)
+		if p := pipeline.PartitionOf(room, parts); count[p] < 2 {
+			count[p]++
+			rooms = append(rooms, room)
+		}
+	}
+	broken := "broken-0"
+	for i := 0; pipeline.PartitionOf(broken, parts) != 2; i++ {
+		broken = fmt.Sprint("broken-", i)
+	}
+	if err := c.Set(ctx, b.Keys().Room(broken), "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	warm := mustAppend(t, b, send(rooms[0], "", "warm-up")) // loads the script
+	future := pipeline.Seq{MS: uint64(time.Now().Add(time.Hour).UnixMilli()), N: 3}
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: b.Keys().Bus(0), ID: future.String(), Values: []any{"x", "y"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 40
+	var msgs []*message.Message
+	for i := range n {
+		msgs = append(msgs, send(rooms[i%len(rooms)], fmt.Sprint("r", i), fmt.Sprint("m", i)))
+	}
+	msgs = append(msgs, send(rooms[3], "r3", "m3 again"), send(broken, "b", "lost"))
+	res := appendAll(t, srv, b, msgs)
+
+	if calls := scriptCalls(t, c); calls > 2 {
+		t.Errorf("%d script calls for %d appends of %d partitions queued together, want at most 2", calls, len(msgs), parts)
+	}
+	last := map[int]string{}
+	for i, r := range res[:n] {
+		if r.err != nil || r.a.Duplicate || r.a.ID != msgs[i].UUID || r.a.Epoch == "" {
+			t.Fatalf("append %d: %+v, %v; want stored", i, r.a, r.err)
+		}
+		p := pipeline.PartitionOf(rooms[i%len(rooms)], parts)
+		if prev, ok := last[p]; ok && pipeline.CompareSeq(r.a.Seq, prev) <= 0 {
+			t.Fatalf("append %d: seq %s not above %s, the last of partition %d", i, r.a.Seq, prev, p)
+		}
+		last[p] = r.a.Seq
+		ahead := pipeline.CompareSeq(r.a.Seq, future.String()) > 0
+		if ahead != (p == 0) {
+			t.Fatalf("append %d of partition %d: seq %s, ahead of the clock: %v", i, p, r.a.Seq, ahead)
+		}
+	}
+	if dup := res[n]; dup.err != nil || !dup.a.Duplicate || dup.a.Seq != res[3].a.Seq || dup.a.ID != msgs[3].UUID || dup.a.Epoch != res[3].a.Epoch {
+		t.Fatalf("repeated send: %+v, %v; want a duplicate of %+v", dup.a, dup.err, res[3].a)
+	}
+	if bad := res[n+1]; bad.err == nil || !errors.Is(bad.err, pipeline.ErrUnavailable) || !strings.Contains(bad.err.Error(), "WRONGTYPE") {
+		t.Fatalf("append to a room whose key is a string: %+v, %v; want unavailable naming WRONGTYPE", bad.a, bad.err)
+	}
+	for p := range parts {
+		xs, err := c.XRange(ctx, b.Keys().Bus(p), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want []string
+		for _, x := range xs {
+			if x.ID != future.String() {
+				got = append(got, x.ID)
+			}
+		}
+		if p == pipeline.PartitionOf(rooms[0], parts) {
+			want = append(want, warm.Seq)
+		}
+		for i, r := range res[:n] {
+			if pipeline.PartitionOf(rooms[i%len(rooms)], parts) == p {
+				want = append(want, r.a.Seq)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("bus %d holds %v, want %v", p, got, want)
+		}
+	}
+}

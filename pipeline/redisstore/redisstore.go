@@ -294,9 +294,12 @@ type Backend struct {
 	tags      []string
 	busArgs   [][2]any
 	fixedArgs [4]any
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	stopOnce  sync.Once
+	// cluster is set for a Redis Cluster: a batch is stored by one script
+	// call per partition instead of one in all.
+	cluster  bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 
 	// closeMu guards closed: an append checks it and queues under the read
 	// lock, and Close sets it under the write lock before it stops the
@@ -395,6 +398,7 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.RoomTTL < 0 {
 		ttl = 0 // never expire
 	}
+	_, b.cluster = appendClient.(*redis.ClusterClient)
 	b.fixedArgs = [4]any{cfg.RoomMaxLen, cfg.BusMaxLen, ttl, cfg.IdempotencyWindow.Milliseconds()}
 	for p := range cfg.Partitions {
 		b.tags = append(b.tags, keys.tag(p))
