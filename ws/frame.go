@@ -3,8 +3,6 @@ package ws
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"unicode/utf8"
 
 	"github.com/chatstream/chatstream/pipeline"
@@ -76,9 +74,14 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 	if !utf8.Valid(data) {
 		return f, pipeline.Errorf(pipeline.CodeInvalid, "frame is not valid UTF-8")
 	}
-	if err := decodeStrict(data, &f); err != nil {
+	if err := decodeFields(data, &f); err != nil {
 		return salvage(data), pipeline.Errorf(CodeBadFrame, "frame is not a JSON object of the protocol: %s", describeJSONError(err))
 	}
+	return checkFrame(f)
+}
+
+// checkFrame checks the fields of a decoded frame against the protocol.
+func checkFrame(f ClientFrame) (ClientFrame, *pipeline.Error) {
 	if err := pipeline.ValidateRef(f.Ref); err != nil {
 		f.Ref = ""
 		return f, asProtocolError(err)
@@ -131,38 +134,6 @@ func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 		}
 	}
 	return f, nil
-}
-
-// decodeStrict decodes one JSON object into f with field names matched
-// exactly (encoding/json alone would accept "TYPE" for "type"); unknown
-// fields are ignored so that clients may send newer fields.
-func decodeStrict(data []byte, f *ClientFrame) error {
-	var fields map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&fields); err != nil {
-		return err
-	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
-		return errors.New("one JSON object per frame")
-	}
-	if fields == nil {
-		return errors.New("frame is null")
-	}
-	targets := map[string]any{
-		"type": &f.Type, "room": &f.Room, "history": &f.History, "since": &f.Since, "epoch": &f.Epoch,
-		"before": &f.Before, "after": &f.After, "limit": &f.Limit, "text": &f.Text, "ref": &f.Ref,
-		"token": &f.Token,
-	}
-	for name, raw := range fields {
-		target, known := targets[name]
-		if !known {
-			continue
-		}
-		if err := json.Unmarshal(raw, target); err != nil {
-			return &fieldError{name: name, err: err}
-		}
-	}
-	return nil
 }
 
 // salvage reads the ref and room of a frame that failed to decode, so the
@@ -319,30 +290,8 @@ func clip(s string, max int) string {
 	return s[:i]
 }
 
-// fieldError is a known field whose JSON value cannot be decoded.
-type fieldError struct {
-	name string
-	err  error
-}
-
-// Error quotes at most MaxQuoteBytes of the value: a type error's value is
-// the JSON literal itself, which may be a 60 KB number.
-func (e *fieldError) Error() string {
-	var te *json.UnmarshalTypeError
-	if errors.As(e.err, &te) {
-		return fmt.Sprintf("field %s: %s is not a %s", e.name, clip(te.Value, MaxQuoteBytes), te.Type)
-	}
-	return fmt.Sprintf("field %s: %s", e.name, clip(e.err.Error(), 2*MaxQuoteBytes))
-}
-
-func (e *fieldError) Unwrap() error { return e.err }
-
 // describeJSONError explains why a frame did not decode, quoting little of
-// it: encoding/json's syntax errors name one character.
+// it.
 func describeJSONError(err error) string {
-	var fe *fieldError
-	if errors.As(err, &fe) {
-		return fe.Error()
-	}
 	return clip(err.Error(), 2*MaxQuoteBytes)
 }
