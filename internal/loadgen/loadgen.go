@@ -13,10 +13,10 @@
 //
 // Goroutines: one reader per connection, which owns that connection's
 // counters, bitsets and latency histogram until it returns (only its
-// delivery count is shared, atomically, with the drain); one sending goroutine per sender,
-// the only writer of its socket until the run closes it; and the caller's,
-// which paces the phases and, once every other goroutine has returned,
-// merges their counters into the Result.
+// delivery count is shared, atomically, with the drain); one sending
+// goroutine per sender, the only writer of its socket until the run closes
+// it; and the caller's, which paces the phases and, once every other
+// goroutine has returned, merges their counters into the Result.
 package loadgen
 
 import (
