@@ -3,10 +3,10 @@
 -- its room already holds the same send (idempotency). One call takes the
 -- messages of a batch that belong to one partition in a Redis Cluster (a
 -- script's keys must share a slot), or the whole batch on a single Redis,
--- so the per-call costs (the script call itself, TIME, each bus's epoch, each
--- room's epoch and TTL: a PTTL and a GET) are paid once per call, not once
--- per message; a message costs one SET (its send record, read and written at
--- once: SET NX GET, Redis 7.0 or later) and two XADDs.
+-- so the per-call costs (the script call itself, TIME, each bus's epoch: an
+-- EXISTS, each room's epoch and TTL: a PTTL and a GET) are paid once per
+-- call, not once per message; a message costs one SET (its send record,
+-- read and written at once: SET NX GET, Redis 7.0 or later) and two XADDs.
 --
 -- KEYS[2b-1]      bus b           <prefix>:{pNN}:bus           (b = 1..B)
 -- KEYS[2b]        bus b's epoch   <prefix>:{pNN}:bus:epoch
@@ -102,7 +102,11 @@ local function bus_of(b)
   local bus = buses[b]
   if not bus then
     local key = KEYS[2 * b - 1]
-    epoch_of(redis.call('EXISTS', key) == 1, KEYS[2 * b], '.b' .. b)
+    -- The bus's epoch is kept, not read: one EXISTS of both keys tells
+    -- whether it stands.
+    if redis.call('EXISTS', key, KEYS[2 * b]) ~= 2 then
+      redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
+    end
     bus = {key, 0, 0, ''}
     buses[b] = bus
   end
