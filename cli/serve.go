@@ -36,6 +36,7 @@ type serveCmd struct {
 	HandshakeBurst    int           `default:"${default_handshake_burst}" env:"CHATSTREAM_HANDSHAKE_BURST" help:"WebSocket handshakes one client address may make at once."`
 	TrustedProxies    []string      `env:"CHATSTREAM_TRUSTED_PROXIES" sep:"," placeholder:"CIDR" help:"Proxies (CIDRs or addresses, comma separated) whose X-Forwarded-For names the client; the right-most address that is not a trusted proxy is the client. Empty: the header is ignored."`
 	ShutdownTimeout   time.Duration `default:"${default_shutdown_timeout}" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
+	ShedLatency       time.Duration `default:"0s" env:"CHATSTREAM_SHED_LATENCY" help:"Go scheduler latency (90th percentile per 100 ms) above which a growing share of new sends is refused at once with unavailable and a retry hint, e.g. 100ms; 0 (the default) never sheds."`
 	AdminToken        string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
 	RoomTTL           time.Duration `default:"${default_room_ttl}" env:"CHATSTREAM_ROOM_TTL" help:"How long a room's history outlives its last message; 0 keeps rooms forever."`
 	IdempotencyWindow time.Duration `default:"${default_idempotency_window}" env:"CHATSTREAM_IDEMPOTENCY_WINDOW" help:"How long a send's ref is remembered: a resend with the same ref within it is acked with the message stored the first time."`
@@ -87,6 +88,7 @@ func (s *serveCmd) config(g *globals) server.Config {
 		RoomMaxLen:      s.RoomMaxlen,
 		MaxTextBytes:    s.MaxText,
 		ShutdownTimeout: s.ShutdownTimeout,
+		ShedLatency:     s.ShedLatency,
 		AdminToken:      s.AdminToken,
 		Ops:             s.opsConfig(),
 		Auth:            s.AuthFlags.config(g.Log),

@@ -12,6 +12,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	wmetrics "github.com/ThreeDotsLabs/watermill/components/metrics"
@@ -46,6 +47,9 @@ type Metrics struct {
 
 	ack, deliveryLag, appendTime prometheus.Histogram
 	backendErrors                *prometheus.CounterVec
+
+	ingestOnce sync.Once
+	ingestMW   message.HandlerMiddleware
 }
 
 var _ pipeline.Observer = (*Metrics)(nil)
@@ -97,12 +101,15 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
 }
 
-// InstrumentRouter adds Watermill's own router metrics
-// (chatstream_watermill_handler_execution_time_seconds,
-// chatstream_watermill_subscriber_messages_received_total) to r, for
-// pipeline.IngestConfig.Instrument.
-func (m *Metrics) InstrumentRouter(r *message.Router) {
-	wmetrics.NewPrometheusMetricsBuilder(m.reg, Namespace, "watermill").AddPrometheusRouterMetrics(r)
+// IngestMiddleware returns Watermill's own handler metrics
+// (chatstream_watermill_handler_execution_time_seconds) as a middleware,
+// for pipeline.IngestConfig.Instrument. It is made once; later calls
+// return the same middleware.
+func (m *Metrics) IngestMiddleware() message.HandlerMiddleware {
+	m.ingestOnce.Do(func() {
+		m.ingestMW = wmetrics.NewPrometheusMetricsBuilder(m.reg, Namespace, "watermill").NewRouterMiddleware().Middleware
+	})
+	return m.ingestMW
 }
 
 // AppendDone observes one append's duration (pipeline.Observer).

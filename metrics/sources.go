@@ -47,6 +47,16 @@ type ModerationSource interface {
 	Stats() map[string]moderation.Stats
 }
 
+// OverloadSource is what the metrics read of an overload.Detector.
+type OverloadSource interface {
+	// Share is the share of new sends shed now.
+	Share() float64
+	// Latency is the scheduling latency of the last interval.
+	Latency() time.Duration
+	// Shedded counts the sends shed.
+	Shedded() int64
+}
+
 // FeedLagCap is the largest lag per partition chatstream_feed_lag_entries
 // counts; a larger one is reported as FeedLagCap. It bounds the work of a
 // scrape in the backend (an XRANGE of at most this many entries per bus).
@@ -62,6 +72,7 @@ type Sources struct {
 	Hub        HubSource
 	Admission  AdmissionSource
 	Moderation ModerationSource
+	Overload   OverloadSource
 	// Lags counts the feed entries after the pipeline's positions, for
 	// chatstream_feed_lag_entries (needs Pipeline).
 	Lags pipeline.BusLagger
@@ -83,15 +94,18 @@ var (
 	descConns   = desc("connections", "Open WebSocket connections on this instance.")
 	descRefused = desc("connections_refused_total",
 		"WebSocket upgrades refused, by reason (max_conns, max_conns_per_ip, handshake_rate, shutting_down).", "reason")
-	descSlow       = desc("slow_disconnects_total", "Connections closed with 1008 because their send queue was full (frames or bytes).")
-	descFlood      = desc("flood_disconnects_total", "Connections closed with 1008 for sending far more frames than their rate.")
-	descQueued     = desc("send_queue_bytes", "Bytes of frames waiting in the send queues of all open connections.")
-	descStored     = desc("messages_stored_total", "Messages this instance stored (duplicates of an earlier send not counted).")
-	descRefusedM   = desc("messages_refused_total", "Sends this instance refused or could not store.")
-	descFeed       = desc("feed_messages_total", "Messages this instance read from the feed and handed to its local members.")
-	descUndecoded  = desc("feed_undecodable_total", "Feed entries skipped because they could not be decoded.")
-	descLag        = desc("feed_lag_entries", "Entries of each partition's bus after the last one this instance delivered (capped at 10000).", "partition")
-	descModeration = desc("moderation_decisions_total",
+	descSlow         = desc("slow_disconnects_total", "Connections closed with 1008 because their send queue was full (frames or bytes).")
+	descFlood        = desc("flood_disconnects_total", "Connections closed with 1008 for sending far more frames than their rate.")
+	descQueued       = desc("send_queue_bytes", "Bytes of frames waiting in the send queues of all open connections.")
+	descStored       = desc("messages_stored_total", "Messages this instance stored (duplicates of an earlier send not counted).")
+	descRefusedM     = desc("messages_refused_total", "Sends this instance refused or could not store.")
+	descFeed         = desc("feed_messages_total", "Messages this instance read from the feed and handed to its local members.")
+	descUndecoded    = desc("feed_undecodable_total", "Feed entries skipped because they could not be decoded.")
+	descShedShare    = desc("shed_share", "Share of new sends shed now, because the Go scheduler's latency is over its target (0 to 0.95).")
+	descSchedLatency = desc("sched_latency_seconds", "The Go scheduler's latency (90th percentile) over the last sampling interval of the overload detector.")
+	descShed         = desc("sends_shed_total", "Sends answered unavailable because the instance was overloaded, before they entered the pipeline.")
+	descLag          = desc("feed_lag_entries", "Entries of each partition's bus after the last one this instance delivered (capped at 10000).", "partition")
+	descModeration   = desc("moderation_decisions_total",
 		"Moderation decisions, by moderator, rule (empty: the moderator's total) and decision (accepted, rejected, rewritten, error).",
 		"moderator", "rule", "decision")
 )
@@ -105,7 +119,7 @@ type collector struct {
 // Describe sends every metric the collector may emit.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descSlow, descFlood, descQueued, descStored,
-		descRefusedM, descFeed, descUndecoded, descLag, descModeration} {
+		descRefusedM, descFeed, descUndecoded, descLag, descModeration, descShedShare, descSchedLatency, descShed} {
 		ch <- d
 	}
 	c.describeWS(ch)
@@ -139,6 +153,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFeed, float64(st.Delivered))
 		counter(descUndecoded, float64(st.Undecodable))
 		c.collectLag(gauge)
+	}
+	if o := c.src.Overload; o != nil {
+		gauge(descShedShare, o.Share())
+		gauge(descSchedLatency, o.Latency().Seconds())
+		counter(descShed, float64(o.Shedded()))
 	}
 	if mod := c.src.Moderation; mod != nil {
 		for name, st := range mod.Stats() {

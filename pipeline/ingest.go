@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/google/uuid"
 
 	"github.com/chatstream/chatstream/internal/faillog"
@@ -97,11 +95,10 @@ type IngestConfig struct {
 	Gate <-chan struct{}
 	// Observer is told how long appends take and which fail. Nil: nobody.
 	Observer Observer
-	// Instrument, when set, is called with the router before its
-	// middleware below the outermost (which answers the submitter) is
-	// added, so a middleware it adds sees every refusal as a failed
-	// handler (Watermill's router metrics). Nil: nothing.
-	Instrument func(*message.Router)
+	// Instrument, when set, is a middleware placed just below the
+	// outermost (which answers the submitter), so it sees every refusal
+	// as a failed handler (Watermill's handler metrics). Nil: nothing.
+	Instrument message.HandlerMiddleware
 }
 
 func (c *IngestConfig) setDefaults() {
@@ -144,26 +141,35 @@ func (c IngestConfig) Validate() error {
 	return nil
 }
 
-// Ingest runs submissions through the Watermill router into the store and
-// returns each one's outcome to its submitter. It subscribes to no feed.
-// Create it with NewIngest and start it with Run.
+// Ingest runs each submission through the chain of Watermill middleware
+// into the store and returns its outcome to its submitter. It subscribes to
+// no feed. Create it with NewIngest and start it with Run.
+//
+// The chain runs in the submitter's goroutine, one message of a shard at a
+// time: nothing hands a message from goroutine to goroutine on its way to
+// the store. (A router with a channel per shard did, and under a CPU
+// shortage every hand-off waited its turn behind every other runnable
+// goroutine, so the ingest stored less the more it was offered.)
 type Ingest struct {
-	cfg     IngestConfig
-	log     *slog.Logger
-	ingress *gochannel.GoChannel
-	router  *message.Router
-	// ready is closed once the router runs and the gate is open.
+	cfg IngestConfig
+	log *slog.Logger
+	// handler is the chain: settle, the instrument, the middleware and
+	// moderators, then store.
+	handler message.HandlerFunc
+	// ready is closed once Run runs and the gate is open.
 	ready   chan struct{}
 	started atomic.Bool
+	// closeMu guards closed; a chain in progress holds it for reading,
+	// so Run returns only once none is.
+	closeMu sync.RWMutex
+	closed  bool
 	// storeFail reports failing appends once, not per message.
 	storeFail *faillog.Log
 
 	stored, refused, overloaded atomic.Int64
 
-	// shards serialises each ingress topic's publishes: the GoChannel
-	// blocks a publish until the handler acks, but its per-topic lock can
-	// let two publishers of one topic through at once, and a room's
-	// messages must pass the chain one at a time, in acceptance order.
+	// shards serialise the chain per shard: a room's messages pass it one
+	// at a time, in the order they were begun.
 	shards []sync.Mutex
 }
 
@@ -173,25 +179,16 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	wlog := watermillLogger(cfg.Logger)
 	in := &Ingest{
 		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), storeFail: faillog.New(cfg.Logger, "backend writes", 0),
 		shards: make([]sync.Mutex, cfg.Shards),
 	}
-	// BlockPublishUntilSubscriberAck makes Submit return only after the
-	// message was handled, which keeps each shard in order and pushes back on
-	// fast senders instead of queueing without bound. PreserveContext
-	// carries the submission's outcome slot to the handler.
-	in.ingress = gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true, PreserveContext: true}, wlog)
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: router: %w", err)
-	}
-	router.AddMiddleware(in.settle)
+	// The first is the outermost, as a Watermill router adds them.
+	chain := []message.HandlerMiddleware{in.settle}
 	if cfg.Instrument != nil {
-		cfg.Instrument(router)
+		chain = append(chain, cfg.Instrument)
 	}
-	router.AddMiddleware(
+	chain = append(chain,
 		middleware.Recoverer,
 		ensureCorrelationID,
 		middleware.CorrelationID,
@@ -200,13 +197,13 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		Validate,
 	)
 	for _, m := range cfg.Moderators {
-		router.AddMiddleware(named(m))
+		chain = append(chain, named(m))
 	}
-	for i := range cfg.Shards {
-		topic := ingressTopic(i)
-		router.AddConsumerHandler(topic, topic, in.ingress, in.store)
+	h := message.HandlerFunc(func(msg *message.Message) ([]*message.Message, error) { return nil, in.store(msg) })
+	for i := len(chain) - 1; i >= 0; i-- {
+		h = chain[i](h)
 	}
-	in.router = router
+	in.handler = h
 	return in, nil
 }
 
@@ -218,41 +215,25 @@ func watermillLogger(log *slog.Logger) watermill.LoggerAdapter {
 	})
 }
 
-func ingressTopic(i int) string { return "ingress." + strconv.Itoa(i) }
-
 // ErrRunTwice reports a second Run of an Ingest, Delivery or Pipeline.
 var ErrRunTwice = errors.New("pipeline: already run")
 
-// Run runs the router until ctx is done or the router fails. It can be
-// called once.
+// Run accepts submissions, once the gate is open, until ctx is done; then
+// it refuses new ones and returns once the chains in progress have
+// finished (their appends complete on their own). It can be called once.
 func (in *Ingest) Run(ctx context.Context) error {
 	if !in.started.CompareAndSwap(false, true) {
 		return ErrRunTwice
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	opened := make(chan struct{})
-	go func() {
-		defer close(opened)
-		select {
-		case <-in.router.Running():
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-in.cfg.Gate:
-		case <-ctx.Done():
-			return
-		}
+	select {
+	case <-in.cfg.Gate:
 		close(in.ready)
-	}()
-	err := in.router.Run(ctx)
-	cancel() // a router that failed to start releases the readiness wait
-	<-opened
-	_ = in.ingress.Close() // only fails when already closed
-	if err != nil {
-		return fmt.Errorf("pipeline: router: %w", err)
+	case <-ctx.Done():
 	}
+	<-ctx.Done()
+	in.closeMu.Lock()
+	in.closed = true
+	in.closeMu.Unlock()
 	return nil
 }
 
@@ -265,13 +246,9 @@ var ErrClosed = errors.New("pipeline closed")
 // outcomeKey is the context key of a submission's outcome slot.
 type outcomeKey struct{}
 
-// outcomeSlot carries one submission's outcome from the handler that
-// settles it to Submit. Exactly one side claims the message: the handler
-// (it will reply) or Submit giving up on a router that stopped before
-// handling it (the handler then skips it), so a message is never stored
-// after its submitter was told it was not.
+// outcomeSlot carries one submission's outcome from the chain, or from the
+// store's completion, to its submitter.
 type outcomeSlot struct {
-	claimed atomic.Bool
 	// storing is set once the message was queued for the store, whose
 	// completion answers.
 	storing atomic.Bool
@@ -282,13 +259,6 @@ type outcomeSlot struct {
 func slotOf(msg *message.Message) *outcomeSlot {
 	slot, _ := msg.Context().Value(outcomeKey{}).(*outcomeSlot)
 	return slot
-}
-
-// claim reports whether the handler may handle msg: its submitter is still
-// waiting (or it has no submitter).
-func claim(msg *message.Message) bool {
-	slot := slotOf(msg)
-	return slot == nil || slot.claimed.CompareAndSwap(false, true)
 }
 
 func (in *Ingest) reply(msg *message.Message, o Outcome) {
@@ -333,9 +303,6 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if err := in.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	if in.router.IsClosed() {
-		return nil, ErrClosed
-	}
 	msg := message.NewMessage(uuid.Must(uuid.NewV7()).String(), []byte(s.Text))
 	for k, v := range s.Meta {
 		msg.Metadata.Set(k, v)
@@ -351,28 +318,23 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 		middleware.SetCorrelationID(s.CorrelationID, msg)
 	}
 	slot := &outcomeSlot{done: make(chan Outcome, 1)}
-	// The handler stores with its own timeout: a sender that goes away
-	// does not cancel a store in progress.
+	// The store's completion answers with its own timeout: a sender
+	// that goes away does not cancel a store in progress.
 	msg.SetContext(context.WithValue(context.Background(), outcomeKey{}, slot))
+	in.closeMu.RLock()
+	defer in.closeMu.RUnlock()
+	if in.closed {
+		return nil, ErrClosed
+	}
 	shard := PartitionOf(s.Room, in.cfg.Shards)
 	in.shards[shard].Lock()
-	err := in.ingress.Publish(ingressTopic(shard), msg)
+	_, _ = in.handler(msg) // settle answers every way out
 	in.shards[shard].Unlock()
-	if err != nil && slot.claimed.CompareAndSwap(false, true) {
-		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
-	}
-	// Publish returns once the handler acked the message, or early when
-	// the router is stopping: then, unless a handler has claimed the
-	// message, it will never be handled.
 	p := &Pending{in: in, s: s, msg: msg, slot: slot}
 	select {
 	case p.o = <-slot.done:
 		p.known = true
-		return p, nil
 	default:
-	}
-	if slot.claimed.CompareAndSwap(false, true) {
-		return nil, ErrClosed
 	}
 	return p, nil
 }
@@ -491,9 +453,6 @@ func (in *Ingest) appended(msg *message.Message, a Appended, err error) {
 // acks the message, so nothing is retried forever.
 func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		if !claim(msg) {
-			return nil, nil // its submitter was told the pipeline closed
-		}
 		_, err := h(msg)
 		if slot := slotOf(msg); slot != nil && slot.storing.Load() {
 			// The message was queued for the store, whose completion

@@ -82,13 +82,13 @@ func (o *ops) observer() pipeline.Observer {
 	return o.metrics
 }
 
-// instrument returns the router hook of the ingest: Watermill's metrics, or
-// nil.
-func (o *ops) instrument() func(r *message.Router) {
+// instrument returns the ingest's metrics middleware: Watermill's handler
+// metrics, or nil.
+func (o *ops) instrument() message.HandlerMiddleware {
 	if o.metrics == nil {
 		return nil
 	}
-	return o.metrics.InstrumentRouter
+	return o.metrics.IngestMiddleware()
 }
 
 // listen registers the server's counters and opens the internal listener.
@@ -99,6 +99,9 @@ func (o *ops) listen(s *Server) error {
 	src := metrics.Sources{
 		Pipeline: s.pipeline, Hub: s.hub, Admission: s.admission, Moderation: o.cfg.Moderation,
 		StartedAt: s.ops.startedAt,
+	}
+	if s.shed != nil {
+		src.Overload = s.shed
 	}
 	if l, ok := s.backend.Buses.(pipeline.BusLagger); ok {
 		src.Lags = l

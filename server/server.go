@@ -21,6 +21,7 @@ import (
 	"github.com/chatstream/chatstream/auth"
 	"github.com/chatstream/chatstream/backend"
 	"github.com/chatstream/chatstream/internal/faillog"
+	"github.com/chatstream/chatstream/internal/overload"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/version"
 	"github.com/chatstream/chatstream/web"
@@ -80,6 +81,13 @@ type Config struct {
 	// Ops configures the internal listener (metrics, health, profiling)
 	// and the startup summary. Zero: no internal listener.
 	Ops OpsConfig
+	// ShedLatency is the Go scheduler's latency (the 90th percentile over
+	// each 100 ms) above which the instance sheds a growing share of new
+	// sends, answering them unavailable with a retry hint (package
+	// internal/overload). Zero: never shed. Off by default: a burst of
+	// fan-out on a busy machine can raise the latency for a moment
+	// without the instance being short of CPU for long.
+	ShedLatency time.Duration
 }
 
 // Defaults of Config, also used by the command line's flags.
@@ -151,7 +159,9 @@ type Server struct {
 	backend  *backend.Backend
 	pipeline *pipeline.Pipeline
 	hub      *ws.Hub
-	gateway  *ws.Gateway
+	// shed is the overload detector; nil when shedding is off.
+	shed    *overload.Detector
+	gateway *ws.Gateway
 	// admission guards the gateway; its Open count is the open sockets.
 	admission *admission.Admission
 	admin     http.Handler
@@ -226,9 +236,15 @@ func New(cfg Config) (*Server, error) {
 			Instances: b.Instances, Buses: b.Buses, ReportEvery: cfg.ReportEvery, Observer: s.ops.observer(),
 		},
 	})
+	if err == nil && cfg.ShedLatency > 0 {
+		s.shed, err = overload.New(overload.Config{Target: cfg.ShedLatency})
+	}
 	if err == nil {
 		wcfg := cfg.WS
 		wcfg.Auth = s.auth
+		if s.shed != nil {
+			wcfg.Shedder = s.shed
+		}
 		s.gateway, err = ws.NewGateway(wcfg, s.hub, s.pipeline, b.History)
 	}
 	if err == nil {
@@ -348,6 +364,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 	presence := s.backend.NewPresence(s.cfg.InstanceID)
 	wg.Go(func() { s.hub.RunPresence(pctx, presence, s.cfg.PresenceEvery) })
+	if s.shed != nil {
+		wg.Go(func() { s.shed.Run(pctx) })
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()

@@ -448,7 +448,8 @@ type sendWait struct {
 // MaxInFlightSends wait at once: beyond them the reader waits for an
 // answer. A store that cannot keep up refuses at once (unavailable, with
 // a retry hint) when its queue is full, so an overloaded server answers
-// instead of leaving frames unread in the socket.
+// instead of leaving frames unread in the socket; so does a Shedder that
+// finds the instance short of CPU, before the send enters the pipeline.
 func (c *Conn) submit(f ClientFrame) {
 	w := &sendWait{ref: f.Ref, room: f.Room, start: time.Now()}
 	c.sendMu.Lock()
@@ -456,13 +457,17 @@ func (c *Conn) submit(f ClientFrame) {
 		c.sendCond.Wait()
 	}
 	c.sendMu.Unlock()
-	p, err := c.gw.sub.Begin(c.gw.ctx, pipeline.Submission{
-		ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref, Meta: c.ident.Meta,
-	})
-	if err != nil {
-		w.err = pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again")
+	if c.gw.cfg.Shedder != nil && c.gw.cfg.Shedder.Shed() {
+		w.err = errShed
+	} else {
+		p, err := c.gw.sub.Begin(c.gw.ctx, pipeline.Submission{
+			ConnID: c.id, User: c.user, Room: f.Room, Text: f.Text, Ref: f.Ref, Meta: c.ident.Meta,
+		})
+		if err != nil {
+			w.err = pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again")
+		}
+		w.p = p
 	}
-	w.p = p
 	c.sendMu.Lock()
 	c.sends = append(c.sends, w)
 	start := !c.acking
@@ -472,6 +477,9 @@ func (c *Conn) submit(f ClientFrame) {
 		go c.acker()
 	}
 }
+
+// errShed answers a send the Shedder refused.
+var errShed = &pipeline.Error{Code: pipeline.CodeUnavailable, Reason: "the server is busy; retry with the same ref", RetryAfter: pipeline.OverloadRetry}
 
 // acker answers the connection's sends in the order they were read, then
 // returns once none is left: an idle connection holds no acker.

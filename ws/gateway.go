@@ -33,6 +33,13 @@ type Submitter interface {
 	Begin(ctx context.Context, s pipeline.Submission) (*pipeline.Pending, error)
 }
 
+// Shedder tells when the instance has more work than CPU; *overload.Detector
+// implements it.
+type Shedder interface {
+	// Shed reports whether to refuse one new send now.
+	Shed() bool
+}
+
 // Config configures a Gateway. A zero field takes the default in its comment.
 type Config struct {
 	// AllowedOrigins lists the cross-origin Origins allowed to connect
@@ -95,6 +102,12 @@ type Config struct {
 	// socket. Beyond it the connection waits for an answer before reading
 	// on. Default DefaultMaxInFlightSends.
 	MaxInFlightSends int
+	// Shedder, when set, is asked before each send enters the pipeline;
+	// a send it sheds is answered at once with unavailable and a retry
+	// hint, at a fraction of the cost of storing it, so an instance
+	// offered more than its CPU can take keeps storing at its capacity
+	// instead of falling behind on everything. Nil: nothing is shed.
+	Shedder Shedder
 	// MaxPending bounds the live messages held for one member while its
 	// join reads history; it is the hub's (NewHub). Default DefaultMaxPending.
 	MaxPending int
