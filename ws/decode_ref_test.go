@@ -61,3 +61,16 @@ func referenceFields(data []byte, f *ClientFrame) error {
 	}
 	return nil
 }
+
+// referenceEncode is encode as it was before appendAck and appendError:
+// encoding/json for every frame. FuzzEncodeFrames holds those two to it.
+func referenceEncode(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic("ws: encoding a server frame: " + err.Error())
+	}
+	b := buf.Bytes()
+	return append([]byte(nil), b[:len(b)-1]...)
+}

@@ -3,6 +3,7 @@ package ws
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/chatstream/chatstream/pipeline"
@@ -243,8 +244,14 @@ type leftFrame struct {
 // encode marshals a server frame. Server frames are plain structs of strings
 // and numbers, so marshalling cannot fail. HTML characters are not escaped:
 // frames are JSON for WebSocket clients, never HTML, and an escaped "<"
-// ("\u003c") would make a message six times its size.
-func encode(v any) []byte {
+// ("\u003c") would make a message six times its size. Ack frames, one per
+// send, are written by appendAck without encoding/json, to the same bytes;
+// encode is generic so that they get there without being boxed.
+func encode[F any](v F) []byte {
+	if a, ok := any(v).(ackFrame); ok {
+		var stack [maxStackFrameBytes]byte
+		return append([]byte(nil), appendAck(stack[:0], a)...)
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -255,6 +262,115 @@ func encode(v any) []byte {
 	// An exact-size copy without Encode's newline: queued frames are
 	// counted by length, so they must not hold spare capacity.
 	return append([]byte(nil), b[:len(b)-1]...)
+}
+
+// maxStackFrameBytes is the size of the buffer on the stack that appendAck
+// and appendError write into before the frame is copied out at its length;
+// a longer frame grows onto the heap.
+const maxStackFrameBytes = 512
+
+// appendAck appends the ack frame a as encode would marshal it with
+// encoding/json, field for field.
+func appendAck(dst []byte, a ackFrame) []byte {
+	dst = append(dst, `{"type":`...)
+	dst = appendJSONString(dst, a.Type)
+	if a.Ref != "" {
+		dst = append(dst, `,"ref":`...)
+		dst = appendJSONString(dst, a.Ref)
+	}
+	dst = append(dst, `,"room":`...)
+	dst = appendJSONString(dst, a.Room)
+	dst = append(dst, `,"id":`...)
+	dst = appendJSONString(dst, a.ID)
+	dst = append(dst, `,"seq":`...)
+	dst = appendJSONString(dst, a.Seq)
+	if a.Epoch != "" {
+		dst = append(dst, `,"epoch":`...)
+		dst = appendJSONString(dst, a.Epoch)
+	}
+	return append(dst, '}')
+}
+
+// appendError appends the error frame e as encode would marshal it with
+// encoding/json, field for field.
+func appendError(dst []byte, e errorFrame) []byte {
+	dst = append(dst, `{"type":`...)
+	dst = appendJSONString(dst, e.Type)
+	dst = append(dst, `,"code":`...)
+	dst = appendJSONString(dst, e.Code)
+	dst = append(dst, `,"message":`...)
+	dst = appendJSONString(dst, e.Message)
+	if e.Ref != "" {
+		dst = append(dst, `,"ref":`...)
+		dst = appendJSONString(dst, e.Ref)
+	}
+	if e.Room != "" {
+		dst = append(dst, `,"room":`...)
+		dst = appendJSONString(dst, e.Room)
+	}
+	if e.RetryAfterMS != 0 {
+		dst = append(dst, `,"retry_after_ms":`...)
+		dst = strconv.AppendInt(dst, e.RetryAfterMS, 10)
+	}
+	if e.Moderator != "" {
+		dst = append(dst, `,"moderator":`...)
+		dst = appendJSONString(dst, e.Moderator)
+	}
+	return append(dst, '}')
+}
+
+// appendJSONString appends s as a JSON string exactly as encoding/json
+// writes it with HTML escaping off: '"', '\\' and control characters
+// escaped (\b, \f, \n, \r, \t short, the others as \u00XX), U+2028 and
+// U+2029 escaped, each byte of invalid UTF-8 replaced with \ufffd.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= ' ' && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // Limits on what an error frame repeats of the client's frame.
@@ -270,11 +386,12 @@ const (
 )
 
 func errFrame(e *pipeline.Error, ref, room string) []byte {
-	return encode(errorFrame{
+	var stack [maxStackFrameBytes]byte
+	return append([]byte(nil), appendError(stack[:0], errorFrame{
 		Type: TypeError, Code: e.Code, Message: clip(e.Reason, MaxReasonBytes),
 		Ref: clip(ref, MaxQuoteBytes), Room: clip(room, MaxQuoteBytes),
 		RetryAfterMS: e.RetryAfter.Milliseconds(), Moderator: clip(e.Moderator, MaxQuoteBytes),
-	})
+	})...)
 }
 
 // clip returns the longest prefix of s of at most max bytes that ends on a

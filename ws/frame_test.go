@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatstream/chatstream/pipeline"
 )
@@ -678,4 +679,89 @@ func BenchmarkDecodeFrame(b *testing.B) {
 			})
 		}
 	}
+}
+
+// encodeSeeds are strings whose JSON encoding has every kind of escape:
+// quotes, backslashes, each control character, DEL, HTML characters (not
+// escaped), U+2028 and U+2029, invalid UTF-8, multi-byte characters.
+var encodeSeeds = []string{
+	"",
+	"lobby",
+	"1732900000000-0",
+	`say "hi" \ back/slash`,
+	"\x00\x01\b\t\n\v\f\r\x1b\x1f \x7f",
+	"<script>&amp;</script>",
+	"line\u2028para\u2029end\u2027\u202a",
+	"bad \xff\xfe utf8 \xc3 cut \xed\xa0\x80 surrogate",
+	"héllo wörld 🎉 комната",
+	strings.Repeat("long ", 200),
+}
+
+// FuzzEncodeFrames proves that appendAck and appendError, which encode ack
+// and error frames without encoding/json, write for any field values the
+// same bytes as encoding/json (referenceEncode), and that encode and errFrame
+// use them.
+func FuzzEncodeFrames(f *testing.F) {
+	for i, s := range encodeSeeds {
+		t := encodeSeeds[(i+1)%len(encodeSeeds)]
+		f.Add(s, t, s, t, s, int64(i*1000))
+		f.Add(t, s, "", "", "", int64(0))
+	}
+	f.Fuzz(func(t *testing.T, a, b, c, d, e string, n int64) {
+		ack := ackFrame{Type: TypeAck, Ref: a, Room: b, ID: c, Seq: d, Epoch: e}
+		if got, want := encode(ack), referenceEncode(ack); !bytes.Equal(got, want) {
+			t.Fatalf("encode(%#v) = %s, encoding/json writes %s", ack, got, want)
+		}
+		ef := errorFrame{Type: TypeError, Code: a, Message: b, Ref: c, Room: d, RetryAfterMS: n, Moderator: e}
+		if got, want := appendError(nil, ef), referenceEncode(ef); !bytes.Equal(got, want) {
+			t.Fatalf("appendError(%#v) = %s, encoding/json writes %s", ef, got, want)
+		}
+		pe := &pipeline.Error{Code: a, Reason: b, Moderator: e, RetryAfter: time.Duration(n) * time.Millisecond}
+		want := referenceEncode(errorFrame{
+			Type: TypeError, Code: a, Message: clip(b, MaxReasonBytes), Ref: clip(c, MaxQuoteBytes), Room: clip(d, MaxQuoteBytes),
+			RetryAfterMS: pe.RetryAfter.Milliseconds(), Moderator: clip(e, MaxQuoteBytes),
+		})
+		if got := errFrame(pe, c, d); !bytes.Equal(got, want) {
+			t.Fatalf("errFrame(%#v, %q, %q) = %s, encoding/json writes %s", pe, c, d, got, want)
+		}
+	})
+}
+
+// BenchmarkEncodeAck measures encoding the ack of a send, one per message,
+// by encode (appendAck) and by referenceEncode (encoding/json).
+func BenchmarkEncodeAck(b *testing.B) {
+	ack := ackFrame{Type: TypeAck, Ref: "c-12345", Room: "lobby", ID: "0193e2b4-7c1a-7d2e-9f3a-5b6c7d8e9f01", Seq: "1732900000000-17", Epoch: "e1732800000000"}
+	b.Run("appendAck", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = encode(ack)
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = referenceEncode(ack)
+		}
+	})
+}
+
+// BenchmarkErrFrame measures encoding a refusal, the answer to every send an
+// overloaded server sheds, by errFrame (appendError) and by encoding/json.
+func BenchmarkErrFrame(b *testing.B) {
+	e := &pipeline.Error{Code: pipeline.CodeUnavailable, Reason: "the server is busy; retry with the same ref", RetryAfter: 250 * time.Millisecond}
+	b.Run("appendError", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = errFrame(e, "c-12345", "lobby")
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = referenceEncode(errorFrame{
+				Type: TypeError, Code: e.Code, Message: clip(e.Reason, MaxReasonBytes), Ref: "c-12345", Room: "lobby",
+				RetryAfterMS: e.RetryAfter.Milliseconds(),
+			})
+		}
+	})
 }
