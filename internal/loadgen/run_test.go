@@ -104,18 +104,3 @@ func TestReadMessage(t *testing.T) {
 		t.Errorf("error %v, want the reader's %v", err, iotest.ErrTimeout)
 	}
 }
-
-// TestReadBufferSize: connections share the read buffer budget, within
-// bounds.
-func TestReadBufferSize(t *testing.T) {
-	for _, tc := range []struct {
-		conns, want int
-	}{
-		{0, maxReadBuffer}, {20, maxReadBuffer}, {512, maxReadBuffer}, {513, 32 << 10}, {1010, 32 << 10},
-		{5100, 4 << 10}, {10_000, minReadBuffer}, {50_000, minReadBuffer},
-	} {
-		if got := readBufferSize(tc.conns); got != tc.want || (tc.conns > 0 && got > minReadBuffer && got*tc.conns > readBufferBudget) {
-			t.Errorf("readBufferSize(%d) = %d, want %d", tc.conns, got, tc.want)
-		}
-	}
-}
