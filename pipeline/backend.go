@@ -34,9 +34,10 @@ type Store interface {
 	// AppendAsync queues msg to be appended as Append does and returns at
 	// once; done is called exactly once with Append's result, possibly
 	// before AppendAsync returns and possibly from another goroutine.
-	// Messages queued by one goroutine are stored in the order queued, so a
-	// caller can keep many appends in flight without losing a room's
-	// order. When the backend's queue is full it returns ErrOverloaded at
+	// Messages queued one after another (one call returns before the
+	// next begins, from one goroutine or from several taking turns under
+	// a lock) are stored in the order queued, so a caller can keep many
+	// appends in flight without losing a room's order. When the backend's queue is full it returns ErrOverloaded at
 	// once and done is not called: the caller refuses rather than waits.
 	AppendAsync(msg *message.Message, done func(Appended, error)) error
 }

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/google/uuid"
@@ -160,9 +159,12 @@ type Ingest struct {
 	ready   chan struct{}
 	started atomic.Bool
 	// closeMu guards closed; a chain in progress holds it for reading,
-	// so Run returns only once none is.
+	// so Run returns only once none is. closing is set first, so that
+	// submissions still waiting for their shard give up rather than run
+	// their chains one after another while Run waits.
 	closeMu sync.RWMutex
 	closed  bool
+	closing atomic.Bool
 	// storeFail reports failing appends once, not per message.
 	storeFail *faillog.Log
 
@@ -207,14 +209,6 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 	return in, nil
 }
 
-// watermillLogger adapts log for Watermill, whose info lines are
-// per-handler chatter and go to debug.
-func watermillLogger(log *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug,
-	})
-}
-
 // ErrRunTwice reports a second Run of an Ingest, Delivery or Pipeline.
 var ErrRunTwice = errors.New("pipeline: already run")
 
@@ -231,6 +225,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
+	in.closing.Store(true)
 	in.closeMu.Lock()
 	in.closed = true
 	in.closeMu.Unlock()
@@ -326,10 +321,9 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if in.closed {
 		return nil, ErrClosed
 	}
-	shard := PartitionOf(s.Room, in.cfg.Shards)
-	in.shards[shard].Lock()
-	_, _ = in.handler(msg) // settle answers every way out
-	in.shards[shard].Unlock()
+	if !in.runChain(PartitionOf(s.Room, in.cfg.Shards), msg) {
+		return nil, ErrClosed
+	}
 	p := &Pending{in: in, s: s, msg: msg, slot: slot}
 	select {
 	case p.o = <-slot.done:
@@ -339,15 +333,28 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	return p, nil
 }
 
+// runChain runs msg through the chain under its shard's lock; settle
+// answers every way out. It reports false, without running the chain, when
+// the ingest began closing while msg waited for its shard.
+func (in *Ingest) runChain(shard int, msg *message.Message) bool {
+	in.shards[shard].Lock()
+	defer in.shards[shard].Unlock()
+	if in.closing.Load() {
+		return false
+	}
+	_, _ = in.handler(msg)
+	return true
+}
+
 // Wait returns the outcome of the submission, or an error when ctx ends
 // first (ErrUnavailable wrapping ctx's error). It is called once.
 func (p *Pending) Wait(ctx context.Context) (Outcome, error) {
 	if p.known {
 		return p.o, nil
 	}
-	// A handler owns the message, and it or the store's completion
-	// answers, within the store's own round-trip timeout; the bound here
-	// only guards against a store that never calls back.
+	// The chain has run, and the store's completion answers within
+	// the store's own round-trip timeout; the bound here only guards
+	// against a store that never calls back.
 	t := time.NewTimer(2 * p.in.cfg.StoreTimeout)
 	defer t.Stop()
 	select {
@@ -449,8 +456,8 @@ func (in *Ingest) appended(msg *message.Message, a Appended, err error) {
 }
 
 // settle is the outermost middleware: it turns every error of the chain into
-// an error outcome for the submitter, dead-letters rejected messages, and
-// acks the message, so nothing is retried forever.
+// an error outcome for the submitter and dead-letters rejected messages, so
+// every message that enters the chain is answered exactly once.
 func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		_, err := h(msg)

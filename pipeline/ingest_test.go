@@ -273,3 +273,81 @@ func TestShardOneAtATime(t *testing.T) {
 		t.Fatalf("room holds %d messages, want %d", len(h), senders*each)
 	}
 }
+
+// TestRunStopsQueuedSubmissions: while a moderator holds one send of a room,
+// further sends of the room wait for its shard. Once Run's context ends,
+// Run waits for the send in progress only: the waiting ones are refused
+// with ErrClosed without running the chain, and nothing of them is stored.
+func TestRunStopsQueuedSubmissions(t *testing.T) {
+	be, err := memstore.New(memstore.Config{RoomMaxLen: 100, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = be.Close() })
+	entered, release := make(chan struct{}), make(chan struct{})
+	var ran atomic.Int64
+	hold := pipeline.Moderator{Name: "hold", Middleware: func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			if ran.Add(1) == 1 {
+				close(entered)
+				<-release
+			}
+			return h(msg)
+		}
+	}}
+	in, err := pipeline.NewIngest(pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet, Moderators: []pipeline.Moderator{hold}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- in.Run(ctx) }()
+	<-in.Running()
+
+	type result struct {
+		o   pipeline.Outcome
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		o, err := in.Submit(context.Background(), send("held", "q0"))
+		first <- result{o, err}
+	}()
+	<-entered
+	const queued = 5
+	rest := make(chan result, queued)
+	for i := range queued {
+		go func() {
+			o, err := in.Submit(context.Background(), send("queued", fmt.Sprint("q", i+1)))
+			rest <- result{o, err}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // the queued sends reach the shard's lock
+	cancel()
+	time.Sleep(50 * time.Millisecond) // Run marks the ingest closing
+	close(release)
+	select {
+	case err := <-runDone:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Run did not return after the send in progress finished")
+	}
+	if r := <-first; r.err != nil || r.o.Err != nil || r.o.Seq == "" {
+		t.Fatalf("the send in progress: %+v, %v; want it stored", r.o, r.err)
+	}
+	for range queued {
+		if r := <-rest; !errors.Is(r.err, pipeline.ErrClosed) {
+			t.Errorf("a queued send: %+v, %v; want ErrClosed", r.o, r.err)
+		}
+	}
+	if n := ran.Load(); n != 1 {
+		t.Errorf("the chain ran %d times, want 1", n)
+	}
+	page, err := be.History(context.Background(), "lobby", pipeline.HistoryQuery{Limit: 10})
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("history = %d messages, %v; want the one in progress", len(page.Messages), err)
+	}
+}

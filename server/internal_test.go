@@ -358,3 +358,62 @@ func TestNoInternalListener(t *testing.T) {
 		t.Fatalf("internal listener at %v without InternalAddr", srv.InternalAddr())
 	}
 }
+
+// TestShedLatencyWired: with a shedding target no scheduler meets, the
+// instance's detector sheds sends (answered unavailable with a retry hint)
+// and the metrics page shows the share and the count.
+func TestShedLatencyWired(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, server.Config{
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Ops:         server.OpsConfig{InternalAddr: "127.0.0.1:0"},
+		WS:          ws.Config{FrameRate: 1e6, FrameBurst: 1e6},
+		ShedLatency: time.Nanosecond,
+	})
+	metricsURL := srv.InternalURL() + "/metrics"
+	c, err := wstest.Dial(srv.URL(), "shed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.Join("shed", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Await("joined", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Any scheduling takes longer than a nanosecond: within a few 100 ms
+	// intervals the share is at its cap and most sends are shed.
+	shed := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; shed == 0 && time.Now().Before(deadline); i++ {
+		ref := fmt.Sprint("s", i)
+		if err := c.Say("shed", "hello", ref); err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == ref && (f.Type == "ack" || f.Type == "error") }, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == "error" {
+			if f.Code != "unavailable" || f.Retry <= 0 {
+				t.Fatalf("refused with %s, want unavailable with retry_after_ms", f.Raw)
+			}
+			shed++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if shed == 0 {
+		t.Fatal("no send was shed")
+	}
+	m := scrape(t, metricsURL)
+	if v := m.value("chatstream_sends_shed_total"); v < 1 {
+		t.Errorf("chatstream_sends_shed_total = %v, want at least 1", v)
+	}
+	if v := m.value("chatstream_shed_share"); v <= 0 {
+		t.Errorf("chatstream_shed_share = %v, want above 0", v)
+	}
+	if v := m.value("chatstream_sched_latency_seconds"); v <= 0 {
+		t.Errorf("chatstream_sched_latency_seconds = %v, want above 0", v)
+	}
+}

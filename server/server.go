@@ -144,7 +144,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports a configuration that cannot work. It does not change c.
 func (c Config) Validate() error {
-	if c.PresenceEvery < 0 || c.ReportEvery < 0 || c.ShutdownTimeout < 0 || c.RoomMaxLen < 0 || c.MaxTextBytes < 0 {
+	if c.PresenceEvery < 0 || c.ReportEvery < 0 || c.ShutdownTimeout < 0 || c.RoomMaxLen < 0 || c.MaxTextBytes < 0 || c.ShedLatency < 0 {
 		return errors.New("server: limits must not be negative")
 	}
 	return nil
