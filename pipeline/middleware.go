@@ -6,15 +6,15 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"github.com/google/uuid"
 )
 
-// ensureCorrelationID gives a message without a correlation id a new one, so
-// every log line of its journey can be joined.
+// ensureCorrelationID gives a message without a correlation id its own
+// id (a UUID, unique per message), so every log line of its journey can be
+// joined without drawing another random UUID per message.
 func ensureCorrelationID(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		if middleware.MessageCorrelationID(msg) == "" {
-			middleware.SetCorrelationID(uuid.NewString(), msg)
+			middleware.SetCorrelationID(msg.UUID, msg)
 		}
 		return h(msg)
 	}

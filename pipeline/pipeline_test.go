@@ -709,8 +709,8 @@ func TestStoreFailure(t *testing.T) {
 }
 
 // TestCorrelationID proves that a submission's correlation id is set on the
-// message the moderators see, and that one is generated, unique, when the
-// submission has none.
+// message the moderators see, and that a submission without one gets the
+// message's own id.
 func TestCorrelationID(t *testing.T) {
 	var mu sync.Mutex
 	ids := map[string]string{} // text → correlation id
@@ -725,15 +725,15 @@ func TestCorrelationID(t *testing.T) {
 	given := send("given", "1")
 	given.CorrelationID = "corr-42"
 	f.submit(t, given)
-	f.submit(t, send("gen-a", "2"))
-	f.submit(t, send("gen-b", "3"))
+	a := f.submit(t, send("gen-a", "2"))
+	b := f.submit(t, send("gen-b", "3"))
 	mu.Lock()
 	defer mu.Unlock()
 	if ids["given"] != "corr-42" {
 		t.Errorf("correlation id = %q, want the submission's corr-42", ids["given"])
 	}
-	if ids["gen-a"] == "" || ids["gen-b"] == "" || ids["gen-a"] == ids["gen-b"] {
-		t.Errorf("generated correlation ids %q and %q, want two different non-empty ids", ids["gen-a"], ids["gen-b"])
+	if ids["gen-a"] != a.ID || ids["gen-b"] != b.ID || a.ID == b.ID {
+		t.Errorf("generated correlation ids %q and %q, want the messages' ids %q and %q", ids["gen-a"], ids["gen-b"], a.ID, b.ID)
 	}
 }
 
