@@ -42,6 +42,15 @@ type Store interface {
 	AppendAsync(msg *message.Message, done func(Appended, error)) error
 }
 
+// Saturation is implemented by a Store that can tell cheaply, without
+// queueing anything, that an append to room would be refused now with
+// ErrOverloaded (its queue is full). The ingest asks it before a send
+// enters the chain, so an overloaded instance refuses the overflow for
+// less than it costs to run the chain and be refused by the store.
+type Saturation interface {
+	Saturated(room string) bool
+}
+
 // Appended is the result of a successful Append: what an ack needs.
 type Appended struct {
 	// ID is the stored message's id: msg.UUID, or for a duplicate the id of

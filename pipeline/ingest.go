@@ -37,7 +37,9 @@ type Submission struct {
 // Outcome is the result of one submission, returned to its submitter.
 type Outcome struct {
 	Ref, Room string
-	// ID is the message's id (UUID v7); set whether it was stored or not.
+	// ID is the message's id (UUID v7); set whether it was stored or not,
+	// except for a send refused before it entered the pipeline because
+	// the store's queue was full (Saturation).
 	// For a duplicate it is the id of the message stored the first time.
 	ID string
 	// Seq is set when the message was stored (the original's for a
@@ -155,6 +157,8 @@ type Ingest struct {
 	// handler is the chain: settle, the instrument, the middleware and
 	// moderators, then store.
 	handler message.HandlerFunc
+	// sat is the store's Saturation, when it has one.
+	sat Saturation
 	// ready is closed once Run runs and the gate is open.
 	ready   chan struct{}
 	started atomic.Bool
@@ -206,6 +210,7 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		h = chain[i](h)
 	}
 	in.handler = h
+	in.sat, _ = cfg.Store.(Saturation)
 	return in, nil
 }
 
@@ -297,6 +302,11 @@ type Pending struct {
 func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if err := in.waitReady(ctx); err != nil {
 		return nil, err
+	}
+	if in.sat != nil && in.sat.Saturated(s.Room) {
+		in.overloaded.Add(1)
+		in.refused.Add(1)
+		return &Pending{in: in, s: s, known: true, o: Outcome{Ref: s.Ref, Room: s.Room, Err: errOverloaded}}, nil
 	}
 	msg := message.NewMessage(uuid.Must(uuid.NewV7()).String(), []byte(s.Text))
 	for k, v := range s.Meta {
@@ -397,6 +407,9 @@ func (in *Ingest) waitReady(ctx context.Context) error {
 // queue is full.
 const OverloadRetry = 100 * time.Millisecond
 
+// errOverloaded refuses a send because the store's queue is full.
+var errOverloaded = &Error{Code: CodeUnavailable, Reason: "the server is busy; retry with the same ref", RetryAfter: OverloadRetry}
+
 // store is the last handler of the chain: it queues the message for the
 // store and returns, so the shard takes its next message while this one's
 // append is in flight (the store keeps the queue's order, so each room's
@@ -424,7 +437,7 @@ func (in *Ingest) store(msg *message.Message) error {
 	}
 	if errors.Is(err, ErrOverloaded) {
 		in.overloaded.Add(1)
-		return &Error{Code: CodeUnavailable, Reason: "the server is busy; retry with the same ref", RetryAfter: OverloadRetry}
+		return errOverloaded
 	}
 	in.log.Debug("store failed", "msg_id", msg.UUID, "room", msg.Metadata.Get(MetaRoom), "err", err)
 	in.storeFail.Fail("", err)

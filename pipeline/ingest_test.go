@@ -351,3 +351,59 @@ func TestRunStopsQueuedSubmissions(t *testing.T) {
 		t.Fatalf("history = %d messages, %v; want the one in progress", len(page.Messages), err)
 	}
 }
+
+// saturatingStore is the memory backend with a queue that can be made to
+// read as full (pipeline.Saturation).
+type saturatingStore struct {
+	*memstore.Backend
+	full atomic.Bool
+}
+
+func (s *saturatingStore) Saturated(string) bool { return s.full.Load() }
+
+// TestSaturatedStoreRefusesBeforeTheChain: while the store says its queue is
+// full, a send is refused at once with unavailable and a retry hint, without
+// running the chain (no moderator sees it) and without being stored; once
+// it is not, sends pass as usual.
+func TestSaturatedStoreRefusesBeforeTheChain(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	store := &saturatingStore{Backend: be}
+	var seen atomic.Int64
+	count := pipeline.Moderator{Name: "count", Middleware: func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			seen.Add(1)
+			return h(msg)
+		}
+	}}
+	in := runIngest(t, pipeline.IngestConfig{Store: store, DeadLetters: be, Moderators: []pipeline.Moderator{count}})
+	store.full.Store(true)
+	o := submitRefused(t, in, send("busy", "s1"))
+	if o.Err.Code != pipeline.CodeUnavailable || o.Err.RetryAfter <= 0 {
+		t.Fatalf("refusal %+v, want unavailable with a retry hint", o.Err)
+	}
+	if n := seen.Load(); n != 0 {
+		t.Fatalf("the chain ran %d times for a send refused as saturated", n)
+	}
+	store.full.Store(false)
+	if o := submitTo(t, in, send("fine", "s2")); o.Err != nil || o.Seq == "" {
+		t.Fatalf("after the queue drained: %+v", o)
+	}
+	page, err := be.History(context.Background(), "lobby", pipeline.HistoryQuery{Limit: 10})
+	if err != nil || len(page.Messages) != 1 || page.Messages[0].Text != "fine" {
+		t.Fatalf("history = %+v, %v; want only the send made after the queue drained", page.Messages, err)
+	}
+}
+
+// submitRefused submits s to in and returns its outcome, failing unless it
+// is a refusal of s.
+func submitRefused(t *testing.T, in *pipeline.Ingest, s pipeline.Submission) pipeline.Outcome {
+	t.Helper()
+	o, err := in.Submit(context.Background(), s)
+	if err != nil {
+		t.Fatalf("Submit(%q) = %v", s.Ref, err)
+	}
+	if o.Err == nil || o.Ref != s.Ref || o.Room != s.Room {
+		t.Fatalf("Submit(%q) = %+v, want a refusal of it", s.Ref, o)
+	}
+	return o
+}

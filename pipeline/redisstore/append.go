@@ -100,6 +100,16 @@ func (b *Backend) AppendAsync(msg *message.Message, done func(pipeline.Appended,
 	}
 }
 
+var _ pipeline.Saturation = (*Backend)(nil)
+
+// Saturated reports whether the queue that room's appends take is full, so
+// that an append to it now would be refused with pipeline.ErrOverloaded
+// (pipeline.Saturation).
+func (b *Backend) Saturated(room string) bool {
+	lane := b.laneOf(pipeline.PartitionOf(room, b.cfg.Partitions))
+	return len(lane) >= cap(lane)
+}
+
 // laneOf returns the queue of the batcher that stores partition p.
 func (b *Backend) laneOf(p int) chan appendReq { return b.lanes[p%len(b.lanes)] }
 

@@ -66,7 +66,8 @@ func TestOptionsRefusesNonsense(t *testing.T) {
 
 // TestAppendAsyncRefusesWhenFull: while Redis stalls, queued appends are
 // bounded: past the queue, AppendAsync refuses at once with ErrOverloaded,
-// and every queued append is still answered once Redis is back.
+// Saturated says so beforehand, and every queued append is still answered
+// once Redis is back.
 func TestAppendAsyncRefusesWhenFull(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
@@ -81,6 +82,9 @@ func TestAppendAsyncRefusesWhenFull(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	if err := b.Ping(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if b.Saturated("lobby") {
+		t.Fatal("Saturated before anything was queued")
 	}
 	srv.Pause()
 	answered := make(chan error, 1000)
@@ -106,6 +110,9 @@ func TestAppendAsyncRefusesWhenFull(t *testing.T) {
 	if refusedAt < 0 || queued > 5*maxBatch+maxBatch {
 		t.Fatalf("queued %d appends into a stalled Redis (refused at %d), want a refusal after at most %d", queued, refusedAt, 6*maxBatch)
 	}
+	if !b.Saturated("lobby") {
+		t.Error("not Saturated while AppendAsync refuses")
+	}
 	srv.Resume()
 	for range queued {
 		select {
@@ -113,5 +120,8 @@ func TestAppendAsyncRefusesWhenFull(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("a queued append was never answered")
 		}
+	}
+	if b.Saturated("lobby") {
+		t.Error("still Saturated once every queued append was answered")
 	}
 }
