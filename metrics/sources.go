@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,9 +63,16 @@ type OverloadSource interface {
 // scrape in the backend (an XRANGE of at most this many entries per bus).
 const FeedLagCap = 10_000
 
-// FeedLagTimeout bounds the lag count of one scrape; a scrape that runs out
-// of it leaves the lag out and counts a bus_state backend error.
+// FeedLagTimeout bounds one count of the lag in the backend; a count that
+// runs out of it (or fails) counts a bus_state backend error, and the lag
+// is left out until a count succeeds again.
 const FeedLagTimeout = 2 * time.Second
+
+// FeedLagWait is the longest a scrape waits for the lag count it starts:
+// past it, the scrape reports the last count instead, and the count goes
+// on in the background (within FeedLagTimeout), so a scrape never waits on
+// a backend that does not answer.
+const FeedLagWait = 250 * time.Millisecond
 
 // Sources are the counters read at each scrape. A nil field is left out.
 type Sources struct {
@@ -114,6 +122,13 @@ var (
 type collector struct {
 	m   *Metrics
 	src Sources
+
+	// lagMu guards lags (the last successful count, nil before one or
+	// after a failed one) and counting (closed when the count in flight
+	// ends; nil when none is).
+	lagMu    sync.Mutex
+	lags     []int64
+	counting chan struct{}
 }
 
 // Describe sends every metric the collector may emit.
@@ -176,12 +191,45 @@ func decisions(counter func(*prometheus.Desc, float64, ...string), moderator, ru
 	counter(descModeration, float64(n.Errors), moderator, rule, "error")
 }
 
-// collectLag counts, in one backend round trip, each partition's entries
-// after this instance's position.
+// collectLag reports each partition's entries after this instance's
+// position: it starts a count (one backend round trip) unless one is in
+// flight, and waits for it at most FeedLagWait before it reports the last
+// count.
 func (c *collector) collectLag(gauge func(*prometheus.Desc, float64, ...string)) {
 	if c.src.Lags == nil {
 		return
 	}
+	c.lagMu.Lock()
+	done := c.counting
+	if done == nil {
+		done = make(chan struct{})
+		c.counting = done
+		go c.countLag(done)
+	}
+	c.lagMu.Unlock()
+	t := time.NewTimer(FeedLagWait)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
+	c.lagMu.Lock()
+	lags := c.lags
+	c.lagMu.Unlock()
+	for p, n := range lags {
+		gauge(descLag, float64(n), strconv.Itoa(p))
+	}
+}
+
+// countLag counts the entries of every bus after the pipeline's positions,
+// keeps the result for the scrapes, and closes done.
+func (c *collector) countLag(done chan struct{}) {
+	defer func() {
+		c.lagMu.Lock()
+		c.counting = nil
+		c.lagMu.Unlock()
+		close(done)
+	}()
 	after := c.src.Pipeline.Positions()
 	start := pipeline.Seq{MS: uint64(max(c.src.StartedAt.UnixMilli(), 0))}.String()
 	for p, pos := range after {
@@ -194,9 +242,9 @@ func (c *collector) collectLag(gauge func(*prometheus.Desc, float64, ...string))
 	lags, err := c.src.Lags.BusLags(ctx, after, FeedLagCap)
 	if err != nil {
 		c.m.BackendError(pipeline.OpBusState)
-		return
+		lags = nil
 	}
-	for p, n := range lags {
-		gauge(descLag, float64(n), strconv.Itoa(p))
-	}
+	c.lagMu.Lock()
+	c.lags = lags
+	c.lagMu.Unlock()
 }

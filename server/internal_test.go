@@ -417,3 +417,58 @@ func TestShedLatencyWired(t *testing.T) {
 		t.Errorf("chatstream_sched_latency_seconds = %v, want above 0", v)
 	}
 }
+
+// TestScrapeDoesNotWaitOnRedis: while Redis does not answer, a scrape still
+// reports the feed lag of the last count instead of waiting out the
+// count's timeout and leaving the lag out; the count that ran out is a
+// bus_state backend error, and the lag is left out from then on until Redis
+// answers again.
+func TestScrapeDoesNotWaitOnRedis(t *testing.T) {
+	t.Parallel()
+	rs := testredis.Start(t)
+	if !rs.Private() {
+		t.Fatal("pauses Redis: needs a private redis-server")
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, Logger: log, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Start(t, server.Config{Logger: log, Ops: server.OpsConfig{InternalAddr: "127.0.0.1:0"}, Backend: backend.Redis(b, log)})
+	url := srv.InternalURL() + "/metrics"
+	if s := scrape(t, url); s["chatstream_feed_lag_entries"] == nil {
+		t.Fatal("no feed lag while Redis answers")
+	}
+	rs.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			rs.Resume()
+		}
+	}()
+	s := scrape(t, url)
+	if s["chatstream_feed_lag_entries"] == nil {
+		t.Fatal("the scrape during the stall left the lag out: it waited for Redis")
+	}
+	before := s.value("chatstream_backend_errors_total", "op", "bus_state")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s = scrape(t, url)
+		if s["chatstream_feed_lag_entries"] == nil && s.value("chatstream_backend_errors_total", "op", "bus_state") > before {
+			break // the count ran out of time
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a count against the paused Redis never failed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rs.Resume()
+	resumed = true
+	deadline = time.Now().Add(10 * time.Second)
+	for scrape(t, url)["chatstream_feed_lag_entries"] == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no feed lag after Redis answers again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
