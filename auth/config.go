@@ -103,6 +103,14 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Check reports a configuration that cannot work, as Validate does after
+// the defaults are filled in (New fills them in itself): the flags'
+// combination, before any key is read.
+func (c Config) Check() error {
+	c.setDefaults()
+	return c.Validate()
+}
+
 // Validate reports a configuration that cannot work. It does not change c;
 // call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {

@@ -31,6 +31,12 @@ func TestRunUsage(t *testing.T) {
 	if code := Run(context.Background(), []string{"serve", "--no-such-flag"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "no-such-flag") {
 		t.Fatalf("bad flag exited %d: %s", code, errOut.String())
 	}
+	// Flags that cannot work together are a usage error too, found before
+	// anything starts.
+	errOut.Reset()
+	if code := Run(context.Background(), []string{"serve", "--auth", "jwt", "--addr", "127.0.0.1:0", "--internal-addr="}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "--jwt-secret-file") {
+		t.Fatalf("--auth jwt without a key exited %d: %s", code, errOut.String())
+	}
 }
 
 // TestNegativeDurationValue: "--since -15m" is a value, not a flag: the

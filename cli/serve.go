@@ -54,6 +54,9 @@ type serveCmd struct {
 
 // Run starts the gateway and blocks until SIGINT or SIGTERM.
 func (s *serveCmd) Run(g *globals) error {
+	if err := s.AuthFlags.config(g.Log).Check(); err != nil {
+		return usageError(err)
+	}
 	b, err := backend.Open(backend.Config{
 		RedisURL: s.Redis, RedisPrefix: s.RedisPrefix, Partitions: s.Partitions,
 		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, RoomTTL: roomTTL(s.RoomTTL),
