@@ -63,10 +63,16 @@ type OverloadSource interface {
 // scrape in the backend (an XRANGE of at most this many entries per bus).
 const FeedLagCap = 10_000
 
-// FeedLagTimeout bounds one count of the lag in the backend; a count that
-// runs out of it (or fails) counts a bus_state backend error, and the lag
-// is left out until a count succeeds again.
+// FeedLagTimeout bounds one count of the lag in the backend (a Redis
+// client's own round-trip timeout, --redis-timeout, can hold it longer); a
+// count that runs out of it (or fails) counts a bus_state backend error,
+// and the lag is left out until a count succeeds again.
 const FeedLagTimeout = 2 * time.Second
+
+// FeedLagMaxAge is the oldest count a scrape reports: a count started
+// longer ago (the backend is slow to answer, or scrapes are far apart) is
+// left out instead.
+const FeedLagMaxAge = time.Minute
 
 // FeedLagWait is the longest a scrape waits for the lag count it starts:
 // past it, the scrape reports the last count instead, and the count goes
@@ -124,10 +130,11 @@ type collector struct {
 	src Sources
 
 	// lagMu guards lags (the last successful count, nil before one or
-	// after a failed one) and counting (closed when the count in flight
-	// ends; nil when none is).
+	// after a failed one), lagsAt (when that count started) and counting
+	// (closed when the count in flight ends; nil when none is).
 	lagMu    sync.Mutex
 	lags     []int64
+	lagsAt   time.Time
 	counting chan struct{}
 }
 
@@ -215,6 +222,9 @@ func (c *collector) collectLag(gauge func(*prometheus.Desc, float64, ...string))
 	t.Stop()
 	c.lagMu.Lock()
 	lags := c.lags
+	if time.Since(c.lagsAt) > FeedLagMaxAge {
+		lags = nil
+	}
 	c.lagMu.Unlock()
 	for p, n := range lags {
 		gauge(descLag, float64(n), strconv.Itoa(p))
@@ -230,6 +240,7 @@ func (c *collector) countLag(done chan struct{}) {
 		c.lagMu.Unlock()
 		close(done)
 	}()
+	began := time.Now()
 	after := c.src.Pipeline.Positions()
 	start := pipeline.Seq{MS: uint64(max(c.src.StartedAt.UnixMilli(), 0))}.String()
 	for p, pos := range after {
@@ -245,6 +256,6 @@ func (c *collector) countLag(done chan struct{}) {
 		lags = nil
 	}
 	c.lagMu.Lock()
-	c.lags = lags
+	c.lags, c.lagsAt = lags, began
 	c.lagMu.Unlock()
 }

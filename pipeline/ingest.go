@@ -28,7 +28,8 @@ type Submission struct {
 	Text string
 	// Ref is the client's reference, echoed in the ack or error.
 	Ref string
-	// CorrelationID ties log lines together; generated when empty.
+	// CorrelationID ties log lines together; the message's own id when
+	// empty.
 	CorrelationID string
 	// Meta holds extra metadata stored with the message (e.g. replayed_from).
 	Meta map[string]string
@@ -237,6 +238,11 @@ func (in *Ingest) Run(ctx context.Context) error {
 	return nil
 }
 
+// Stats returns the ingest's counters (Stored, Refused, Overloaded).
+func (in *Ingest) Stats() Stats {
+	return Stats{Stored: in.stored.Load(), Refused: in.refused.Load(), Overloaded: in.overloaded.Load()}
+}
+
 // Running is closed once the ingest accepts submissions.
 func (in *Ingest) Running() <-chan struct{} { return in.ready }
 
@@ -303,6 +309,12 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if err := in.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	if in.closing.Load() {
+		return nil, ErrClosed
+	}
+	// A full store queue refuses before the chain: a send the chain
+	// would refuse for what it is (too long, invalid, moderated) is then
+	// told to retry, and learns its real answer on the retry.
 	if in.sat != nil && in.sat.Saturated(s.Room) {
 		in.overloaded.Add(1)
 		in.refused.Add(1)

@@ -323,9 +323,9 @@ func TestRunStopsQueuedSubmissions(t *testing.T) {
 			rest <- result{o, err}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond) // the queued sends reach the shard's lock
+	time.Sleep(200 * time.Millisecond) // the queued sends reach the shard's lock
 	cancel()
-	time.Sleep(50 * time.Millisecond) // Run marks the ingest closing
+	time.Sleep(200 * time.Millisecond) // Run marks the ingest closing
 	close(release)
 	select {
 	case err := <-runDone:
@@ -383,6 +383,9 @@ func TestSaturatedStoreRefusesBeforeTheChain(t *testing.T) {
 	}
 	if n := seen.Load(); n != 0 {
 		t.Fatalf("the chain ran %d times for a send refused as saturated", n)
+	}
+	if st := in.Stats(); st.Overloaded != 1 || st.Refused != 1 || st.Stored != 0 {
+		t.Fatalf("stats %+v, want 1 overloaded and refused, 0 stored", st)
 	}
 	store.full.Store(false)
 	if o := submitTo(t, in, send("fine", "s2")); o.Err != nil || o.Seq == "" {

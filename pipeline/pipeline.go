@@ -74,10 +74,9 @@ func (p *Pipeline) Begin(ctx context.Context, s Submission) (*Pending, error) {
 
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
-	return Stats{
-		Stored: p.ingest.stored.Load(), Refused: p.ingest.refused.Load(), Overloaded: p.ingest.overloaded.Load(),
-		Delivered: p.delivery.delivered.Load(), Undecodable: p.delivery.undecodable.Load(),
-	}
+	st := p.ingest.Stats()
+	st.Delivered, st.Undecodable = p.delivery.delivered.Load(), p.delivery.undecodable.Load()
+	return st
 }
 
 // Positions returns how far this instance has read each partition (see
