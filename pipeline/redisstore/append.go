@@ -225,10 +225,17 @@ type batch struct {
 	// args backs the argument lists of calls.
 	args []any
 	// busNo[p] numbers partition p's bus in the call being built (from
-	// 1); roomNo numbers its rooms, and roomBus[n-1] is room n's bus.
+	// 1), and busPart[b-1] is bus b's partition; roomNo numbers its rooms,
+	// and roomBus[n-1] is room n's bus.
 	busNo   [MaxPartitions]int
+	busPart []int
 	roomNo  map[string]int
 	roomBus []int
+	// busLast[p] is the last seq this batcher stored in partition p's
+	// bus ("" before its first): the script tries the bus's next ID above
+	// it, so a call does not fail its first XADD on an ID the previous
+	// call used within the same millisecond.
+	busLast [MaxPartitions]string
 	// key is where a send record's key is built.
 	key []byte
 }
@@ -252,9 +259,10 @@ const (
 	// seven leading arguments.
 	callHead = 3 + 7
 	// callPerMessage bounds the arguments per message: two keys for its
-	// bus and two for its room and the room's bus number (when they are
-	// the call's first of them), its send record and five arguments.
-	callPerMessage = 2 + 2 + 1 + 1 + 5
+	// bus and the bus's last ID, two for its room and the room's bus
+	// number (when they are the call's first of them), its send record and
+	// five arguments.
+	callPerMessage = 2 + 1 + 2 + 1 + 1 + 5
 )
 
 // group sorts the batch's messages into script calls: one per partition in
@@ -301,10 +309,12 @@ func (bt *batch) build() {
 		args = append(args, "evalsha", appendSHA, 0)
 		// Buses, then rooms, numbered in order of first appearance.
 		buses := 0
+		bt.busPart = bt.busPart[:0]
 		for _, i := range c.reqs {
 			if p := bt.reqs[i].part; bt.busNo[p] == 0 {
 				buses++
 				bt.busNo[p] = buses
+				bt.busPart = append(bt.busPart, p)
 				args = append(args, b.busArgs[p][0], b.busArgs[p][1])
 			}
 		}
@@ -333,6 +343,9 @@ func (bt *batch) build() {
 		args = append(args, b.fixedArgs[0], b.fixedArgs[1], b.fixedArgs[2], b.fixedArgs[3], pipeline.NewEpoch(), buses, c.rooms)
 		for _, n := range bt.roomBus {
 			args = append(args, n)
+		}
+		for _, p := range bt.busPart {
+			args = append(args, bt.busLast[p])
 		}
 		sent := 0
 		for _, i := range c.reqs {
@@ -413,6 +426,11 @@ func (bt *batch) run() {
 			if err != nil {
 				r.done(pipeline.Appended{}, fmt.Errorf("redisstore: append: %w: %w", pipeline.ErrUnavailable, err))
 				continue
+			}
+			if !a.Duplicate {
+				// A call stores each bus's messages in order, so
+				// the last one stored has its highest ID.
+				bt.busLast[r.part] = a.Seq
 			}
 			r.done(a, nil)
 		}

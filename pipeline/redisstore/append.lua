@@ -21,6 +21,10 @@
 --         used by a stream that has none
 -- ARGV[6] B, the number of buses; ARGV[7] R, the number of rooms
 -- ARGV[7+r] the bus number b of room r (its partition's)
+-- ARGV[7+R+b] the last ID the caller stored in bus b, '' when it knows none:
+--         when it is of the current millisecond, the bus's next ID is tried
+--         above it, so that a call does not first try an ID that the
+--         caller's previous call used (see the IDs below)
 -- then 5 arguments per message, in the order to store them:
 --   room number r, send record number k (0: no ref, never deduplicated),
 --   message UUID, payload (text), metadata: a msgpack map header counting
@@ -83,7 +87,7 @@ local ttl = tonumber(ARGV[3])
 local window = ARGV[4]
 local nbuses = tonumber(ARGV[6])
 local nrooms = tonumber(ARGV[7])
-local first_msg = 8 + nrooms
+local first_msg = 8 + nrooms + nbuses
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -92,10 +96,11 @@ local now_prefix = string.format('%.0f-', now)
 
 -- buses[b] = {key, ms, seq, prefix of ms}, once bus b was seen in this call
 -- (and its epoch checked). (ms, seq) is the last ID used in the bus, or a
--- bound below the next one to try: the bus's last ID is not read unless an
--- XADD finds it higher (another call stored in this millisecond, or the
--- clock went back), and a room's only if its stream is ahead of its bus (it
--- was lost, or written by hand).
+-- bound below the next one to try; it starts at the last ID the caller
+-- stored there (ARGV) when that is of the current millisecond. The bus's last ID is not read unless an XADD
+-- finds it higher (another caller stored since, or the clock went back),
+-- and a room's only if its stream is ahead of its bus (it was lost, or
+-- written by hand).
 local buses = {}
 
 local function bus_of(b)
@@ -108,6 +113,13 @@ local function bus_of(b)
       redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
     end
     bus = {key, 0, 0, ''}
+    -- The caller's last ID matters only within this millisecond: an
+    -- older one is below now anyway, and a newer one (the clock went back,
+    -- or a lost bus's future IDs) is left to the XADD that fails on it.
+    local lms, lseq = string.match(ARGV[7 + nrooms + b], '^(%d+)-(%d+)$')
+    if lms and tonumber(lms) == now then
+      bus[2], bus[3], bus[4] = now, tonumber(lseq), now_prefix
+    end
     buses[b] = bus
   end
   return bus

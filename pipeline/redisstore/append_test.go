@@ -70,26 +70,9 @@ func appendAll(t *testing.T, srv *testredis.Server, b *redisstore.Backend, msgs 
 // scriptCalls returns how many script calls (EVALSHA, EVAL) the server ran.
 func scriptCalls(t *testing.T, c *redis.Client) int {
 	t.Helper()
-	info, err := c.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for name, stats := range infoFields(info) {
-		if name != "cmdstat_evalsha" && name != "cmdstat_eval" {
-			continue
-		}
-		for kv := range strings.SplitSeq(stats, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				c, err := strconv.Atoi(v)
-				if err != nil {
-					t.Fatalf("commandstats %s: %v", stats, err)
-				}
-				n += c
-			}
-		}
-	}
-	return n
+	sha, _ := commandStat(t, c, "evalsha")
+	eval, _ := commandStat(t, c, "eval")
+	return sha + eval
 }
 
 // TestAppendBatchInOneCall: appends of several rooms of one partition that
@@ -363,5 +346,74 @@ func TestAppendBatchOfPartitionsInOneCall(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("bus %d holds %v, want %v", p, got, want)
 		}
+	}
+}
+
+// commandStat returns the calls and failed calls of one command (e.g.
+// "xadd") that the server counted.
+func commandStat(t *testing.T, c *redis.Client, cmd string) (calls, failed int) {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, stats := range infoFields(info) {
+		if name != "cmdstat_"+cmd {
+			continue
+		}
+		for kv := range strings.SplitSeq(stats, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.Atoi(v) // the counts are integers; the rest is not read
+			switch k {
+			case "calls":
+				calls = n
+			case "failed_calls":
+				failed = n
+			}
+		}
+	}
+	return calls, failed
+}
+
+// TestAppendCallsStartAfterTheirLastID: one instance's script calls that
+// follow each other within a millisecond on one bus take the next IDs
+// above the last one stored, instead of first trying an ID the previous
+// call used: no XADD fails and no bus's last ID is read.
+func TestAppendCallsStartAfterTheirLastID(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("command statistics need a private redis-server")
+	}
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 1})
+	c := srv.Client()
+	mustAppend(t, b, send("lobby", "", "warm-up")) // loads the script
+	if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	sharedMS := 0
+	var last pipeline.Seq
+	for i := range n {
+		a := mustAppend(t, b, send("lobby", fmt.Sprintf("c-%d", i), "m"))
+		seq, err := pipeline.ParseSeq(a.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !last.Less(seq) {
+			t.Fatalf("append %d: seq %s not above %s", i, a.Seq, last)
+		}
+		if seq.MS == last.MS {
+			sharedMS++
+		}
+		last = seq
+	}
+	if sharedMS == 0 {
+		t.Fatalf("no two of %d appends shared a millisecond: the machine is too slow for this test to show anything", n)
+	}
+	xadds, failed := commandStat(t, c, "xadd")
+	reads, _ := commandStat(t, c, "xrevrange")
+	if failed != 0 || reads != 0 || xadds != 2*n {
+		t.Fatalf("%d appends (%d within the millisecond of the one before): %d XADDs, %d failed, %d XREVRANGEs; want %d, 0, 0", n, sharedMS, xadds, failed, reads, 2*n)
 	}
 }
