@@ -114,8 +114,9 @@ local function bus_of(b)
     end
     bus = {key, 0, 0, ''}
     -- The caller's last ID matters only within this millisecond: an
-    -- older one is below now anyway, and a newer one (the clock went back,
-    -- or a lost bus's future IDs) is left to the XADD that fails on it.
+    -- older one is below now anyway, and a newer one is not used: if the
+    -- clock went back, the XADD that fails on the bus's last ID finds it
+    -- (follow); if the bus was lost, its new epoch forgets the old IDs.
     local lms, lseq = string.match(ARGV[7 + nrooms + b], '^(%d+)-(%d+)$')
     if lms and tonumber(lms) == now then
       bus[2], bus[3], bus[4] = now, tonumber(lseq), now_prefix
@@ -135,9 +136,11 @@ local function next_id(bus)
   return bus[4] .. bus[3]
 end
 
--- follow makes the bus's next ID follow the stream's last ID: its newest
--- entry's (entries are only ever removed from the old end, by MAXLEN
--- trimming).
+-- follow makes the bus's next ID follow the stream's newest entry's ID.
+-- That is the stream's last ID unless its newest entries were deleted: this
+-- script deletes the bus entry of a message it could not store in its room,
+-- and a call that then retries in the same millisecond can still find its
+-- ID too small (the message is refused, and its sender retries).
 local function follow(bus, stream)
   local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #e == 0 then
