@@ -169,6 +169,8 @@ type proxy struct {
 	dropToServer, dropToClient map[net.Conn]bool
 	heads                      []string
 	frames                     []proxyFrame
+	// dropped holds the server's bytes dropped on their way to clients.
+	dropped []byte
 }
 
 // proxyFrame is a text frame a client wrote.
@@ -238,6 +240,14 @@ func (p *proxy) set(toServer, toClient bool) {
 		p.dropToServer[p.open[i]] = toServer
 		p.dropToClient[p.open[i]] = toClient
 	}
+}
+
+// droppedToClient returns a copy of the server's bytes dropped so far on
+// their way to clients.
+func (p *proxy) droppedToClient() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.dropped)
 }
 
 // sends returns the send frames clients wrote with text, dropped or not.
@@ -312,6 +322,9 @@ func (p *proxy) toClient(c, up net.Conn) {
 		}
 		p.mu.Lock()
 		drop := p.dropToClient[c]
+		if drop {
+			p.dropped = append(p.dropped, buf[:n]...)
+		}
 		p.mu.Unlock()
 		if drop {
 			continue
