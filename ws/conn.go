@@ -343,7 +343,7 @@ func (c *Conn) reader() {
 			c.sendError(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", "")
 			continue
 		}
-		c.handleAside(data)
+		c.gw.workers.do(func() { c.handle(data) })
 	}
 	rooms := make([]string, 0, len(c.rooms))
 	for r := range c.rooms {
@@ -370,20 +370,6 @@ func (c *Conn) readEnded(err error) {
 		c.log.Debug("read ended", "err", err)
 		c.close(websocket.CloseNormalClosure, "", false)
 	}
-}
-
-// handleAside runs handle on a goroutine of its own and waits for it. The
-// reader goroutine spends almost all its life waiting for the next frame,
-// which takes little stack; handling a frame (decoding, reading history,
-// encoding) takes several times more, which a goroutine keeps once it has
-// grown. Handling each frame aside keeps the idle reader's stack small.
-func (c *Conn) handleAside(data []byte) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.handle(data)
-	}()
-	<-done
 }
 
 // handle runs one text frame.

@@ -253,6 +253,8 @@ type Gateway struct {
 	conns    sync.WaitGroup
 	// histFail reports failing history reads once per outage.
 	histFail *faillog.Log
+	// workers handle the connections' frames and write their queues.
+	workers *workers
 }
 
 // NewGateway returns a gateway that registers connections in hub, submits
@@ -264,6 +266,7 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	}
 	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger, histFail: faillog.New(cfg.Logger, "history reads", 0)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.workers = newWorkers(g.ctx.Done())
 	g.upgrader = websocket.Upgrader{
 		// A buffer of its own (not the HTTP server's, which would keep
 		// the server's whole request state alive), small because client
