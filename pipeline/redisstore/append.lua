@@ -49,10 +49,10 @@
 -- BOTH streams, the room's and its bus's, so it is valid in each and never
 -- goes backwards within an epoch, even if the server's clock does. The
 -- last IDs are not read up front: an XADD of an ID at or below a stream's
--- last fails without effect, and only then is that stream's last ID read. Every room entry is written by this script,
--- so a room's IDs are a subset of its bus's IDs, and a subscriber that
--- knows the seq of the last message it handled knows its position in the
--- bus.
+-- last fails without effect, and only then is that stream's last ID read.
+-- Every room entry is written by this script, so a room's IDs are a subset
+-- of its bus's IDs, and a subscriber that knows the seq of the last message
+-- it handled knows its position in the bus.
 
 -- epoch_of returns the epoch of a stream and whether it is fresh: made now
 -- (ARGV[5] followed by suffix) because the stream has none or is gone
@@ -136,17 +136,23 @@ local function next_id(bus)
   return bus[4] .. bus[3]
 end
 
--- follow makes the bus's next ID follow the stream's newest entry's ID.
--- That is the stream's last ID unless its newest entries were deleted: this
--- script deletes the bus entry of a message it could not store in its room,
--- and a call that then retries in the same millisecond can still find its
--- ID too small (the message is refused, and its sender retries).
+-- follow makes the bus's next ID follow the stream's last ID: the last one
+-- it generated (XINFO STREAM's last-generated-id), which is above its
+-- newest entry when its newest entries were deleted (this script deletes
+-- the bus entry of a message it could not store in its room).
 local function follow(bus, stream)
-  local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #e == 0 then
+  local info = redis.call('XINFO', 'STREAM', stream)
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      last = info[i + 1]
+      break
+    end
+  end
+  local lms, lseq = string.match(last or '', '^(%d+)-(%d+)$')
+  if not lms then
     return
   end
-  local lms, lseq = string.match(e[1][1], '^(%d+)-(%d+)$')
   lms, lseq = tonumber(lms), tonumber(lseq)
   if lms > bus[2] or (lms == bus[2] and lseq > bus[3]) then
     bus[2], bus[3], bus[4] = lms, lseq, string.format('%.0f-', lms)
