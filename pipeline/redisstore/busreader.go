@@ -17,8 +17,7 @@ import (
 // Defaults of BusSubscriberConfig.
 const (
 	// DefaultBusReadCount is how many entries one read of a stream takes at
-	// most (XREAD COUNT). A subscription holds at most twice as many
-	// messages: the batch being delivered and the next one, read ahead.
+	// most (XREAD COUNT), and so how many a subscription holds at most.
 	DefaultBusReadCount = 256
 	// DefaultBusBlockTime is how long one read waits for new entries
 	// (XREAD BLOCK). It bounds how long a stopped subscription keeps its
@@ -104,22 +103,24 @@ var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
 // metadata), in fan-out mode: every subscription reads the whole stream
 // with XREAD BLOCK from its own position, no consumer group. Unlike
 // watermill-redisstream's fan-out subscriber, which reads one entry per
-// round trip and only after the previous message was acked, a
-// subscription reads up to ReadCount entries per round trip, and reads
-// the next batch while the previous one is being delivered.
+// round trip, a subscription reads up to ReadCount entries per round trip.
 //
-// Each subscription runs two goroutines: a reader, which reads and
-// decodes batches (at most one ahead of the sender), and a sender, which
-// hands the messages out one at a time, in stream order, sending the next
-// only once the previous is acked; a nacked message is sent again. Every
-// message's metadata has MetaSeq set to its entry ID; an entry that cannot
-// be decoded becomes a message marked MetaUndecodable instead of ending
-// the subscription.
+// Each subscription runs one goroutine, which reads a batch, hands its
+// messages out one at a time, in stream order, sending the next only once
+// the previous is acked (a nacked message is sent again), and then reads
+// the next batch. The goroutine that read a message hands it out, so a
+// message reaches its handler with one hand-off between goroutines; the
+// next batch is read once this one is acked (at a few hundred
+// microseconds a round trip, a partition's reads keep up with tens of
+// thousands of messages a second, since a read takes whatever arrived in
+// the meantime). Every message's metadata has MetaSeq set to its entry ID;
+// an entry that cannot be decoded becomes a message marked
+// MetaUndecodable instead of ending the subscription.
 //
-// The sender closes a subscription's channel when its context is done,
-// when the subscriber is closed, or when a read fails (after handing out
-// what was read before); the caller subscribes again after the last entry
-// it handled. The reader stops within BlockTime after that, its
+// A subscription's channel closes as soon as its context is done or the
+// subscriber is closed, and when a read fails (after handing out what was
+// read before); the caller subscribes again after the last entry it
+// handled. A read in progress ends within BlockTime after that, its
 // connection back in the client's pool. While its read blocks, a
 // subscription holds one connection of the client, so the client's pool
 // must be larger than the number of subscriptions open at once.
@@ -170,25 +171,52 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
-	// Unbuffered: the reader holds at most one decoded batch while the
-	// sender delivers the previous one.
-	batches := make(chan []*message.Message)
-	out := make(chan *message.Message)
+	out := &outlet{ch: make(chan *message.Message)}
+	// The channel closes as soon as ctx is done, while a read may still
+	// block for up to BlockTime.
+	context.AfterFunc(ctx, out.close)
 	fields := watermill.LogFields{"stream": topic, "after": s.cfg.After}
 	s.log.Debug("subscribing to bus stream", fields)
-	s.running.Add(2)
+	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
-		s.read(ctx, topic, batches, fields)
-	}()
-	go func() {
-		defer s.running.Done()
-		s.send(ctx, batches, out)
+		s.follow(ctx, topic, out, fields)
 		stopOnClose()
-		cancel() // stops the reader
-		close(out)
+		cancel() // closes the channel
 	}()
-	return out, nil
+	return out.ch, nil
+}
+
+// outlet is a subscription's channel, closed once its context is done;
+// nothing is sent on it after that.
+type outlet struct {
+	mu     sync.Mutex
+	closed bool
+	ch     chan *message.Message
+}
+
+// send hands msg out; it returns false when ctx is done first.
+func (o *outlet) send(ctx context.Context, msg *message.Message) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	select {
+	case o.ch <- msg:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (o *outlet) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed {
+		o.closed = true
+		close(o.ch)
+	}
 }
 
 // Close stops every subscription, closes their channels and waits until
@@ -203,11 +231,9 @@ func (s *BusSubscriber) Close() error {
 	return nil
 }
 
-// read reads batches of entries after the configured position and hands
-// them to the sender until ctx is done or a read fails; then it closes
-// batches.
-func (s *BusSubscriber) read(ctx context.Context, stream string, batches chan<- []*message.Message, fields watermill.LogFields) {
-	defer close(batches)
+// follow reads batches of entries after the configured position and hands
+// their messages out, in order, until ctx is done or a read fails.
+func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
 	args := &redis.XReadArgs{
 		Streams: []string{stream, s.cfg.After},
 		Count:   int64(s.cfg.ReadCount),
@@ -233,54 +259,26 @@ func (s *BusSubscriber) read(ctx context.Context, stream string, batches chan<- 
 			continue
 		}
 		entries := xs[0].Messages
-		batch := make([]*message.Message, len(entries))
-		for i, x := range entries {
-			batch[i] = entryMessage(x)
+		for _, x := range entries {
+			if !s.deliver(ctx, entryMessage(x), out) {
+				return
+			}
 		}
 		args.Streams[1] = entries[len(entries)-1].ID
-		select {
-		case batches <- batch:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// send hands out the messages of every batch, in order, until batches is
-// closed or ctx is done.
-func (s *BusSubscriber) send(ctx context.Context, batches <-chan []*message.Message, out chan<- *message.Message) {
-	for {
-		var batch []*message.Message
-		select {
-		case b, ok := <-batches:
-			if !ok {
-				return
-			}
-			batch = b
-		case <-ctx.Done():
-			return
-		}
-		for _, msg := range batch {
-			if !s.deliver(ctx, msg, out) {
-				return
-			}
-		}
 	}
 }
 
 // deliver hands msg out and waits until it is acked, sending it again
 // after each nack. It returns false when ctx is done first. The message's
 // context is cancelled once it is acked or nacked, or when ctx is done.
-func (s *BusSubscriber) deliver(ctx context.Context, msg *message.Message, out chan<- *message.Message) bool {
+func (s *BusSubscriber) deliver(ctx context.Context, msg *message.Message, out *outlet) bool {
 	for {
 		if ctx.Err() != nil {
 			return false
 		}
 		mctx, done := context.WithCancel(ctx)
 		msg.SetContext(mctx)
-		select {
-		case out <- msg:
-		case <-ctx.Done():
+		if !out.send(ctx, msg) {
 			done()
 			return false
 		}

@@ -146,7 +146,7 @@ func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 
 // TestBusSubscriberReadsBatches: a subscription delivers every entry after
 // its position in order, with MetaSeq = entry ID, taking up to ReadCount
-// entries per read and reading at most one batch ahead of the messages
+// entries per read and reading a batch only once the previous one is
 // acked.
 func TestBusSubscriberReadsBatches(t *testing.T) {
 	srv := testredis.Start(t)
@@ -189,9 +189,9 @@ func TestBusSubscriberReadsBatches(t *testing.T) {
 				if got := m.Metadata.Get(redisstore.MetaUndecodable); got != "" {
 					t.Fatalf("message %d marked undecodable: %s", i, got)
 				}
-				// Before this ack, the reader has read the batch
-				// of this message and at most the next one.
-				if n, most := reads.n.Load(), int64(i/tc.count+2); n > most {
+				// Before this ack, the subscription has read up to
+				// the batch of this message, not the next one.
+				if n, most := reads.n.Load(), int64(i/tc.count+1); n > most {
 					t.Fatalf("%d reads before acking message %d, want at most %d", n, i, most)
 				}
 				m.Ack()
@@ -204,11 +204,11 @@ func TestBusSubscriberReadsBatches(t *testing.T) {
 	}
 }
 
-// TestBusSubscriberHoldsOneBatchAhead: while a message is not acked, the
-// subscription stops reading once it holds the next batch.
-func TestBusSubscriberHoldsOneBatchAhead(t *testing.T) {
+// TestBusSubscriberHoldsOneBatch: while a message is not acked, the
+// subscription does not read the next batch.
+func TestBusSubscriberHoldsOneBatch(t *testing.T) {
 	srv := testredis.Start(t)
-	stream := srv.Prefix + ":ahead"
+	stream := srv.Prefix + ":one-batch"
 	c := newClient(t, srv, nil)
 	var reads xreadCounter
 	c.AddHook(&reads)
@@ -223,15 +223,9 @@ func TestBusSubscriberHoldsOneBatchAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := next(t, ch)
-	for deadline := time.Now().Add(5 * time.Second); reads.n.Load() < 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("the next batch was not read ahead within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond) // the reader would read on if it could
-	if n := reads.n.Load(); n != 2 {
-		t.Fatalf("%d reads while the first message is not acked, want 2 (its batch and the next)", n)
+	time.Sleep(300 * time.Millisecond) // the subscription would read on if it could
+	if n := reads.n.Load(); n != 1 {
+		t.Fatalf("%d reads while the first message is not acked, want 1 (its batch)", n)
 	}
 	select {
 	case m := <-ch:
@@ -243,6 +237,9 @@ func TestBusSubscriberHoldsOneBatchAhead(t *testing.T) {
 		m := next(t, ch)
 		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[i] {
 			t.Fatalf("message %d has seq %s, want %s", i, got, ids[i])
+		}
+		if n, most := reads.n.Load(), int64(i/4+1); n > most {
+			t.Fatalf("%d reads before acking message %d, want at most %d", n, i, most)
 		}
 		m.Ack()
 	}
@@ -388,6 +385,28 @@ func TestBusSubscriberStops(t *testing.T) {
 	}
 	if d := time.Since(start); d > block/2 {
 		t.Fatalf("channel closed %v after cancel, want at once", d)
+	}
+	for !idle() {
+		if time.Since(start) > 2*block+time.Second {
+			t.Fatalf("connection still in use %v after cancel: %+v", time.Since(start), c.PoolStats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A subscription blocked in a read closes its channel at once too.
+	ctx, cancel = context.WithCancel(context.Background())
+	reading, err := sub.Subscribe(ctx, srv.Prefix+":nothing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the read block
+	cancel()
+	start = time.Now()
+	if _, ok := <-reading; ok {
+		t.Fatal("got a message from an empty stream")
+	}
+	if d := time.Since(start); d > block/2 {
+		t.Fatalf("channel closed %v after cancel during a read, want at once", d)
 	}
 	for !idle() {
 		if time.Since(start) > 2*block+time.Second {
