@@ -17,7 +17,9 @@ import (
 // Defaults of BusSubscriberConfig.
 const (
 	// DefaultBusReadCount is how many entries one read of a stream takes at
-	// most (XREAD COUNT), and so how many a subscription holds at most.
+	// most (XREAD COUNT). A subscription holds at most twice as many
+	// messages: a full batch being handed out and the next one, read
+	// ahead.
 	DefaultBusReadCount = 256
 	// DefaultBusBlockTime is how long one read waits for new entries
 	// (XREAD BLOCK). It bounds how long a stopped subscription keeps its
@@ -109,13 +111,13 @@ var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
 // messages out one at a time, in stream order, sending the next only once
 // the previous is acked (a nacked message is sent again), and then reads
 // the next batch. The goroutine that read a message hands it out, so a
-// message reaches its handler with one hand-off between goroutines; the
-// next batch is read once this one is acked (at a few hundred
-// microseconds a round trip, a partition's reads keep up with tens of
-// thousands of messages a second, since a read takes whatever arrived in
-// the meantime). Every message's metadata has MetaSeq set to its entry ID;
-// an entry that cannot be decoded becomes a message marked
-// MetaUndecodable instead of ending the subscription.
+// live message reaches its handler with one hand-off between goroutines.
+// After a full batch (ReadCount entries: a backlog), the next one is read
+// by a goroutine of its own while this one is handed out, so that reading
+// a backlog does not wait for a round trip per batch. Every message's
+// metadata has MetaSeq set to its entry ID; an entry that cannot be
+// decoded becomes a message marked MetaUndecodable instead of ending the
+// subscription.
 //
 // A subscription's channel closes as soon as its context is done or the
 // subscriber is closed, and when a read fails (after handing out what was
@@ -234,38 +236,70 @@ func (s *BusSubscriber) Close() error {
 // follow reads batches of entries after the configured position and hands
 // their messages out, in order, until ctx is done or a read fails.
 func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
-	args := &redis.XReadArgs{
-		Streams: []string{stream, s.cfg.After},
-		Count:   int64(s.cfg.ReadCount),
-		Block:   s.cfg.BlockTime,
-	}
+	after := s.cfg.After
+	var ahead chan readResult // the next batch's read, when one runs
 	for ctx.Err() == nil {
-		// go-redis does not interrupt a blocked read when ctx is
-		// cancelled: it returns within BlockTime.
-		xs, err := s.client.XRead(ctx, args).Result()
-		if errors.Is(err, redis.Nil) {
+		var res readResult
+		if ahead != nil {
+			res, ahead = <-ahead, nil
+		} else {
+			res = s.read(ctx, stream, after)
+		}
+		if errors.Is(res.err, redis.Nil) {
 			continue // nothing new within BlockTime
 		}
-		if err != nil {
+		if res.err != nil {
 			if ctx.Err() == nil {
 				// The caller subscribes again (the same message as
 				// watermill-redisstream's, which quietCancel
 				// reports at debug level).
-				s.log.Error("stop reading after error", err, fields)
+				s.log.Error("stop reading after error", res.err, fields)
 			}
 			return
 		}
-		if len(xs) == 0 || len(xs[0].Messages) == 0 {
+		entries := res.entries
+		if len(entries) == 0 {
 			continue
 		}
-		entries := xs[0].Messages
+		after = entries[len(entries)-1].ID
+		if len(entries) == s.cfg.ReadCount {
+			// A full batch: more is likely waiting, so read it while
+			// this one is handed out.
+			ahead = make(chan readResult, 1)
+			s.running.Add(1)
+			go func(after string) {
+				defer s.running.Done()
+				ahead <- s.read(ctx, stream, after)
+			}(after)
+		}
 		for _, x := range entries {
 			if !s.deliver(ctx, entryMessage(x), out) {
 				return
 			}
 		}
-		args.Streams[1] = entries[len(entries)-1].ID
 	}
+}
+
+// readResult is one read's entries or error (redis.Nil: none within
+// BlockTime).
+type readResult struct {
+	entries []redis.XMessage
+	err     error
+}
+
+// read reads up to ReadCount entries of stream after the ID after, waiting
+// up to BlockTime for one. go-redis does not interrupt a blocked read when
+// ctx is cancelled: it returns within BlockTime.
+func (s *BusSubscriber) read(ctx context.Context, stream, after string) readResult {
+	xs, err := s.client.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{stream, after},
+		Count:   int64(s.cfg.ReadCount),
+		Block:   s.cfg.BlockTime,
+	}).Result()
+	if err != nil || len(xs) == 0 {
+		return readResult{err: err}
+	}
+	return readResult{entries: xs[0].Messages}
 }
 
 // deliver hands msg out and waits until it is acked, sending it again

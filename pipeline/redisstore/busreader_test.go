@@ -146,7 +146,7 @@ func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 
 // TestBusSubscriberReadsBatches: a subscription delivers every entry after
 // its position in order, with MetaSeq = entry ID, taking up to ReadCount
-// entries per read and reading a batch only once the previous one is
+// entries per read and reading at most one batch ahead of the messages
 // acked.
 func TestBusSubscriberReadsBatches(t *testing.T) {
 	srv := testredis.Start(t)
@@ -189,9 +189,9 @@ func TestBusSubscriberReadsBatches(t *testing.T) {
 				if got := m.Metadata.Get(redisstore.MetaUndecodable); got != "" {
 					t.Fatalf("message %d marked undecodable: %s", i, got)
 				}
-				// Before this ack, the subscription has read up to
-				// the batch of this message, not the next one.
-				if n, most := reads.n.Load(), int64(i/tc.count+1); n > most {
+				// Before this ack, the subscription has read the
+				// batch of this message and at most the next one.
+				if n, most := reads.n.Load(), int64(i/tc.count+2); n > most {
 					t.Fatalf("%d reads before acking message %d, want at most %d", n, i, most)
 				}
 				m.Ack()
@@ -204,44 +204,58 @@ func TestBusSubscriberReadsBatches(t *testing.T) {
 	}
 }
 
-// TestBusSubscriberHoldsOneBatch: while a message is not acked, the
-// subscription does not read the next batch.
-func TestBusSubscriberHoldsOneBatch(t *testing.T) {
+// TestBusSubscriberReadsAheadAfterFullBatch: while a message is not acked,
+// the subscription reads the next batch only when the message's batch was
+// full (a backlog), and holds at most that one batch ahead.
+func TestBusSubscriberReadsAheadAfterFullBatch(t *testing.T) {
 	srv := testredis.Start(t)
-	stream := srv.Prefix + ":one-batch"
-	c := newClient(t, srv, nil)
-	var reads xreadCounter
-	c.AddHook(&reads)
-	ids, _ := addEntries(t, c, stream, 40)
-	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: 4, BlockTime: 100 * time.Millisecond}, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	ch, err := sub.Subscribe(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := next(t, ch)
-	time.Sleep(300 * time.Millisecond) // the subscription would read on if it could
-	if n := reads.n.Load(); n != 1 {
-		t.Fatalf("%d reads while the first message is not acked, want 1 (its batch)", n)
-	}
-	select {
-	case m := <-ch:
-		t.Fatalf("got %s before the first message was acked", m.UUID)
-	default:
-	}
-	first.Ack()
-	for i := 1; i < len(ids); i++ {
-		m := next(t, ch)
-		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[i] {
-			t.Fatalf("message %d has seq %s, want %s", i, got, ids[i])
-		}
-		if n, most := reads.n.Load(), int64(i/4+1); n > most {
-			t.Fatalf("%d reads before acking message %d, want at most %d", n, i, most)
-		}
-		m.Ack()
+	for _, tc := range []struct {
+		entries   int
+		wantReads int64 // while the first message is not acked
+	}{
+		{entries: 40, wantReads: 2}, // full batches of 4: the next is read ahead
+		{entries: 3, wantReads: 1},  // a batch of 3: the next is read once it is acked
+	} {
+		t.Run(fmt.Sprint(tc.entries, "-entries"), func(t *testing.T) {
+			stream := fmt.Sprint(srv.Prefix, ":ahead-", tc.entries)
+			c := newClient(t, srv, nil)
+			var reads xreadCounter
+			c.AddHook(&reads)
+			ids, _ := addEntries(t, c, stream, tc.entries)
+			sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: 4, BlockTime: 100 * time.Millisecond}, c, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Close() })
+			ch, err := sub.Subscribe(context.Background(), stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := next(t, ch)
+			for deadline := time.Now().Add(5 * time.Second); reads.n.Load() < tc.wantReads; {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d reads within 5s, want %d", reads.n.Load(), tc.wantReads)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond) // the subscription would read on if it could
+			if n := reads.n.Load(); n != tc.wantReads {
+				t.Fatalf("%d reads while the first message is not acked, want %d", n, tc.wantReads)
+			}
+			select {
+			case m := <-ch:
+				t.Fatalf("got %s before the first message was acked", m.UUID)
+			default:
+			}
+			first.Ack()
+			for i := 1; i < len(ids); i++ {
+				m := next(t, ch)
+				if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[i] {
+					t.Fatalf("message %d has seq %s, want %s", i, got, ids[i])
+				}
+				m.Ack()
+			}
+		})
 	}
 }
 

@@ -17,8 +17,8 @@ import (
 // a cancelled subscription keeps its goroutine and its connection.
 const blockTime = DefaultBusBlockTime
 
-// busReadCount caps the entries one XREAD of a partition takes, and so the
-// messages a subscription holds.
+// busReadCount caps the entries one XREAD of a partition takes; a
+// subscription holds at most twice as many decoded messages.
 const busReadCount = DefaultBusReadCount
 
 // MetaUndecodable marks a message made from a stream entry that could not be
