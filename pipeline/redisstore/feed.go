@@ -89,6 +89,9 @@ func isNoSuchKey(err error) bool {
 type tolerantUnmarshaller struct{}
 
 func (tolerantUnmarshaller) Unmarshal(values map[string]any) (msg *message.Message, err error) {
+	if msg, ok := decodeFast(values); ok {
+		return msg, nil
+	}
 	defer func() {
 		if r := recover(); r != nil { // the default unmarshaller type-asserts fields
 			msg, err = undecodable(values, fmt.Sprint(r)), nil

@@ -1,0 +1,104 @@
+package redisstore
+
+import (
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// decodeFast decodes an entry in the layout chatstream writes (string
+// fields; metadata a msgpack map of strings, as appendMetadata and
+// Watermill's marshaller encode it) without reflection, the keys and values
+// of its metadata sharing the metadata field's memory. ok is false for an
+// entry in any other form; the caller then decodes it with Watermill's
+// unmarshaller, which takes every form it takes or reports why not.
+func decodeFast(values map[string]any) (msg *message.Message, ok bool) {
+	id, ok := values[redisstream.UUIDHeaderKey].(string)
+	if !ok {
+		return nil, false
+	}
+	payload := ""
+	if p := values["payload"]; p != nil {
+		if payload, ok = p.(string); !ok {
+			return nil, false
+		}
+	}
+	msg = message.NewMessage(id, []byte(payload))
+	md := values["metadata"]
+	if md == nil {
+		return msg, true
+	}
+	s, ok := md.(string)
+	if !ok {
+		return nil, false
+	}
+	if s == "" {
+		return msg, true
+	}
+	if msg.Metadata, ok = decodeStringMap(s); !ok {
+		return nil, false
+	}
+	return msg, true
+}
+
+// decodeStringMap decodes s, a msgpack map whose keys and values are all
+// strings, with room for one entry more (the seq, set next); ok is false
+// for anything else or any byte left over.
+func decodeStringMap(s string) (md message.Metadata, ok bool) {
+	n, i, ok := mapHeader(s)
+	if !ok || n > len(s) { // each entry takes two bytes at least
+		return nil, false
+	}
+	md = make(message.Metadata, n+1)
+	for range n {
+		var k, v string
+		if k, i, ok = msgpackString(s, i); !ok {
+			return nil, false
+		}
+		if v, i, ok = msgpackString(s, i); !ok {
+			return nil, false
+		}
+		md[k] = v
+	}
+	return md, i == len(s)
+}
+
+// mapHeader reads the msgpack map header at the start of s: the number of
+// entries and where they start.
+func mapHeader(s string) (n, next int, ok bool) {
+	switch {
+	case len(s) == 0:
+		return 0, 0, false
+	case s[0]&0xf0 == 0x80: // fixmap
+		return int(s[0] & 0x0f), 1, true
+	case s[0] == 0xde && len(s) >= 3: // map 16
+		return int(s[1])<<8 | int(s[2]), 3, true
+	case s[0] == 0xdf && len(s) >= 5: // map 32
+		return int(s[1])<<24 | int(s[2])<<16 | int(s[3])<<8 | int(s[4]), 5, true
+	}
+	return 0, 0, false
+}
+
+// msgpackString reads the msgpack string at s[i:]: its value and where the
+// next one starts.
+func msgpackString(s string, i int) (v string, next int, ok bool) {
+	if i >= len(s) {
+		return "", 0, false
+	}
+	var n int
+	switch b := s[i]; {
+	case b&0xe0 == 0xa0: // fixstr
+		n, i = int(b&0x1f), i+1
+	case b == 0xd9 && i+2 <= len(s): // str 8
+		n, i = int(s[i+1]), i+2
+	case b == 0xda && i+3 <= len(s): // str 16
+		n, i = int(s[i+1])<<8|int(s[i+2]), i+3
+	case b == 0xdb && i+5 <= len(s): // str 32
+		n, i = int(s[i+1])<<24|int(s[i+2])<<16|int(s[i+3])<<8|int(s[i+4]), i+5
+	default:
+		return "", 0, false
+	}
+	if n > len(s)-i {
+		return "", 0, false
+	}
+	return s[i : i+n], i + n, true
+}

@@ -1,0 +1,120 @@
+package redisstore
+
+import (
+	"maps"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/vmihailenco/msgpack"
+)
+
+// watermillDecode decodes values with Watermill's own unmarshaller,
+// reporting a panic (it type-asserts fields) as failure.
+func watermillDecode(values map[string]any) (msg *message.Message, ok bool) {
+	defer func() {
+		if recover() != nil {
+			msg, ok = nil, false
+		}
+	}()
+	msg, err := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(values)
+	return msg, err == nil
+}
+
+// sameMessage reports whether a and b carry the same UUID, payload and
+// metadata.
+func sameMessage(a, b *message.Message) bool {
+	return a.UUID == b.UUID && string(a.Payload) == string(b.Payload) && maps.Equal(a.Metadata, b.Metadata)
+}
+
+// decodeFast decodes what chatstream and Watermill write exactly as
+// Watermill's unmarshaller does: metadata of every size of map and string
+// header, written by appendMetadata and by msgpack.
+func TestDecodeFastMatchesWatermill(t *testing.T) {
+	sizes := []int{0, 1, 31, 32, 255, 256, 65535, 65536}
+	var mds []message.Metadata
+	mds = append(mds, message.Metadata{})
+	for _, n := range sizes {
+		mds = append(mds, message.Metadata{"room": strings.Repeat("r", n), strings.Repeat("k", n): "v"})
+	}
+	many := message.Metadata{}
+	for i := range 70000 { // a map 32 header
+		many[strconv.Itoa(i)] = "v"
+	}
+	if len(many) < 1<<16 {
+		t.Fatalf("%d entries: too few for a map 32 header", len(many))
+	}
+	mds = append(mds, many)
+	for i, md := range mds {
+		packed, err := msgpack.Marshal(map[string]string(md))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, enc := range map[string]string{"msgpack": string(packed), "appendMetadata": appendStrings(md)} {
+			values := map[string]any{redisstream.UUIDHeaderKey: "id-1", "payload": "hello", "metadata": enc}
+			want, ok := watermillDecode(values)
+			if !ok {
+				t.Fatalf("metadata %d (%s): Watermill cannot decode it", i, name)
+			}
+			got, ok := decodeFast(values)
+			if !ok {
+				t.Fatalf("metadata %d (%s, %d bytes): decodeFast refused it", i, name, len(enc))
+			}
+			if !sameMessage(got, want) {
+				t.Fatalf("metadata %d (%s): decodeFast gave %d entries, Watermill %d", i, name, len(got.Metadata), len(want.Metadata))
+			}
+		}
+	}
+	for name, values := range map[string]map[string]any{
+		"no metadata":    {redisstream.UUIDHeaderKey: "id-2", "payload": "x"},
+		"empty metadata": {redisstream.UUIDHeaderKey: "id-3", "payload": "x", "metadata": ""},
+		"no payload":     {redisstream.UUIDHeaderKey: "id-4"},
+	} {
+		want, _ := watermillDecode(values)
+		got, ok := decodeFast(values)
+		if !ok || !sameMessage(got, want) {
+			t.Fatalf("%s: decodeFast gave %v, %v; want %v", name, got, ok, want)
+		}
+	}
+}
+
+// appendStrings encodes md the way the append path does, without the two
+// entries the script adds (so with a header that counts only md's).
+func appendStrings(md message.Metadata) string {
+	enc := appendMetadata(nil, md) // counts two entries more
+	n, next, _ := mapHeader(string(enc))
+	n -= 2
+	switch {
+	case n < 16:
+		return string(append([]byte{0x80 | byte(n)}, enc[next:]...))
+	case n < 1<<16:
+		return string(append([]byte{0xde, byte(n >> 8), byte(n)}, enc[next:]...))
+	}
+	return string(append([]byte{0xdf, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, enc[next:]...))
+}
+
+// FuzzDecodeFast: whatever the metadata bytes, decodeFast either refuses
+// them or decodes them exactly as Watermill's unmarshaller does; it never
+// panics.
+func FuzzDecodeFast(f *testing.F) {
+	f.Add(appendStrings(message.Metadata{"room": "lobby", "user": "alice"}))
+	f.Add("\x81\xa1a\xa1b")
+	f.Add("\xde\x00\x01\xd9\x01a\xda\x00\x01b")
+	f.Add("\xdf\xff\xff\xff\xff")
+	f.Add("\x81\xa1a")
+	f.Add("\x81\xc4\x01a\xa1b") // bin 8: not taken
+	f.Add("\xc0")
+	f.Fuzz(func(t *testing.T, md string) {
+		values := map[string]any{redisstream.UUIDHeaderKey: "id", "payload": "p", "metadata": md}
+		got, ok := decodeFast(values)
+		if !ok {
+			return
+		}
+		want, wok := watermillDecode(values)
+		if !wok || !sameMessage(got, want) {
+			t.Fatalf("metadata %q: decodeFast gave %v, Watermill %v (ok %v)", md, got.Metadata, want, wok)
+		}
+	})
+}
