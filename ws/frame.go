@@ -248,9 +248,13 @@ type leftFrame struct {
 // send, are written by appendAck without encoding/json, to the same bytes;
 // encode is generic so that they get there without being boxed.
 func encode[F any](v F) []byte {
-	if a, ok := any(v).(ackFrame); ok {
+	switch f := any(v).(type) {
+	case ackFrame:
 		var stack [maxStackFrameBytes]byte
-		return append([]byte(nil), appendAck(stack[:0], a)...)
+		return append([]byte(nil), appendAck(stack[:0], f)...)
+	case wireMessage:
+		var stack [maxStackFrameBytes]byte
+		return append([]byte(nil), appendMessage(stack[:0], f)...)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -287,6 +291,34 @@ func appendAck(dst []byte, a ackFrame) []byte {
 	if a.Epoch != "" {
 		dst = append(dst, `,"epoch":`...)
 		dst = appendJSONString(dst, a.Epoch)
+	}
+	return append(dst, '}')
+}
+
+// appendMessage appends the message frame m as encode would marshal it
+// with encoding/json, field for field.
+func appendMessage(dst []byte, m wireMessage) []byte {
+	dst = append(dst, `{"type":`...)
+	dst = appendJSONString(dst, m.Type)
+	dst = append(dst, `,"room":`...)
+	dst = appendJSONString(dst, m.Room)
+	dst = append(dst, `,"id":`...)
+	dst = appendJSONString(dst, m.ID)
+	dst = append(dst, `,"seq":`...)
+	dst = appendJSONString(dst, m.Seq)
+	dst = append(dst, `,"user":`...)
+	dst = appendJSONString(dst, m.User)
+	dst = append(dst, `,"text":`...)
+	dst = appendJSONString(dst, m.Text)
+	dst = append(dst, `,"ts":`...)
+	dst = appendJSONString(dst, m.TS)
+	if m.Ref != "" {
+		dst = append(dst, `,"ref":`...)
+		dst = appendJSONString(dst, m.Ref)
+	}
+	if m.Epoch != "" {
+		dst = append(dst, `,"epoch":`...)
+		dst = appendJSONString(dst, m.Epoch)
 	}
 	return append(dst, '}')
 }

@@ -697,10 +697,10 @@ var encodeSeeds = []string{
 	strings.Repeat("long ", 200),
 }
 
-// FuzzEncodeFrames proves that appendAck and appendError, which encode ack
-// and error frames without encoding/json, write for any field values the
-// same bytes as encoding/json (referenceEncode), and that encode and errFrame
-// use them.
+// FuzzEncodeFrames proves that appendAck, appendMessage and appendError,
+// which encode ack, message and error frames without encoding/json, write
+// for any field values the same bytes as encoding/json (referenceEncode),
+// and that encode and errFrame use them.
 func FuzzEncodeFrames(f *testing.F) {
 	for i, s := range encodeSeeds {
 		t := encodeSeeds[(i+1)%len(encodeSeeds)]
@@ -711,6 +711,14 @@ func FuzzEncodeFrames(f *testing.F) {
 		ack := ackFrame{Type: TypeAck, Ref: a, Room: b, ID: c, Seq: d, Epoch: e}
 		if got, want := encode(ack), referenceEncode(ack); !bytes.Equal(got, want) {
 			t.Fatalf("encode(%#v) = %s, encoding/json writes %s", ack, got, want)
+		}
+		for _, m := range []wireMessage{
+			{Type: TypeMessage, Room: a, ID: b, Seq: c, User: d, Text: e, TS: a, Ref: b, Epoch: c},
+			{Type: TypeMessage, Room: e, ID: d, Seq: c, User: b, Text: a, TS: e},
+		} {
+			if got, want := encode(m), referenceEncode(m); !bytes.Equal(got, want) {
+				t.Fatalf("encode(%#v) = %s, encoding/json writes %s", m, got, want)
+			}
 		}
 		ef := errorFrame{Type: TypeError, Code: a, Message: b, Ref: c, Room: d, RetryAfterMS: n, Moderator: e}
 		if got, want := appendError(nil, ef), referenceEncode(ef); !bytes.Equal(got, want) {
@@ -741,6 +749,28 @@ func BenchmarkEncodeAck(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = referenceEncode(ack)
+		}
+	})
+}
+
+// BenchmarkEncodeMessage measures encoding a message frame, once per
+// message delivered (and per message of a history page), by encode
+// (appendMessage) and by referenceEncode (encoding/json).
+func BenchmarkEncodeMessage(b *testing.B) {
+	m := wireMessage{
+		Type: TypeMessage, Room: "lobby", ID: "0193e2b4-7c1a-7d2e-9f3a-5b6c7d8e9f01", Seq: "1732900000000-17", User: "alice",
+		Text: "hello, everyone: a message of typical length", TS: "2026-11-29T21:00:00.123Z", Ref: "c-12345", Epoch: "e1732800000000",
+	}
+	b.Run("appendMessage", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = encode(m)
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = referenceEncode(m)
 		}
 	})
 }
