@@ -376,6 +376,17 @@ func TestBusSubscriberStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	idle := func() bool { s := c.PoolStats(); return s.TotalConns == s.IdleConns }
+	// awaitIdle waits until the client's connections are back in its pool,
+	// failing two block times after start.
+	awaitIdle := func(start time.Time) {
+		t.Helper()
+		for !idle() {
+			if time.Since(start) > 2*block+time.Second {
+				t.Fatalf("connection still in use %v after cancel: %+v", time.Since(start), c.PoolStats())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	ch, err := sub.Subscribe(ctx, srv.Prefix+":stops")
@@ -400,12 +411,7 @@ func TestBusSubscriberStops(t *testing.T) {
 	if d := time.Since(start); d > block/2 {
 		t.Fatalf("channel closed %v after cancel, want at once", d)
 	}
-	for !idle() {
-		if time.Since(start) > 2*block+time.Second {
-			t.Fatalf("connection still in use %v after cancel: %+v", time.Since(start), c.PoolStats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitIdle(start)
 
 	// A subscription blocked in a read closes its channel at once too.
 	ctx, cancel = context.WithCancel(context.Background())
@@ -422,12 +428,7 @@ func TestBusSubscriberStops(t *testing.T) {
 	if d := time.Since(start); d > block/2 {
 		t.Fatalf("channel closed %v after cancel during a read, want at once", d)
 	}
-	for !idle() {
-		if time.Since(start) > 2*block+time.Second {
-			t.Fatalf("connection still in use %v after cancel: %+v", time.Since(start), c.PoolStats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitIdle(start)
 
 	// Close: two subscriptions, one blocked in a read, one waiting for an
 	// ack.
