@@ -253,7 +253,7 @@ type Gateway struct {
 	conns    sync.WaitGroup
 	// histFail reports failing history reads once per outage.
 	histFail *faillog.Log
-	// workers handle the connections' frames and write their queues.
+	// workers handle the connections' frames.
 	workers *workers
 }
 

@@ -175,7 +175,8 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 	stopOnClose := context.AfterFunc(s.closing, cancel)
 	out := &outlet{ch: make(chan *message.Message)}
 	// The channel closes as soon as ctx is done, while a read may still
-	// block for up to BlockTime.
+	// block for up to BlockTime (and at the latest when the goroutine
+	// ends).
 	context.AfterFunc(ctx, out.close)
 	fields := watermill.LogFields{"stream": topic, "after": s.cfg.After}
 	s.log.Debug("subscribing to bus stream", fields)
@@ -184,7 +185,8 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 		defer s.running.Done()
 		s.follow(ctx, topic, out, fields)
 		stopOnClose()
-		cancel() // closes the channel
+		cancel()
+		out.close() // before running.Done: Close returns with it closed
 	}()
 	return out.ch, nil
 }

@@ -509,3 +509,34 @@ func TestBusSubscriberConfig(t *testing.T) {
 		t.Fatal("no client: got no error")
 	}
 }
+
+// TestBusSubscriberCloseClosesChannels: once Close returns, the channel of a
+// subscription that waits for an ack is closed, every time.
+func TestBusSubscriberCloseClosesChannels(t *testing.T) {
+	srv := testredis.Start(t)
+	stream := srv.Prefix + ":close"
+	c := newClient(t, srv, nil)
+	addEntries(t, c, stream, 1)
+	for round := range 200 {
+		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := sub.Subscribe(context.Background(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next(t, ch) // not acked
+		if err := sub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case _, ok := <-ch:
+			if ok {
+				t.Fatalf("round %d: got a message after Close", round)
+			}
+		default:
+			t.Fatalf("round %d: channel open after Close returned", round)
+		}
+	}
+}

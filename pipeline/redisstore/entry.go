@@ -45,7 +45,7 @@ func decodeFast(values map[string]any) (msg *message.Message, ok bool) {
 // for anything else or any byte left over.
 func decodeStringMap(s string) (md message.Metadata, ok bool) {
 	n, i, ok := mapHeader(s)
-	if !ok || n > len(s) { // each entry takes two bytes at least
+	if !ok || n > uint64(len(s)-i)/2 { // each entry takes two bytes at least
 		return nil, false
 	}
 	md = make(message.Metadata, n+1)
@@ -64,16 +64,16 @@ func decodeStringMap(s string) (md message.Metadata, ok bool) {
 
 // mapHeader reads the msgpack map header at the start of s: the number of
 // entries and where they start.
-func mapHeader(s string) (n, next int, ok bool) {
+func mapHeader(s string) (n uint64, next int, ok bool) {
 	switch {
 	case len(s) == 0:
 		return 0, 0, false
 	case s[0]&0xf0 == 0x80: // fixmap
-		return int(s[0] & 0x0f), 1, true
+		return uint64(s[0] & 0x0f), 1, true
 	case s[0] == 0xde && len(s) >= 3: // map 16
-		return int(s[1])<<8 | int(s[2]), 3, true
+		return bigEndian(s[1:3]), 3, true
 	case s[0] == 0xdf && len(s) >= 5: // map 32
-		return int(s[1])<<24 | int(s[2])<<16 | int(s[3])<<8 | int(s[4]), 5, true
+		return bigEndian(s[1:5]), 5, true
 	}
 	return 0, 0, false
 }
@@ -84,21 +84,31 @@ func msgpackString(s string, i int) (v string, next int, ok bool) {
 	if i >= len(s) {
 		return "", 0, false
 	}
-	var n int
+	var n uint64
 	switch b := s[i]; {
 	case b&0xe0 == 0xa0: // fixstr
-		n, i = int(b&0x1f), i+1
+		n, i = uint64(b&0x1f), i+1
 	case b == 0xd9 && i+2 <= len(s): // str 8
-		n, i = int(s[i+1]), i+2
+		n, i = bigEndian(s[i+1:i+2]), i+2
 	case b == 0xda && i+3 <= len(s): // str 16
-		n, i = int(s[i+1])<<8|int(s[i+2]), i+3
+		n, i = bigEndian(s[i+1:i+3]), i+3
 	case b == 0xdb && i+5 <= len(s): // str 32
-		n, i = int(s[i+1])<<24|int(s[i+2])<<16|int(s[i+3])<<8|int(s[i+4]), i+5
+		n, i = bigEndian(s[i+1:i+5]), i+5
 	default:
 		return "", 0, false
 	}
-	if n > len(s)-i {
+	if n > uint64(len(s)-i) { // compared unsigned: no int overflow on 32-bit
 		return "", 0, false
 	}
-	return s[i : i+n], i + n, true
+	end := i + int(n)
+	return s[i:end], end, true
+}
+
+// bigEndian reads b (at most 4 bytes) as a big-endian unsigned number.
+func bigEndian(b string) uint64 {
+	var n uint64
+	for i := range len(b) {
+		n = n<<8 | uint64(b[i])
+	}
+	return n
 }

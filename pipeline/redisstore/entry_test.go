@@ -8,7 +8,10 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack"
+
+	"github.com/chatstream/chatstream/pipeline"
 )
 
 // watermillDecode decodes values with Watermill's own unmarshaller,
@@ -106,6 +109,8 @@ func FuzzDecodeFast(f *testing.F) {
 	f.Add("\x81\xa1a")
 	f.Add("\x81\xc4\x01a\xa1b") // bin 8: not taken
 	f.Add("\xc0")
+	f.Add("\x81\xdb\x80\x00\x00\x00a") // lengths that overflow a 32-bit int
+	f.Add("\x81\xdb\xff\xff\xff\xffa")
 	f.Fuzz(func(t *testing.T, md string) {
 		values := map[string]any{redisstream.UUIDHeaderKey: "id", "payload": "p", "metadata": md}
 		got, ok := decodeFast(values)
@@ -117,4 +122,16 @@ func FuzzDecodeFast(f *testing.F) {
 			t.Fatalf("metadata %q: decodeFast gave %v, Watermill %v (ok %v)", md, got.Metadata, want, wok)
 		}
 	})
+}
+
+// An entry whose metadata is msgpack nil, which Watermill's unmarshaller
+// decodes to a nil map, becomes a message with metadata all the same: its
+// seq is set, nothing panics.
+func TestEntryMessageNilMetadata(t *testing.T) {
+	msg := entryMessage(redis.XMessage{ID: "1-1", Values: map[string]any{
+		redisstream.UUIDHeaderKey: "id", "payload": "p", "metadata": "\xc0",
+	}})
+	if got := msg.Metadata.Get(pipeline.MetaSeq); got != "1-1" {
+		t.Fatalf("seq %q, want 1-1", got)
+	}
 }

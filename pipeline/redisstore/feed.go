@@ -101,6 +101,9 @@ func (tolerantUnmarshaller) Unmarshal(values map[string]any) (msg *message.Messa
 	if derr != nil {
 		return undecodable(values, derr.Error()), nil
 	}
+	if m.Metadata == nil { // metadata encoded as msgpack nil
+		m.Metadata = make(message.Metadata)
+	}
 	return m, nil
 }
 
