@@ -25,8 +25,9 @@ var errShuttingDown = errors.New("ws: shutting down")
 // before it drops the TCP connection.
 const closeGrace = time.Second
 
-// Conn is one WebSocket connection. Its reader goroutine decodes frames and
-// owns rooms. Writes run on a writer goroutine that exists only while there
+// Conn is one WebSocket connection. Its reader goroutine reads frames and
+// waits while a gateway worker handles each (workers.go), so frames are
+// handled one at a time, in order, and own rooms as the reader would. Writes run on a writer goroutine that exists only while there
 // is something to write (frames, a ping, the close): an idle connection
 // holds no writer goroutine, timer or queue. Other goroutines only call
 // enqueue, ping and close.
