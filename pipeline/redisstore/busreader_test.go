@@ -172,15 +172,7 @@ func TestBusSubscriberReadsBatches(t *testing.T) {
 				cfg.After = ids[tc.after]
 				ids, uuids = ids[tc.after+1:], uuids[tc.after+1:]
 			}
-			sub, err := redisstore.NewBusSubscriber(cfg, c, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sub.Close() })
-			ch, err := sub.Subscribe(context.Background(), stream)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ch := subscribeBus(t, context.Background(), c, cfg, stream)
 			for i := range ids {
 				m := next(t, ch)
 				if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[i] || m.UUID != uuids[i] {
@@ -222,15 +214,7 @@ func TestBusSubscriberReadsAheadAfterFullBatch(t *testing.T) {
 			var reads xreadCounter
 			c.AddHook(&reads)
 			ids, _ := addEntries(t, c, stream, tc.entries)
-			sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: 4, BlockTime: 100 * time.Millisecond}, c, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sub.Close() })
-			ch, err := sub.Subscribe(context.Background(), stream)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ch := subscribeBus(t, context.Background(), c, redisstore.BusSubscriberConfig{ReadCount: 4, BlockTime: 100 * time.Millisecond}, stream)
 			first := next(t, ch)
 			for deadline := time.Now().Add(5 * time.Second); reads.n.Load() < tc.wantReads; {
 				if time.Now().After(deadline) {
@@ -287,15 +271,7 @@ func TestBusSubscriberUndecodable(t *testing.T) {
 		{id: add(redisstream.UUIDHeaderKey, "u-1", "payload", "p", "metadata", "\xc1 not msgpack"), undecodable: true},
 		{id: add(good("after")...), payload: "after"},
 	}
-	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	ch, err := sub.Subscribe(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := subscribeBus(t, ctx, c, redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, stream)
 	for i, e := range entries {
 		m := next(t, ch)
 		reason := m.Metadata.Get(redisstore.MetaUndecodable)
@@ -318,15 +294,7 @@ func TestBusSubscriberReadFailureCloses(t *testing.T) {
 	name := srv.Prefix + "-reader"
 	c := newClient(t, srv, func(o *redis.UniversalOptions) { o.MaxRetries = -1; o.ClientName = name })
 	ids, _ := addEntries(t, c, stream, 3)
-	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second}, c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	ch, err := sub.Subscribe(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := subscribeBus(t, context.Background(), c, redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second}, stream)
 	for range ids {
 		next(t, ch).Ack()
 	}
@@ -539,4 +507,20 @@ func TestBusSubscriberCloseClosesChannels(t *testing.T) {
 			t.Fatalf("round %d: channel open after Close returned", round)
 		}
 	}
+}
+
+// subscribeBus subscribes to stream with a new subscriber of cfg on c,
+// closed when the test ends.
+func subscribeBus(t *testing.T, ctx context.Context, c redis.UniversalClient, cfg redisstore.BusSubscriberConfig, stream string) <-chan *message.Message {
+	t.Helper()
+	sub, err := redisstore.NewBusSubscriber(cfg, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	ch, err := sub.Subscribe(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
 }
