@@ -26,6 +26,9 @@ func ensureCorrelationID(h message.HandlerFunc) message.HandlerFunc {
 func Logging(log *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
+			if !log.Enabled(msg.Context(), slog.LevelDebug) {
+				return h(msg) // nothing to log: no attributes built
+			}
 			start := time.Now()
 			out, err := h(msg)
 			attrs := []any{

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -197,6 +198,19 @@ func TestLoggingHandled(t *testing.T) {
 	}
 	if strings.Contains(raw, secretText) {
 		t.Errorf("the message text was logged: %s", raw)
+	}
+}
+
+// TestLoggingQuietCostsNothing proves that Logging, when its logger does
+// not write debug records, adds no allocation to a message's handling: it
+// runs for every message, and most deployments log at info.
+func TestLoggingQuietCostsNothing(t *testing.T) {
+	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	msg := newMsg("lobby", "alice", "c-1", "hello")
+	next := func(*message.Message) ([]*message.Message, error) { return nil, nil }
+	logged := pipeline.Logging(log)(next)
+	if n := testing.AllocsPerRun(100, func() { _, _ = logged(msg) }); n != 0 {
+		t.Errorf("Logging at info level allocates %v times per message, want 0", n)
 	}
 }
 

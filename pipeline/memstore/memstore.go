@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -142,7 +141,7 @@ func New(cfg Config) (*Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	wlog := watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wlog := pipeline.WatermillLogger(cfg.Logger)
 	rooms, err := simplelru.NewLRU[string, *roomLog](cfg.MaxRooms, nil)
 	if err != nil {
 		return nil, fmt.Errorf("memstore: %w", err)

@@ -375,7 +375,7 @@ func New(cfg Config) (*Backend, error) {
 		followTopology(c)
 	}
 
-	wlog := quietCancel{watermill.NewSlogLoggerWithLevelMapping(cfg.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
+	wlog := quietCancel{pipeline.WatermillLogger(cfg.Logger)}
 	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
 	dead, err := redisstream.NewPublisher(redisstream.PublisherConfig{
 		Client:     client,
