@@ -38,12 +38,16 @@ type Conn struct {
 	gw   *Gateway
 	log  *slog.Logger
 
-	// mu guards queue, writing and pingDue. queue holds the encoded
-	// server frames waiting for the writer; it is nil when empty, so an
-	// idle connection holds no queue. queued is the bytes of the frames
-	// in it, at most SendQueueBytes; it is also read without mu.
+	// mu guards queue, spare, writing and pingDue. queue holds the
+	// encoded server frames waiting for the writer. The writer takes the
+	// whole queue's array, and gives it back as spare once written, for
+	// the queue to take in turn: frames are queued without allocating.
+	// Only arrays of at most keptFrames are kept, so an idle connection
+	// holds at most two small ones. queued is the bytes of the frames in
+	// queue, at most SendQueueBytes; it is also read without mu.
 	mu      sync.Mutex
 	queue   [][]byte
+	spare   [][]byte
 	queued  atomic.Int64
 	writing bool
 	pingDue bool
@@ -175,6 +179,7 @@ func (c *Conn) close(code int, reason string, drain bool) bool {
 // closing it finishes it instead, and stays marked running so that no
 // other writer starts.
 func (c *Conn) writer() {
+	var written [][]byte // the array of the batch written last
 	for {
 		// A close request goes first: a slow client's queue is not
 		// worth writing.
@@ -185,6 +190,10 @@ func (c *Conn) writer() {
 		default:
 		}
 		c.mu.Lock()
+		if written != nil && c.spare == nil {
+			c.spare = keepSmall(written)
+		}
+		written = nil
 		ping := c.pingDue
 		c.pingDue = false
 		var batch [][]byte
@@ -202,6 +211,8 @@ func (c *Conn) writer() {
 			err = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.gw.cfg.WriteWait))
 		} else {
 			err = c.writeBatch(batch)
+			clear(batch) // written: the frames are not kept alive
+			written = batch
 		}
 		if err != nil {
 			c.close(websocket.CloseAbnormalClosure, "", false)
@@ -209,12 +220,25 @@ func (c *Conn) writer() {
 	}
 }
 
+// keptFrames is the largest queue array a connection keeps for reuse;
+// a larger one (a burst) is dropped once empty.
+const keptFrames = 8
+
+// keepSmall returns q emptied for reuse, or nil when its array is larger
+// than keptFrames.
+func keepSmall(q [][]byte) [][]byte {
+	if cap(q) > keptFrames {
+		return nil
+	}
+	return q[:0]
+}
+
 // takeLocked takes the frames at the head of the queue that fit in one
 // batch (MaxBatchBytes, and at least one frame), or returns nil when the
 // queue is empty. c.mu must be held.
 func (c *Conn) takeLocked() [][]byte {
 	if len(c.queue) == 0 {
-		c.queue = nil
+		c.queue = keepSmall(c.queue)
 		return nil
 	}
 	k, size := 1, len(c.queue[0])
@@ -222,11 +246,15 @@ func (c *Conn) takeLocked() [][]byte {
 		size += len(c.queue[k]) + 1
 		k++
 	}
-	batch := slices.Clone(c.queue[:k])
-	clear(c.queue[:k])
-	c.queue = c.queue[k:]
-	if len(c.queue) == 0 {
-		c.queue = nil // an idle connection holds no queue
+	var batch [][]byte
+	if k == len(c.queue) {
+		// The whole queue: the writer takes its array, and frames
+		// queue in the spare one meanwhile.
+		batch, c.queue, c.spare = c.queue, c.spare, nil
+	} else {
+		batch = slices.Clone(c.queue[:k])
+		clear(c.queue[:k])
+		c.queue = c.queue[k:]
 	}
 	c.queued.Add(-int64(size - (k - 1)))
 	return batch
