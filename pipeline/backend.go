@@ -201,8 +201,15 @@ var ErrOverloaded = fmt.Errorf("%w: overloaded", ErrUnavailable)
 // and 48 random bits, e.g. "mb3k2x1f.3fa29c0d11e4". Backends use it for a
 // room or feed whose stored data starts anew; nothing parses it.
 func NewEpoch() string {
-	r := rand.Uint64() & (1<<48 - 1)
-	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "." + strconv.FormatUint(r|1<<48, 16)[1:]
+	const hex = "0123456789abcdef"
+	var buf [32]byte
+	b := strconv.AppendInt(buf[:0], time.Now().UnixMilli(), 36)
+	b = append(b, '.')
+	r := rand.Uint64()
+	for shift := 44; shift >= 0; shift -= 4 {
+		b = append(b, hex[r>>shift&0xf])
+	}
+	return string(b)
 }
 
 // PartitionOf maps a room to one of n partitions with a stable hash (FNV-1a,

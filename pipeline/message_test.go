@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -386,5 +387,27 @@ func TestFromWatermill(t *testing.T) {
 				t.Errorf("error %q does not name the message", err)
 			}
 		})
+	}
+}
+
+// TestNewEpoch proves that epochs have the documented form (milliseconds
+// in base 36, a dot, 48 random bits in 12 hex digits), differ from call to
+// call, and cost one allocation: the append script takes a fresh one per
+// call.
+func TestNewEpoch(t *testing.T) {
+	form := regexp.MustCompile(`^[0-9a-z]{8,}\.[0-9a-f]{12}$`)
+	seen := make(map[string]bool)
+	for range 1000 {
+		e := pipeline.NewEpoch()
+		if !form.MatchString(e) {
+			t.Fatalf("epoch %q does not have the form ms36.hex12", e)
+		}
+		if seen[e] {
+			t.Fatalf("epoch %q repeated", e)
+		}
+		seen[e] = true
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = pipeline.NewEpoch() }); n > 1 {
+		t.Errorf("NewEpoch allocates %v times, want 1", n)
 	}
 }

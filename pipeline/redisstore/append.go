@@ -238,7 +238,14 @@ type batch struct {
 	busLast [MaxPartitions]string
 	// key is where a send record's key is built.
 	key []byte
+	// roomKeys are the key arguments of rooms (stream, epoch), boxed
+	// once rather than built for every call; cleared when it holds
+	// maxRoomKeys rooms.
+	roomKeys map[string][2]any
 }
+
+// maxRoomKeys bounds a batcher's cache of room key arguments.
+const maxRoomKeys = 4096
 
 // scriptCall is one append script call: the messages of a batch of one
 // partition in a Redis Cluster, or the whole batch on a single Redis, in
@@ -301,6 +308,7 @@ func (bt *batch) build() {
 	}
 	if bt.roomNo == nil {
 		bt.roomNo = make(map[string]int)
+		bt.roomKeys = make(map[string][2]any)
 	}
 	args := bt.args[:0]
 	for ci := range bt.calls {
@@ -327,8 +335,16 @@ func (bt *batch) build() {
 				bt.roomBus = append(bt.roomBus, bt.busNo[r.part])
 				n = len(bt.roomBus)
 				bt.roomNo[r.room] = n
-				tag := b.tags[r.part]
-				args = append(args, tag+"room:"+r.room, tag+"epoch:"+r.room)
+				keys, ok := bt.roomKeys[r.room]
+				if !ok {
+					if len(bt.roomKeys) >= maxRoomKeys {
+						clear(bt.roomKeys)
+					}
+					tag := b.tags[r.part]
+					keys = [2]any{tag + "room:" + r.room, tag + "epoch:" + r.room}
+					bt.roomKeys[r.room] = keys
+				}
+				args = append(args, keys[0], keys[1])
 			}
 			r.roomNo = n
 		}
