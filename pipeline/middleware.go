@@ -40,9 +40,9 @@ func Logging(log *slog.Logger) message.HandlerMiddleware {
 				"took", time.Since(start),
 			}
 			if err != nil {
-				log.Debug("message refused", append(attrs, "err", err)...)
+				log.DebugContext(msg.Context(), "message refused", append(attrs, "err", err)...)
 			} else {
-				log.Debug("message handled", attrs...)
+				log.DebugContext(msg.Context(), "message handled", attrs...)
 			}
 			return out, err
 		}

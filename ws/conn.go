@@ -29,8 +29,8 @@ const closeGrace = time.Second
 // waits while a gateway worker handles each (workers.go), so frames are
 // handled one at a time, in order, and own rooms as the reader would. Writes run on a writer goroutine that exists only while there
 // is something to write (frames, a ping, the close): an idle connection
-// holds no writer goroutine, timer or queue. Other goroutines only call
-// enqueue, ping and close.
+// holds no writer goroutine or timer, and of its queue at most two small
+// arrays (see mu). Other goroutines only call enqueue, ping and close.
 type Conn struct {
 	id   string
 	user string
