@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 )
 
 // ErrForbidden reports a join or send that the identity's rooms or publish
@@ -35,8 +36,11 @@ func (a Action) String() string {
 type Authenticator struct {
 	mode     string
 	verifier *Verifier
-	policy   *Policy
-	log      *slog.Logger
+	// policy is the rooms policy in force (nil: none), read from
+	// policyFile and replaced by ReloadPolicy.
+	policy     atomic.Pointer[Policy]
+	policyFile string
+	log        *slog.Logger
 }
 
 // New returns the authenticator of cfg: it reads the key (or starts
@@ -47,13 +51,9 @@ func New(cfg Config) (*Authenticator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Authenticator{mode: cfg.Mode, log: cfg.Logger}
-	if cfg.RoomsPolicy != "" {
-		p, err := LoadPolicy(cfg.RoomsPolicy, cfg.Logger)
-		if err != nil {
-			return nil, err
-		}
-		a.policy = p
+	a := &Authenticator{mode: cfg.Mode, log: cfg.Logger, policyFile: cfg.RoomsPolicy}
+	if err := a.ReloadPolicy(); err != nil {
+		return nil, err
 	}
 	switch cfg.Mode {
 	case ModeJWT:
@@ -66,6 +66,22 @@ func New(cfg Config) (*Authenticator, error) {
 		cfg.Logger.Warn("auth: --auth none: anyone can use any name; run with --auth jwt in front of real users")
 	}
 	return a, nil
+}
+
+// ReloadPolicy reads the rooms policy file again and puts it in force for
+// every later join and send. When the file cannot be read or is invalid it
+// returns the error (naming the file and line) and the policy in force
+// stays. Without a policy file it does nothing.
+func (a *Authenticator) ReloadPolicy() error {
+	if a == nil || a.policyFile == "" {
+		return nil
+	}
+	p, err := LoadPolicy(a.policyFile, a.log)
+	if err != nil {
+		return err
+	}
+	a.policy.Store(p)
+	return nil
 }
 
 // Mode returns ModeNone or ModeJWT.
@@ -115,8 +131,12 @@ func (a *Authenticator) Allow(id Identity, room string, act Action) error {
 		}
 		return fmt.Errorf("%w: your token does not allow joining room %s", ErrForbidden, room)
 	}
-	if a == nil || a.policy == nil {
+	if a == nil {
 		return nil
 	}
-	return a.policy.Allow(id, room, act)
+	p := a.policy.Load()
+	if p == nil {
+		return nil
+	}
+	return p.Allow(id, room, act)
 }

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -116,5 +117,48 @@ func TestAuthenticatorAllow(t *testing.T) {
 	}
 	if _, err := auth.New(auth.Config{RoomsPolicy: writeFile(t, "bad.yaml", "rooms:\n  - room: x\n    join: nope\n")}); err == nil || !strings.Contains(err.Error(), "bad.yaml:3:") {
 		t.Fatalf("bad policy: got %v, want file:line", err)
+	}
+}
+
+// TestReloadPolicy proves that ReloadPolicy puts a changed policy file in
+// force, that a broken file is refused with its file and line while the
+// policy in force stays, and that without a policy file it does nothing.
+func TestReloadPolicy(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "p.yaml", "rooms:\n  - room: lobby\n")
+	a, err := auth.New(auth.Config{RoomsPolicy: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	anon := auth.Identity{User: "alice"}
+	allowed := func(room string) bool { return a.Allow(anon, room, auth.Join) == nil }
+	if !allowed("lobby") || allowed("garden") {
+		t.Fatalf("before the reload: lobby %v, garden %v; want true, false", allowed("lobby"), allowed("garden"))
+	}
+	if err := os.WriteFile(file, []byte("rooms:\n  - room: garden\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReloadPolicy(); err != nil {
+		t.Fatal(err)
+	}
+	if allowed("lobby") || !allowed("garden") {
+		t.Fatalf("after the reload: lobby %v, garden %v; want false, true", allowed("lobby"), allowed("garden"))
+	}
+	if err := os.WriteFile(file, []byte("rooms:\n  - room: lobby\n    join: nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReloadPolicy(); err == nil || !strings.Contains(err.Error(), "p.yaml:3:") {
+		t.Fatalf("broken file: got %v, want an error at p.yaml:3", err)
+	}
+	if allowed("lobby") || !allowed("garden") {
+		t.Fatal("a broken file changed the policy in force")
+	}
+	none, err := auth.New(auth.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := none.ReloadPolicy(); err != nil || !(none.Allow(anon, "anywhere", auth.Join) == nil) {
+		t.Fatalf("without a policy: reload %v; want nothing to reload and every room allowed", err)
 	}
 }

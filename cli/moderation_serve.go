@@ -3,10 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
@@ -50,26 +47,12 @@ func runModeration(ctx context.Context, path string, env moderation.Env, hup boo
 			log.Warn("moderation background work stopped", "err", err)
 		}
 	})
-	signals := make(chan os.Signal, 1)
+	stopHangup := func() {}
 	if hup {
-		signal.Notify(signals, syscall.SIGHUP)
-		wg.Go(func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-signals:
-					if err := chain.Reload(); err != nil {
-						log.Error("moderation reload failed; the previous configuration stays in force", "err", err)
-						continue
-					}
-					log.Info("moderation reloaded", "file", path)
-				}
-			}
-		})
+		stopHangup = reloadOnHangup(ctx, log, "moderation", path, chain.Reload)
 	}
 	return chain, func() {
-		signal.Stop(signals)
+		stopHangup()
 		cancel()
 		wg.Wait()
 	}, nil

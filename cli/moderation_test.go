@@ -348,33 +348,7 @@ func TestServeModeration(t *testing.T) {
 
 	modWrite(t, dir, "rules.yaml", "rules:\n  - name: one\n    when: text == \"one\"\n    action: reject\n    reason: not one\n")
 	good := modWrite(t, dir, "good.yaml", "moderators:\n  - kind: rules\n    file: rules.yaml\n    poll: -1s\n")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	_, kctx = modParse(t, "serve", "--addr", addr, "--internal-addr=", "--moderation", good)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- kctx.Run(&globals{Log: modQuiet, Ctx: ctx}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	var c *wstest.Client
-	deadline := time.Now().Add(modWait)
-	for c == nil {
-		if c, err = wstest.Dial("http://"+addr, "alice"); err != nil {
-			if time.Now().After(deadline) {
-				t.Fatal(err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	t.Cleanup(c.Close)
+	c := serveAndDial(t, modQuiet, "alice", "--moderation", good)
 	if err := c.Join("lobby", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +374,7 @@ func TestServeModeration(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(modWait)
+	deadline := time.Now().Add(modWait)
 	for say("two").Type != "error" {
 		if time.Now().After(deadline) {
 			t.Fatal("SIGHUP did not reload the rules")
@@ -409,5 +383,40 @@ func TestServeModeration(t *testing.T) {
 	}
 	if f := say("one"); f.Type != "ack" {
 		t.Fatalf("after the reload %q got %s, want ack", "one", f.Raw)
+	}
+}
+
+// serveAndDial runs serve with args (and a free --addr, no internal
+// listener) logging to log until the test ends, and returns a client
+// connected to it as user.
+func serveAndDial(t *testing.T, log *slog.Logger, user string, args ...string) *wstest.Client {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, kctx := modParse(t, append([]string{"serve", "--addr", addr, "--internal-addr="}, args...)...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- kctx.Run(&globals{Log: log, Ctx: ctx}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	deadline := time.Now().Add(modWait)
+	for {
+		c, err := wstest.Dial("http://"+addr, user)
+		if err == nil {
+			t.Cleanup(c.Close)
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

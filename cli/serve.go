@@ -82,6 +82,9 @@ func (s *serveCmd) Run(g *globals) error {
 		_ = b.Close() // the server never started
 		return err
 	}
+	if file := s.AuthFlags.RoomsPolicy; file != "" {
+		defer reloadOnHangup(g.Ctx, g.Log, "rooms policy", file, srv.ReloadRoomsPolicy)()
+	}
 	return srv.Run(g.Ctx)
 }
 

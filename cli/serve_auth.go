@@ -15,7 +15,7 @@ type serveAuthFlags struct {
 	JWKSURL          string `name:"jwks-url" env:"CHATSTREAM_JWKS_URL" placeholder:"URL" help:"JSON Web Key Set of --auth jwt (RS256, ES256 or EdDSA keys named by kid); cached, fetched again hourly and on an unknown kid (at most every 5s)."`
 	JWTIssuer        string `name:"jwt-issuer" env:"CHATSTREAM_JWT_ISSUER" help:"The iss every token must carry (--auth jwt). Empty: not checked."`
 	JWTAudience      string `name:"jwt-audience" env:"CHATSTREAM_JWT_AUDIENCE" help:"An aud every token must carry (--auth jwt). Empty: not checked."`
-	RoomsPolicy      string `name:"rooms-policy" env:"CHATSTREAM_ROOMS_POLICY" placeholder:"FILE" help:"Rooms policy: ordered rules with CEL conditions over user, room and claims saying who may join and send where (docs/PROTOCOL.md §3.1). Works with either --auth."`
+	RoomsPolicy      string `name:"rooms-policy" env:"CHATSTREAM_ROOMS_POLICY" placeholder:"FILE" help:"Rooms policy: ordered rules with CEL conditions over user, room and claims saying who may join and send where (docs/PROTOCOL.md §3.1). Works with either --auth. SIGHUP rereads it; an invalid file is logged and the previous policy stays in force."`
 }
 
 // config returns the server's auth.Config of the flags.

@@ -414,3 +414,8 @@ func portOf(a net.Addr) string {
 	}
 	return "0"
 }
+
+// ReloadRoomsPolicy reads the rooms policy file (Config.Auth.RoomsPolicy)
+// again and puts it in force for every later join and send; an error
+// leaves the policy in force unchanged. Without a policy it does nothing.
+func (s *Server) ReloadRoomsPolicy() error { return s.auth.ReloadPolicy() }
