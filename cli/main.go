@@ -98,7 +98,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	g := &globals{Log: newLogger(stderr, c.LogFormat, c.LogLevel), Ctx: ctx, Stdout: stdout, Stderr: stderr}
-	redisLoggerOnce.Do(func() { redis.SetLogger(redisstore.ClientLogger{Log: g.Log}) })
+	redisLoggerOnce.Do(func() { redis.SetLogger(&redisstore.ClientLogger{Log: g.Log}) })
 	if err := kctx.Run(g); err != nil {
 		fmt.Fprintln(stderr, "chatstream:", err)
 		return exitCode(err)
