@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 )
 
@@ -37,9 +38,11 @@ type Authenticator struct {
 	mode     string
 	verifier *Verifier
 	// policy is the rooms policy in force (nil: none), read from
-	// policyFile and replaced by ReloadPolicy.
+	// policyFile and replaced by ReloadPolicy; reloadMu serialises
+	// reloads, so the file read last is the one in force.
 	policy     atomic.Pointer[Policy]
 	policyFile string
+	reloadMu   sync.Mutex
 	log        *slog.Logger
 }
 
@@ -76,6 +79,8 @@ func (a *Authenticator) ReloadPolicy() error {
 	if a == nil || a.policyFile == "" {
 		return nil
 	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	p, err := LoadPolicy(a.policyFile, a.log)
 	if err != nil {
 		return err

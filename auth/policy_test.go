@@ -158,7 +158,12 @@ func TestReloadPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := none.ReloadPolicy(); err != nil || !(none.Allow(anon, "anywhere", auth.Join) == nil) {
+	t.Cleanup(none.Close)
+	if err := none.ReloadPolicy(); err != nil || none.Allow(anon, "anywhere", auth.Join) != nil {
 		t.Fatalf("without a policy: reload %v; want nothing to reload and every room allowed", err)
+	}
+	var unset *auth.Authenticator // ModeNone without a policy
+	if err := unset.ReloadPolicy(); err != nil || unset.Allow(anon, "anywhere", auth.Join) != nil {
+		t.Fatalf("nil authenticator: reload %v; want nothing to reload and every room allowed", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -391,6 +392,12 @@ func TestServeModeration(t *testing.T) {
 // connected to it as user.
 func serveAndDial(t *testing.T, log *slog.Logger, user string, args ...string) *wstest.Client {
 	t.Helper()
+	// Tests send SIGHUP to the process: with a handler of the test's own,
+	// a server that does not handle it fails its test instead of killing
+	// the test binary.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	t.Cleanup(func() { signal.Stop(hup) })
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -40,35 +40,40 @@ func (q quietCancel) With(fields watermill.LogFields) watermill.LoggerAdapter {
 //
 // A failure is loud once, not once per retry: during an outage go-redis
 // reports every failed dial, several times a second, while chatstream's own
-// lines already say what is failing and when it recovers. So each kind of
-// diagnostic (its format) is written the first time, and then at most once
-// per Every, with repeated=N counting the lines held back since the last
-// one written. Use a *ClientLogger; it is safe for concurrent use.
+// lines already say what is failing and when it recovers. So a diagnostic
+// is written the first time, and the same line again at most once per
+// Every, with repeated=N counting the copies held back meanwhile. Copies
+// held back that then stopped for longer than Every (the failure ended)
+// are not counted into a later line; chatstream's own lines report the
+// failure's end. Use a *ClientLogger; it is safe for concurrent use.
 type ClientLogger struct {
 	Log *slog.Logger
-	// Every is the least time between two lines of one kind. Default
+	// Every is the least time between two copies of one line. Default
 	// faillog.DefaultEvery.
 	Every time.Duration
 
 	// now is the clock (time.Now when nil; tests set it).
 	now func() time.Time
-	// mu guards kinds: per format, when a line was last written and how
-	// many were held back since.
+	// mu guards lines: per line, when it was last written, and the
+	// copies held back since and when the last of them came.
 	mu    sync.Mutex
-	kinds map[string]*heldLines
+	lines map[string]*heldLines
 }
 
 type heldLines struct {
-	written time.Time
-	held    int
+	written, lastHeld time.Time
+	held              int
 }
 
-// maxClientLogKinds bounds the formats a ClientLogger tracks; go-redis has
-// a few dozen.
-const maxClientLogKinds = 256
+// maxClientLogLines bounds the distinct lines a ClientLogger tracks; when
+// it is reached they are forgotten (and written again when they recur).
+const maxClientLogLines = 256
 
 // Printf writes one go-redis diagnostic, or holds it back (see ClientLogger).
 func (l *ClientLogger) Printf(ctx context.Context, format string, v ...any) {
+	if !l.Log.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
 	every := l.Every
 	if every <= 0 {
 		every = faillog.DefaultEvery
@@ -77,26 +82,33 @@ func (l *ClientLogger) Printf(ctx context.Context, format string, v ...any) {
 	if l.now != nil {
 		now = l.now()
 	}
+	// Lines, not formats, are told apart: go-redis writes many different
+	// diagnostics through one "%s", and one format names different nodes.
+	line := fmt.Sprintf(format, v...)
 	l.mu.Lock()
-	k := l.kinds[format]
+	k := l.lines[line]
 	if k != nil && now.Sub(k.written) < every {
 		k.held++
+		k.lastHeld = now
 		l.mu.Unlock()
 		return
 	}
 	if k == nil {
-		if l.kinds == nil || len(l.kinds) >= maxClientLogKinds {
-			l.kinds = make(map[string]*heldLines)
+		if l.lines == nil || len(l.lines) >= maxClientLogLines {
+			l.lines = make(map[string]*heldLines)
 		}
 		k = &heldLines{}
-		l.kinds[format] = k
+		l.lines[line] = k
 	}
 	held := k.held
+	if now.Sub(k.lastHeld) > every {
+		held = 0 // those repeats ended long ago: not this line's
+	}
 	k.written, k.held = now, 0
 	l.mu.Unlock()
 	if held > 0 {
-		l.Log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis", "repeated", held)
+		l.Log.WarnContext(ctx, line, "component", "go-redis", "repeated", held)
 		return
 	}
-	l.Log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+	l.Log.WarnContext(ctx, line, "component", "go-redis")
 }

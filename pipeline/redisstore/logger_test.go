@@ -38,4 +38,25 @@ func TestClientLoggerHoldsRepeats(t *testing.T) {
 	if len(got) != 3 || !strings.Contains(got[2], "failed to dial") || !strings.Contains(got[2], "repeated=99") {
 		t.Fatalf("got lines %q, want a third line counting the 99 held back", got)
 	}
+
+	// Lines, not formats, are told apart: go-redis writes many kinds
+	// through "%s", and one format names different nodes.
+	l.Printf(ctx, "%s", "circuit breaker opened for endpoint a")
+	l.Printf(ctx, "%s", "handoff failed for endpoint a")
+	l.Printf(ctx, "sentinel: new master=%q", "10.0.0.3:6379")
+	if got = lines(); len(got) != 6 {
+		t.Fatalf("got lines %q, want each distinct line written", got)
+	}
+
+	// Copies held back during a failure that then ended are not counted
+	// into the line of a later one.
+	clock = clock.Add(31 * time.Second)
+	l.Printf(ctx, dial, 5, "connection refused") // written
+	l.Printf(ctx, dial, 5, "connection refused") // held
+	clock = clock.Add(time.Hour)
+	l.Printf(ctx, dial, 5, "connection refused")
+	got = lines()
+	if len(got) != 8 || strings.Contains(got[7], "repeated") {
+		t.Fatalf("got lines %q, want the line of the later failure without the earlier repeat", got)
+	}
 }
