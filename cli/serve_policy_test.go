@@ -49,7 +49,7 @@ func TestServeReloadsRoomsPolicy(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("SIGHUP did not reload the rooms policy")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // within the connection's frame rate
 	}
 	modWrite(t, dir, "policy.yaml", "rooms:\n  - room: lobby\n    join: nope\n")
 	hangup()
