@@ -40,7 +40,9 @@ import (
 //
 // BlockTime is shortened so that Close, which waits for blocked reads,
 // keeps the suite fast; the default is exercised by the backend's tests.
-func TestBusSubscriberPubSub(t *testing.T) {
+func TestBusSubscriberPubSub(t *testing.T) { forEachMode(t, testBusSubscriberPubSub) }
+
+func testBusSubscriberPubSub(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	features := tests.Features{
 		ConsumerGroups:                   false,
@@ -63,7 +65,7 @@ func TestBusSubscriberPubSub(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond},
+		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Multiplex: multiplex},
 			newClient(t, srv, func(o *redis.UniversalOptions) { o.PoolSize = 64 }), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -71,6 +73,13 @@ func TestBusSubscriberPubSub(t *testing.T) {
 		return pub, sub
 	}
 	tests.TestPubSub(t, features, newPubSub, nil)
+}
+
+// forEachMode runs test for a subscriber that reads per subscription and
+// for one that multiplexes its subscriptions' reads.
+func forEachMode(t *testing.T, test func(t *testing.T, multiplex bool)) {
+	t.Run("per subscription", func(t *testing.T) { test(t, false) })
+	t.Run("multiplexed", func(t *testing.T) { test(t, true) })
 }
 
 // newClient returns a client of srv, adjusted by opts (nil: as parsed),
@@ -148,7 +157,9 @@ func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 // its position in order, with MetaSeq = entry ID, taking up to ReadCount
 // entries per read and reading at most one batch ahead of the messages
 // acked.
-func TestBusSubscriberReadsBatches(t *testing.T) {
+func TestBusSubscriberReadsBatches(t *testing.T) { forEachMode(t, testBusSubscriberReadsBatches) }
+
+func testBusSubscriberReadsBatches(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	cases := []struct {
 		name             string
@@ -167,7 +178,7 @@ func TestBusSubscriberReadsBatches(t *testing.T) {
 			var reads xreadCounter
 			c.AddHook(&reads)
 			ids, uuids := addEntries(t, c, stream, tc.entries)
-			cfg := redisstore.BusSubscriberConfig{ReadCount: tc.count, BlockTime: 100 * time.Millisecond}
+			cfg := redisstore.BusSubscriberConfig{ReadCount: tc.count, BlockTime: 100 * time.Millisecond, Multiplex: multiplex}
 			if tc.after >= 0 {
 				cfg.After = ids[tc.after]
 				ids, uuids = ids[tc.after+1:], uuids[tc.after+1:]
@@ -246,7 +257,9 @@ func TestBusSubscriberReadsAheadAfterFullBatch(t *testing.T) {
 // TestBusSubscriberUndecodable: entries that cannot be decoded are
 // delivered marked MetaUndecodable, with their seq, and the subscription
 // goes on.
-func TestBusSubscriberUndecodable(t *testing.T) {
+func TestBusSubscriberUndecodable(t *testing.T) { forEachMode(t, testBusSubscriberUndecodable) }
+
+func testBusSubscriberUndecodable(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	stream := srv.Prefix + ":undecodable"
 	c := newClient(t, srv, nil)
@@ -271,7 +284,7 @@ func TestBusSubscriberUndecodable(t *testing.T) {
 		{id: add(redisstream.UUIDHeaderKey, "u-1", "payload", "p", "metadata", "\xc1 not msgpack"), undecodable: true},
 		{id: add(good("after")...), payload: "after"},
 	}
-	ch := subscribeBus(t, ctx, c, redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, stream)
+	ch := subscribeBus(t, ctx, c, redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Multiplex: multiplex}, stream)
 	for i, e := range entries {
 		m := next(t, ch)
 		reason := m.Metadata.Get(redisstore.MetaUndecodable)
@@ -289,12 +302,16 @@ func TestBusSubscriberUndecodable(t *testing.T) {
 // killed, no client retry) closes the subscription's channel after the
 // messages read before.
 func TestBusSubscriberReadFailureCloses(t *testing.T) {
+	forEachMode(t, testBusSubscriberReadFailureCloses)
+}
+
+func testBusSubscriberReadFailureCloses(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	stream := srv.Prefix + ":failure"
 	name := srv.Prefix + "-reader"
 	c := newClient(t, srv, func(o *redis.UniversalOptions) { o.MaxRetries = -1; o.ClientName = name })
 	ids, _ := addEntries(t, c, stream, 3)
-	ch := subscribeBus(t, context.Background(), c, redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second}, stream)
+	ch := subscribeBus(t, context.Background(), c, redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second, Multiplex: multiplex}, stream)
 	for range ids {
 		next(t, ch).Ack()
 	}
@@ -334,12 +351,14 @@ func TestBusSubscriberReadFailureCloses(t *testing.T) {
 // once and gives its connection back within BlockTime; Close closes every
 // subscription and returns once their goroutines have ended; a closed
 // subscriber refuses to subscribe.
-func TestBusSubscriberStops(t *testing.T) {
+func TestBusSubscriberStops(t *testing.T) { forEachMode(t, testBusSubscriberStops) }
+
+func testBusSubscriberStops(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	const block = time.Second
 	c := newClient(t, srv, nil)
 	ids, _ := addEntries(t, c, srv.Prefix+":stops", 3)
-	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: block}, c, nil)
+	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: block, Multiplex: multiplex}, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,12 +500,16 @@ func TestBusSubscriberConfig(t *testing.T) {
 // TestBusSubscriberCloseClosesChannels: once Close returns, the channel of a
 // subscription that waits for an ack is closed, every time.
 func TestBusSubscriberCloseClosesChannels(t *testing.T) {
+	forEachMode(t, testBusSubscriberCloseClosesChannels)
+}
+
+func testBusSubscriberCloseClosesChannels(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	stream := srv.Prefix + ":close"
 	c := newClient(t, srv, nil)
 	addEntries(t, c, stream, 1)
 	for round := range 200 {
-		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, c, nil)
+		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Multiplex: multiplex}, c, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
