@@ -1,9 +1,13 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"sync/atomic"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -26,6 +30,10 @@ import (
 // waker. If the server refuses CLIENT UNBLOCK (an ACL without it), the
 // reader picks such changes up when its read ends, within BlockTime; that
 // is logged once.
+//
+// Several subscriptions of one stream share its place in the read: it is
+// read from the lowest position among those with room, and each gets the
+// entries after its own position.
 //
 // The reader starts with the first subscription and ends once none is
 // left, or when a read fails: then every subscription's channel closes
@@ -58,12 +66,13 @@ type busMux struct {
 	reading bool
 	round   uint64
 	// idle wakes a reader that waits for a subscription with room; unblock
-	// asks the waker to end the read in flight. Both hold one wake-up.
+	// asks the running reader's waker to end the read in flight (each
+	// reader has its own). Both hold one wake-up.
 	idle, unblock chan struct{}
 	// connID is the reader's connection's CLIENT ID, 0 until it is known.
 	connID int64
-	// refused is set once CLIENT UNBLOCK was refused: no more tries.
-	refused atomic.Bool
+	// refusalLogged is set once a refused CLIENT UNBLOCK was logged.
+	refusalLogged bool
 }
 
 // subscribeMux adds a subscription of stream after the ID after to the
@@ -75,15 +84,16 @@ func (s *BusSubscriber) subscribeMux(ctx context.Context, stream, after string, 
 	if m.subs == nil {
 		m.subs = make(map[*muxSub]struct{})
 		m.idle = make(chan struct{}, 1)
-		m.unblock = make(chan struct{}, 1)
 	}
 	m.subs[sub] = struct{}{}
 	if !m.running {
 		m.running = true
+		unblock := make(chan struct{}, 1)
+		m.unblock = unblock
 		s.running.Add(1)
 		go func() {
 			defer s.running.Done()
-			s.readMux()
+			s.readMux(unblock)
 		}()
 	}
 	s.wakeLocked()
@@ -143,55 +153,48 @@ func (s *BusSubscriber) handOutMux(sub *muxSub, out *outlet) {
 	}
 }
 
+// muxRead is one stream of a round's XREAD: the subscriptions of it with
+// room, read from the lowest position among them.
+type muxRead struct {
+	stream, after string
+	subs          []*muxSub
+}
+
 // readMux is the reader: it reads every subscription with room in one
 // XREAD per round, until no subscription is left, the subscriber is
-// closed or a read fails.
-func (s *BusSubscriber) readMux() {
+// closed or a read fails. Its waker takes wake-ups from unblock.
+func (s *BusSubscriber) readMux(unblock chan struct{}) {
 	m := &s.mux
 	conn := s.client.(conner).Conn()
-	defer func() { _ = conn.Close() }() // the connection goes back to the pool, or is dropped if broken
 	// Not s.closing: once the subscriber is closed, the waker still ends
 	// the read in flight, so that Close returns soon.
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
+	var waker sync.WaitGroup
+	defer func() {
+		stop()
+		// No CLIENT UNBLOCK of the connection once it is back in the
+		// pool, where another caller may block on it.
+		waker.Wait()
+		_ = conn.Close() // back to the pool, or dropped if broken
+	}()
 	id, err := conn.ClientID(ctx).Result()
 	if err == nil {
 		s.mu.Lock()
 		m.connID = id
 		s.mu.Unlock()
-		s.running.Add(1)
-		go func() {
-			defer s.running.Done()
-			s.wakeMux(ctx)
-		}()
+		waker.Go(func() { s.wakeMux(ctx, unblock) })
 	}
+	var reads []muxRead
 	var args []string
-	var subs []*muxSub
 	for err == nil {
 		s.mu.Lock()
-		args, subs = args[:0], subs[:0]
-		seen := make(map[string]bool, len(m.subs))
-		for sub := range m.subs {
-			switch {
-			case sub.ctx.Err() != nil:
-				// Its goroutine removes it.
-			case len(sub.batches) > 0:
-				sub.left = true
-			case seen[sub.stream]:
-				// Two subscriptions of one stream: the replies
-				// cannot be told apart, so it is read next round.
-			default:
-				seen[sub.stream] = true
-				args = append(args, sub.stream)
-				subs = append(subs, sub)
-			}
-		}
+		reads = s.roundLocked(reads[:0])
 		if len(m.subs) == 0 || s.closing.Err() != nil {
 			s.endMuxLocked()
 			s.mu.Unlock()
 			return
 		}
-		if len(subs) == 0 {
+		if len(reads) == 0 {
 			s.mu.Unlock()
 			select {
 			case <-m.idle:
@@ -208,8 +211,12 @@ func (s *BusSubscriber) readMux() {
 		m.round++
 		s.mu.Unlock()
 
-		for _, sub := range subs {
-			args = append(args, sub.after)
+		args = args[:0]
+		for _, r := range reads {
+			args = append(args, r.stream)
+		}
+		for _, r := range reads {
+			args = append(args, r.after)
 		}
 		var xs []redis.XStream
 		xs, err = conn.XRead(ctx, &redis.XReadArgs{Streams: args, Count: int64(s.cfg.ReadCount), Block: s.cfg.BlockTime}).Result()
@@ -224,31 +231,83 @@ func (s *BusSubscriber) readMux() {
 			break
 		}
 		for _, x := range xs {
-			sub := findSub(subs, x.Stream)
-			if sub == nil || len(x.Messages) == 0 {
-				continue
+			for _, r := range reads {
+				if r.stream == x.Stream {
+					handOver(r.subs, x.Messages)
+					break
+				}
 			}
-			sub.after = x.Messages[len(x.Messages)-1].ID
-			sub.batches <- x.Messages // it had room: only the reader sends
 		}
 	}
 	if s.closing.Err() == nil {
 		// Every subscription closes; their callers subscribe again.
-		s.log.Error("stop reading after error", err, watermill.LogFields{"streams": len(subs)})
+		s.log.Error("stop reading after error", err, watermill.LogFields{"streams": len(reads)})
 	}
 	s.mu.Lock()
 	s.endMuxLocked()
 	s.mu.Unlock()
 }
 
-// findSub returns the subscription of stream among subs, nil if none.
-func findSub(subs []*muxSub, stream string) *muxSub {
-	for _, sub := range subs {
-		if sub.stream == stream {
-			return sub
+// roundLocked appends to reads the streams to read this round: those of
+// the subscriptions with room, each once, from the lowest position among
+// them. A subscription without room is marked left. s.mu must be held.
+func (s *BusSubscriber) roundLocked(reads []muxRead) []muxRead {
+	for sub := range s.mux.subs {
+		switch {
+		case sub.ctx.Err() != nil:
+			continue // its goroutine removes it
+		case len(sub.batches) > 0:
+			sub.left = true
+			continue
 		}
+		i := slices.IndexFunc(reads, func(r muxRead) bool { return r.stream == sub.stream })
+		if i < 0 {
+			// Reuse the subs array of an earlier round's read.
+			reads = slices.Grow(reads, 1)[:len(reads)+1]
+			i = len(reads) - 1
+			reads[i] = muxRead{stream: sub.stream, after: sub.after, subs: reads[i].subs[:0]}
+		} else if compareIDs(sub.after, reads[i].after) < 0 {
+			reads[i].after = sub.after
+		}
+		reads[i].subs = append(reads[i].subs, sub)
 	}
-	return nil
+	return reads
+}
+
+// handOver sends each of subs (which have room) the entries after its
+// position, and moves its position to the last of them.
+func handOver(subs []*muxSub, entries []redis.XMessage) {
+	for _, sub := range subs {
+		i, _ := slices.BinarySearchFunc(entries, sub.after, func(x redis.XMessage, id string) int {
+			if compareIDs(x.ID, id) <= 0 {
+				return -1
+			}
+			return 1
+		})
+		if i == len(entries) {
+			continue // nothing after its position
+		}
+		sub.after = entries[len(entries)-1].ID
+		sub.batches <- entries[i:] // it had room: only the reader sends
+	}
+}
+
+// compareIDs compares two stream entry IDs ("ms-seq", or "ms" for
+// "ms-0") by their numbers; an ID it cannot parse is the lowest.
+func compareIDs(a, b string) int {
+	ams, aseq := parseID(a)
+	bms, bseq := parseID(b)
+	if c := cmp.Compare(ams, bms); c != 0 {
+		return c
+	}
+	return cmp.Compare(aseq, bseq)
+}
+
+func parseID(id string) (ms, seq uint64) {
+	m, q, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(q, 10, 64)
+	return ms, seq
 }
 
 // endMuxLocked ends the reader: every subscription's batches close (each
@@ -264,14 +323,15 @@ func (s *BusSubscriber) endMuxLocked() {
 	m.connID = 0
 }
 
-// wakeMux is the waker: on each wake-up for a read in flight it ends that
-// read with CLIENT UNBLOCK, trying again while the read has not reached
-// the server yet, until ctx is done.
-func (s *BusSubscriber) wakeMux(ctx context.Context) {
+// wakeMux is the waker: on each wake-up from unblock for a read in flight
+// it ends that read with CLIENT UNBLOCK, trying again while the read has
+// not reached the server yet, until ctx is done. Once the server refuses
+// the command for want of permission, it stops trying.
+func (s *BusSubscriber) wakeMux(ctx context.Context, unblock <-chan struct{}) {
 	m := &s.mux
 	for {
 		select {
-		case <-m.unblock:
+		case <-unblock:
 		case <-ctx.Done():
 			return
 		}
@@ -279,28 +339,36 @@ func (s *BusSubscriber) wakeMux(ctx context.Context) {
 			s.mu.Lock()
 			reading, round, id := m.reading, m.round, m.connID
 			s.mu.Unlock()
-			if !reading || id == 0 || m.refused.Load() {
+			if !reading || id == 0 {
 				break
 			}
 			n, err := s.client.ClientUnblock(ctx, id).Result()
-			if err != nil {
-				if ctx.Err() == nil && m.refused.CompareAndSwap(false, true) {
+			if redis.IsPermissionError(err) {
+				s.mu.Lock()
+				first := !m.refusalLogged
+				m.refusalLogged = true
+				s.mu.Unlock()
+				if first {
 					s.log.Error("cannot end blocked bus reads (CLIENT UNBLOCK); new and drained subscriptions wait up to the block time", err, nil)
 				}
+				return // the read ends within BlockTime anyway
+			}
+			if err == nil && n == 1 {
 				break
 			}
-			if n == 1 {
-				break
-			}
-			// The read has not blocked yet, or has just ended: look
-			// again shortly.
+			// The read has not blocked yet, or has just ended, or the
+			// command failed: look again shortly.
 			s.mu.Lock()
 			same := m.reading && m.round == round
 			s.mu.Unlock()
 			if !same {
 				break
 			}
-			t := time.NewTimer(unblockRetry)
+			pause := unblockRetry
+			if err != nil {
+				pause = unblockErrorRetry
+			}
+			t := time.NewTimer(pause)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -311,9 +379,13 @@ func (s *BusSubscriber) wakeMux(ctx context.Context) {
 	}
 }
 
-// unblockRetry is the pause before the waker tries again to end a read
-// that had not blocked yet.
-const unblockRetry = 200 * time.Microsecond
+// The waker's pauses before it tries again to end a read: one that had
+// not blocked yet, and after CLIENT UNBLOCK failed (a connection error:
+// the read itself is likely to fail too).
+const (
+	unblockRetry      = 200 * time.Microsecond
+	unblockErrorRetry = 100 * time.Millisecond
+)
 
 // conner is a client of one Redis server, which can lend one connection
 // for a caller's exclusive use; a Cluster client cannot.

@@ -2,9 +2,11 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,9 +19,11 @@ import (
 	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
 
-// xreadStreams is a go-redis hook recording, for each XREAD reply, how many
-// streams it carried entries of.
+// xreadStreams is a go-redis hook recording how many streams the last
+// XREAD sent asked for, and for each XREAD reply how many streams it
+// carried entries of.
 type xreadStreams struct {
+	asked   atomic.Int64
 	mu      sync.Mutex
 	replies []int
 }
@@ -28,6 +32,14 @@ func (h *xreadStreams) DialHook(next redis.DialHook) redis.DialHook { return nex
 
 func (h *xreadStreams) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "xread" {
+			args := cmd.Args()
+			for i, a := range args {
+				if a == "streams" {
+					h.asked.Store(int64(len(args)-i-1) / 2)
+				}
+			}
+		}
 		err := next(ctx, cmd)
 		if x, ok := cmd.(*redis.XStreamSliceCmd); ok && cmd.Name() == "xread" && err == nil {
 			h.mu.Lock()
@@ -49,6 +61,64 @@ func (h *xreadStreams) counts() []int {
 	return append([]int(nil), h.replies...)
 }
 
+// awaitBlockedRead waits until the XREAD of the client named name blocks
+// in the server, asking for the given number of streams (as h saw it).
+func awaitBlockedRead(t *testing.T, srv *testredis.Server, name string, h *xreadStreams, streams int) {
+	t.Helper()
+	blockedRead(t, srv, name, h, streams, func(string) {})
+}
+
+// killBlockedRead waits like awaitBlockedRead, then kills the blocked
+// read's connection.
+func killBlockedRead(t *testing.T, srv *testredis.Server, name string, h *xreadStreams, streams int) {
+	t.Helper()
+	blockedRead(t, srv, name, h, streams, func(id string) {
+		if err := srv.Client().Do(context.Background(), "CLIENT", "KILL", "ID", id).Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// blockedRead waits until the XREAD of the client named name blocks in the
+// server, asking for the given number of streams, and calls found with
+// its connection's CLIENT ID.
+func blockedRead(t *testing.T, srv *testredis.Server, name string, h *xreadStreams, streams int, found func(id string)) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, err := srv.Client().ClientList(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(list, "\n") {
+			if strings.Contains(line, " name="+name+" ") && strings.Contains(line, " flags=b ") &&
+				h.asked.Load() == int64(streams) {
+				found(strings.TrimPrefix(strings.Fields(line)[0], "id="))
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no read of %d streams blocked within 5s (the last asked for %d)", streams, h.asked.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// muxClient returns a client of srv named after the test, with h added,
+// that does not retry a failed command.
+func muxClient(t *testing.T, srv *testredis.Server, h *xreadStreams, opts func(*redis.UniversalOptions)) (redis.UniversalClient, string) {
+	t.Helper()
+	name := strings.ReplaceAll(srv.Prefix, ":", "-") + "-mux"
+	c := newClient(t, srv, func(o *redis.UniversalOptions) {
+		o.ClientName, o.MaxRetries = name, -1
+		if opts != nil {
+			opts(o)
+		}
+	})
+	c.AddHook(h)
+	return c, name
+}
+
 // TestBusMuxReadsStreamsTogether: a multiplexing subscriber reads the
 // streams of all its subscriptions with one XREAD: entries added to eight
 // streams at once reach all eight subscriptions in at most two replies
@@ -58,9 +128,8 @@ func (h *xreadStreams) counts() []int {
 // all eight at once.
 func TestBusMuxReadsStreamsTogether(t *testing.T) {
 	srv := testredis.Start(t)
-	c := newClient(t, srv, nil)
 	var replies xreadStreams
-	c.AddHook(&replies)
+	c, name := muxClient(t, srv, &replies, nil)
 	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second, Multiplex: true}, c, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +146,7 @@ func TestBusMuxReadsStreamsTogether(t *testing.T) {
 		}
 		streams, chans = append(streams, stream), append(chans, ch)
 	}
-	time.Sleep(200 * time.Millisecond) // let the read of all eight block
+	awaitBlockedRead(t, srv, name, &replies, n)
 	// One transaction: the blocked read is served once it has run.
 	pipe := c.TxPipeline()
 	for i, stream := range streams {
@@ -107,7 +176,8 @@ func TestBusMuxReadsStreamsTogether(t *testing.T) {
 // holds two entries, then waits until its goroutine takes the second).
 func TestBusMuxWakes(t *testing.T) {
 	srv := testredis.Start(t)
-	c := newClient(t, srv, nil)
+	var reads xreadStreams
+	c, name := muxClient(t, srv, &reads, nil)
 	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: 1, BlockTime: 10 * time.Second, Multiplex: true}, c, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +186,7 @@ func TestBusMuxWakes(t *testing.T) {
 	if _, err := sub.Subscribe(context.Background(), srv.Prefix+":idle"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // let the read block
+	awaitBlockedRead(t, srv, name, &reads, 1)
 	late := srv.Prefix + ":late"
 	ids, _ := addEntries(t, c, late, 5)
 	ch, err := sub.Subscribe(context.Background(), late)
@@ -144,7 +214,8 @@ func TestBusMuxWithoutUnblock(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = admin.Do(context.Background(), "ACL", "DELUSER", user).Err() })
-	c := newClient(t, srv, func(o *redis.UniversalOptions) { o.Username, o.Password = user, "pw" })
+	var reads xreadStreams
+	c, name := muxClient(t, srv, &reads, func(o *redis.UniversalOptions) { o.Username, o.Password = user, "pw" })
 	logs := watermill.NewCaptureLogger()
 	const block = 500 * time.Millisecond
 	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: block, Multiplex: true}, c, logs)
@@ -156,7 +227,7 @@ func TestBusMuxWithoutUnblock(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		time.Sleep(100 * time.Millisecond) // let the read block
+		awaitBlockedRead(t, srv, name, &reads, 1+i) // the idle stream and the earlier ones
 		stream := fmt.Sprintf("%s:late-%d", srv.Prefix, i)
 		ids, _ := addEntries(t, c, stream, 1)
 		ch, err := sub.Subscribe(ctx, stream)
@@ -194,4 +265,162 @@ func TestBusMuxNeedsOneServer(t *testing.T) {
 		t.Fatalf("without multiplexing: %v", err)
 	}
 	_ = sub.Close()
+}
+
+// TestBusMuxSharesAStream: two subscriptions of one stream, one at its end
+// and one behind, each get every entry after its own position, promptly
+// (the block time is 10s; next fails after 5s).
+func TestBusMuxSharesAStream(t *testing.T) {
+	srv := testredis.Start(t)
+	c := newClient(t, srv, nil)
+	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: 1, BlockTime: 10 * time.Second, Multiplex: true}, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	stream := srv.Prefix + ":shared"
+	ids, _ := addEntries(t, c, stream, 3)
+	ctx := context.Background()
+	ahead, err := sub.SubscribeAfter(ctx, stream, ids[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind, err := sub.SubscribeAfter(ctx, stream, "0-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect := func(ch <-chan *message.Message, id string) {
+		t.Helper()
+		m := next(t, ch)
+		if got := m.Metadata.Get(pipeline.MetaSeq); got != id {
+			t.Fatalf("got seq %s, want %s", got, id)
+		}
+		m.Ack()
+	}
+	for _, id := range ids {
+		expect(behind, id)
+	}
+	more, _ := addEntries(t, c, stream, 1)
+	expect(ahead, more[0])
+	expect(behind, more[0])
+	select {
+	case m := <-ahead:
+		t.Fatalf("the subscription ahead got %s twice", m.Metadata.Get(pipeline.MetaSeq))
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestBusMuxReadFailureHandsOutWhatWasRead: when the reader's read fails,
+// every subscription hands out the entries it holds (one being handed
+// out, one queued), then closes its channel, and so does one that holds
+// none.
+func TestBusMuxReadFailureHandsOutWhatWasRead(t *testing.T) {
+	srv := testredis.Start(t)
+	var reads xreadStreams
+	c, name := muxClient(t, srv, &reads, nil)
+	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{ReadCount: 1, BlockTime: 10 * time.Second, Multiplex: true}, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	ctx := context.Background()
+	idle, err := sub.Subscribe(ctx, srv.Prefix+":idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids [2][]string
+	var chans [2]<-chan *message.Message
+	for i := range 2 {
+		stream := fmt.Sprintf("%s:held-%d", srv.Prefix, i)
+		ids[i], _ = addEntries(t, c, stream, 3)
+		if chans[i], err = sub.Subscribe(ctx, stream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := [2]*message.Message{next(t, chans[0]), next(t, chans[1])} // not acked
+	// Both hold their second entry queued, so only the idle stream is
+	// read: kill that read's connection.
+	killBlockedRead(t, srv, name, &reads, 1)
+	closed := func(ch <-chan *message.Message, what string) {
+		t.Helper()
+		select {
+		case m, ok := <-ch:
+			if ok {
+				t.Fatalf("%s: got %s after the read failed, want the channel closed", what, m.Metadata.Get(pipeline.MetaSeq))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: channel open 5s after the read failed (block time 10s)", what)
+		}
+	}
+	closed(idle, "idle subscription")
+	for i := range 2 {
+		if got := first[i].Metadata.Get(pipeline.MetaSeq); got != ids[i][0] {
+			t.Fatalf("stream %d: first seq %s, want %s", i, got, ids[i][0])
+		}
+		first[i].Ack()
+		m := next(t, chans[i])
+		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[i][1] {
+			t.Fatalf("stream %d: queued seq %s, want %s", i, got, ids[i][1])
+		}
+		m.Ack()
+		closed(chans[i], fmt.Sprint("stream ", i))
+	}
+}
+
+// failFirstUnblock is a go-redis hook that fails the first CLIENT UNBLOCK
+// without sending it, as a broken connection would.
+type failFirstUnblock struct{ failed atomic.Bool }
+
+func (h *failFirstUnblock) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *failFirstUnblock) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) > 1 && args[0] == "client" && args[1] == "unblock" && h.failed.CompareAndSwap(false, true) {
+			err := errors.New("i/o timeout (injected)")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *failFirstUnblock) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestBusMuxUnblockFailureIsNotFinal: a CLIENT UNBLOCK that fails for
+// another reason than permission is tried again, and later wake-ups still
+// end the blocked read (the block time is 10s; next fails after 5s).
+func TestBusMuxUnblockFailureIsNotFinal(t *testing.T) {
+	srv := testredis.Start(t)
+	var reads xreadStreams
+	c, name := muxClient(t, srv, &reads, nil)
+	var fail failFirstUnblock
+	c.AddHook(&fail)
+	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second, Multiplex: true}, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	ctx := context.Background()
+	if _, err := sub.Subscribe(ctx, srv.Prefix+":idle"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		awaitBlockedRead(t, srv, name, &reads, 1+i)
+		stream := fmt.Sprintf("%s:late-%d", srv.Prefix, i)
+		ids, _ := addEntries(t, c, stream, 1)
+		ch, err := sub.Subscribe(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := next(t, ch)
+		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[0] {
+			t.Fatalf("stream %d: seq %s, want %s", i, got, ids[0])
+		}
+		m.Ack()
+	}
+	if !fail.failed.Load() {
+		t.Fatal("no CLIENT UNBLOCK was sent")
+	}
 }

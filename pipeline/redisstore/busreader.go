@@ -190,7 +190,7 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 // of the configured position.
 func (s *BusSubscriber) SubscribeAfter(ctx context.Context, topic, after string) (<-chan *message.Message, error) {
 	if !isStreamID(after) {
-		return nil, fmt.Errorf("redisstore: bus subscriber: after %q is not a stream entry ID", after)
+		return nil, fmt.Errorf("redisstore: bus subscriber: after %q is not a stream entry ID (known forms: 0-0, 1700000000000-3, 1700000000000)", after)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -26,9 +26,10 @@ const busReadCount = DefaultBusReadCount
 // messages, so the delivery loop logs, counts and skips them.
 const MetaUndecodable = "_chatstream_undecodable"
 
-// Subscribe follows partition p's bus with a BusSubscriber (fan-out XREAD,
-// up to busReadCount entries per round trip; on one Redis server, one
-// XREAD reads every partition subscribed), starting after the seq after. For after == "" it starts after the bus's current last entry,
+// Subscribe follows partition p's bus with a BusSubscriber (fan-out
+// XREAD, up to busReadCount entries per round trip; on one Redis server,
+// one XREAD reads every partition subscribed), starting after the seq
+// after. For after == "" it starts after the bus's current last entry,
 // resolved now, so no message stored after Subscribe returns is missed.
 // The channel closes when ctx is done or a read fails; the reader then
 // stops within blockTime.

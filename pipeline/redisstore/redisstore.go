@@ -41,6 +41,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/chatstream/chatstream/pipeline"
 )
@@ -315,7 +316,22 @@ type Backend struct {
 var _ pipeline.Backend = (*Backend)(nil)
 
 // Options parses a Redis URL (see Config.URL) into client options.
+//
+// Maintenance notifications (a RESP3 push feature of managed Redis
+// offerings) are off. In go-redis's default "auto" mode, the first
+// connection to a server without them switches the mode off by writing to
+// options that a client and its exclusive connections (Client.Conn, which
+// the bus reader uses) share under different locks: a data race.
 func Options(url string) (*redis.UniversalOptions, error) {
+	o, err := parseOptions(url)
+	if err != nil {
+		return nil, err
+	}
+	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return o, nil
+}
+
+func parseOptions(url string) (*redis.UniversalOptions, error) {
 	if strings.HasPrefix(url, SentinelScheme) {
 		return sentinelOptions(url)
 	}
