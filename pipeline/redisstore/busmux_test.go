@@ -202,6 +202,31 @@ func TestBusMuxWakes(t *testing.T) {
 	}
 }
 
+// subscribeWhileBlocked subscribes to an idle stream, then three times
+// waits until the reader of sub (its client c named name, h added) blocks,
+// and subscribes to a new stream holding one entry, which must arrive.
+func subscribeWhileBlocked(t *testing.T, srv *testredis.Server, sub *redisstore.BusSubscriber, c redis.UniversalClient, name string, h *xreadStreams) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := sub.Subscribe(ctx, srv.Prefix+":idle"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		awaitBlockedRead(t, srv, name, h, 1+i) // the idle stream and the earlier ones
+		stream := fmt.Sprintf("%s:late-%d", srv.Prefix, i)
+		ids, _ := addEntries(t, c, stream, 1)
+		ch, err := sub.Subscribe(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := next(t, ch)
+		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[0] {
+			t.Fatalf("stream %d: seq %s, want %s", i, got, ids[0])
+		}
+		m.Ack()
+	}
+}
+
 // TestBusMuxWithoutUnblock: when the server refuses CLIENT UNBLOCK (an ACL
 // without it), a new subscription is still read, within the block time,
 // and the refusal is logged once.
@@ -223,23 +248,7 @@ func TestBusMuxWithoutUnblock(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Close() })
-	if _, err := sub.Subscribe(ctx, srv.Prefix+":idle"); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		awaitBlockedRead(t, srv, name, &reads, 1+i) // the idle stream and the earlier ones
-		stream := fmt.Sprintf("%s:late-%d", srv.Prefix, i)
-		ids, _ := addEntries(t, c, stream, 1)
-		ch, err := sub.Subscribe(ctx, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := next(t, ch)
-		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[0] {
-			t.Fatalf("stream %d: seq %s, want %s", i, got, ids[0])
-		}
-		m.Ack()
-	}
+	subscribeWhileBlocked(t, srv, sub, c, name, &reads)
 	var refusals int
 	for _, e := range logs.Captured()[watermill.ErrorLogLevel] {
 		if strings.Contains(e.Msg, "CLIENT UNBLOCK") {
@@ -402,24 +411,7 @@ func TestBusMuxUnblockFailureIsNotFinal(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Close() })
-	ctx := context.Background()
-	if _, err := sub.Subscribe(ctx, srv.Prefix+":idle"); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		awaitBlockedRead(t, srv, name, &reads, 1+i)
-		stream := fmt.Sprintf("%s:late-%d", srv.Prefix, i)
-		ids, _ := addEntries(t, c, stream, 1)
-		ch, err := sub.Subscribe(ctx, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := next(t, ch)
-		if got := m.Metadata.Get(pipeline.MetaSeq); got != ids[0] {
-			t.Fatalf("stream %d: seq %s, want %s", i, got, ids[0])
-		}
-		m.Ack()
-	}
+	subscribeWhileBlocked(t, srv, sub, c, name, &reads)
 	if !fail.failed.Load() {
 		t.Fatal("no CLIENT UNBLOCK was sent")
 	}
