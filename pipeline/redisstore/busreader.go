@@ -49,14 +49,6 @@ type BusSubscriberConfig struct {
 	// NackResendDelay is the pause before a nacked message is delivered
 	// again. Default DefaultNackResendDelay.
 	NackResendDelay time.Duration
-	// Multiplex reads the streams of every subscription with one XREAD
-	// per round trip, on one connection (busmux.go), instead of one read
-	// per subscription on a connection each: fewer round trips when
-	// entries arrive in several streams at once. It needs a client of one
-	// Redis server (or a Sentinel-managed one), not a Cluster client:
-	// streams in different slots cannot be read together. ReadCount
-	// then caps each stream's entries per read. Default false.
-	Multiplex bool
 }
 
 func (c *BusSubscriberConfig) setDefaults() {
@@ -135,10 +127,6 @@ var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
 // subscription holds one connection of the client, so the client's pool
 // must be larger than the number of subscriptions open at once.
 //
-// With Multiplex set, one goroutine reads the streams of all subscriptions
-// with one XREAD per round trip and hands each subscription's entries to
-// that subscription's goroutine (busmux.go).
-//
 // A BusSubscriber is safe for concurrent use. It does not close its client.
 type BusSubscriber struct {
 	cfg    BusSubscriberConfig
@@ -148,13 +136,11 @@ type BusSubscriber struct {
 	// closing is cancelled by Close; it cancels every subscription.
 	closing   context.Context
 	cancelAll context.CancelFunc
-	// mu guards closed, mux and the Adds to running, so that Close waits
-	// for every subscription started before it.
+	// mu guards closed and the Adds to running, so that Close waits for
+	// every subscription started before it.
 	mu      sync.Mutex
 	closed  bool
 	running sync.WaitGroup
-	// mux is the reader's state when multiplexing.
-	mux busMux
 }
 
 var _ message.Subscriber = (*BusSubscriber)(nil)
@@ -169,9 +155,6 @@ func NewBusSubscriber(cfg BusSubscriberConfig, client redis.UniversalClient, log
 	if client == nil {
 		return nil, errors.New("redisstore: bus subscriber: client is required")
 	}
-	if _, ok := client.(conner); cfg.Multiplex && !ok {
-		return nil, fmt.Errorf("redisstore: bus subscriber: multiplexing needs a client of one Redis server, not a %T", client)
-	}
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
@@ -183,15 +166,6 @@ func NewBusSubscriber(cfg BusSubscriberConfig, client redis.UniversalClient, log
 // until ctx is done, the subscriber is closed or a read fails; then the
 // returned channel is closed.
 func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	return s.SubscribeAfter(ctx, topic, s.cfg.After)
-}
-
-// SubscribeAfter is Subscribe from the entry ID after (exclusive) instead
-// of the configured position.
-func (s *BusSubscriber) SubscribeAfter(ctx context.Context, topic, after string) (<-chan *message.Message, error) {
-	if !isStreamID(after) {
-		return nil, fmt.Errorf("redisstore: bus subscriber: after %q is not a stream entry ID (known forms: 0-0, 1700000000000-3, 1700000000000)", after)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -204,16 +178,12 @@ func (s *BusSubscriber) SubscribeAfter(ctx context.Context, topic, after string)
 	// block for up to BlockTime (and at the latest when the goroutine
 	// ends).
 	context.AfterFunc(ctx, out.close)
-	fields := watermill.LogFields{"stream": topic, "after": after}
+	fields := watermill.LogFields{"stream": topic, "after": s.cfg.After}
 	s.log.Debug("subscribing to bus stream", fields)
-	if s.cfg.Multiplex {
-		s.subscribeMux(ctx, topic, after, out, cancel, stopOnClose)
-		return out.ch, nil
-	}
 	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
-		s.follow(ctx, topic, after, out, fields)
+		s.follow(ctx, topic, out, fields)
 		stopOnClose()
 		cancel()
 		out.close() // before running.Done: Close returns with it closed
@@ -257,18 +227,18 @@ func (o *outlet) close() {
 // their goroutines have ended (at most BlockTime). Messages handed out and
 // not yet acked have their context cancelled. Close is idempotent.
 func (s *BusSubscriber) Close() error {
-	s.cancelAll()
 	s.mu.Lock()
 	s.closed = true
-	s.wakeLocked() // a multiplexing reader sees it is closed
 	s.mu.Unlock()
+	s.cancelAll()
 	s.running.Wait()
 	return nil
 }
 
 // follow reads batches of entries after the configured position and hands
 // their messages out, in order, until ctx is done or a read fails.
-func (s *BusSubscriber) follow(ctx context.Context, stream, after string, out *outlet, fields watermill.LogFields) {
+func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
+	after := s.cfg.After
 	var ahead chan readResult // the next batch's read, when one runs
 	for ctx.Err() == nil {
 		var res readResult

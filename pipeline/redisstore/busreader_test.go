@@ -40,9 +40,7 @@ import (
 //
 // BlockTime is shortened so that Close, which waits for blocked reads,
 // keeps the suite fast; the default is exercised by the backend's tests.
-func TestBusSubscriberPubSub(t *testing.T) { forEachMode(t, testBusSubscriberPubSub) }
-
-func testBusSubscriberPubSub(t *testing.T, multiplex bool) {
+func TestBusSubscriberPubSub(t *testing.T) {
 	srv := testredis.Start(t)
 	features := tests.Features{
 		ConsumerGroups:                   false,
@@ -65,7 +63,7 @@ func testBusSubscriberPubSub(t *testing.T, multiplex bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Multiplex: multiplex},
+		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond},
 			newClient(t, srv, func(o *redis.UniversalOptions) { o.PoolSize = 64 }), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -73,13 +71,6 @@ func testBusSubscriberPubSub(t *testing.T, multiplex bool) {
 		return pub, sub
 	}
 	tests.TestPubSub(t, features, newPubSub, nil)
-}
-
-// forEachMode runs test for a subscriber that reads per subscription and
-// for one that multiplexes its subscriptions' reads.
-func forEachMode(t *testing.T, test func(t *testing.T, multiplex bool)) {
-	t.Run("per subscription", func(t *testing.T) { test(t, false) })
-	t.Run("multiplexed", func(t *testing.T) { test(t, true) })
 }
 
 // newClient returns a client of srv, adjusted by opts (nil: as parsed),
@@ -157,9 +148,7 @@ func next(t *testing.T, ch <-chan *message.Message) *message.Message {
 // its position in order, with MetaSeq = entry ID, taking up to ReadCount
 // entries per read and reading at most one batch ahead of the messages
 // acked.
-func TestBusSubscriberReadsBatches(t *testing.T) { forEachMode(t, testBusSubscriberReadsBatches) }
-
-func testBusSubscriberReadsBatches(t *testing.T, multiplex bool) {
+func TestBusSubscriberReadsBatches(t *testing.T) {
 	srv := testredis.Start(t)
 	cases := []struct {
 		name             string
@@ -178,7 +167,7 @@ func testBusSubscriberReadsBatches(t *testing.T, multiplex bool) {
 			var reads xreadCounter
 			c.AddHook(&reads)
 			ids, uuids := addEntries(t, c, stream, tc.entries)
-			cfg := redisstore.BusSubscriberConfig{ReadCount: tc.count, BlockTime: 100 * time.Millisecond, Multiplex: multiplex}
+			cfg := redisstore.BusSubscriberConfig{ReadCount: tc.count, BlockTime: 100 * time.Millisecond}
 			if tc.after >= 0 {
 				cfg.After = ids[tc.after]
 				ids, uuids = ids[tc.after+1:], uuids[tc.after+1:]
@@ -257,9 +246,7 @@ func TestBusSubscriberReadsAheadAfterFullBatch(t *testing.T) {
 // TestBusSubscriberUndecodable: entries that cannot be decoded are
 // delivered marked MetaUndecodable, with their seq, and the subscription
 // goes on.
-func TestBusSubscriberUndecodable(t *testing.T) { forEachMode(t, testBusSubscriberUndecodable) }
-
-func testBusSubscriberUndecodable(t *testing.T, multiplex bool) {
+func TestBusSubscriberUndecodable(t *testing.T) {
 	srv := testredis.Start(t)
 	stream := srv.Prefix + ":undecodable"
 	c := newClient(t, srv, nil)
@@ -284,7 +271,7 @@ func testBusSubscriberUndecodable(t *testing.T, multiplex bool) {
 		{id: add(redisstream.UUIDHeaderKey, "u-1", "payload", "p", "metadata", "\xc1 not msgpack"), undecodable: true},
 		{id: add(good("after")...), payload: "after"},
 	}
-	ch := subscribeBus(t, ctx, c, redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Multiplex: multiplex}, stream)
+	ch := subscribeBus(t, ctx, c, redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, stream)
 	for i, e := range entries {
 		m := next(t, ch)
 		reason := m.Metadata.Get(redisstore.MetaUndecodable)
@@ -302,16 +289,12 @@ func testBusSubscriberUndecodable(t *testing.T, multiplex bool) {
 // killed, no client retry) closes the subscription's channel after the
 // messages read before.
 func TestBusSubscriberReadFailureCloses(t *testing.T) {
-	forEachMode(t, testBusSubscriberReadFailureCloses)
-}
-
-func testBusSubscriberReadFailureCloses(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	stream := srv.Prefix + ":failure"
 	name := srv.Prefix + "-reader"
 	c := newClient(t, srv, func(o *redis.UniversalOptions) { o.MaxRetries = -1; o.ClientName = name })
 	ids, _ := addEntries(t, c, stream, 3)
-	ch := subscribeBus(t, context.Background(), c, redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second, Multiplex: multiplex}, stream)
+	ch := subscribeBus(t, context.Background(), c, redisstore.BusSubscriberConfig{BlockTime: 10 * time.Second}, stream)
 	for range ids {
 		next(t, ch).Ack()
 	}
@@ -351,14 +334,12 @@ func testBusSubscriberReadFailureCloses(t *testing.T, multiplex bool) {
 // once and gives its connection back within BlockTime; Close closes every
 // subscription and returns once their goroutines have ended; a closed
 // subscriber refuses to subscribe.
-func TestBusSubscriberStops(t *testing.T) { forEachMode(t, testBusSubscriberStops) }
-
-func testBusSubscriberStops(t *testing.T, multiplex bool) {
+func TestBusSubscriberStops(t *testing.T) {
 	srv := testredis.Start(t)
 	const block = time.Second
 	c := newClient(t, srv, nil)
 	ids, _ := addEntries(t, c, srv.Prefix+":stops", 3)
-	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: block, Multiplex: multiplex}, c, nil)
+	sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: block}, c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,16 +481,12 @@ func TestBusSubscriberConfig(t *testing.T) {
 // TestBusSubscriberCloseClosesChannels: once Close returns, the channel of a
 // subscription that waits for an ack is closed, every time.
 func TestBusSubscriberCloseClosesChannels(t *testing.T) {
-	forEachMode(t, testBusSubscriberCloseClosesChannels)
-}
-
-func testBusSubscriberCloseClosesChannels(t *testing.T, multiplex bool) {
 	srv := testredis.Start(t)
 	stream := srv.Prefix + ":close"
 	c := newClient(t, srv, nil)
 	addEntries(t, c, stream, 1)
 	for round := range 200 {
-		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Multiplex: multiplex}, c, nil)
+		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond}, c, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,9 +26,8 @@ const busReadCount = DefaultBusReadCount
 // messages, so the delivery loop logs, counts and skips them.
 const MetaUndecodable = "_chatstream_undecodable"
 
-// Subscribe follows partition p's bus with a BusSubscriber (fan-out
-// XREAD, up to busReadCount entries per round trip; on one Redis server,
-// one XREAD reads every partition subscribed), starting after the seq
+// Subscribe follows partition p's bus with a BusSubscriber (fan-out XREAD,
+// up to busReadCount entries per round trip), starting after the seq
 // after. For after == "" it starts after the bus's current last entry,
 // resolved now, so no message stored after Subscribe returns is missed.
 // The channel closes when ctx is done or a read fails; the reader then
@@ -45,13 +44,6 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 	}
 	if after == "" {
 		after = last
-	}
-	if b.bus != nil {
-		ch, err := b.bus.SubscribeAfter(ctx, bus, after)
-		if err != nil {
-			return nil, fmt.Errorf("redisstore: subscribe %s: %w", bus, err)
-		}
-		return ch, nil
 	}
 	// One subscriber per subscription: its position is its configuration.
 	// It is never closed; ctx ends the subscription.

@@ -1,8 +1,7 @@
 // Package redisstore is chatstream's Redis Streams backend: a history stream
 // per room, N partition bus streams that every instance follows with its
 // own Watermill subscriber (BusSubscriber: fan-out reads of many entries per
-// round trip; on one Redis server one read of every bus), and a dead-letter
-// stream written by watermill-redisstream's
+// round trip), and a dead-letter stream written by watermill-redisstream's
 // publisher.
 //
 // Key layout (prefix "chat", N = 16 by default):
@@ -41,7 +40,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/chatstream/chatstream/pipeline"
 )
@@ -278,14 +276,11 @@ type Backend struct {
 	wlog watermill.LoggerAdapter
 	// client serves history, dead letters and tools; appendClient serves
 	// appends and never retries; subClient serves the partition
-	// subscriptions. On one Redis server they share one multiplexing
-	// reader (bus); in a Cluster each subscription has a reader and pins
-	// one connection while it blocks, so the pool is larger than the
-	// number of partitions.
+	// subscriptions, each of which pins one connection while it blocks, so
+	// its pool is larger than the number of partitions.
 	client       redis.UniversalClient
 	appendClient redis.UniversalClient
 	subClient    redis.UniversalClient
-	bus          *BusSubscriber // nil in a Cluster
 	dead         *redisstream.Publisher
 
 	// lanes queue appends for the batcher goroutines, one lane each
@@ -316,22 +311,7 @@ type Backend struct {
 var _ pipeline.Backend = (*Backend)(nil)
 
 // Options parses a Redis URL (see Config.URL) into client options.
-//
-// Maintenance notifications (a RESP3 push feature of managed Redis
-// offerings) are off. In go-redis's default "auto" mode, the first
-// connection to a server without them switches the mode off by writing to
-// options that a client and its exclusive connections (Client.Conn, which
-// the bus reader uses) share under different locks: a data race.
 func Options(url string) (*redis.UniversalOptions, error) {
-	o, err := parseOptions(url)
-	if err != nil {
-		return nil, err
-	}
-	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	return o, nil
-}
-
-func parseOptions(url string) (*redis.UniversalOptions, error) {
 	if strings.HasPrefix(url, SentinelScheme) {
 		return sentinelOptions(url)
 	}
@@ -419,20 +399,6 @@ func New(cfg Config) (*Backend, error) {
 		ttl = 0 // never expire
 	}
 	_, b.cluster = appendClient.(*redis.ClusterClient)
-	if !b.cluster {
-		// Every partition's bus is read by one XREAD per round trip.
-		b.bus, err = NewBusSubscriber(BusSubscriberConfig{
-			ReadCount: busReadCount,
-			BlockTime: blockTime,
-			Multiplex: true,
-		}, subClient, wlog)
-		if err != nil {
-			_ = client.Close()       // nothing was used yet
-			_ = appendClient.Close() // nothing was used yet
-			_ = subClient.Close()    // nothing was used yet
-			return nil, fmt.Errorf("redisstore: subscriber: %w", err)
-		}
-	}
 	b.fixedArgs = [4]any{cfg.RoomMaxLen, cfg.BusMaxLen, ttl, cfg.IdempotencyWindow.Milliseconds()}
 	for p := range cfg.Partitions {
 		b.tags = append(b.tags, keys.tag(p))
@@ -489,9 +455,6 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.wg.Wait()
-	if b.bus != nil {
-		_ = b.bus.Close() // never fails; waits for its reads to end
-	}
 	return errors.Join(b.client.Close(), b.appendClient.Close(), b.subClient.Close())
 }
 
