@@ -52,8 +52,10 @@ type serveCmd struct {
 	RedisWait serveRedisFlags `embed:""`
 }
 
-// Run starts the gateway and blocks until SIGINT or SIGTERM.
+// Run starts the gateway and blocks until SIGINT or SIGTERM. SIGHUP
+// reloads the moderation and rooms policy files, and never ends it.
 func (s *serveCmd) Run(g *globals) error {
+	defer holdHangup(g.Ctx, g.Log)()
 	if err := s.AuthFlags.config(g.Log).Check(); err != nil {
 		return usageError(err)
 	}

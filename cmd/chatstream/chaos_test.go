@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -54,6 +55,49 @@ func rssBytes(t *testing.T, pid int) int64 {
 	return 0
 }
 
+// served is a chatstream serve process started by startServe.
+type served struct {
+	cmd  *exec.Cmd
+	base string // http://addr
+	// exited receives cmd.Wait's error once, then is closed.
+	exited chan error
+}
+
+// startServe builds the binary and runs "chatstream --log-level level
+// serve" on a free loopback port with serve's flags, its stderr to
+// stderr, and waits until /readyz answers 200. Cleanup stops it.
+func startServe(t *testing.T, stderr io.Writer, level string, flags ...string) *served {
+	t.Helper()
+	bin := buildBinary(t)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	args := append([]string{"--log-level", level, "serve", "--addr", addr, "--internal-addr="}, flags...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &served{cmd: cmd, base: "http://" + addr, exited: make(chan error, 1)}
+	go func() { s.exited <- cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() { cancel(); <-s.exited })
+	for deadline := time.Now().Add(10 * time.Second); !s.ready(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("server not ready within 10s")
+		}
+	}
+	return s
+}
+
+// ready reports whether the server's /readyz answers 200.
+func (s *served) ready() bool {
+	resp, err := http.Get(s.base + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,30 +117,8 @@ func TestChaosAmplification(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	t.Parallel()
-	bin := buildBinary(t)
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--log-level", "error", "serve", "--addr", addr, "--internal-addr=",
-		"--frame-rate", "10000", "--frame-burst", "10000", "--max-text", "4096")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	base := "http://" + addr
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	srv := startServe(t, os.Stderr, "error", "--frame-rate", "10000", "--frame-burst", "10000", "--max-text", "4096")
+	cmd, base := srv.cmd, srv.base
 
 	// Fill the room.
 	filler, err := wstest.Dial(base, "filler")
@@ -135,7 +157,7 @@ func TestChaosAmplification(t *testing.T) {
 					return
 				default:
 				}
-				c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?user=mallory", nil)
+				c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws?user=mallory", nil)
 				if err != nil {
 					time.Sleep(20 * time.Millisecond)
 					continue
