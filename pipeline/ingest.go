@@ -295,7 +295,9 @@ type Pending struct {
 	in   *Ingest
 	s    Submission
 	msg  *message.Message
-	slot *outcomeSlot
+	// slot is the message's outcome slot, in Pending so that both are
+	// one allocation.
+	slot outcomeSlot
 	// o is the outcome when it was known at once.
 	o     Outcome
 	known bool
@@ -334,10 +336,11 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if s.CorrelationID != "" {
 		middleware.SetCorrelationID(s.CorrelationID, msg)
 	}
-	slot := &outcomeSlot{done: make(chan Outcome, 1)}
+	p := &Pending{in: in, s: s, msg: msg}
+	p.slot.done = make(chan Outcome, 1)
 	// The store's completion answers with its own timeout: a sender
 	// that goes away does not cancel a store in progress.
-	msg.SetContext(context.WithValue(context.Background(), outcomeKey{}, slot))
+	msg.SetContext(context.WithValue(context.Background(), outcomeKey{}, &p.slot))
 	in.closeMu.RLock()
 	defer in.closeMu.RUnlock()
 	if in.closed {
@@ -346,9 +349,8 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if !in.runChain(PartitionOf(s.Room, in.cfg.Shards), msg) {
 		return nil, ErrClosed
 	}
-	p := &Pending{in: in, s: s, msg: msg, slot: slot}
 	select {
-	case p.o = <-slot.done:
+	case p.o = <-p.slot.done:
 		p.known = true
 	default:
 	}
