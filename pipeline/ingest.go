@@ -292,9 +292,9 @@ func (in *Ingest) Submit(ctx context.Context, s Submission) (Outcome, error) {
 // chain and is queued for the store (or was refused). Wait returns its
 // outcome.
 type Pending struct {
-	in   *Ingest
-	s    Submission
-	msg  *message.Message
+	in  *Ingest
+	s   Submission
+	msg *message.Message
 	// slot is the message's outcome slot, in Pending so that both are
 	// one allocation.
 	slot outcomeSlot
