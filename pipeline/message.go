@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/internal/names"
 )
 
 // Metadata keys set on every chat message. They are stored with the message
@@ -135,23 +137,15 @@ func ValidateRoom(name string) error {
 	return nil
 }
 
-// ValidateUser reports whether name is a valid user name: 1–32 characters,
-// printable, without leading or trailing space.
+// ValidateUser reports whether name is a valid user name: the name rules
+// the gateway applies to who a client says it is (1–32 characters that
+// people can see and tell apart: no control, invisible or bidirectional
+// characters, no leading or trailing space, no mix of Latin, Greek and
+// Cyrillic letters), in Unicode normal form NFKC. So a message from any
+// publisher, not only the gateway, cannot pass for another user's.
 func ValidateUser(name string) error {
-	switch {
-	case name == "":
-		return Errorf(CodeInvalid, "user name is empty")
-	case !utf8.ValidString(name):
-		return Errorf(CodeInvalid, "user name is not valid UTF-8")
-	case utf8.RuneCountInString(name) > MaxUserLen:
-		return Errorf(CodeInvalid, "user name is longer than %d characters", MaxUserLen)
-	case strings.TrimSpace(name) != name:
-		return Errorf(CodeInvalid, "user name has leading or trailing space")
-	}
-	for _, r := range name {
-		if !unicode.IsPrint(r) {
-			return Errorf(CodeInvalid, "user name contains a control or invisible character")
-		}
+	if err := names.Check("user name", name, MaxUserLen); err != nil {
+		return &Error{Code: CodeInvalid, Reason: strings.TrimPrefix(err.Error(), names.ErrBad.Error()+": ")}
 	}
 	return nil
 }

@@ -68,8 +68,9 @@ func TestValidateRoom(t *testing.T) {
 	}
 }
 
-// TestValidateUser proves which user names are accepted: 1–32 printable
-// characters without leading or trailing space.
+// TestValidateUser proves which user names are accepted: the gateway's
+// name rules (1–32 characters people can see and tell apart, without
+// leading or trailing space), in normal form NFKC, whoever publishes.
 func TestValidateUser(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -78,7 +79,8 @@ func TestValidateUser(t *testing.T) {
 	}{
 		{"simple", "alice", true},
 		{"inner space", "alice smith", true},
-		{"unicode letters", "Zoë Ω", true},
+		{"unicode letters", "Zoë", true},
+		{"greek", "Ωμέγα", true},
 		{"emoji", "🦊", true},
 		{"32 characters", strings.Repeat("a", pipeline.MaxUserLen), true},
 		{"32 multibyte characters", strings.Repeat("é", pipeline.MaxUserLen), true},
@@ -96,6 +98,14 @@ func TestValidateUser(t *testing.T) {
 		{"right-to-left override", "al\u202eice", false},
 		{"no-break space", "al\u00a0ice", false},
 		{"invalid UTF-8", "al\xffice", false},
+		{"latin and cyrillic", "\u0430lice", false},
+		{"latin and greek", "Zoë Ω", false},
+		{"fullwidth, not NFKC", "ａｌｉｃｅ", false},
+		{"decomposed, not NFKC", "Zoe\u0308", false},
+		{"hangul filler", "al\u3164ice", false},
+		{"braille blank", "\u2800", false},
+		{"variation selector", "alice\ufe0f", false},
+		{"word joiner", "al\u2060ice", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
