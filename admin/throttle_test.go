@@ -6,11 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatstream/chatstream/admin"
+	"github.com/chatstream/chatstream/internal/syncbuf"
 )
 
 // TestShortToken: a token under 16 bytes after trimming is refused with a
@@ -40,24 +40,6 @@ func TestShortToken(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the handler's goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestFailedRequestsThrottled: failed requests are counted and logged
 // (sampled, never with the token); after FailureBurst of them an address
 // gets 429 with Retry-After for every request, the right token too, until
@@ -66,7 +48,7 @@ func TestFailedRequestsThrottled(t *testing.T) {
 	t.Parallel()
 	const right = "the-right-admin-token-0123456789"
 	now := time.Unix(1_700_000_000, 0)
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	h, err := admin.New(admin.Config{Token: right, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

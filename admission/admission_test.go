@@ -1,7 +1,6 @@
 package admission_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chatstream/chatstream/admission"
+	"github.com/chatstream/chatstream/internal/syncbuf"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -324,23 +324,12 @@ func TestConcurrentAdmissions(t *testing.T) {
 }
 
 // syncBuffer is a log destination safe for the refusal log's timer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
 func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	for line := range strings.Lines(s.b.String()) {
+	for line := range strings.Lines(s.String()) {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("log line %q: %v", line, err)

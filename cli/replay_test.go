@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/chatstream/chatstream/internal/syncbuf"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
@@ -67,27 +66,8 @@ func (f *toolFixture) seed(t *testing.T, room, user, text string, at time.Time) 
 	return a.Seq
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	// mu guards buf.
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func bufferIO() (toolIO, *syncBuffer, *syncBuffer) {
-	var out, errs syncBuffer
+func bufferIO() (toolIO, *syncbuf.Buffer, *syncbuf.Buffer) {
+	var out, errs syncbuf.Buffer
 	return toolIO{Stdout: &out, Stderr: &errs, Log: quiet}, &out, &errs
 }
 
@@ -241,7 +221,7 @@ func TestReplayCommand(t *testing.T) {
 }
 
 // awaitLines waits until out holds n lines and returns them.
-func awaitLines(t *testing.T, out *syncBuffer, n int) []string {
+func awaitLines(t *testing.T, out *syncbuf.Buffer, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {

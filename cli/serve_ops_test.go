@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatstream/chatstream/internal/syncbuf"
 )
 
 // TestStartupSummary: serve logs one JSON line at startup with the
@@ -15,7 +17,7 @@ import (
 // and the Redis password are not in the log at all.
 func TestStartupSummary(t *testing.T) {
 	const token, password = "tok-9f8e7d6c5b4a", "pw-1a2b3c4d5e6f"
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatstream/chatstream/internal/syncbuf"
 	"github.com/chatstream/chatstream/internal/wstest"
 )
 
@@ -17,7 +18,7 @@ func TestServeReloadsRoomsPolicy(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	policy := modWrite(t, dir, "policy.yaml", "rooms:\n  - room: lobby\n")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	c := serveAndDial(t, slog.New(slog.NewTextHandler(&logs, nil)), "alice", "--rooms-policy", policy)
 	// join answers joined or an error for room.
 	join := func(room string) wstest.Frame {

@@ -15,12 +15,12 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chatstream/chatstream/admission"
+	"github.com/chatstream/chatstream/internal/syncbuf"
 )
 
 // Timing of the Caddy the tests run.
@@ -136,27 +136,15 @@ func (c *caddyProc) stop() {
 }
 
 // lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	// mu guards b.
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
+type lockedBuffer struct{ syncbuf.Buffer }
 
 // tail returns the last n bytes written.
 func (l *lockedBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.b) > n {
-		return "…" + string(l.b[len(l.b)-n:])
+	s := l.String()
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
 	}
-	return string(l.b)
+	return s
 }
 
 // freePort returns a TCP port free on 127.0.0.1 a moment ago.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
+	"github.com/chatstream/chatstream/internal/syncbuf"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
 )
@@ -996,7 +996,7 @@ func TestZeroConfigTakesDefaults(t *testing.T) {
 // never writes a message's text, whether it is stored, refused, rejected or
 // makes a moderator panic.
 func TestNoTextInLogs(t *testing.T) {
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := run(t, pipeline.Config{
 		Ingest: pipeline.IngestConfig{Logger: log, MaxTextBytes: 64, Moderators: []pipeline.Moderator{
@@ -1029,25 +1029,4 @@ func TestNoTextInLogs(t *testing.T) {
 	if strings.Contains(buf.String(), secretText) {
 		t.Fatalf("message text was logged:\n%s", buf.String())
 	}
-}
-
-// lockedBuffer is an io.Writer safe for the pipeline's goroutines.
-type lockedBuffer struct {
-	// mu guards b.
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-var _ io.Writer = (*lockedBuffer)(nil)
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
