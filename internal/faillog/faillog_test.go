@@ -1,33 +1,21 @@
 package faillog_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatstream/chatstream/internal/faillog"
+	"github.com/chatstream/chatstream/internal/syncbuf"
 )
 
 // lines is a concurrency-safe log buffer.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type lines struct{ syncbuf.Buffer }
 
 func (l *lines) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
+	return strings.Split(strings.TrimSpace(l.String()), "\n")
 }
 
 func TestLoudOnce(t *testing.T) {
