@@ -127,15 +127,36 @@ export function compareSeq(a, b) {
   return 0;
 }
 
+// invisibleChar matches the characters the server refuses in names
+// (PROTOCOL.md §3): controls, format and bidirectional characters,
+// zero-width and default-ignorable ones, blanks that render as nothing,
+// white space other than the space, private-use and surrogate code points,
+// and the replacement character.
+const invisibleChar = /[\p{Cc}\p{Cf}\p{Bidi_Control}\p{Join_Control}\p{Default_Ignorable_Code_Point}\p{Variation_Selector}\p{Co}\p{Cs}\u200B\uFEFF\uFFFD\u2800\u3164\u115F\u1160\uFFA0\u2062-\u2064\u{1D159}\u{1D173}-\u{1D17A}]|(?! )\p{White_Space}/u;
+
+// confusableScripts are the scripts whose letters pass for one another; a
+// name may use letters of one of them only.
+const confusableScripts = [/\p{Script=Latin}/u, /\p{Script=Greek}/u, /\p{Script=Cyrillic}/u];
+
 /**
  * validateUser returns why name is not a valid user name (PROTOCOL.md §3),
- * or "" when it is valid.
+ * or "" when it is valid. It applies the server's name rules to the name
+ * as the server sees it, in Unicode normal form NFKC (full-width "ａｌｉｃｅ"
+ * is "alice").
  */
 export function validateUser(name) {
   if (typeof name !== 'string' || name === '') return 'a name is required';
-  if ([...name].length > 32) return 'a name has at most 32 characters';
-  if (name.trim() !== name) return 'a name cannot start or end with a space';
-  if (!/^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$/u.test(name)) return 'a name cannot contain control or invisible characters';
+  const invisible = 'a name cannot contain control or invisible characters';
+  if (invisibleChar.test(name)) return invisible;
+  const n = name.normalize('NFKC');
+  if (n.trim() === '') return 'a name is required';
+  if ([...n].length > 32) return 'a name has at most 32 characters';
+  if (n.trim() !== n) return 'a name cannot start or end with a space';
+  if (invisibleChar.test(n) || !/^[\p{L}\p{M}\p{N}\p{P}\p{S} ]+$/u.test(n)) return invisible;
+  const letters = [...n].filter((c) => /\p{L}/u.test(c));
+  if (confusableScripts.filter((script) => letters.some((c) => script.test(c))).length > 1) {
+    return 'a name cannot mix Latin, Greek and Cyrillic letters';
+  }
   return '';
 }
 

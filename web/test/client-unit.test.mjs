@@ -133,6 +133,11 @@ test('user and room names are checked like the server does', () => {
   assert.notEqual(validateUser(' alice'), '');
   assert.notEqual(validateUser('a'.repeat(33)), '');
   assert.notEqual(validateUser('bad\u0007bell'), '');
+  assert.equal(validateUser('ａｌｉｃｅ'), ''); // the server takes it as "alice"
+  assert.match(validateUser('\u0430lice'), /mix Latin, Greek and Cyrillic/); // a Cyrillic а
+  assert.match(validateUser('al\u3164ice'), /invisible/); // HANGUL FILLER
+  assert.match(validateUser('\u2800'), /invisible/); // BRAILLE PATTERN BLANK
+  assert.match(validateUser('alice\ufe0f'), /invisible/); // a variation selector
   assert.equal(validateRoom('dev.ops:eu-1_b'), '');
   assert.notEqual(validateRoom('has space'), '');
   assert.notEqual(validateRoom('r'.repeat(65)), '');

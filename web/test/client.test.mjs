@@ -4,7 +4,7 @@
 
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatClient, compareSeq } from '../static/chatstream-client.js';
+import { ChatClient, compareSeq, validateUser } from '../static/chatstream-client.js';
 
 const BASE = process.env.CHATSTREAM_URL;
 const WS_URL = BASE && new URL('/ws', BASE).href;
@@ -333,3 +333,33 @@ test('a resume fetches what did not fit the server\'s page, and a fresh join pag
   }
   assert.deepEqual(texts(all), ['before', ...big, 'live']);
 });
+
+// serverRefusesUser asks the server whether it takes name as ?user=: before
+// the upgrade, a bad name is answered 400 "bad user: …"; a good one gets
+// as far as the WebSocket handshake, which a plain GET fails otherwise.
+async function serverRefusesUser(name) {
+  const url = `${WS_URL.replace(/^ws/, 'http')}?user=${encodeURIComponent(name)}`;
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(url);
+    const body = await res.text();
+    if (res.status === 429 && attempt < 20) {
+      await new Promise((r) => setTimeout(r, 1000 * Number(res.headers.get('Retry-After') || 1)));
+      continue;
+    }
+    assert.equal(res.status, 400, `GET ?user=${JSON.stringify(name)}: ${body}`);
+    return body.startsWith('bad user');
+  }
+}
+
+test('validateUser refuses exactly the names the server refuses', async () => {
+  const names = [
+    'alice', 'Zoë Ünal', 'Ωμέγα', '🦊', 'ａｌｉｃｅ', 'Zoe\u0308', 'a'.repeat(32),
+    '', ' alice', 'alice ', 'a'.repeat(33), 'bad\u0007bell', '\u0430lice', 'Zoë Ω', 'al\u3164ice',
+    '\u2800', 'alice\ufe0f', 'al\u2060ice', 'al\u00a0ice', 'al\u200bice', 'al\u202eice', '\ue000x',
+  ];
+  for (const name of names) {
+    const client = validateUser(name) !== '';
+    assert.equal(client, await serverRefusesUser(name), `${JSON.stringify(name)}: validateUser says ${JSON.stringify(validateUser(name))}`);
+  }
+});
+
