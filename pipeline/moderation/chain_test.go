@@ -329,6 +329,7 @@ func TestRegister(t *testing.T) {
 		}), nil
 	}
 	moderation.Register("chain-test-kind", f)
+	t.Cleanup(func() { moderation.Unregister("chain-test-kind") })
 	if !slices.Contains(moderation.Kinds(), "chain-test-kind") {
 		t.Fatalf("kinds = %v", moderation.Kinds())
 	}
