@@ -106,12 +106,13 @@ const (
 	drainPoll = 5 * time.Millisecond
 )
 
-// messageBufferSize is the first size of each reader's message buffer,
-// which grows to the largest message read (at most ReadLimit) and is
-// reused for every message. The socket's own read buffer stays at the
-// websocket library's default (4 KiB): larger ones (32 KiB each for scenario
-// B) took about 30% fewer reads on a loaded machine but measured a higher
-// delivery latency in every paired run, so they are not used.
+// messageBufferSize is the first size of each reader's buffer (a
+// frameConn's, or the message buffer of a connection the websocket library
+// reads), which grows to the largest message read (at most ReadLimit) and
+// is reused for every message. Larger first sizes (32 KiB each for scenario
+// B, in the library's reader) took about 30% fewer reads on a loaded
+// machine but measured a higher delivery latency in every paired run, so
+// they are not used.
 const messageBufferSize = 4 << 10
 
 // Config describes a run. A zero field takes the default in its comment.
@@ -327,7 +328,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		receivers: make([]*receiver, cfg.Conns),
 		senders:   make([]*sender, cfg.Senders),
 		dialer: &websocket.Dialer{
-			NetDialContext:   (&net.Dialer{Timeout: JoinTimeout, Control: loopbackOnly}).DialContext,
+			NetDialContext:   frameDialer(&net.Dialer{Timeout: JoinTimeout, Control: loopbackOnly}),
 			HandshakeTimeout: JoinTimeout,
 		},
 	}
@@ -505,11 +506,8 @@ func (r *run) dialJoin(ctx context.Context, url, user string, rooms []int) (*web
 
 // awaitJoined reads frames until the joined of room, or an error frame.
 func awaitJoined(ws *websocket.Conn, room string) error {
-	for {
-		_, data, err := ws.ReadMessage()
-		if err != nil {
-			return err
-		}
+	var answer error
+	joined := func(data []byte) bool {
 		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
 			var f joinReply
 			if json.Unmarshal(line, &f) != nil {
@@ -517,10 +515,27 @@ func awaitJoined(ws *websocket.Conn, room string) error {
 			}
 			switch {
 			case f.Type == "joined" && f.Room == room:
-				return nil
+				return false
 			case f.Type == "error":
-				return fmt.Errorf("server answered %s: %s", f.Code, f.Message)
+				answer = fmt.Errorf("server answered %s: %s", f.Code, f.Message)
+				return false
 			}
+		}
+		return true
+	}
+	if fc, ok := ws.NetConn().(*frameConn); ok {
+		if err := fc.messages(ws, ReadLimit, joined); err != nil {
+			return err
+		}
+		return answer
+	}
+	for {
+		_, data, err := ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if !joined(data) {
+			return answer
 		}
 	}
 }
@@ -633,31 +648,14 @@ func (r *run) appendSend(buf []byte, sender, room, slot, n int, phase byte, at t
 // readLoop reads ws's messages until it fails, handing each frame line to
 // handle, and returns how the server closed it: "" when the run was
 // stopping, else the close code, "1006" without a close frame, or "timeout".
-// Every message is read into one buffer, reused, that grows to the largest
-// message (at most ReadLimit); all lines of a message share one time.Now.
+// A plain connection is read by its frameConn; any other (TLS) through the
+// websocket library, into one buffer, reused. Either buffer grows to the
+// largest message (at most ReadLimit); all lines of a message share one
+// time.Now.
 func (r *run) readLoop(ws *websocket.Conn, handle func(line []byte, now time.Time)) string {
-	buf := make([]byte, 0, messageBufferSize)
-	for {
-		_, rd, err := ws.NextReader()
-		if err == nil {
-			buf, err = readMessage(rd, buf[:0])
-		}
-		if err != nil {
-			if r.stopping.Load() {
-				return ""
-			}
-			var ce *websocket.CloseError
-			var ne net.Error
-			switch {
-			case errors.As(err, &ce):
-				return strconv.Itoa(ce.Code)
-			case errors.As(err, &ne) && ne.Timeout():
-				return "timeout"
-			}
-			return strconv.Itoa(websocket.CloseAbnormalClosure)
-		}
+	lines := func(msg []byte) bool {
 		now := time.Now()
-		for rest := buf; len(rest) > 0; {
+		for rest := msg; len(rest) > 0; {
 			line := rest
 			if i := bytes.IndexByte(rest, '\n'); i >= 0 {
 				line, rest = rest[:i], rest[i+1:]
@@ -668,7 +666,34 @@ func (r *run) readLoop(ws *websocket.Conn, handle func(line []byte, now time.Tim
 				handle(line, now)
 			}
 		}
+		return true
 	}
+	var err error
+	if fc, ok := ws.NetConn().(*frameConn); ok {
+		err = fc.messages(ws, ReadLimit, lines)
+	} else {
+		buf := make([]byte, 0, messageBufferSize)
+		for err == nil {
+			var rd io.Reader
+			if _, rd, err = ws.NextReader(); err == nil {
+				if buf, err = readMessage(rd, buf[:0]); err == nil {
+					lines(buf)
+				}
+			}
+		}
+	}
+	if r.stopping.Load() {
+		return ""
+	}
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		return strconv.Itoa(ce.Code)
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return strconv.Itoa(websocket.CloseAbnormalClosure)
 }
 
 // readMessage appends the rest of a message from rd to buf, growing it
