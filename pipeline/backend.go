@@ -143,7 +143,8 @@ type BusState struct {
 	Oldest string
 	// Trimmed is the seq of the newest entry removed, "" when none was or
 	// the backend does not know (Redis 7 records deletions, not
-	// trimming). A reader positioned before it lost the entries between.
+	// trimming: it reports a deleted entry only while it is newer than
+	// Oldest). A reader positioned before it lost the entries between.
 	Trimmed string
 }
 

@@ -185,7 +185,12 @@ func (b *Backend) BusState(ctx context.Context, p int) (pipeline.BusState, error
 	if xs := oldest.Val(); len(xs) > 0 {
 		st.Oldest = xs[0].ID
 	}
-	if i, err := info.Result(); err == nil && i.MaxDeletedEntryID != "0-0" {
+	// Redis 7 records the newest entry deleted by XDEL (the append script
+	// deletes the bus entry of a message it could not store), not by
+	// trimming. Once trimming removed entries above it, it is not the
+	// newest removed: the caller must go by Oldest.
+	if i, err := info.Result(); err == nil && i.MaxDeletedEntryID != "0-0" &&
+		st.Oldest != "" && pipeline.CompareSeq(i.MaxDeletedEntryID, st.Oldest) > 0 {
 		st.Trimmed = i.MaxDeletedEntryID
 	}
 	return st, nil
