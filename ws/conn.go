@@ -199,6 +199,13 @@ func (c *Conn) writer() {
 		var batch [][]byte
 		if !ping {
 			batch = c.takeLocked()
+			if batch == nil && c.closing.Load() {
+				// close ran after the check above and saw this writer
+				// running, so it started none: finish here.
+				c.mu.Unlock()
+				c.finish()
+				return
+			}
 			if batch == nil {
 				c.writing = false
 				c.mu.Unlock()

@@ -1,0 +1,100 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
+)
+
+// TestWriterFinishesAfterLateClose: close marks the connection closing
+// and then, finding a writer running, starts none. A writer that had
+// already passed its check of done and then finds the queue empty must
+// finish the connection itself, or the connection is never closed, its
+// admission slot never released and Shutdown waits for it in vain. The
+// test puts a connection in that state (closing, done still open, a writer
+// running, nothing queued) and runs the writer.
+func TestWriterFinishesAfterLateClose(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	be, err := memstore.New(memstore.Config{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := NewHub(log, 0)
+	p, err := pipeline.New(pipeline.Config{
+		Ingest:   pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: log},
+		Delivery: pipeline.DeliveryConfig{Feed: be, Deliverer: hub, Logger: log},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGateway(Config{Logger: log}, hub, p, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = p.Run(ctx) }()
+	<-p.Running()
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	cl, _, err := websocket.DefaultDialer.Dial(strings.Replace(srv.URL, "http", "ws", 1)+"/ws?user=u", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var c *Conn
+	for deadline := time.Now().Add(5 * time.Second); c == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, x := range hub.allConns() {
+			c = x
+		}
+	}
+	if c == nil {
+		t.Fatal("the connection did not register")
+	}
+
+	// close's first steps, as a concurrent writer may see them.
+	c.mu.Lock()
+	writing := c.startWriterLocked()
+	c.mu.Unlock()
+	if !writing {
+		t.Fatal("a writer was already running")
+	}
+	c.closeCode, c.closeReason = websocket.CloseNormalClosure, "bye"
+	c.closing.Store(true)
+	ran := make(chan struct{})
+	go func() { defer close(ran); c.writer() }()
+
+	_ = cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := cl.ReadMessage()
+		var ce *websocket.CloseError
+		if err == nil {
+			continue
+		}
+		if ok := errors.As(err, &ce); !ok || ce.Code != websocket.CloseNormalClosure {
+			t.Fatalf("read ended with %v, want the close frame 1000 (the writer returned without finishing)", err)
+		}
+		break
+	}
+	cl.Close()
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not return")
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := g.Shutdown(sctx); err != nil {
+		t.Fatalf("Shutdown: %v (the connection was never finished)", err)
+	}
+}
