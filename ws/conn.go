@@ -376,6 +376,7 @@ func (c *Conn) reader() {
 		}
 		if kind != websocket.TextMessage {
 			c.gw.hub.countFrame(FrameBinary)
+			c.awaitSends() // answers leave in the order of the frames, as in handle
 			c.sendError(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", "")
 			continue
 		}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/ws"
 )
 
@@ -602,5 +606,87 @@ func TestSinceDropsLateDuplicates(t *testing.T) {
 	}
 	if f.Text != "next" {
 		t.Fatalf("bob got %q first, want only the new message", f.Text)
+	}
+}
+
+// heldStore holds the outcome of an append whose text is "hold" until
+// release is closed.
+type heldStore struct {
+	*memstore.Backend
+	release chan struct{}
+}
+
+func (s *heldStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	if string(msg.Payload) != "hold" {
+		return s.Backend.AppendAsync(msg, done)
+	}
+	return s.Backend.AppendAsync(msg, func(a pipeline.Appended, err error) {
+		go func() { <-s.release; done(a, err) }()
+	})
+}
+
+// TestBinaryErrorAfterEarlierAcks: the error answering a binary frame
+// leaves after the answers of the sends read before it, like the answer
+// of any other frame that is not a send (PROTOCOL.md §11.2).
+func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	be, err := memstore.New(memstore.Config{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &heldStore{Backend: be, release: make(chan struct{})}
+	var release sync.Once
+	open := func() { release.Do(func() { close(store.release) }) }
+	hub := ws.NewHub(log, 0)
+	p, err := pipeline.New(pipeline.Config{
+		Ingest:   pipeline.IngestConfig{Store: store, DeadLetters: be, Logger: log},
+		Delivery: pipeline.DeliveryConfig{Feed: be, Deliverer: hub, Logger: log},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ws.NewGateway(ws.Config{Logger: log}, hub, p, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = p.Run(ctx) }()
+	<-p.Running()
+	srv := httptest.NewServer(gw)
+	t.Cleanup(func() {
+		open()
+		sctx, scancel := context.WithTimeout(context.Background(), wait)
+		defer scancel()
+		_ = gw.Shutdown(sctx)
+		srv.Close()
+		cancel()
+		<-ran
+	})
+	a, err := wstest.Dial(srv.URL, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	join(t, a, "lobby", 0)
+	if err := a.Say("lobby", "hold", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SendRaw(websocket.BinaryMessage, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // an answer that does not wait leaves now
+	open()
+	var order []string
+	for len(order) < 2 {
+		f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "ack" || f.Type == "error" }, wait)
+		if err != nil {
+			t.Fatalf("after %q: %v", order, err)
+		}
+		order = append(order, f.Type+" "+f.Code+" "+f.Ref)
+	}
+	if order[0] != "ack  s1" || order[1] != "error "+ws.CodeBadFrame+" " {
+		t.Fatalf("answers %q, want the ack of s1, then bad_frame", order)
 	}
 }
