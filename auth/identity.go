@@ -13,10 +13,11 @@ import (
 const (
 	// ClaimName is the display name.
 	ClaimName = "name"
-	// ClaimRooms lists the room patterns the user may join and read.
+	// ClaimRooms lists the room patterns the user may join and read;
+	// absent, every room; null is refused.
 	ClaimRooms = "rooms"
-	// ClaimPublish lists the room patterns the user may send to; absent,
-	// it is ClaimRooms.
+	// ClaimPublish lists the room patterns the user may send to; absent
+	// or null, it is ClaimRooms.
 	ClaimPublish = "publish"
 )
 
@@ -104,10 +105,13 @@ func identityFrom(c jwt.MapClaims) (Identity, error) {
 	if id.Rooms, err = patterns(c, ClaimRooms); err != nil {
 		return Identity{}, err
 	}
-	if id.Publish, err = patterns(c, ClaimPublish); err != nil {
-		return Identity{}, err
-	}
-	if _, ok := c[ClaimPublish]; !ok {
+	// publish: null is the same as no publish claim (as rooms), never
+	// every room: a token server that marshals a nil list writes null.
+	if v, ok := c[ClaimPublish]; ok && v != nil {
+		if id.Publish, err = patterns(c, ClaimPublish); err != nil {
+			return Identity{}, err
+		}
+	} else {
 		id.Publish = id.Rooms
 	}
 	for k, v := range c {
@@ -120,11 +124,16 @@ func identityFrom(c jwt.MapClaims) (Identity, error) {
 
 // patterns reads a claim of room patterns: a list of strings, or one
 // string of comma-separated patterns. Absent, it is nil (every room);
-// present and empty, no room.
+// present and empty, no room. A null claim is refused: absent grants every
+// room, so null must not be read as absent, and the issuer may have meant
+// no room.
 func patterns(c jwt.MapClaims, claim string) ([]string, error) {
 	v, ok := c[claim]
-	if !ok || v == nil {
+	if !ok {
 		return nil, nil
+	}
+	if v == nil {
+		return nil, fmt.Errorf("token claim %s is null; omit it or give a list", claim)
 	}
 	var list []string
 	switch t := v.(type) {

@@ -27,8 +27,16 @@ func (c *tokenCmd) Run(g *globals) error {
 	if err != nil {
 		return usageError(err)
 	}
+	rooms, err := patternList("--rooms", c.Rooms, "every room")
+	if err != nil {
+		return usageError(err)
+	}
+	publish, err := patternList("--publish", c.Publish, "the rooms of --rooms")
+	if err != nil {
+		return usageError(err)
+	}
 	tok, err := auth.IssueHS256(secret, auth.Grant{
-		User: c.User, Name: c.Name, Rooms: patternList(c.Rooms), Publish: patternList(c.Publish),
+		User: c.User, Name: c.Name, Rooms: rooms, Publish: publish,
 		TTL: c.TTL, Issuer: c.Issuer, Audience: c.Audience, Claims: c.Claim,
 	})
 	if err != nil {
@@ -38,17 +46,20 @@ func (c *tokenCmd) Run(g *globals) error {
 	return err
 }
 
-// patternList splits a comma-separated flag; empty is nil (the claim is
-// left out).
-func patternList(s string) []string {
-	if strings.TrimSpace(s) == "" {
-		return nil
+// patternList splits the comma-separated patterns of flag; "" is nil: the
+// claim is left out, which grants what absent says (for the error message).
+// An empty pattern (",", "lobby,,news", " ") is refused: dropping it could
+// leave no pattern, and so a token for every room.
+func patternList(flag, s, absent string) ([]string, error) {
+	if s == "" {
+		return nil, nil
 	}
 	var out []string
 	for p := range strings.SplitSeq(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
+		if p = strings.TrimSpace(p); p == "" {
+			return nil, fmt.Errorf("%s %q: empty room pattern; give names or patterns such as lobby,team-*, or leave %s out for %s", flag, s, flag, absent)
 		}
+		out = append(out, p)
 	}
-	return out
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,65 @@ func writeTemp(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestTokenEmptyPattern: an empty pattern in --rooms or --publish is a
+// usage error, never a token whose rooms claim is left out (every room).
+func TestTokenEmptyPattern(t *testing.T) {
+	t.Parallel()
+	secret := writeTemp(t, "a-development-secret-of-32-bytes-or-more\n")
+	v, err := auth.NewVerifier(auth.Config{Mode: auth.ModeJWT, SecretFile: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	cases := []struct {
+		name, rooms, publish string
+		wantErr              string   // "" when a token is printed
+		wantRooms, wantPub   []string // the token's rooms and publish; nil: every room
+	}{
+		{name: "comma only", rooms: ",", wantErr: `--rooms ",": empty room pattern`},
+		{name: "blank", rooms: " ", wantErr: `--rooms " ": empty room pattern`},
+		{name: "commas and blanks", rooms: " , ,", wantErr: "--rooms"},
+		{name: "double comma", rooms: "lobby,,news", wantErr: `--rooms "lobby,,news": empty room pattern`},
+		{name: "trailing comma", rooms: "lobby,", wantErr: "empty room pattern"},
+		{name: "publish comma only", rooms: "lobby", publish: ",", wantErr: `--publish ",": empty room pattern`},
+		{name: "publish double comma", publish: "lobby,,news", wantErr: "leave --publish out for the rooms of --rooms"},
+		{name: "spaces trimmed", rooms: " lobby , team-* ", wantRooms: []string{"lobby", "team-*"}, wantPub: []string{"lobby", "team-*"}},
+		{name: "publish only", publish: "lobby", wantPub: []string{"lobby"}},
+		{name: "neither", wantRooms: nil, wantPub: nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"token", "--secret-file", secret, "--user", "alice"}
+			if tc.rooms != "" {
+				args = append(args, "--rooms", tc.rooms)
+			}
+			if tc.publish != "" {
+				args = append(args, "--publish", tc.publish)
+			}
+			var out, errOut bytes.Buffer
+			code := Run(context.Background(), args, &out, &errOut)
+			if tc.wantErr != "" {
+				if code != 2 || !strings.Contains(errOut.String(), tc.wantErr) || out.Len() != 0 {
+					t.Fatalf("%q: exited %d, printed %q, said %q; want 2, no token, saying %q", args, code, out.String(), errOut.String(), tc.wantErr)
+				}
+				return
+			}
+			if code != 0 {
+				t.Fatalf("%q: exited %d: %s", args, code, errOut.String())
+			}
+			id, err := v.Verify(strings.TrimSpace(out.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(id.Rooms, tc.wantRooms) || (id.Rooms == nil) != (tc.wantRooms == nil) {
+				t.Errorf("rooms = %#v, want %#v", id.Rooms, tc.wantRooms)
+			}
+			if !slices.Equal(id.Publish, tc.wantPub) || (id.Publish == nil) != (tc.wantPub == nil) {
+				t.Errorf("publish = %#v, want %#v", id.Publish, tc.wantPub)
+			}
+		})
+	}
 }
