@@ -135,9 +135,10 @@ type Delivery struct {
 	posMu     sync.Mutex
 	positions []string
 
-	// gapHandled is the position per partition at which a feed gap was
-	// last handled, and epochs the feed epoch per partition last seen;
-	// both owned by the watch goroutine.
+	// gapMu guards gapHandled: the position per partition at which a
+	// feed gap was last handled. epochs is the feed epoch per partition
+	// last seen, owned by the watch goroutine.
+	gapMu      sync.Mutex
 	gapHandled map[int]string
 	epochs     []string
 	// restart tells partition loops to follow their feed again from a seq
@@ -263,6 +264,11 @@ func (d *Delivery) follow(ch <-chan *message.Message, part int, last *string) (s
 			if !ok {
 				return "", false
 			}
+			if pos := msg.Metadata.Get(MetaFeedGap); pos != "" {
+				d.gap(part, pos, "", msg.Metadata.Get(MetaFeedOldest))
+				msg.Ack()
+				continue
+			}
 			if seq := d.deliver(msg); seq != "" {
 				*last = seq
 				d.setPosition(part, seq)
@@ -327,6 +333,17 @@ func (d *Delivery) record(ctx context.Context, positions []string) {
 	}
 }
 
+// MetaFeedGap marks a message of a feed subscription that is not an entry
+// but the report that entries after the position it holds (the seq last
+// read) were trimmed before they were read. A Delivery resyncs the
+// members of that partition's rooms, once per position, and goes on with
+// the entries that follow.
+const MetaFeedGap = "_chatstream_feed_gap"
+
+// MetaFeedOldest is set, on a MetaFeedGap message, to the oldest entry the
+// feed kept.
+const MetaFeedOldest = "_chatstream_feed_oldest"
+
 // checkGaps compares, for each partition, what the feed holds with how far
 // this instance has read it. A feed that was reset (another epoch than
 // last seen, or nothing at or after the position: Redis restarted empty,
@@ -354,18 +371,34 @@ func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
 		switch {
 		case reset:
 			d.requestRestart(p, "0-0")
+			d.gapMu.Lock()
 			delete(d.gapHandled, p)
+			d.gapMu.Unlock()
 			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
 			d.log.Error("feed reset: the partition's stored data was lost; following it from its new start, members resync",
 				"partition", p, "position", pos, "epoch", st.Epoch, "previous_epoch", known, "last", st.Last, "resynced", n)
-		case pos == "" || d.gapHandled[p] == pos || !lostAfter(st, pos):
-		default:
-			d.gapHandled[p] = pos
-			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
-			d.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
-				"partition", p, "position", pos, "trimmed", st.Trimmed, "oldest", st.Oldest, "resynced", n)
+		case pos != "" && lostAfter(st, pos):
+			d.gap(p, pos, st.Trimmed, st.Oldest)
 		}
 	}
+}
+
+// gap resyncs the members of partition p's rooms, once per position,
+// because the feed lost entries after pos, the position read, before this
+// instance read them: by trimming (trimmed, the newest entry removed, if
+// known; oldest, the oldest kept).
+func (d *Delivery) gap(p int, pos, trimmed, oldest string) {
+	d.gapMu.Lock()
+	handled := d.gapHandled[p] == pos
+	d.gapHandled[p] = pos
+	d.gapMu.Unlock()
+	if handled {
+		return
+	}
+	parts := len(d.restart)
+	n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, parts) == p })
+	d.log.Error("delivery gap: the partition bus was trimmed past this instance's position; members resume",
+		"partition", p, "position", pos, "trimmed", trimmed, "oldest", oldest, "resynced", n)
 }
 
 // lostAfter reports whether the feed lost an entry after pos to trimming:

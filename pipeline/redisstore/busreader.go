@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatstream/chatstream/pipeline"
 )
 
 // Defaults of BusSubscriberConfig.
@@ -49,6 +51,17 @@ type BusSubscriberConfig struct {
 	// NackResendDelay is the pause before a nacked message is delivered
 	// again. Default DefaultNackResendDelay.
 	NackResendDelay time.Duration
+	// ReportGapsAt, when positive, makes a subscription report entries
+	// trimmed between its position and what it reads: after its first
+	// read, and after every read of at least ReportGapsAt entries, it
+	// checks (XINFO STREAM) whether the stream lost entries after the
+	// position it read from, and if so hands out a message marked
+	// pipeline.MetaFeedGap before the entries read. A read past a trimmed
+	// position returns the oldest entries kept, at least as many as the
+	// stream's MAXLEN, so ReportGapsAt should be at most the MAXLEN (and
+	// ReadCount). A reader whose own position was the newest entry
+	// trimmed, exactly, is reported too. Default 0: not checked.
+	ReportGapsAt int
 }
 
 func (c *BusSubscriberConfig) setDefaults() {
@@ -79,6 +92,8 @@ func (c BusSubscriberConfig) Validate() error {
 		return errors.New("redisstore: bus subscriber: block time must be at least 1ms")
 	case c.NackResendDelay < 0:
 		return errors.New("redisstore: bus subscriber: nack resend delay must not be negative")
+	case c.ReportGapsAt < 0:
+		return errors.New("redisstore: bus subscriber: report gaps at must not be negative")
 	}
 	return nil
 }
@@ -239,14 +254,16 @@ func (s *BusSubscriber) Close() error {
 // their messages out, in order, until ctx is done or a read fails.
 func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
 	after := s.cfg.After
+	first := true
 	var ahead chan readResult // the next batch's read, when one runs
 	for ctx.Err() == nil {
 		var res readResult
 		if ahead != nil {
 			res, ahead = <-ahead, nil
 		} else {
-			res = s.read(ctx, stream, after)
+			res = s.read(ctx, stream, after, first)
 		}
+		first = false
 		if errors.Is(res.err, redis.Nil) {
 			continue // nothing new within BlockTime
 		}
@@ -263,6 +280,9 @@ func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, 
 		if len(entries) == 0 {
 			continue
 		}
+		if res.gap != "" && !s.deliver(ctx, gapMessage(after, res.gap), out) {
+			return
+		}
 		after = entries[len(entries)-1].ID
 		if len(entries) == s.cfg.ReadCount {
 			// A full batch: more is likely waiting, so read it while
@@ -271,7 +291,7 @@ func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, 
 			s.running.Add(1)
 			go func(after string) {
 				defer s.running.Done()
-				ahead <- s.read(ctx, stream, after)
+				ahead <- s.read(ctx, stream, after, false)
 			}(after)
 		}
 		for _, x := range entries {
@@ -283,16 +303,58 @@ func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, 
 }
 
 // readResult is one read's entries or error (redis.Nil: none within
-// BlockTime).
+// BlockTime), and gap, the oldest entry kept, when entries after the
+// position read from were trimmed (see ReportGapsAt).
 type readResult struct {
 	entries []redis.XMessage
+	gap     string
 	err     error
 }
 
 // read reads up to ReadCount entries of stream after the ID after, waiting
 // up to BlockTime for one. go-redis does not interrupt a blocked read when
-// ctx is cancelled: it returns within BlockTime.
-func (s *BusSubscriber) read(ctx context.Context, stream, after string) readResult {
+// ctx is cancelled: it returns within BlockTime. It checks for a gap
+// before the entries read when the subscription reports gaps and this is
+// its first read or the read took ReportGapsAt entries or more.
+func (s *BusSubscriber) read(ctx context.Context, stream, after string, first bool) readResult {
+	res := s.xread(ctx, stream, after)
+	if n := s.cfg.ReportGapsAt; n > 0 && len(res.entries) > 0 && (first || len(res.entries) >= n) {
+		res.gap, res.err = s.gapBefore(ctx, stream, after, res.entries[0].ID)
+	}
+	return res
+}
+
+// gapBefore reports the oldest entry of stream when entries between after
+// and read (the first entry a read after after returned) were trimmed, or
+// "". The stream is read after the entries: an oldest entry older than
+// read proves there was no gap; one at or after read, with the stream
+// having lost entries and after older than it, is reported.
+func (s *BusSubscriber) gapBefore(ctx context.Context, stream, after, read string) (string, error) {
+	info, err := s.client.XInfoStream(ctx, stream).Result()
+	switch {
+	case isNoSuchKey(err):
+		return "", nil // deleted since: a reset, which the stream's epoch tells
+	case err != nil:
+		return "", err
+	case !trimmedAfter(after, info) || pipeline.CompareSeq(info.FirstEntry.ID, read) < 0:
+		return "", nil
+	}
+	return info.FirstEntry.ID, nil
+}
+
+// gapMessage is the message a subscription hands out for entries trimmed
+// after position (the oldest kept being oldest): not an entry, it carries
+// pipeline.MetaFeedGap and pipeline.MetaFeedOldest.
+func gapMessage(position, oldest string) *message.Message {
+	msg := message.NewMessage(watermill.NewUUID(), nil)
+	msg.Metadata.Set(pipeline.MetaFeedGap, position)
+	msg.Metadata.Set(pipeline.MetaFeedOldest, oldest)
+	return msg
+}
+
+// xread reads up to ReadCount entries of stream after the ID after, waiting
+// up to BlockTime for one.
+func (s *BusSubscriber) xread(ctx context.Context, stream, after string) readResult {
 	xs, err := s.client.XRead(ctx, &redis.XReadArgs{
 		Streams: []string{stream, after},
 		Count:   int64(s.cfg.ReadCount),

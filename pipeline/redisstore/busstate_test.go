@@ -2,7 +2,9 @@ package redisstore_test
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
@@ -52,5 +54,126 @@ func TestBusStateTrimmedAfterDelete(t *testing.T) {
 	}
 	if st, err := b.BusState(ctx, p); err != nil || st.Trimmed != mid {
 		t.Fatalf("after deleting %s among the kept entries: Trimmed = %q, %v", mid, st.Trimmed, err)
+	}
+}
+
+// TestSubscribeReportsTrimmedPosition: a subscription from a position the
+// bus trimmed away first hands out a gap marker naming the position, then
+// the oldest entries kept; one from a position still kept hands out the
+// entry after it.
+func TestSubscribeReportsTrimmedPosition(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts, BusMaxLen: 10})
+	room := roomsOfOnePartition(1, parts)[0]
+	p := pipeline.PartitionOf(room, parts)
+	var seqs []string
+	for range 300 {
+		seqs = append(seqs, mustAppend(t, b, send(room, "", "traffic")).Seq)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	ch, err := b.Subscribe(ctx, p, seqs[4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	gap := next(t, ch)
+	gap.Ack()
+	if pos := gap.Metadata.Get(pipeline.MetaFeedGap); pos != seqs[4] {
+		t.Fatalf("first message %v, want a gap marker at %s", gap.Metadata, seqs[4])
+	}
+	oldest := gap.Metadata.Get(pipeline.MetaFeedOldest)
+	if m := next(t, ch); m.Metadata.Get(pipeline.MetaSeq) != oldest || pipeline.CompareSeq(oldest, seqs[5]) <= 0 {
+		t.Fatalf("after the marker: seq %s, want the oldest kept %s (after %s)", m.Metadata.Get(pipeline.MetaSeq), oldest, seqs[5])
+	}
+
+	kept := len(seqs) - 5
+	ch, err = b.Subscribe(ctx, p, seqs[kept])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, ch); m.Metadata.Get(pipeline.MetaSeq) != seqs[kept+1] {
+		t.Fatalf("from a kept position: %v, want seq %s", m.Metadata, seqs[kept+1])
+	}
+}
+
+// gapDeliverer records deliveries and resyncs; it holds the message whose
+// text is "hold" until hold is closed.
+type gapDeliverer struct {
+	hold      chan struct{}
+	holding   chan struct{}
+	delivered chan pipeline.Message
+	resyncs   chan bool // whether the resync matched room
+	room      string
+}
+
+func (d *gapDeliverer) Deliver(m pipeline.Message) {
+	if m.Text == "hold" {
+		close(d.holding)
+		<-d.hold
+	}
+	d.delivered <- m
+}
+
+func (d *gapDeliverer) Resync(match func(room string) bool) int {
+	d.resyncs <- match(d.room)
+	return 1
+}
+
+// TestDeliveryResyncsWhenTrimmedWhileBehind: a delivery held on one
+// message while the bus trims far past it resyncs the partition's members
+// once when it reads on, before delivering what follows, even though no
+// periodic check runs (Buses is not set).
+func TestDeliveryResyncsWhenTrimmedWhileBehind(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts, BusMaxLen: 10})
+	room := roomsOfOnePartition(1, parts)[0]
+	del := &gapDeliverer{hold: make(chan struct{}), holding: make(chan struct{}), delivered: make(chan pipeline.Message, 512),
+		resyncs: make(chan bool, 8), room: room}
+	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: b, Deliverer: del})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = d.Run(ctx) }()
+	var once sync.Once
+	release := func() { once.Do(func() { close(del.hold) }) }
+	t.Cleanup(func() { release(); cancel(); <-ran })
+	<-d.Running()
+
+	mustAppend(t, b, send(room, "", "hold"))
+	select {
+	case <-del.holding:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first message was not delivered")
+	}
+	var last string
+	for range 300 {
+		last = mustAppend(t, b, send(room, "", "traffic")).Seq
+	}
+	release()
+	if m := <-del.delivered; m.Text != "hold" {
+		t.Fatalf("delivered %q first", m.Text)
+	}
+	select {
+	case matched := <-del.resyncs:
+		if !matched {
+			t.Fatal("the resync does not match the room's partition")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no resync: the entries trimmed while the delivery was behind went unnoticed")
+	}
+	for m := range del.delivered {
+		if m.Seq == last {
+			break
+		}
+	}
+	if len(del.resyncs) != 0 {
+		t.Fatalf("%d more resyncs for the same gap", len(del.resyncs))
 	}
 }
