@@ -534,7 +534,10 @@ func (c *Conn) answer(w *sendWait) {
 		c.sendError(w.err, w.ref, w.room)
 		return
 	}
-	o, err := w.p.Wait(c.gw.ctx)
+	// Not the gateway's context: a send in progress at Shutdown is
+	// answered with its outcome (Wait has its own bound), so that a
+	// stored message is acked before the connection closes with 1001.
+	o, err := w.p.Wait(context.Background())
 	switch {
 	case err != nil:
 		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), w.ref, w.room)

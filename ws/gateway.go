@@ -389,8 +389,10 @@ func (g *Gateway) pinger() {
 // or ctx to be done.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.shutting.Store(true)
-	// In-flight history reads and sends still waiting for the pipeline give
-	// up now; their connections answer unavailable and close with 1001.
+	// In-flight history reads, and sends still waiting to enter the
+	// pipeline, give up now: their connections answer unavailable and
+	// close with 1001. Sends already in the pipeline are answered with
+	// their outcome first.
 	g.cancel()
 	for _, c := range g.hub.allConns() {
 		// Wakes a reader blocked in ReadMessage; one busy handling a frame

@@ -625,11 +625,11 @@ func (s *heldStore) AppendAsync(msg *message.Message, done func(pipeline.Appende
 	})
 }
 
-// TestBinaryErrorAfterEarlierAcks: the error answering a binary frame
-// leaves after the answers of the sends read before it, like the answer
-// of any other frame that is not a send (PROTOCOL.md §11.2).
-func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
-	t.Parallel()
+// startHeld starts a gateway on a memory backend whose appends of "hold"
+// are answered only once the returned function is called (at the latest at
+// cleanup), and dials alice, joined to lobby.
+func startHeld(t *testing.T) (*ws.Gateway, *wstest.Client, func()) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	be, err := memstore.New(memstore.Config{Logger: log})
 	if err != nil {
@@ -670,6 +670,15 @@ func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
 	}
 	t.Cleanup(a.Close)
 	join(t, a, "lobby", 0)
+	return gw, a, open
+}
+
+// TestBinaryErrorAfterEarlierAcks: the error answering a binary frame
+// leaves after the answers of the sends read before it, like the answer
+// of any other frame that is not a send (PROTOCOL.md §11.2).
+func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
+	t.Parallel()
+	_, a, open := startHeld(t)
 	if err := a.Say("lobby", "hold", "s1"); err != nil {
 		t.Fatal(err)
 	}
@@ -688,5 +697,35 @@ func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
 	}
 	if order[0] != "ack  s1" || order[1] != "error "+ws.CodeBadFrame+" " {
 		t.Fatalf("answers %q, want the ack of s1, then bad_frame", order)
+	}
+}
+
+// TestShutdownAcksSendInProgress: a send whose append is in progress when
+// the gateway shuts down is acked once stored, then the connection closes
+// with 1001 (PROTOCOL.md §10), not answered unavailable.
+func TestShutdownAcksSendInProgress(t *testing.T) {
+	t.Parallel()
+	gw, a, open := startHeld(t)
+	if err := a.Say("lobby", "hold", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the send reaches the store
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		shut <- gw.Shutdown(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond) // Shutdown is under way
+	open()
+	f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == "s1" && (f.Type == "ack" || f.Type == "error") }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != "ack" {
+		t.Fatalf("the stored send was answered %s", f.Raw)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
