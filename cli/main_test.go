@@ -37,6 +37,13 @@ func TestRunUsage(t *testing.T) {
 	if code := Run(context.Background(), []string{"serve", "--auth", "jwt", "--addr", "127.0.0.1:0", "--internal-addr="}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), "--jwt-secret-file") {
 		t.Fatalf("--auth jwt without a key exited %d: %s", code, errOut.String())
 	}
+	// A negative duration is refused, not read as "forever" or "default".
+	for _, flag := range []string{"--room-ttl", "--idempotency-window"} {
+		errOut.Reset()
+		if code := Run(context.Background(), []string{"serve", flag, "-1h", "--addr", "127.0.0.1:0", "--internal-addr="}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), flag+" (CHATSTREAM_") {
+			t.Fatalf("serve %s -1h exited %d: %s", flag, code, errOut.String())
+		}
+	}
 }
 
 // TestNegativeDurationValue: "--since -15m" is a value, not a flag: the

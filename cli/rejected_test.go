@@ -19,7 +19,16 @@ import (
 // returns its entry ID.
 func (f *toolFixture) deadLetter(t *testing.T, room, user, text, moderator string) string {
 	t.Helper()
+	return f.deadLetterRef(t, room, user, text, moderator, "")
+}
+
+// deadLetterRef is deadLetter for a message sent with a client ref.
+func (f *toolFixture) deadLetterRef(t *testing.T, room, user, text, moderator, ref string) string {
+	t.Helper()
 	m := message.NewMessage("dl-"+text, []byte(text))
+	if ref != "" {
+		m.Metadata.Set(pipeline.MetaRef, ref)
+	}
 	m.Metadata.Set(pipeline.MetaRoom, room)
 	m.Metadata.Set(pipeline.MetaUser, user)
 	m.Metadata.Set(pipeline.MetaReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
@@ -147,4 +156,51 @@ func roomMessages(t *testing.T, f *toolFixture, room string) []replay.Entry {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestRequeueTwice: a dead letter with a ref requeued again within the
+// idempotency window is stored once; the second run reports the seq stored
+// the first time, marked "(already stored)" (jsonl: "duplicate":true).
+// With --idempotency-window shorter than the time between the runs, it is
+// stored again.
+func TestRequeueTwice(t *testing.T) {
+	t.Parallel()
+	f := newToolFixture(t)
+	f.seed(t, "lobby", "alice", "hi", time.Now())
+	id := f.deadLetterRef(t, "lobby", "eve", "again", "words", "r-1")
+	requeue := func(id, format string, window time.Duration) (string, string) {
+		t.Helper()
+		tio, out, errs := bufferIO()
+		c := rejectedCmd{Conn: f.flags(), Requeue: []string{id}, Format: format, NoModeration: true, Limits: appendFlags{IdempotencyWindow: window}}
+		if err := c.run(context.Background(), tio); err != nil {
+			t.Fatalf("%v (stderr %s)", err, errs)
+		}
+		return strings.TrimSpace(out.String()), errs.String()
+	}
+	first, _ := requeue(id, "text", 0)
+	if !strings.HasPrefix(first, id+" -> lobby/") || strings.Contains(first, "already") {
+		t.Fatalf("first requeue printed %q", first)
+	}
+	second, errs := requeue(id, "text", 0)
+	if want := first + " (already stored)"; second != want || !strings.Contains(errs, "(1 already stored)") {
+		t.Fatalf("second requeue printed %q, stderr %q; want %q", second, errs, want)
+	}
+	third, _ := requeue(id, "jsonl", 0)
+	var res replay.Result
+	if err := json.Unmarshal([]byte(third), &res); err != nil || !res.Duplicate || id+" -> lobby/"+res.Seq != first {
+		t.Fatalf("jsonl %q (%v), want duplicate with the first seq", third, err)
+	}
+	if got := roomMessages(t, f, "lobby"); len(got) != 2 || got[1].Text != "again" {
+		t.Fatalf("lobby = %+v, want hi and one requeued message", got)
+	}
+
+	short := f.deadLetterRef(t, "lobby", "eve", "short window", "words", "r-2")
+	requeue(short, "text", time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // the ref is forgotten
+	if again, _ := requeue(short, "text", time.Millisecond); strings.Contains(again, "already") {
+		t.Fatalf("requeue after the 1ms window printed %q, want a new message", again)
+	}
+	if got := roomMessages(t, f, "lobby"); len(got) != 4 {
+		t.Fatalf("lobby has %d messages, want 4: --idempotency-window did not reach the backend", len(got))
+	}
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/replay"
@@ -14,7 +17,8 @@ import (
 // replayCmd prints a room's messages, follows it, or replays it into
 // another room.
 type replayCmd struct {
-	Conn redisFlags `embed:""`
+	Conn   redisFlags  `embed:""`
+	Limits appendFlags `embed:""`
 
 	Room         string `placeholder:"ROOM" xor:"source" help:"Room to read."`
 	AllRooms     bool   `xor:"source" help:"Read every room, merged in seq (time) order."`
@@ -26,8 +30,19 @@ type replayCmd struct {
 	Follow       bool   `short:"f" help:"Keep printing new messages until interrupted."`
 	Into         string `placeholder:"ROOM" help:"Republish the selected messages into this room through the pipeline instead of printing them."`
 	Speed        string `default:"1x" help:"With --into: replay speed relative to the original timing (10x, 0.5x) or max."`
-	Moderation   string `type:"existingfile" env:"CHATSTREAM_MODERATION" placeholder:"FILE" xor:"moderation" help:"With --into: moderation configuration the replayed messages pass, as on the instances. --into needs it, or --no-moderation."`
-	NoModeration bool   `xor:"moderation" help:"With --into: republish without moderation; the messages are stored as they are."`
+	Moderation   string `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"With --into: moderation configuration the replayed messages pass, as on the instances. --into needs it, or --no-moderation."`
+	NoModeration bool   `help:"With --into: republish without moderation; the messages are stored as they are. Overrides CHATSTREAM_MODERATION, not --moderation."`
+
+	// moderationGiven reports --moderation on the command line, not only
+	// in the environment (AfterApply).
+	moderationGiven bool
+}
+
+// AfterApply records which flags the command line gave (kong calls it
+// after parsing).
+func (c *replayCmd) AfterApply(kctx *kong.Context) error {
+	c.moderationGiven = flagGiven(kctx, "moderation")
+	return nil
 }
 
 // Run runs the command on the process's streams.
@@ -58,6 +73,9 @@ func (c *replayCmd) query(now time.Time) (replay.Query, float64, error) {
 	if err != nil {
 		return q, 0, usageError(err)
 	}
+	if err := c.Limits.Validate(); err != nil {
+		return q, 0, err
+	}
 	if c.Into == "" {
 		return q, speed, nil
 	}
@@ -72,6 +90,9 @@ func (c *replayCmd) query(now time.Time) (replay.Query, float64, error) {
 	if err := pipeline.ValidateRoom(c.Into); err != nil {
 		return q, 0, usageError(fmt.Errorf("--into: %w", err))
 	}
+	if _, err := moderationChoice(c.Moderation, c.NoModeration, c.moderationGiven); err != nil {
+		return q, 0, err
+	}
 	return q, speed, nil
 }
 
@@ -80,7 +101,7 @@ func (c *replayCmd) run(ctx context.Context, tio toolIO) error {
 	if err != nil {
 		return err
 	}
-	b, err := c.Conn.open(ctx, tio.Log)
+	b, err := c.Conn.openConfig(ctx, c.Limits.config(tio.Log))
 	if err != nil {
 		return toolError(err)
 	}
@@ -99,12 +120,19 @@ func (c *replayCmd) run(ctx context.Context, tio toolIO) error {
 		bar.done()
 		return toolError(errors.Join(err, out.Flush()))
 	}
-	mods, stopModeration, err := loadModeration(ctx, c.Moderation, c.NoModeration, "replayed", b, tio.Log)
+	if err := checkTarget(ctx, b, r, c.Into); err != nil {
+		return toolError(fmt.Errorf("--into: %w; nothing was replayed", err))
+	}
+	modFile, _ := moderationChoice(c.Moderation, c.NoModeration, c.moderationGiven) // checked by query
+	if modFile == "" && c.Moderation != "" {
+		tio.Log.Warn("--no-moderation overrides CHATSTREAM_MODERATION", "file", c.Moderation)
+	}
+	mods, stopModeration, err := loadModeration(ctx, modFile, c.NoModeration, "replayed", b, tio.Log)
 	if err != nil {
 		return toolError(err)
 	}
 	defer stopModeration()
-	pub, err := replay.StartPublisher(ctx, replay.PublisherConfig{Backend: b, Logger: tio.Log, Moderators: mods})
+	pub, err := replay.StartPublisher(ctx, replay.PublisherConfig{Backend: b, Logger: tio.Log, Moderators: mods, MaxTextBytes: c.Limits.MaxText})
 	if err != nil {
 		return toolError(err)
 	}
@@ -132,4 +160,42 @@ func (c *replayCmd) run(ctx context.Context, tio toolIO) error {
 		return &exitError{exitRefused, fmt.Errorf("%d of %d messages were refused", refused, sent)}
 	}
 	return toolError(err)
+}
+
+// moderationChoice resolves --moderation and --no-moderation for a command
+// that republishes, and returns the moderation file to load ("" with
+// --no-moderation). given reports --moderation on the command line: an
+// explicit --no-moderation overrides a file named by CHATSTREAM_MODERATION
+// (set in an instance's environment), but giving both flags on the command
+// line is a usage error. The file must exist; commands that only read
+// never call this, so they ignore a CHATSTREAM_MODERATION that names a
+// file of another machine.
+func moderationChoice(path string, skip, given bool) (string, error) {
+	switch {
+	case skip && given && path != "":
+		return "", usageError(errors.New("give --moderation or --no-moderation, not both"))
+	case skip:
+		return "", nil
+	case path == "":
+		return "", usageError(ErrModerationUnset)
+	}
+	if _, err := os.Stat(path); err != nil {
+		from := ""
+		if !given {
+			from = " (CHATSTREAM_MODERATION)"
+		}
+		return "", usageError(fmt.Errorf("--moderation%s: %w", from, err))
+	}
+	return path, nil
+}
+
+// flagGiven reports whether the flag --name is on kctx's command line, not
+// only in the environment or its default.
+func flagGiven(kctx *kong.Context, name string) bool {
+	for _, p := range kctx.Path {
+		if p.Flag != nil && !p.Resolved && p.Flag.Name == name {
+			return true
+		}
+	}
+	return false
 }

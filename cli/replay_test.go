@@ -255,3 +255,28 @@ func TestQuietPipe(t *testing.T) {
 		t.Fatal("other errors must stay")
 	}
 }
+
+// TestRedisPasswordRedacted: the tools' errors about --redis never print
+// its password.
+func TestRedisPasswordRedacted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, url string
+		want      int
+	}{
+		{"unreachable", "redis://u:hunter2@127.0.0.1:1/0", exitUnavailable},
+		{"cluster list unreachable", "redis://u:hunter2@127.0.0.1:1,127.0.0.1:2", exitUnavailable},
+		{"not a URL", "u:hunter2@127.0.0.1:1", exitUsage},
+		{"unparsable", "redis://u:hunter2@[::1", exitUsage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cmd := range [][]string{{"replay", "--room", "lobby"}, {"rejected"}, {"streams"}} {
+				var stderr strings.Builder
+				code := Run(context.Background(), append(cmd, "--redis", tc.url), io.Discard, &stderr)
+				if code != tc.want || strings.Contains(stderr.String(), "hunter2") || !strings.Contains(stderr.String(), "chatstream:") {
+					t.Fatalf("%s: exit %d, stderr %q; want exit %d, no password", cmd[0], code, stderr.String(), tc.want)
+				}
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/chatstream/chatstream/admission"
@@ -58,6 +59,15 @@ func (s *serveCmd) Run(g *globals) error {
 	defer holdHangup(g.Ctx, g.Log)()
 	if err := s.AuthFlags.config(g.Log).Check(); err != nil {
 		return usageError(err)
+	}
+	// A negative duration would pass for "forever" (room TTL) or the
+	// default (the window) below; the other limits are checked by
+	// server.Config.
+	switch {
+	case s.RoomTTL < 0:
+		return usageError(fmt.Errorf("--room-ttl (CHATSTREAM_ROOM_TTL) is %v: want a duration, or 0 to keep rooms forever", s.RoomTTL))
+	case s.IdempotencyWindow < 0:
+		return usageError(fmt.Errorf("--idempotency-window (CHATSTREAM_IDEMPOTENCY_WINDOW) is %v: want a duration, or 0 for the default", s.IdempotencyWindow))
 	}
 	b, err := backend.Open(backend.Config{
 		RedisURL: s.Redis, RedisPrefix: s.RedisPrefix, Partitions: s.Partitions,

@@ -7,6 +7,8 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/chatstream/chatstream/replay"
 )
 
@@ -18,9 +20,9 @@ const deadLetterMaxLen = 10_000
 type streamsCmd struct {
 	Conn redisFlags `embed:""`
 
-	RoomMaxlen int64  `default:"${default_room_maxlen}" env:"CHATSTREAM_ROOM_MAXLEN" help:"Messages kept per room, as configured on the instances (shown, not read from Redis)."`
-	BusMaxlen  int64  `default:"${default_bus_maxlen}" env:"CHATSTREAM_BUS_MAXLEN" help:"Entries kept per partition bus, as configured on the instances (shown, not read from Redis)."`
-	Format     string `enum:"text,json" default:"text" help:"Output: text tables or one JSON document."`
+	// Limits are shown, not read from Redis (which does not record them).
+	Limits trimFlags `embed:""`
+	Format string    `enum:"text,json" default:"text" help:"Output: text tables or one JSON document."`
 }
 
 // Run runs the command on the process's streams.
@@ -29,13 +31,23 @@ func (c *streamsCmd) Run(g *globals) error {
 }
 
 func (c *streamsCmd) run(ctx context.Context, tio toolIO) error {
+	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
 	b, err := c.Conn.open(ctx, tio.Log)
 	if err != nil {
 		return toolError(err)
 	}
 	defer b.Close()
 	r := replay.NewReader(b, replay.Config{Logger: tio.Log})
-	rep, err := r.Streams(ctx, replay.Limits{Room: c.RoomMaxlen, Bus: c.BusMaxlen, Rejected: deadLetterMaxLen})
+	room, bus := c.Limits.RoomMaxlen, c.Limits.BusMaxlen
+	if room == 0 { // 0 is the default, as on serve
+		room = pipeline.DefaultRoomMaxLen
+	}
+	if bus == 0 {
+		bus = redisstore.DefaultBusMaxLen
+	}
+	rep, err := r.Streams(ctx, replay.Limits{Room: room, Bus: bus, Rejected: deadLetterMaxLen})
 	if err != nil {
 		return toolError(err)
 	}

@@ -27,7 +27,7 @@ func TestStreamsCommand(t *testing.T) {
 	}
 
 	tio, out, _ := bufferIO()
-	c := streamsCmd{Conn: f.flags(), RoomMaxlen: 500, BusMaxlen: 600, Format: "text"}
+	c := streamsCmd{Conn: f.flags(), Limits: trimFlags{RoomMaxlen: 500, BusMaxlen: 600}, Format: "text"}
 	if err := c.run(context.Background(), tio); err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func TestToolsOnCluster(t *testing.T) {
 
 	t.Run("streams", func(t *testing.T) {
 		tio, out, _ := bufferIO()
-		c := streamsCmd{Conn: flags, RoomMaxlen: 500, BusMaxlen: 600, Format: "json"}
+		c := streamsCmd{Conn: flags, Limits: trimFlags{RoomMaxlen: 500, BusMaxlen: 600}, Format: "json"}
 		if err := c.run(ctx, tio); err != nil {
 			t.Fatal(err)
 		}
@@ -84,6 +84,41 @@ func TestToolsOnCluster(t *testing.T) {
 			if !strings.Contains(out.String(), "hello from "+room) {
 				t.Errorf("replay --all-rooms lacks %s:\n%s", room, out.String())
 			}
+		}
+	})
+
+	t.Run("rejected --requeue checks partitions", func(t *testing.T) {
+		// The check looks for the room under every other partition count
+		// (keys of many slots in one pipeline).
+		const wrong = partitions - 1
+		room := ""
+		for _, r := range rooms {
+			if (redisstore.Keys{Prefix: cl.Prefix, Partitions: wrong}).Room(r) != b.Keys().Room(r) {
+				room = r
+				break
+			}
+		}
+		m := message.NewMessage("dl-cluster", []byte("again"))
+		m.Metadata.Set(pipeline.MetaRoom, room)
+		m.Metadata.Set(pipeline.MetaUser, "eve")
+		if err := b.DeadLetter(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		xs, err := b.Client().XRevRangeN(ctx, b.Keys().Rejected(), "+", "-", 1).Result()
+		if err != nil || len(xs) != 1 {
+			t.Fatalf("dead letter: %v %v", xs, err)
+		}
+		bad := flags
+		bad.Partitions = wrong
+		c := rejectedCmd{Conn: bad, Requeue: []string{xs[0].ID}, Format: "text", NoModeration: true}
+		tio, _, _ := bufferIO()
+		if err := c.run(ctx, tio); exitCode(err) != exitNotFound || !strings.Contains(err.Error(), b.Keys().Room(room)) {
+			t.Fatalf("requeue with --partitions %d: %v (exit %d), want exit %d naming %s", wrong, err, exitCode(err), exitNotFound, b.Keys().Room(room))
+		}
+		c.Conn = flags
+		tio, out, _ := bufferIO()
+		if err := c.run(ctx, tio); err != nil || !strings.HasPrefix(out.String(), xs[0].ID+" -> "+room+"/") {
+			t.Fatalf("requeue with the right partitions: %v, printed %q", err, out)
 		}
 	})
 

@@ -126,8 +126,13 @@ type Result struct {
 	From string `json:"from"`
 	// Room is the room the message was sent to.
 	Room string `json:"room"`
-	// Seq is the new message's seq when it was stored.
+	// Seq is the new message's seq when it was stored; for a duplicate,
+	// the seq stored the first time.
 	Seq string `json:"seq,omitempty"`
+	// Duplicate reports a message stored already under the same user,
+	// room and ref within the deployment's idempotency window (a dead
+	// letter requeued again): nothing was stored again.
+	Duplicate bool `json:"duplicate,omitempty"`
 	// Error is set when the message was refused.
 	Error *ResultError `json:"error,omitempty"`
 }
@@ -143,7 +148,7 @@ type ResultError struct {
 }
 
 func result(from, room string, o pipeline.Outcome) Result {
-	r := Result{From: from, Room: room, Seq: o.Seq}
+	r := Result{From: from, Room: room, Seq: o.Seq, Duplicate: o.Duplicate}
 	if o.Err != nil {
 		r.Error = &ResultError{Code: o.Err.Code, Reason: o.Err.Reason, Moderator: o.Err.Moderator}
 	}
@@ -170,6 +175,9 @@ func (p *Publisher) Replay(ctx context.Context, e Entry, into string) (Result, e
 // Requeue sends dead letter e through the pipeline again, into its room, by
 // its user, with MetaRequeuedFrom set to its ID. The dead letter is kept; a
 // message refused again is dead-lettered again (with MetaRequeuedFrom).
+// It carries the dead letter's ref, so requeueing a dead letter again
+// within the idempotency window stores nothing: the Result has Duplicate
+// set and the seq stored the first time.
 func (p *Publisher) Requeue(ctx context.Context, e Entry) (Result, error) {
 	o, err := p.Publish(ctx, pipeline.Submission{
 		User: e.User, Room: e.Room, Text: e.Text, Ref: e.Ref,
