@@ -170,8 +170,9 @@ type Ingest struct {
 	closeMu sync.RWMutex
 	closed  bool
 	closing atomic.Bool
-	// storeFail reports failing appends once, not per message.
-	storeFail *faillog.Log
+	// storeFail reports failing appends once, not per message; deadFail
+	// the same for dead letters.
+	storeFail, deadFail *faillog.Log
 
 	stored, refused, overloaded atomic.Int64
 
@@ -187,7 +188,8 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		return nil, err
 	}
 	in := &Ingest{
-		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), storeFail: faillog.New(cfg.Logger, "backend writes", 0),
+		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
+		storeFail: faillog.New(cfg.Logger, "backend writes", 0), deadFail: faillog.New(cfg.Logger, "dead letters", 0),
 		shards: make([]sync.Mutex, cfg.Shards),
 	}
 	// The first is the outermost, as a Watermill router adds them.
@@ -260,6 +262,9 @@ type outcomeSlot struct {
 	storing atomic.Bool
 	// done receives the one outcome; it has room for it.
 	done chan Outcome
+	// dead is the dead letter of a rejected message, set by the chain
+	// and written by Begin once the shard is free.
+	dead *message.Message
 }
 
 func slotOf(msg *message.Message) *outcomeSlot {
@@ -348,6 +353,12 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	}
 	if !in.runChain(PartitionOf(s.Room, in.cfg.Shards), msg) {
 		return nil, ErrClosed
+	}
+	if dl := p.slot.dead; dl != nil {
+		// Outside the shard's lock: a slow dead-letter store delays this
+		// sender's answer only, not the other rooms of its shard.
+		p.slot.dead = nil
+		in.writeDeadLetter(dl)
 	}
 	select {
 	case p.o = <-p.slot.done:
@@ -518,17 +529,32 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
+// deadLetter records msg, refused with perr, as a dead letter: by Begin,
+// once the chain has left the shard, for a submission; at once otherwise.
 func (in *Ingest) deadLetter(msg *message.Message, perr *Error) {
 	dl := msg.Copy()
 	dl.Metadata.Set(MetaReason, perr.Reason)
 	dl.Metadata.Set(MetaCode, perr.Code)
 	dl.Metadata.Set(MetaModerator, perr.Moderator)
+	if slot := slotOf(msg); slot != nil {
+		slot.dead = dl
+		return
+	}
+	in.writeDeadLetter(dl)
+}
+
+// writeDeadLetter stores dl, within StoreTimeout; a failure is counted and
+// reported once while it lasts (faillog), not once per message.
+func (in *Ingest) writeDeadLetter(dl *message.Message) {
 	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.StoreTimeout)
 	defer cancel()
 	if err := in.cfg.DeadLetters.DeadLetter(ctx, dl); err != nil {
 		observeError(in.cfg.Observer, OpDeadLetter)
-		in.log.Warn("dead letter failed", "msg_id", msg.UUID, "err", err)
+		in.log.Debug("dead letter failed", "msg_id", dl.UUID, "err", err)
+		in.deadFail.Fail("", err)
+		return
 	}
+	in.deadFail.OK("")
 }
 
 // named stamps the moderator's name on the errors it returns.
