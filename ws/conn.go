@@ -330,7 +330,7 @@ func (c *Conn) reader() {
 	cfg := &c.gw.cfg
 	defer close(c.readerDone)
 	c.ws.SetReadLimit(cfg.ReadLimit)
-	extend := func() error { return c.ws.SetReadDeadline(c.readDeadline(time.Now())) }
+	extend := c.extendDeadline
 	_ = extend() // cannot fail before the first read
 	c.ws.SetPongHandler(func(string) error {
 		if c.gw.shutting.Load() {
@@ -389,6 +389,18 @@ func (c *Conn) reader() {
 	c.gw.hub.removeConn(c, rooms)
 }
 
+// extendDeadline pushes the read deadline out (readDeadline), except
+// during Shutdown, which sets every connection's deadline to now: an
+// extension that raced with it (a ping, an auth frame being verified) is
+// undone, so the reader ends at once instead of after PongWait.
+func (c *Conn) extendDeadline() error {
+	err := c.ws.SetReadDeadline(c.readDeadline(time.Now()))
+	if c.gw.shutting.Load() {
+		return c.ws.SetReadDeadline(time.Now())
+	}
+	return err
+}
+
 // readEnded closes the connection after the read loop ended with err.
 func (c *Conn) readEnded(err error) {
 	switch {
@@ -424,7 +436,7 @@ func (c *Conn) handle(data []byte) {
 	}
 	if f.Type == TypeAuth {
 		c.authenticate(f)
-		_ = c.ws.SetReadDeadline(c.readDeadline(time.Now())) // an error here surfaces on the next read
+		_ = c.extendDeadline() // an error here surfaces on the next read
 		return
 	}
 	if !c.authed {

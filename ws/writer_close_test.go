@@ -16,14 +16,10 @@ import (
 	"github.com/chatstream/chatstream/pipeline/memstore"
 )
 
-// TestWriterFinishesAfterLateClose: close marks the connection closing
-// and then, finding a writer running, starts none. A writer that had
-// already passed its check of done and then finds the queue empty must
-// finish the connection itself, or the connection is never closed, its
-// admission slot never released and Shutdown waits for it in vain. The
-// test puts a connection in that state (closing, done still open, a writer
-// running, nothing queued) and runs the writer.
-func TestWriterFinishesAfterLateClose(t *testing.T) {
+// startOne starts a gateway on a memory backend, dials one client and
+// returns the gateway, the client and the server's Conn for it.
+func startOne(t *testing.T) (*Gateway, *websocket.Conn, *Conn) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	be, err := memstore.New(memstore.Config{Logger: log})
 	if err != nil {
@@ -42,16 +38,16 @@ func TestWriterFinishesAfterLateClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go func() { _ = p.Run(ctx) }()
 	<-p.Running()
 	srv := httptest.NewServer(g)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	cl, _, err := websocket.DefaultDialer.Dial(strings.Replace(srv.URL, "http", "ws", 1)+"/ws?user=u", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { _ = cl.Close() })
 	var c *Conn
 	for deadline := time.Now().Add(5 * time.Second); c == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		for _, x := range hub.allConns() {
@@ -61,6 +57,18 @@ func TestWriterFinishesAfterLateClose(t *testing.T) {
 	if c == nil {
 		t.Fatal("the connection did not register")
 	}
+	return g, cl, c
+}
+
+// TestWriterFinishesAfterLateClose: close marks the connection closing
+// and then, finding a writer running, starts none. A writer that had
+// already passed its check of done and then finds the queue empty must
+// finish the connection itself, or the connection is never closed, its
+// admission slot never released and Shutdown waits for it in vain. The
+// test puts a connection in that state (closing, done still open, a writer
+// running, nothing queued) and runs the writer.
+func TestWriterFinishesAfterLateClose(t *testing.T) {
+	g, cl, c := startOne(t)
 
 	// close's first steps, as a concurrent writer may see them.
 	c.mu.Lock()
@@ -96,5 +104,29 @@ func TestWriterFinishesAfterLateClose(t *testing.T) {
 	defer scancel()
 	if err := g.Shutdown(sctx); err != nil {
 		t.Fatalf("Shutdown: %v (the connection was never finished)", err)
+	}
+}
+
+// TestPingAfterShutdownKeepsNoDeadline: a ping read while Shutdown is
+// under way does not push the read deadline out again, so the connection
+// closes with 1001 at once, not after PongWait. (Shutdown's flag is set
+// alone here, as if its deadline had been overtaken by the ping's.)
+func TestPingAfterShutdownKeepsNoDeadline(t *testing.T) {
+	g, cl, _ := startOne(t)
+	g.shutting.Store(true)
+	if err := cl.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := cl.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+			t.Fatalf("read ended with %v, want 1001 (the ping pushed the deadline out)", err)
+		}
+		return
 	}
 }
