@@ -173,6 +173,11 @@ local function room_of(r)
     local stream = KEYS[2 * nbuses + 2 * r - 1]
     local pttl = redis.call('PTTL', stream)
     local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * nbuses + 2 * r], '.' .. r)
+    if fresh and ttl > 0 then
+      -- Expires even if none of the room's messages is stored (the TTL
+      -- pass below renews it for a room that stored one).
+      redis.call('PEXPIRE', KEYS[2 * nbuses + 2 * r], ttl)
+    end
     local mp = mpstr(epoch)
     room = {epoch, '\147' .. mp, fresh, false, false, pttl, '\165epoch' .. mp .. '\163seq', stream, bus}
     rooms[r] = room

@@ -187,6 +187,11 @@ func TestAppendFailureIsOwn(t *testing.T) {
 	if n, err := c.Exists(ctx, b.Keys().Sent(broken, "alice", "b1")).Result(); err != nil || n != 0 {
 		t.Fatalf("send record of the failed append: exists %d, %v; want none", n, err)
 	}
+	// The epoch made for the room expires like one whose room stored a
+	// message, or it would stay for good if the room is never written.
+	if ttl, err := c.PTTL(ctx, b.Keys().Epoch(broken)).Result(); err != nil || ttl <= 0 {
+		t.Fatalf("epoch key of the room that stored nothing: PTTL %v, %v; want the room TTL", ttl, err)
+	}
 	// Once the room's key is fixed, the retry is stored, not a duplicate.
 	if err := c.Del(ctx, b.Keys().Room(broken)).Err(); err != nil {
 		t.Fatal(err)
