@@ -52,15 +52,16 @@ type BusSubscriberConfig struct {
 	// again. Default DefaultNackResendDelay.
 	NackResendDelay time.Duration
 	// ReportGapsAt, when positive, makes a subscription report entries
-	// trimmed between its position and what it reads: after its first
-	// read, and after every read of at least ReportGapsAt entries, it
-	// checks (XINFO STREAM) whether the stream lost entries after the
-	// position it read from, and if so hands out a message marked
-	// pipeline.MetaFeedGap before the entries read. A read past a trimmed
-	// position returns the oldest entries kept, at least as many as the
-	// stream's MAXLEN, so ReportGapsAt should be at most the MAXLEN (and
-	// ReadCount). A reader whose own position was the newest entry
-	// trimmed, exactly, is reported too. Default 0: not checked.
+	// trimmed between its position and what it reads: its first read,
+	// and every read that returned at least ReportGapsAt entries (read
+	// again), are made in one transaction with XINFO STREAM; when the
+	// stream lost entries after the position read from, a message marked
+	// pipeline.MetaFeedGap is handed out before the entries read. A read
+	// past a trimmed position returns the oldest entries kept, at least
+	// as many as the stream's MAXLEN, so ReportGapsAt should be at most
+	// the MAXLEN (and ReadCount). A reader whose own position was the
+	// newest entry trimmed, exactly, is reported too. Default 0: not
+	// checked.
 	ReportGapsAt int
 }
 
@@ -317,29 +318,49 @@ type readResult struct {
 // before the entries read when the subscription reports gaps and this is
 // its first read or the read took ReportGapsAt entries or more.
 func (s *BusSubscriber) read(ctx context.Context, stream, after string, first bool) readResult {
+	n := s.cfg.ReportGapsAt
+	if n > 0 && first {
+		return s.checkedRead(ctx, stream, after)
+	}
 	res := s.xread(ctx, stream, after)
-	if n := s.cfg.ReportGapsAt; n > 0 && len(res.entries) > 0 && (first || len(res.entries) >= n) {
-		res.gap, res.err = s.gapBefore(ctx, stream, after, res.entries[0].ID)
+	if n > 0 && len(res.entries) >= n {
+		// A read this full may have passed a trimmed position: read
+		// again, together with the stream's state.
+		return s.checkedRead(ctx, stream, after)
 	}
 	return res
 }
 
-// gapBefore reports the oldest entry of stream when entries between after
-// and read (the first entry a read after after returned) were trimmed, or
-// "". The stream is read after the entries: an oldest entry older than
-// read proves there was no gap; one at or after read, with the stream
-// having lost entries and after older than it, is reported.
-func (s *BusSubscriber) gapBefore(ctx context.Context, stream, after, read string) (string, error) {
-	info, err := s.client.XInfoStream(ctx, stream).Result()
-	switch {
-	case isNoSuchKey(err):
-		return "", nil // deleted since: a reset, which the stream's epoch tells
-	case err != nil:
-		return "", err
-	case !trimmedAfter(after, info) || pipeline.CompareSeq(info.FirstEntry.ID, read) < 0:
-		return "", nil
+// checkedRead reads like xread, without waiting, and in the same
+// transaction (MULTI) reads the stream's state, so that trimming cannot
+// come between the two. It reports a gap when entries after after were
+// trimmed: the stream lost entries, after is older than its oldest entry,
+// and the read starts at that oldest entry. (Redis 7 does not record which
+// entries were trimmed, so an after that is, exactly, the newest trimmed
+// entry is reported too.) A stream that does not exist reads as empty.
+func (s *BusSubscriber) checkedRead(ctx context.Context, stream, after string) readResult {
+	pipe := s.client.TxPipeline()
+	info := pipe.XInfoStream(ctx, stream)
+	read := pipe.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, after}, Count: int64(s.cfg.ReadCount), Block: -1})
+	_, _ = pipe.Exec(ctx) // each reply is checked below: a missing stream is "no such key" and redis.Nil
+	xs, err := read.Result()
+	if err != nil || len(xs) == 0 {
+		if err == nil {
+			err = redis.Nil
+		}
+		return readResult{err: err}
 	}
-	return info.FirstEntry.ID, nil
+	res := readResult{entries: xs[0].Messages}
+	st, err := info.Result()
+	switch {
+	case err != nil:
+		// The entries are there, so the stream is: a failed XINFO is
+		// a failed read.
+		return readResult{err: err}
+	case trimmedAfter(after, st) && res.entries[0].ID == st.FirstEntry.ID:
+		res.gap = st.FirstEntry.ID
+	}
+	return res
 }
 
 // gapMessage is the message a subscription hands out for entries trimmed
