@@ -547,9 +547,10 @@ func (c *Conn) answer(w *sendWait) {
 		return
 	}
 	// Not the gateway's context: a send in progress at Shutdown is
-	// answered with its outcome (Wait has its own bound), so that a
-	// stored message is acked before the connection closes with 1001.
-	o, err := w.p.Wait(context.Background())
+	// answered with its outcome while Shutdown waits (Wait has its own
+	// bound too), so that a stored message is acked before the
+	// connection closes with 1001.
+	o, err := w.p.Wait(c.gw.drained)
 	switch {
 	case err != nil:
 		c.sendError(pipeline.Errorf(pipeline.CodeUnavailable, "the server cannot take messages right now; try again"), w.ref, w.room)

@@ -247,10 +247,15 @@ type Gateway struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	shutting atomic.Bool
-	conns    sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	// drained ends the waits for the outcomes of sends already in the
+	// pipeline: when Shutdown's own context ends (they are answered
+	// unavailable), or once Shutdown has returned.
+	drained   context.Context
+	stopDrain context.CancelFunc
+	shutting  atomic.Bool
+	conns     sync.WaitGroup
 	// histFail reports failing history reads once per outage.
 	histFail *faillog.Log
 	// workers handle the connections' frames.
@@ -266,6 +271,7 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	}
 	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger, histFail: faillog.New(cfg.Logger, "history reads", 0)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.drained, g.stopDrain = context.WithCancel(context.Background())
 	g.workers = newWorkers(g.ctx.Done())
 	g.upgrader = websocket.Upgrader{
 		// A buffer of its own (not the HTTP server's, which would keep
@@ -392,7 +398,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	// In-flight history reads, and sends still waiting to enter the
 	// pipeline, give up now: their connections answer unavailable and
 	// close with 1001. Sends already in the pipeline are answered with
-	// their outcome first.
+	// their outcome first, while ctx lasts.
 	g.cancel()
 	for _, c := range g.hub.allConns() {
 		// Wakes a reader blocked in ReadMessage; one busy handling a frame
@@ -404,6 +410,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.conns.Wait()
 		close(done)
 	}()
+	defer g.stopDrain()
 	select {
 	case <-done:
 		return nil

@@ -729,3 +729,32 @@ func TestShutdownAcksSendInProgress(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// TestShutdownTimeoutEndsWaits: when Shutdown's context ends while sends
+// are still in the pipeline, they are answered unavailable and their
+// connection closes with 1001 at once, not each after the pipeline's own
+// bound on the wait.
+func TestShutdownTimeoutEndsWaits(t *testing.T) {
+	t.Parallel()
+	gw, a, _ := startHeld(t)
+	for _, ref := range []string{"h1", "h2", "h3"} {
+		if err := a.Say("lobby", "hold", ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the sends reach the store
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := gw.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil with three sends held")
+	}
+	for _, ref := range []string{"h1", "h2", "h3"} {
+		f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == ref && (f.Type == "ack" || f.Type == "error") }, wait)
+		if err != nil {
+			t.Fatalf("%s: %v (answered only once the pipeline's own bound ran out)", ref, err)
+		}
+		if f.Code != pipeline.CodeUnavailable {
+			t.Fatalf("%s answered %s, want unavailable", ref, f.Raw)
+		}
+	}
+}
