@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,15 +105,47 @@ func (f redisFlags) openConfig(ctx context.Context, cfg redisstore.Config) (*red
 	return b, nil
 }
 
-// redactError returns err with the password of url (as given to --redis)
-// removed from its text, where it is quoted (a URL that does not parse);
-// it still wraps err.
+// redactError returns err with the passwords of url (as given to --redis,
+// perhaps a comma-separated list) removed from its text, as written or as
+// Go quotes them (an error about a URL that does not parse quotes it); it
+// still wraps err.
 func redactError(err error, url string) error {
-	red := redactURLs(url)
-	if red == url || !strings.Contains(err.Error(), url) {
+	msg := err.Error()
+	red := msg
+	for _, secret := range urlSecrets(url) {
+		quoted := strconv.Quote(secret)
+		for _, form := range []string{secret, quoted[1 : len(quoted)-1]} {
+			red = strings.ReplaceAll(red, form, redactedValue)
+		}
+	}
+	if red == msg {
 		return err
 	}
-	return &redactedError{msg: strings.ReplaceAll(err.Error(), url, red), err: err}
+	return &redactedError{msg: red, err: err}
+}
+
+// urlSecrets returns, for each comma-separated URL of s that has user
+// information, its password (or the whole user information when it has no
+// colon), as written.
+func urlSecrets(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		at := strings.LastIndex(p, "@")
+		if at < 0 {
+			continue
+		}
+		info := p[:at]
+		if i := strings.Index(info, "://"); i >= 0 {
+			info = info[i+len("://"):]
+		}
+		if _, pw, ok := strings.Cut(info, ":"); ok {
+			info = pw
+		}
+		if info != "" {
+			out = append(out, info)
+		}
+	}
+	return out
 }
 
 // redactedError is an error whose text has a password removed.

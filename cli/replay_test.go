@@ -268,6 +268,9 @@ func TestRedisPasswordRedacted(t *testing.T) {
 		{"cluster list unreachable", "redis://u:hunter2@127.0.0.1:1,127.0.0.1:2", exitUnavailable},
 		{"not a URL", "u:hunter2@127.0.0.1:1", exitUsage},
 		{"unparsable", "redis://u:hunter2@[::1", exitUsage},
+		{"quoted by the parser", "redis://:hunter2\"x@127.0.0.1:x/0", exitUsage},
+		{"control character", "redis://:hunter2\tx@127.0.0.1:x/0", exitUsage},
+		{"list with a path", "redis://:hunter2@127.0.0.1:6/0,redis://:hunter2@127.0.0.2:6/0", exitUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, cmd := range [][]string{{"replay", "--room", "lobby"}, {"rejected"}, {"streams"}} {
