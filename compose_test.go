@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
 
 	chatcli "github.com/chatstream/chatstream/cli"
+	"github.com/chatstream/chatstream/server"
 )
 
 // loadComposeProject loads compose.yaml from the repository root with the
@@ -145,6 +147,14 @@ func TestComposeChatServices(t *testing.T) {
 				}
 				if test := strings.Join(hc.Test, " "); test != "CMD /chatstream healthcheck" {
 					t.Errorf("healthcheck test: got %q, want %q", test, "CMD /chatstream healthcheck")
+				}
+			})
+
+			t.Run("stop grace outlasts the shutdown", func(t *testing.T) {
+				// Docker's SIGKILL must not come before the graceful
+				// shutdown has closed every socket with 1001.
+				if g := svc.StopGracePeriod; g == nil || time.Duration(*g) <= server.DefaultShutdownTimeout {
+					t.Errorf("stop_grace_period: got %v, want more than the shutdown timeout %v", g, server.DefaultShutdownTimeout)
 				}
 			})
 
