@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,11 @@ type Config struct {
 	// Now is the clock relative bounds (since=-15m) are resolved against.
 	// Default time.Now.
 	Now func() time.Time
+	// ClientAddr names a request's client, by which wrong tokens are
+	// throttled. Behind a reverse proxy it must give the address the
+	// proxy forwards (admission.Admission.ClientAddr), or one client's
+	// wrong tokens throttle everybody. Default the TCP peer's address.
+	ClientAddr func(*http.Request) netip.Addr
 }
 
 // Validate reports a configuration that cannot work. It does not change c.
@@ -81,6 +87,9 @@ func (c Config) Validate() error {
 func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.ClientAddr == nil {
+		c.ClientAddr = peerAddr
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -124,7 +133,7 @@ func (h *Handler) Failures() int64 { return h.guard.failures.Load() }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	addr, now := clientAddr(r), h.cfg.Now()
+	addr, now := h.cfg.ClientAddr(r), h.cfg.Now()
 	if wait := h.guard.throttled(addr, now); wait > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
 		writeError(w, http.StatusTooManyRequests, "too many requests with a wrong token from this address; retry later")

@@ -52,10 +52,9 @@ func newFailureGuard(log *slog.Logger) *failureGuard {
 	return &failureGuard{log: log, logLimit: rate.NewLimiter(rate.Every(failureLogEvery), 1), limiters: lru}
 }
 
-// clientAddr is the request's peer address (proxies are not trusted here:
-// the admin API is for operators, reached directly or through a proxy that
-// then counts as one client).
-func clientAddr(r *http.Request) netip.Addr {
+// peerAddr is the request's TCP peer address, Config.ClientAddr's
+// default: a proxy in front then counts as one client.
+func peerAddr(r *http.Request) netip.Addr {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

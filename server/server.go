@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -193,14 +194,14 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, backend: cfg.Backend, notReady: faillog.New(cfg.Logger, "readiness check (backend writes)", 0),
 		ops: newOps(cfg.Ops)}
 	var err error
-	if s.admin, err = newAdmin(cfg); err != nil {
-		return nil, err
-	}
 	if s.static, err = staticHandler(web.FS()); err != nil {
 		return nil, fmt.Errorf("server: page files: %w", err)
 	}
 	if s.admission, err = admission.New(cfg.Admission); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if s.admin, err = newAdmin(cfg, s.admission.ClientAddr); err != nil {
+		return nil, err
 	}
 	if s.auth, err = auth.New(cfg.Auth); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -298,12 +299,14 @@ func (s *Server) routes() http.Handler {
 }
 
 // newAdmin returns the admin API's handler: 404 for everything without a
-// token, reading the backend's streams when it has a reader.
-func newAdmin(cfg Config) (http.Handler, error) {
+// token, reading the backend's streams when it has a reader. client names
+// a request's client (behind trusted proxies, the address they forward)
+// for the throttle of wrong tokens.
+func newAdmin(cfg Config, client func(*http.Request) netip.Addr) (http.Handler, error) {
 	if cfg.AdminToken == "" {
 		return http.NotFoundHandler(), nil
 	}
-	acfg := admin.Config{Token: cfg.AdminToken, Logger: cfg.Logger}
+	acfg := admin.Config{Token: cfg.AdminToken, Logger: cfg.Logger, ClientAddr: client}
 	if cfg.Backend.Streams != nil {
 		acfg.Source = cfg.Backend.Streams
 	}
