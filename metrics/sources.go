@@ -63,8 +63,9 @@ type OverloadSource interface {
 // scrape in the backend (an XRANGE of at most this many entries per bus).
 const FeedLagCap = 10_000
 
-// FeedLagTimeout bounds one count of the lag in the backend (a Redis
-// client's own round-trip timeout, --redis-timeout, can hold it longer); a
+// FeedLagTimeout bounds one count of the lag in the backend (the Redis
+// client's own round-trip timeout, redisstore.DefaultTimeout, can hold it
+// longer); a
 // count that runs out of it (or fails) counts a bus_state backend error,
 // and the lag is left out until a count succeeds again.
 const FeedLagTimeout = 2 * time.Second
