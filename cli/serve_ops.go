@@ -80,6 +80,16 @@ func redactURLs(s string) string {
 	if !strings.Contains(s, "@") {
 		return s
 	}
+	if at, scheme := strings.Index(s, "@"), strings.Index(s, "://"); strings.Count(s, "@") == 1 &&
+		strings.Count(s, "://") == 1 && scheme < at && strings.Contains(s[scheme:at], ",") {
+		// One URL whose user information holds a comma (legal in a
+		// password): splitting on commas would cut the password in two.
+		// (Should it be a list after all, more is hidden, not less.)
+		if u, err := url.Parse(s); err == nil && u.User != nil && !strings.Contains(u.Host+u.Path, ",") {
+			return u.Redacted()
+		}
+		return s[:scheme+len("://")] + redactedValue + s[at:]
+	}
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		if u, err := url.Parse(p); err == nil && u.Scheme != "" && u.User != nil {

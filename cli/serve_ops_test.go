@@ -86,6 +86,7 @@ func TestFlagSummaryRedaction(t *testing.T) {
 	type inner struct {
 		WebhookSecret string
 		Peers         []string
+		Sentinel      string
 	}
 	cmd := struct {
 		AdminToken    string
@@ -96,7 +97,7 @@ func TestFlagSummaryRedaction(t *testing.T) {
 		unexported    string
 	}{
 		AdminToken: "t0k", Redis: "rediss://u:p4ss@h:6380/1", MaxConnsPerIP: 7,
-		Nested: inner{WebhookSecret: "s3c", Peers: []string{"a:1", "u:p4ss@b:2"}}, unexported: "x",
+		Nested: inner{WebhookSecret: "s3c", Peers: []string{"a:1", "u:p4ss@b:2"}, Sentinel: "redis://u:pa,ss-secret@h:26379/0"}, unexported: "x",
 	}
 	_ = cmd.unexported
 	got := map[string]string{}
@@ -106,6 +107,7 @@ func TestFlagSummaryRedaction(t *testing.T) {
 	want := map[string]string{
 		"admin_token": redactedValue, "redis": "rediss://u:xxxxx@h:6380/1", "max_conns_per_ip": "7", "empty": "",
 		"webhook_secret": redactedValue, "peers": "a:1," + redactedValue + "@b:2",
+		"sentinel": "redis://u:xxxxx@h:26379/0", // a comma in the password
 	}
 	for k, v := range want {
 		if got[k] != v {
