@@ -10,9 +10,15 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 
 COPY . .
+# The build context has no .git, so Go cannot record the revision: pass it
+# (compose does: CHATSTREAM_REVISION=$(git rev-parse HEAD)), for /healthz,
+# chatstream_build_info and --version.
+ARG REVISION=""
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/chatstream ./cmd/chatstream
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags="-s -w -X github.com/chatstream/chatstream/version.linkedRevision=${REVISION}" \
+      -o /out/chatstream ./cmd/chatstream
 
 # ---- runtime stage --------------------------------------------------------
 # Static binary on distroless: no shell, no package manager, non-root user.

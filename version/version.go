@@ -21,9 +21,17 @@ type Info struct {
 	Go string
 }
 
+// linkedRevision is a VCS revision given at link time, for a build from a
+// tree without its VCS data (a container build context without .git):
+//
+//	go build -ldflags "-X github.com/chatstream/chatstream/version.linkedRevision=$(git rev-parse HEAD)"
+//
+// The revision Go records itself takes precedence.
+var linkedRevision string
+
 // Read returns the running binary's build information.
 func Read() Info {
-	i := Info{Module: "(unknown)", Go: runtime.Version()}
+	i := Info{Module: "(unknown)", Go: runtime.Version(), Revision: linkedRevision}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return i
