@@ -632,6 +632,10 @@ func TestBrowser(t *testing.T) {
 		{"history and scrolling", historyAndScrolling},
 		{"history larger than a page", historyLargerThanPage},
 		{"screenshots", chatScreenshots},
+		{"retry keeps the ref", retryKeepsRef},
+		{"malformed room in the URL", malformedHash},
+		{"name in another Unicode form", nfkcName},
+		{"a room keeps a bounded timeline", boundedTimeline},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -1022,4 +1026,157 @@ func chatScreenshots(t *testing.T, b context.Context) {
 	phone.screenshot("chat-phone-light")
 	phone.do(emulateDark)
 	phone.screenshot("chat-phone-dark")
+}
+
+// addScript runs src in the page before its own scripts, on every load.
+func addScript(src string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: src})
+		return err
+	})
+}
+
+// loseAckJS wraps the page's WebSocket: the first send of the text in
+// window.loseAck is stored by the server, but the page never hears so: its
+// ack comes as an "unavailable" error and its own message is lost, as when
+// a connection fails after the server stored the message.
+const loseAckJS = `(() => {
+  const Native = window.WebSocket;
+  const lost = new Map();
+  window.loseAck = '';
+  window.WebSocket = class extends Native {
+    send(data) {
+      const f = JSON.parse(data);
+      if (f.type === 'send' && window.loseAck && f.text === window.loseAck) {
+        window.loseAck = '';
+        lost.set(f.ref, { ack: true, message: true });
+      }
+      super.send(data);
+    }
+    get onmessage() { return super.onmessage; }
+    set onmessage(fn) {
+      super.onmessage = fn && ((ev) => {
+        const lines = String(ev.data).split('\n').flatMap((line) => {
+          let f;
+          try { f = JSON.parse(line); } catch { return [line]; }
+          const l = f && lost.get(f.ref);
+          if (l && f.type === 'ack' && l.ack) {
+            l.ack = false;
+            return [JSON.stringify({ type: 'error', code: 'unavailable', message: 'the store did not answer', ref: f.ref, room: f.room })];
+          }
+          if (l && f.type === 'message' && l.message) {
+            l.message = false;
+            return [];
+          }
+          return [line];
+        });
+        if (lines.length) fn.call(this, new MessageEvent('message', { data: lines.join('\n') }));
+      });
+    }
+  };
+})();`
+
+// storedTexts returns the texts of the newest messages of room.
+func storedTexts(t *testing.T, base, room string) []string {
+	t.Helper()
+	c, err := wstest.Dial(base, "auditor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Join(room, 50); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "joined" && f.Room == room }, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, m := range f.History {
+		texts = append(texts, m.Text)
+	}
+	return texts
+}
+
+// retryKeepsRef: a message stored by the server whose ack the page never
+// got shows as not sent; Retry sends it again with its ref, so the server
+// acknowledges it without storing it twice, and the page shows it once.
+func retryKeepsRef(t *testing.T, b context.Context) {
+	base := startInstances(t, 1)[0]
+	const room, text = "retries", "did this arrive?"
+	p := newPage(t, b, "alice", addScript(loseAckJS))
+	p.do(chromedp.Navigate(base + "/#/" + room))
+	p.signIn()
+	eval[string](p, `window.loseAck = `+js(text))
+	p.send(text)
+	p.waitJS(`document.querySelector('#pending li.failed [data-action="retry"]')`, "the send marked as not sent")
+	p.do(chromedp.Click(chromedp.CSS(`#pending li.failed [data-action="retry"]`)))
+	p.waitJS(`document.querySelector('#pending li.sent') || !document.querySelector('#pending li')`, "the retry acknowledged")
+	if got := storedTexts(t, base, room); len(got) != 1 || got[0] != text {
+		t.Errorf("the room holds %q after the retry, want the message once", got)
+	}
+	p.do(chromedp.Reload())
+	p.waitState("connected", wait)
+	p.waitMessage("alice", text)
+	if n := p.countMessages("alice", text); n != 1 {
+		t.Errorf("after a reload the message shows %d times, want once", n)
+	}
+}
+
+// malformedHash: a URL whose room is a malformed escape (#/%) opens the
+// chat in the default room instead of breaking the page.
+func malformedHash(t *testing.T, b context.Context) {
+	base := startInstances(t, 1)[0]
+	p := openChat(t, b, base+"/#/%", "carol")
+	p.waitJS(`document.querySelector('#room-list [data-room="lobby"][aria-current]')`, "the default room open")
+	p.send("still works")
+	p.waitMessage("carol", "still works")
+}
+
+// nfkcName: a name typed in full-width letters is the server's NFKC form;
+// the page recognises its own messages and replaces their pending bubbles.
+func nfkcName(t *testing.T, b context.Context) {
+	base := startInstances(t, 1)[0]
+	p := newPage(t, b, "\uff54\uff41\uff52\uff4f") // full-width "taro"
+	p.do(chromedp.Navigate(base + "/#/lobby"))
+	p.signIn()
+	p.send("hello everyone")
+	p.waitMessage("taro", "hello everyone")
+	p.waitJS(`!document.querySelector('#pending li')`, "the pending bubble replaced by the message")
+	if !eval[bool](p, messagesJS("taro", "hello everyone")+`[0].classList.contains('own')`) {
+		t.Error("the page's own message is not marked as its own")
+	}
+	if got := eval[string](p, `document.getElementById('me-name').textContent`); got != "taro" {
+		t.Errorf("the page shows its user as %q, want taro", got)
+	}
+}
+
+// boundedTimeline: a busy room keeps at most 1000 items (plus a batch) on
+// the page, dropping the oldest, which can be paged back.
+func boundedTimeline(t *testing.T, b context.Context) {
+	cfg := instanceConfig(t)
+	cfg.Addr = "127.0.0.1:0"
+	cfg.WS.FrameRate, cfg.WS.FrameBurst, cfg.WS.SendQueue = 1e6, 1e6, 4096
+	base := startInstanceWith(t, cfg).url
+	const room, n = "busy", 1250
+	p := openChat(t, b, base+"/#/"+room, "reader")
+	bot := dialUser(t, base, "bot", room)
+	for i := range n {
+		if err := bot.Say(room, fmt.Sprintf("message %d", i), fmt.Sprintf("b%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := fmt.Sprintf("message %d", n-1)
+	p.waitJSFor(messagesJS("bot", last)+`.length > 0`, "the last message", 30*time.Second)
+	shown := eval[int](p, `document.querySelectorAll('#messages li.msg').length`)
+	if shown > 1100 || shown < 1000 {
+		t.Errorf("the page shows %d messages of %d, want 1000 to 1100", shown, n)
+	}
+	if p.countMessages("bot", "message 0") != 0 {
+		t.Error("the oldest message is still shown")
+	}
+	// The dropped ones come back when the reader scrolls up.
+	p.waitJS(`!document.getElementById('load-older').hidden`, "the load earlier messages button")
+	p.do(chromedp.Click(chromedp.ID("load-older")))
+	p.waitJS(`document.querySelectorAll('#messages li.msg').length > `+fmt.Sprint(shown), "older messages paged back")
 }

@@ -18,6 +18,10 @@ const HISTORY_PAGE = 50;
 const STICK_PX = 48;
 // Distance from the top, in pixels, at which older history is loaded.
 const LOAD_OLDER_PX = 160;
+// Items (messages and notices) a room keeps; beyond this plus TRIM_SLACK
+// the oldest go, and can be paged back from the server like older history.
+const MAX_ITEMS = 1000;
+const TRIM_SLACK = 100;
 // Screen-reader announcements kept in the live region.
 const MAX_ANNOUNCEMENTS = 3;
 const DEFAULT_ROOM = 'lobby';
@@ -151,6 +155,9 @@ function showMe(user, name) {
 function start(name) {
   const options = { url: new URL('ws', location.href).href, backoff: { initialMs: 1000, maxMs: 30_000 } };
   if (name) {
+    // The server keeps the name in NFKC (full-width "ｔａｒｏ" is "taro"),
+    // and own messages carry that form.
+    name = name.normalize('NFKC');
     storage.set(KEY_NAME, name);
     showMe(name, '');
     options.user = name;
@@ -242,7 +249,12 @@ els.changeName.addEventListener('click', () => {
 // The open room is in the URL as #/<room>, so a room can be linked to.
 function roomFromHash() {
   if (!location.hash.startsWith('#/')) return null;
-  const name = decodeURIComponent(location.hash.slice(2));
+  let name;
+  try {
+    name = decodeURIComponent(location.hash.slice(2));
+  } catch {
+    return null; // a malformed escape such as #/%
+  }
   return name && !validateRoom(name) ? name : null;
 }
 
@@ -442,6 +454,22 @@ function addItem(r, item) {
     r.newCount++;
     renderPill(r);
   }
+  if (r.items.length > MAX_ITEMS + TRIM_SLACK) trimRoom(r);
+}
+
+// trimRoom drops a room's oldest items down to MAX_ITEMS, so a busy room
+// open for days does not grow without bound; they can be paged back. The
+// open room waits while its reader is scrolled up, up to twice the bound.
+function trimRoom(r) {
+  const open = r.name === active;
+  if (open && !isAtBottom() && r.items.length < 2 * MAX_ITEMS) return;
+  const dropped = r.items.splice(0, r.items.length - MAX_ITEMS);
+  for (const it of dropped) if (it.kind === 'msg') r.seqs.delete(it.m.seq);
+  if (dropped.some((it) => it.kind === 'msg')) r.more = true;
+  if (!open) return;
+  const { scrollHeight, scrollTop } = els.scroller;
+  renderTimeline();
+  if (!r.stick) els.scroller.scrollTop = scrollTop - (scrollHeight - els.scroller.scrollHeight);
 }
 
 // ---- sending ----
@@ -470,8 +498,12 @@ function autosize() {
   el.style.height = `${Math.min(el.scrollHeight, 180)}px`;
 }
 
-function send(r, text) {
-  const promise = client.send(r.name, text);
+// send sends text to room r and shows it as pending until its message
+// arrives. A retry passes the failed send's ref: the server stores a send
+// once per ref (PROTOCOL.md §6.3), so a message whose ack was lost is not
+// stored twice.
+function send(r, text, ref) {
+  const promise = client.send(r.name, text, ref ? { ref } : {});
   const p = { ref: promise.ref, text, state: client.connected ? 'sending' : 'queued', error: null };
   r.pending.set(p.ref, p);
   if (r.name === active) {
@@ -479,8 +511,14 @@ function send(r, text) {
     scrollToBottom();
   }
   promise.then(
-    () => {
+    (ack) => {
       if (r.pending.get(p.ref) !== p) return;
+      if (r.seqs.has(ack.seq)) {
+        // A retry of a message that was stored and shown already.
+        r.pending.delete(p.ref);
+        if (r.name === active) els.pending.querySelector(`[data-ref="${CSS.escape(p.ref)}"]`)?.remove();
+        return;
+      }
       p.state = 'sent';
       refreshPending(r, p);
     },
@@ -514,7 +552,7 @@ els.pending.addEventListener('click', (e) => {
   if (!p) return;
   r.pending.delete(p.ref);
   li.remove();
-  if (btn.dataset.action === 'retry') send(r, p.text);
+  if (btn.dataset.action === 'retry') send(r, p.text, p.ref);
   focusComposer();
 });
 

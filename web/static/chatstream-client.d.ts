@@ -54,6 +54,9 @@ export declare function validateUser(name: string): string;
 /** Why name is not a valid room name, or "" when it is. */
 export declare function validateRoom(name: string): string;
 
+/** Why ref is not a valid client reference (at most 64 printable characters), or "" when it is. */
+export declare function validateRef(ref: string): string;
+
 /** A stored chat message. */
 export interface ChatMessage {
   room: string;
@@ -159,7 +162,7 @@ export interface ChatClientOptions {
 /** A chatstream connection that survives disconnects (docs/CLIENT.md). */
 export declare class ChatClient {
   constructor(options: ChatClientOptions);
-  /** The user this client connects as ("" until the first authed with a token). */
+  /** The user this client connects as, in NFKC as the server keeps it ("ａｌｉｃｅ" is "alice"); "" until the first authed with a token. */
   readonly user: string;
   /** The display name of the accepted token ("" without one). */
   readonly name: string;

@@ -161,6 +161,17 @@ export function validateUser(name) {
 }
 
 /**
+ * validateRef returns why ref is not a valid client reference (PROTOCOL.md
+ * §5: at most 64 printable characters), or "" when it is valid.
+ */
+export function validateRef(ref) {
+  if (typeof ref !== 'string') return 'a ref must be a string';
+  if ([...ref].length > 64) return 'a ref has at most 64 characters';
+  if (!/^[\p{L}\p{M}\p{N}\p{P}\p{S} ]*$/u.test(ref)) return 'a ref may contain printable characters only';
+  return '';
+}
+
+/**
  * validateRoom returns why name is not a valid room name (PROTOCOL.md §5),
  * or "" when it is valid.
  */
@@ -263,6 +274,10 @@ export class ChatClient {
   // order of the frames, so a reply to a later frame proves that the
   // earlier unanswered ones were discarded by the server's rate limit.
   #unanswered = [];
+  // received counts the server messages of the current socket: a frame
+  // unanswered in time with nothing received since it was written shows a
+  // half-open connection (see checkLink).
+  #received = 0;
   // probing is set after a rate_limited error without ref: when the pause
   // ends, one cheap request finds out which frames were discarded.
   #probing = false;
@@ -293,8 +308,12 @@ export class ChatClient {
     if (bad) throw new TypeError(`chatstream: invalid user: ${bad}`);
     if (!url) throw new TypeError('chatstream: url is required');
     this.#tokenProvider = token || null;
-    this.#url = wsURL(url, token ? '' : user);
-    this.#user = token ? '' : user;
+    // The server keeps the name in NFKC (PROTOCOL.md §3: full-width
+    // "ａｌｉｃｅ" is "alice"), and messages carry that form: keep it too,
+    // or own messages would not be recognised as own.
+    const normal = token ? '' : user.normalize('NFKC');
+    this.#url = wsURL(url, normal);
+    this.#user = normal;
     this.#WebSocket = WebSocket || globalThis.WebSocket;
     if (typeof this.#WebSocket !== 'function') {
       throw new TypeError('chatstream: no WebSocket implementation; pass options.WebSocket');
@@ -305,8 +324,9 @@ export class ChatClient {
   }
 
   /**
-   * The user name this client connects as; with a token provider, the
-   * user of the accepted token ("" until the first authed).
+   * The user name this client connects as, in NFKC as the server keeps it
+   * (options.user "ａｌｉｃｅ" is "alice"); with a token provider, the user of
+   * the accepted token ("" until the first authed).
    */
   get user() { return this.#user; }
 
@@ -469,7 +489,9 @@ export class ChatClient {
       else this.#becomeReady();
     };
     ws.onmessage = (ev) => {
-      if (ws === this.#ws) this.#receive(ev.data);
+      if (ws !== this.#ws) return;
+      this.#received++;
+      this.#receive(ev.data);
     };
     ws.onclose = (ev) => {
       if (ws !== this.#ws) return;
@@ -651,8 +673,34 @@ export class ChatClient {
         return; // the socket is failing; its close event follows
       }
       this.#tokens -= 1;
-      if (item.ref) this.#unanswered.push(item);
+      if (item.ref) {
+        item.receivedAt = this.#received;
+        this.#unanswered.push(item);
+      }
     }
+  }
+
+  // checkLink is called when the reply to the frame with ref is overdue.
+  // When that frame was written on the current socket and nothing at all
+  // has come from the server since, the connection is half-open (a dead
+  // network path that no close event reports): drop it like a close, which
+  // marks the sends in flight uncertain, and reconnect and resume.
+  #checkLink(ref) {
+    const ws = this.#ws;
+    if (!ws || !this.#ready) return;
+    const item = this.#unanswered.find((x) => x.ref === ref);
+    if (!item || this.#received !== item.receivedAt) return;
+    this.#emit('error', new ChatError({ code: CODE_DISCONNECTED, message: 'the server stopped answering; reconnecting' }));
+    this.#drop(ws);
+  }
+
+  // unqueue removes the frame with ref from the pacing queue and reports
+  // whether it was still there (not yet written).
+  #unqueue(ref) {
+    const i = this.#outq.findIndex((x) => x.ref === ref);
+    if (i < 0) return false;
+    this.#outq.splice(i, 1);
+    return true;
   }
 
   // resetWire forgets the frames of a socket that is gone.
@@ -809,20 +857,31 @@ export class ChatClient {
    * message events to the send (pass options.ref to choose it).
    */
   send(room, text, { ref } = {}) {
+    // A bad ref would be refused without being echoed, so
+    // the refusal could not be matched to this send (PROTOCOL.md §7.4):
+    // refuse it here.
+    const badRef = ref ? validateRef(ref) : '';
     ref ||= this.#nextRef('m');
     let rec;
     const p = new Promise((resolve, reject) => {
       const fail = (code, message) => reject(new ChatError({ code, message, ref, room }));
+      if (badRef) return fail('invalid', badRef);
       if (!this.#rooms.has(room)) return fail('not_joined', `join room ${room} first`);
       if (this.#outbox.length >= this.#opts.maxQueue) {
         return fail(CODE_QUEUE_FULL, `${this.#opts.maxQueue} messages are already waiting to be sent`);
       }
       const frame = JSON.stringify({ type: 'send', room, text, ref });
       if (encoder.encode(frame).length > this.#opts.maxFrameBytes) return fail('too_large', 'the message is too long');
-      rec = { ref, room, text, frame, state: 'queued', uncertain: false, resolve, reject };
+      rec = {
+        ref, room, text, frame, state: 'queued', uncertain: false, resolve, reject,
+        deadline: Date.now() + this.#opts.sendTimeoutMs, notBefore: 0,
+      };
       rec.timer = setTimeout(() => {
         const s = Math.round(this.#opts.sendTimeoutMs / 1000);
         this.#settle(rec, null, new ChatError({ code: CODE_TIMEOUT, message: `not acknowledged within ${s} s`, ref, room }));
+        // A frame still waiting for its turn is not written any more: the
+        // caller was told it failed.
+        if (!this.#unqueue(ref)) this.#checkLink(ref);
       }, this.#opts.sendTimeoutMs);
       this.#outbox.push(rec);
     });
@@ -837,15 +896,22 @@ export class ChatClient {
     if (i < 0) return;
     this.#outbox.splice(i, 1);
     clearTimeout(rec.timer);
+    clearTimeout(rec.retryTimer);
     if (err) rec.reject(err);
     else rec.resolve(ack);
   }
 
-  // flush writes every queued send whose room is joined, in order.
+  // flush writes every queued send whose room is joined, in order. A send
+  // a moderator rate-limited holds back the later sends of its room.
   #flush() {
     if (!this.connected || Date.now() < this.#pausedUntil) return;
+    const held = new Set();
     for (const rec of this.#outbox) {
       if (rec.state !== 'queued' || !this.#rooms.get(rec.room)?.joined) continue;
+      if (rec.notBefore || held.has(rec.room)) {
+        held.add(rec.room);
+        continue;
+      }
       if (!this.#write(rec.frame, { type: 'send', ref: rec.ref, room: rec.room })) return;
       rec.state = 'sent';
     }
@@ -897,6 +963,7 @@ export class ChatClient {
         // Keep the slot so the late reply is matched to it and dropped.
         if (i >= 0) r.historyWaiters[i] = { ref, resolve() {}, reject() {}, timer: null, dead: true };
         reject(new ChatError({ code: CODE_TIMEOUT, message: 'history request timed out', ref, room }));
+        if (!this.#unqueue(ref)) this.#checkLink(ref);
       }, this.#opts.requestTimeoutMs);
       r.historyWaiters.push(w);
       if (!this.#write(frame)) {
@@ -1089,9 +1156,24 @@ export class ChatClient {
     const rec = this.#outbox.find((x) => x.ref === ref);
     if (rec) {
       if (err.code === 'rate_limited') {
-        // The server dropped the frame unhandled: send it again later.
-        rec.state = 'queued';
-        this.#pause(err.retryAfterMs || this.#opts.joinRetryMs);
+        // A moderator refused it for now (the frame-rate limit names no
+        // frame): send it again after retry_after_ms, holding back the
+        // later sends of its room only; other rooms, joins and history go
+        // on. If that is past its deadline, fail now with the reason.
+        const wait = err.retryAfterMs || this.#opts.joinRetryMs;
+        if (Date.now() + wait >= rec.deadline) {
+          this.#settle(rec, null, err);
+        } else {
+          rec.state = 'queued';
+          rec.notBefore = Date.now() + wait;
+          clearTimeout(rec.retryTimer);
+          // The timer ends the hold itself: timers and Date.now() come
+          // from different clocks.
+          rec.retryTimer = setTimeout(() => {
+            rec.notBefore = 0;
+            this.#flush();
+          }, wait);
+        }
       } else {
         this.#settle(rec, null, err);
       }

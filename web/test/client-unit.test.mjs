@@ -740,3 +740,93 @@ test('a server that does not use tokens (invalid on auth) stops the client', asy
   await tick(100);
   assert.equal(FakeSocket.instances.length, 1, 'no reconnect');
 });
+
+test('a send with a ref the server would refuse unechoed is refused at once with invalid', async (t) => {
+  const c = newClient(t, { sendTimeoutMs: 5000 });
+  await connectAndJoin(c, 'lobby');
+  const ws = latest();
+  for (const ref of ['x'.repeat(65), 'ж'.repeat(65), 'bell\u0007', 'tab\there', 'zero\u200bwidth', 'a\ud800']) {
+    const p = c.send('lobby', 'hi', { ref });
+    await assert.rejects(p, (err) => {
+      assert.equal(err.code, 'invalid', JSON.stringify(ref));
+      assert.equal(err.ref, ref);
+      return true;
+    });
+  }
+  assert.equal(ws.sent.filter((f) => f.type === 'send').length, 0, 'a bad ref went out');
+  assert.equal(c.pendingSends, 0);
+  // The longest refs the server takes still go out.
+  for (const ref of ['r'.repeat(64), 'ж'.repeat(64), 'my ref 1']) c.send('lobby', 'hi', { ref }).catch(() => {}); // closed at the end
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.ref), ['r'.repeat(64), 'ж'.repeat(64), 'my ref 1']);
+});
+
+test('a moderator\'s rate_limited holds back only its room, and fails a send that cannot go out in time', async (t) => {
+  const c = newClient(t, { sendTimeoutMs: 2000 });
+  await connectAndJoin(c, 'lobby');
+  const ws = latest();
+  const other = c.join('other');
+  ws.recv({ type: 'joined', room: 'other', history: [] });
+  await other;
+  const first = c.send('lobby', 'one');
+  const second = c.send('lobby', 'two');
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too many messages; wait 0.3s', ref: first.ref, room: 'lobby', retry_after_ms: 300, moderator: 'ratelimit' });
+  ws.recv({ type: 'ack', ref: second.ref, room: 'lobby', id: 'id-2', seq: '2-0' });
+  await second;
+  // Another room's send and a history request go out at once.
+  const elsewhere = c.send('other', 'elsewhere');
+  const page = c.history('lobby', '', 1);
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.text), ['one', 'two', 'elsewhere']);
+  assert.equal(ws.sent.filter((f) => f.type === 'history').length, 1, 'the history request waited');
+  ws.recv({ type: 'ack', ref: elsewhere.ref, room: 'other', id: 'id-3', seq: '3-0' });
+  ws.recv({ type: 'history', ref: ws.lastSent('history').ref, room: 'lobby', messages: [], more: false });
+  await Promise.all([elsewhere, page]);
+  // A later send of the held room waits behind the held one.
+  const third = c.send('lobby', 'three');
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.text), ['one', 'two', 'elsewhere']);
+  await until(() => ws.sent.filter((f) => f.type === 'send').length === 5, 'the held sends');
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').slice(3).map((f) => f.text), ['one', 'three']);
+  ws.recv({ type: 'ack', ref: first.ref, room: 'lobby', id: 'id-4', seq: '4-0' });
+  ws.recv({ type: 'ack', ref: third.ref, room: 'lobby', id: 'id-5', seq: '5-0' });
+  assert.equal((await first).seq, '4-0');
+  await third;
+
+  // A wait past the send's deadline fails it now, with the moderator's reason.
+  const late = c.send('lobby', 'four');
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too many messages; wait 30s', ref: late.ref, room: 'lobby', retry_after_ms: 30000, moderator: 'ratelimit' });
+  await assert.rejects(late, { code: 'rate_limited', moderator: 'ratelimit', retryAfterMs: 30000, message: 'too many messages; wait 30s' });
+  assert.equal(c.pendingSends, 0);
+});
+
+test('an overdue ack with nothing heard since the send drops the half-open socket and resumes', async (t) => {
+  const c = newClient(t, { sendTimeoutMs: 200 });
+  await connectAndJoin(c, 'lobby', [msg('lobby', '1-0', 'bob', 'hi')]);
+  const ws = latest();
+  const errors = record(c, 'error');
+  const lost = c.send('lobby', 'lost');
+  await tick(50);
+  const inFlight = c.send('lobby', 'in flight');
+  await assert.rejects(lost, { code: 'timeout' });
+  const next = await nextSocket();
+  assert.ok(errors.some((e) => e.code === 'disconnected'), 'no error event says why');
+  next.open();
+  const join = next.lastSent('join');
+  assert.equal(join.since, '1-0', 'the resume starts after the last seq seen');
+  // The resumed history holds the timed-out send (stored after all), not the other.
+  next.recv({ type: 'joined', room: 'lobby', ref: join.ref, history: [msg('lobby', '2-0', 'alice', 'lost', lost.ref)] });
+  assert.deepEqual(next.sent.filter((f) => f.type === 'send').map((f) => [f.text, f.ref]), [['in flight', inFlight.ref]]);
+  next.recv({ type: 'ack', ref: inFlight.ref, room: 'lobby', id: 'id-3', seq: '3-0' });
+  assert.equal((await inFlight).seq, '3-0');
+  assert.equal(ws.readyState, 3, 'the old socket was closed');
+});
+
+test('an overdue ack on a socket that still delivers is no reason to reconnect', async (t) => {
+  const c = newClient(t, { sendTimeoutMs: 150 });
+  await connectAndJoin(c, 'lobby');
+  const ws = latest();
+  const slow = c.send('lobby', 'slow');
+  ws.recv(msg('lobby', '1-0', 'bob', 'still talking'));
+  await assert.rejects(slow, { code: 'timeout' });
+  await tick(30);
+  assert.equal(FakeSocket.instances.length, 1);
+  assert.equal(c.connected, true);
+});

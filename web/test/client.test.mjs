@@ -5,6 +5,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChatClient, compareSeq, validateUser } from '../static/chatstream-client.js';
+import net from 'node:net';
 
 const BASE = process.env.CHATSTREAM_URL;
 const WS_URL = BASE && new URL('/ws', BASE).href;
@@ -363,3 +364,111 @@ test('validateUser refuses exactly the names the server refuses', async () => {
   }
 });
 
+
+test('a name typed in another Unicode form is used in the server\'s NFKC form: own messages are own', async (t) => {
+  const room = uniqueRoom('nfkc');
+  const c = newClient(t, '\uff41\uff4c\uff49\uff43\uff45'); // full-width "alice"
+  assert.equal(c.user, 'alice');
+  const got = inbox(c, room);
+  await c.connect();
+  await c.join(room, { history: 0 });
+  const sent = c.send(room, 'hi from me');
+  await sent;
+  await until(() => got.length === 1, 'own message');
+  assert.equal(got[0].user, 'alice');
+  assert.equal(got[0].own, true);
+  assert.equal(got[0].ref, sent.ref);
+});
+
+// startProxy relays TCP connections to the server; mode "down-only" loses
+// what the server sends (a half-open connection: no close, no error),
+// "silent" loses both directions.
+function startProxy() {
+  const target = Number(new URL(BASE).port);
+  const st = { mode: 'open', conns: [] };
+  const srv = net.createServer((c) => {
+    const s = net.connect(target, '127.0.0.1');
+    st.conns.push([c, s]);
+    c.on('data', (d) => { if (st.mode === 'open' || st.mode === 'down-only') s.write(d); });
+    s.on('data', (d) => { if (st.mode === 'open') c.write(d); });
+    const end = () => { c.destroy(); s.destroy(); };
+    c.on('error', end); s.on('error', end); c.on('close', end); s.on('close', end);
+  });
+  st.close = () => {
+    srv.close();
+    for (const [a, b] of st.conns.splice(0)) { a.destroy(); b.destroy(); }
+  };
+  return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => {
+    st.url = `http://127.0.0.1:${srv.address().port}/ws`;
+    resolve(st);
+  }));
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('a half-open connection is dropped when a send times out, and the resume delivers what was missed, once', async (t) => {
+  const room = uniqueRoom('halfopen');
+  const px = await startProxy();
+  t.after(() => px.close());
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { url: px.url, WebSocket: spy.WebSocket, sendTimeoutMs: 1500, connectTimeoutMs: 2000 });
+  const b = newClient(t, 'bob');
+  const got = inbox(a, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room, { history: 0 }), b.join(room, { history: 0 })]);
+  await b.send(room, 'hello');
+  await until(() => got.length === 1, 'the first message');
+
+  px.mode = 'down-only'; // alice's frames still arrive; nothing comes back
+  await b.send(room, 'are you there?');
+  const first = a.send(room, 'first'); // stored, but its ack is lost
+  await sleep(300);
+  px.mode = 'silent';
+  await sleep(900);
+  const second = a.send(room, 'second'); // lost on the way: still in flight at the drop
+  const away = nextStatus(a, 'reconnecting');
+  await assert.rejects(first, { code: 'timeout' });
+  await away;
+  px.mode = 'open';
+  const old = spy.sockets[0];
+  await until(() => a.connected && spy.current() !== old, 'reconnected');
+  const ack = await second;
+  assert.equal(ack.ref, second.ref);
+  await until(() => got.length === 4, 'the missed messages and the resent one');
+  await sleep(100);
+  assert.deepEqual(texts(got), ['hello', 'are you there?', 'first', 'second']);
+  assert.equal(got[2].ref, first.ref);
+  assert.ok(got.slice(2).every((m) => m.own));
+  const rejoin = spy.sent.filter((f) => f.type === 'join').at(-1);
+  assert.equal(rejoin.since, got[0].seq, 'the rejoin resumes after the last message seen');
+  const resent = spy.sent.filter((f) => f.type === 'send' && f.text === 'second');
+  assert.ok(resent.length >= 2, 'the second send was not written again');
+  assert.ok(resent.every((f) => f.ref === second.ref), 'a resend changed the ref');
+
+  // The room holds each message once.
+  const c = newClient(t, 'carol');
+  await c.connect();
+  const joined = await c.join(room, { history: 10 });
+  assert.deepEqual(texts(joined.history), ['hello', 'are you there?', 'first', 'second']);
+});
+
+test('a send that times out while waiting for its turn to be written is never written', async (t) => {
+  const room = uniqueRoom('outq');
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { WebSocket: spy.WebSocket, frameRate: 1, frameBurst: 2, sendTimeoutMs: 1500 });
+  const b = newClient(t, 'bob');
+  const gotB = inbox(b, room);
+  await Promise.all([a.connect(), b.connect()]);
+  await b.join(room, { history: 0 });
+  await a.join(room, { history: 0 });
+  await sleep(1200); // the bucket refills after the join
+  // Two go out at once, the third a second later; the fourth would go out
+  // two seconds later, after its timeout.
+  const results = await Promise.allSettled(['one', 'two', 'three', 'four'].map((text) => a.send(room, text)));
+  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
+  assert.equal(results[3].reason.code, 'timeout');
+  await sleep(1000); // past the time the fourth would have been written
+  assert.deepEqual(spy.sent.filter((f) => f.type === 'send').map((f) => f.text), ['one', 'two', 'three']);
+  assert.deepEqual(texts(gotB), ['one', 'two', 'three']);
+  assert.equal(a.pendingSends, 0);
+});

@@ -3,7 +3,7 @@
 import {
   ChatClient, ChatError, DEFAULTS, CLOSE_UNAUTHORIZED, CLOSE_TOKEN_EXPIRED, CODE_TIMEOUT, CODE_QUEUE_FULL,
   CODE_CLOSED, CODE_DISCONNECTED, CODE_LEFT, CODE_UNAUTHORIZED, CODE_TOKEN_UNAVAILABLE,
-  parseSeq, compareSeq, validateUser, validateRoom,
+  parseSeq, compareSeq, validateUser, validateRoom, validateRef,
   type Ack, type ChatMessage, type Joined, type HistoryPage, type Status,
 } from '@chatstream/client';
 
@@ -32,7 +32,7 @@ export async function chat(): Promise<void> {
   const seq = parseSeq(ack.seq);
   const big: bigint | undefined = seq?.ms;
   const n: number = compareSeq(ack.seq, c.lastSeq('lobby') ?? '0-0');
-  const why: string = validateUser('alice') + validateRoom('lobby');
+  const why: string = validateUser('alice') + validateRoom('lobby') + validateRef('r-1');
   const who: string = c.user + c.name + String(c.expiresAt + c.pendingSends) + c.rooms.join() + c.presence('lobby').count;
   await c.leave('lobby');
   c.reconnectNow();
