@@ -610,32 +610,46 @@ func TestSinceDropsLateDuplicates(t *testing.T) {
 }
 
 // heldStore holds the outcome of an append whose text is "hold" until
-// release is closed.
+// release is closed; entered receives a token for each such append.
 type heldStore struct {
 	*memstore.Backend
 	release chan struct{}
+	entered chan struct{}
 }
 
 func (s *heldStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
 	if string(msg.Payload) != "hold" {
 		return s.Backend.AppendAsync(msg, done)
 	}
+	s.entered <- struct{}{}
 	return s.Backend.AppendAsync(msg, func(a pipeline.Appended, err error) {
 		go func() { <-s.release; done(a, err) }()
 	})
 }
 
+// awaitHeld waits until n appends of "hold" reached the store.
+func awaitHeld(t *testing.T, entered <-chan struct{}, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-entered:
+		case <-time.After(wait):
+			t.Fatalf("%d of %d held sends reached the store within %v", i, n, wait)
+		}
+	}
+}
+
 // startHeld starts a gateway on a memory backend whose appends of "hold"
 // are answered only once the returned function is called (at the latest at
 // cleanup), and dials alice, joined to lobby.
-func startHeld(t *testing.T) (*ws.Gateway, *wstest.Client, func()) {
+func startHeld(t *testing.T) (*ws.Gateway, *wstest.Client, func(), <-chan struct{}) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	be, err := memstore.New(memstore.Config{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &heldStore{Backend: be, release: make(chan struct{})}
+	store := &heldStore{Backend: be, release: make(chan struct{}), entered: make(chan struct{}, 16)}
 	var release sync.Once
 	open := func() { release.Do(func() { close(store.release) }) }
 	hub := ws.NewHub(log, 0)
@@ -670,7 +684,7 @@ func startHeld(t *testing.T) (*ws.Gateway, *wstest.Client, func()) {
 	}
 	t.Cleanup(a.Close)
 	join(t, a, "lobby", 0)
-	return gw, a, open
+	return gw, a, open, store.entered
 }
 
 // TestBinaryErrorAfterEarlierAcks: the error answering a binary frame
@@ -678,10 +692,11 @@ func startHeld(t *testing.T) (*ws.Gateway, *wstest.Client, func()) {
 // of any other frame that is not a send (PROTOCOL.md §11.2).
 func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
 	t.Parallel()
-	_, a, open := startHeld(t)
+	_, a, open, held := startHeld(t)
 	if err := a.Say("lobby", "hold", "s1"); err != nil {
 		t.Fatal(err)
 	}
+	awaitHeld(t, held, 1)
 	if err := a.SendRaw(websocket.BinaryMessage, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -705,11 +720,11 @@ func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
 // with 1001 (PROTOCOL.md §10), not answered unavailable.
 func TestShutdownAcksSendInProgress(t *testing.T) {
 	t.Parallel()
-	gw, a, open := startHeld(t)
+	gw, a, open, held := startHeld(t)
 	if err := a.Say("lobby", "hold", "s1"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the send reaches the store
+	awaitHeld(t, held, 1)
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -736,13 +751,13 @@ func TestShutdownAcksSendInProgress(t *testing.T) {
 // bound on the wait.
 func TestShutdownTimeoutEndsWaits(t *testing.T) {
 	t.Parallel()
-	gw, a, _ := startHeld(t)
+	gw, a, _, held := startHeld(t)
 	for _, ref := range []string{"h1", "h2", "h3"} {
 		if err := a.Say("lobby", "hold", ref); err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // the sends reach the store
+	awaitHeld(t, held, 3) // all three in the pipeline: a frame not yet read at Shutdown is not answered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := gw.Shutdown(ctx); err == nil {
