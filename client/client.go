@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/text/unicode/norm"
 	"golang.org/x/time/rate"
 )
 
@@ -166,6 +167,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// The server keeps the name in NFKC ("ａｌｉｃｅ" is "alice"), and the
+	// messages carry that form: own messages are recognised by it.
+	cfg.User = norm.NFKC.String(cfg.User)
 	u, err := endpoint(cfg.URL, cfg.User)
 	if err != nil {
 		return nil, err // checked by Validate

@@ -21,7 +21,8 @@ type Config struct {
 	// empty path becomes /ws. Required.
 	URL string
 	// User is the user name the client connects as (PROTOCOL.md §3): 1–32
-	// characters. Required.
+	// characters. Required. The client uses its NFKC form, as the server
+	// does ("ａｌｉｃｅ" is "alice").
 	User string
 	// Header holds extra request headers of every handshake, such as
 	// Origin or a fixed "Authorization: Bearer <token>". Dial copies it.

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,9 +114,13 @@ func TestUnackedSendAfterReconnect(t *testing.T) {
 		// resent: whether the send must be written again (it was not
 		// stored) or must not (the rejoin shows it stored).
 		resent bool
+		// user is alice's name as configured ("" is alice): a name the
+		// server normalises must still find her own message.
+		user string
 	}{
-		{"lost before the server", true, false, true},
-		{"stored, ack lost", false, true, false},
+		{"lost before the server", true, false, true, ""},
+		{"stored, ack lost", false, true, false, ""},
+		{"stored, ack lost, name in another form", false, true, false, "ａｌｉｃｅ"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,7 +130,7 @@ func TestUnackedSendAfterReconnect(t *testing.T) {
 			srv := startServer(t, server.Config{PresenceEvery: time.Hour})
 			px := startProxy(t, srv.Addr().String())
 			var tokens atomic.Int64
-			cfg := config(px.URL(), "alice")
+			cfg := config(px.URL(), cmp.Or(tt.user, "alice"))
 			cfg.Token = func(context.Context) (string, error) {
 				return fmt.Sprintf("tok-%d", tokens.Add(1)), nil
 			}
