@@ -781,6 +781,11 @@ export class ChatClient {
         // joinSince is the since of the join in flight; filling holds a
         // resume whose older messages are being fetched.
         joinSince: null, filling: null,
+        // anchored: everything the room holds is new to this client (it
+        // was empty when joined, or was reset), so a rejoin without a seq
+        // seen asks for all of it; anchorOnly: the join in flight asked
+        // for one message only to learn where the room stands.
+        anchored: false, anchorOnly: false,
       };
       this.#rooms.set(room, r);
     }
@@ -792,11 +797,22 @@ export class ChatClient {
   #sendJoin(r) {
     r.joinRef = this.#nextRef('j');
     r.joinSince = r.lastSeq;
+    r.anchorOnly = false;
     const frame = { type: 'join', room: r.name, ref: r.joinRef };
     if (r.lastSeq) {
       frame.since = r.lastSeq;
       if (r.epoch) frame.epoch = r.epoch; // a resume across a loss gets reset
-    } else frame.history = r.historyN;
+    } else if (r.anchored) {
+      // Nothing was seen yet and the room was empty when joined: every
+      // message it holds now came later, possibly while offline.
+      frame.since = r.joinSince = '0-0';
+    } else {
+      // At least one message, so that the reply tells where the room
+      // stands: a reconnect then resumes after it rather than skipping
+      // what was sent while offline. history 0 shows none of it.
+      frame.history = Math.max(r.historyN, 1);
+      r.anchorOnly = r.historyN === 0;
+    }
     if (!this.#write(frame)) r.joinRef = null; // sent on open
   }
 
@@ -1075,8 +1091,12 @@ export class ChatClient {
     r.everJoined = true;
     const history = [];
     for (const m of all) {
-      if (this.#accept(r, m)) history.push(this.#toMessage(m));
+      if (this.#accept(r, m) && !r.anchorOnly) history.push(this.#toMessage(m));
     }
+    r.anchorOnly = false;
+    // A reply that left no seq seen came from an empty room (every join
+    // asks for at least one message): all it stores from now on is new.
+    if (!r.lastSeq) r.anchored = true;
     // Sends cut off by the disconnect: stored if the resumed history holds them.
     for (const rec of [...this.#outbox]) {
       if (rec.room !== r.name || !rec.uncertain) continue;

@@ -196,6 +196,43 @@ test('a resumed client gets every message once after its socket is dropped', asy
   assert.equal(new Set(got.map((m) => m.seq)).size, 6);
 });
 
+test('a client that has seen nothing of a room still gets what was sent while it was offline', async (t) => {
+  const quiet = uniqueRoom('quiet'); // one old message, joined with history 0
+  const empty = uniqueRoom('empty'); // nothing stored when joined
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { WebSocket: spy.WebSocket });
+  const b = newClient(t, 'bob');
+  await b.connect();
+  await b.join(quiet, { history: 0 });
+  await b.join(empty, { history: 0 });
+  const old = await b.send(quiet, 'old');
+  const gotQuiet = inbox(a, quiet);
+  const gotEmpty = inbox(a, empty);
+  await a.connect();
+  await a.join(quiet, { history: 0 });
+  await a.join(empty, { history: 2 });
+  assert.equal(gotQuiet.length + gotEmpty.length, 0, 'history 0 shows nothing, and the empty room has nothing');
+
+  spy.blocked = true;
+  const away = nextStatus(a, 'reconnecting');
+  spy.current().close();
+  await away;
+  for (const text of ['one', 'two', 'three']) {
+    await b.send(quiet, text);
+    await b.send(empty, text);
+  }
+  spy.blocked = false;
+  a.reconnectNow();
+  await until(() => gotQuiet.length === 3 && gotEmpty.length === 3, 'the messages sent while offline');
+  const rejoins = spy.sent.filter((f) => f.type === 'join').slice(2);
+  assert.deepEqual(rejoins.find((f) => f.room === quiet).since, old.seq, 'the quiet room resumes after its newest message at the join');
+  assert.deepEqual(rejoins.find((f) => f.room === empty).since, '0-0', 'the empty room resumes from its start');
+  await b.send(quiet, 'four');
+  await until(() => gotQuiet.length === 4, 'the next live message');
+  assert.deepEqual(texts(gotQuiet), ['one', 'two', 'three', 'four']);
+  assert.deepEqual(texts(gotEmpty), ['one', 'two', 'three']);
+});
+
 test('sends made while offline are queued and sent once on reconnect', async (t) => {
   const room = uniqueRoom('queue');
   const spy = spySockets();
