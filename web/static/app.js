@@ -413,10 +413,18 @@ function receive(r, m) {
   if (!m.own && r.name === active) announce(`${m.user}: ${m.text.length > 140 ? m.text.slice(0, 140) + '…' : m.text}`);
 }
 
+// dropPendingNode takes a settled send's bubble off the page: at once, or,
+// while the open room's new messages wait to be shown, together with them
+// (flushItems), so that the message does not vanish for a frame.
+function dropPendingNode(r, ref) {
+  if (r.name !== active || queued?.r === r) return;
+  els.pending.querySelector(`[data-ref="${CSS.escape(ref)}"]`)?.remove();
+}
+
 function settlePending(r, m) {
   if (!m.own || !m.ref || !r.pending.has(m.ref)) return;
   r.pending.delete(m.ref);
-  if (r.name === active) els.pending.querySelector(`[data-ref="${CSS.escape(m.ref)}"]`)?.remove();
+  dropPendingNode(r, m.ref);
 }
 
 function onPresence({ room, users, count, joined, left, snapshot }) {
@@ -438,23 +446,67 @@ function listNames(names) {
   return `${names.slice(0, 2).join(', ')} and ${names.length - 2} others`;
 }
 
-// addItem appends an item to a room's timeline and, for the open room, to
-// the page, keeping the reader's place.
+// addItem appends an item to a room's timeline and, for the open room,
+// queues it for the page (flushItems).
 function addItem(r, item) {
   const prev = r.items.at(-1);
   r.items.push(item);
   if (item.kind === 'msg') r.seqs.add(item.m.seq);
-  if (r.name !== active) return;
+  if (r.name !== active) {
+    if (r.items.length > MAX_ITEMS + TRIM_SLACK) trimRoom(r);
+    return;
+  }
+  if (!queued) {
+    const q = { r, prev, items: [] };
+    // Once per frame, or soon in a tab that draws no frames.
+    q.frame = requestAnimationFrame(() => flushItems(q));
+    q.timer = setTimeout(() => flushItems(q), FLUSH_MS);
+    queued = q;
+  }
+  queued.items.push(item);
+}
+
+// queued holds the items added to the open room since the page last showed
+// them: a burst of messages is laid out once, not once per message.
+let queued = null;
+const FLUSH_MS = 100;
+
+// flushItems shows the queued items at the end of the page, keeping the
+// reader's place.
+function flushItems(q) {
+  if (!q || q !== queued) return;
+  dropQueued();
+  const { r } = q;
+  if (r.name !== active || !rooms.has(r.name)) return;
   renderHistoryTop(r);
   const wasAtBottom = isAtBottom();
-  els.messages.append(...itemNodes(r, prev, item));
-  if (wasAtBottom || (item.kind === 'msg' && item.m.own)) {
+  const nodes = [];
+  let prev = q.prev;
+  for (const item of q.items) {
+    nodes.push(...itemNodes(r, prev, item));
+    prev = item;
+  }
+  els.messages.append(...nodes);
+  for (const li of els.pending.querySelectorAll('li[data-ref]')) {
+    if (!r.pending.has(li.dataset.ref)) li.remove(); // settled meanwhile
+  }
+  const msgs = q.items.filter((it) => it.kind === 'msg');
+  if (wasAtBottom || msgs.some((it) => it.m.own)) {
     scrollToBottom();
-  } else if (item.kind === 'msg') {
-    r.newCount++;
+  } else if (msgs.length) {
+    r.newCount += msgs.length;
     renderPill(r);
   }
   if (r.items.length > MAX_ITEMS + TRIM_SLACK) trimRoom(r);
+}
+
+// dropQueued forgets the queued items: they are shown, or the timeline is
+// drawn again from the room's items.
+function dropQueued() {
+  if (!queued) return;
+  cancelAnimationFrame(queued.frame);
+  clearTimeout(queued.timer);
+  queued = null;
 }
 
 // trimRoom drops a room's oldest items down to MAX_ITEMS, so a busy room
@@ -516,7 +568,7 @@ function send(r, text, ref) {
       if (r.seqs.has(ack.seq)) {
         // A retry of a message that was stored and shown already.
         r.pending.delete(p.ref);
-        if (r.name === active) els.pending.querySelector(`[data-ref="${CSS.escape(p.ref)}"]`)?.remove();
+        dropPendingNode(r, p.ref);
         return;
       }
       p.state = 'sent';
@@ -637,6 +689,7 @@ els.newPill.addEventListener('click', () => {
 // ---- rendering ----
 
 function renderTimeline(toBottom = false) {
+  dropQueued(); // drawn below from the room's items
   const r = rooms.get(active);
   els.messages.replaceChildren();
   els.pending.replaceChildren();
