@@ -10,7 +10,7 @@ var _ ws.Observer = (*Metrics)(nil)
 
 var (
 	descFrames = desc("frames_received_total",
-		"Client frames handled, by type (auth, join, leave, send, history; invalid: not a frame of the protocol; binary).", "type")
+		"Client frames handled, by type (auth, join, leave, send, history, ping; invalid: not a frame of the protocol; binary).", "type")
 	descErrors     = desc("errors_sent_total", "Error frames sent to clients, by code (docs/PROTOCOL.md).", "code")
 	descDeliveries = desc("deliveries_total", "Messages queued to local sockets: one per message and member.")
 	descRooms      = desc("rooms", "Rooms with at least one member on this instance.")

@@ -443,6 +443,10 @@ func (c *Conn) handle(data []byte) {
 		c.sendError(pipeline.Errorf(CodeUnauthorized, "authenticate first: send an auth frame with your token"), f.Ref, f.Room)
 		return
 	}
+	if f.Type == TypePing {
+		c.enqueue(encode(pongFrame{Type: TypePong, Ref: f.Ref}))
+		return
+	}
 	_, joined := c.rooms[f.Room]
 	if !joined && f.Type != TypeJoin {
 		c.awaitSends()

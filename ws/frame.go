@@ -24,6 +24,10 @@ const (
 	TypeError    = "error"
 	TypeLeft     = "left"
 	TypePresence = "presence"
+	// TypePing (a v1 addition) asks for a TypePong: a client's check that
+	// the connection still carries frames both ways.
+	TypePing = "ping"
+	TypePong = "pong"
 )
 
 // Protocol limits on join and history requests.
@@ -97,6 +101,8 @@ func checkFrame(f ClientFrame) (ClientFrame, *pipeline.Error) {
 			return f, pipeline.Errorf(pipeline.CodeInvalid, "token is longer than %d bytes", MaxTokenBytes)
 		}
 		return f, nil
+	case TypePing:
+		return f, nil // no room: any room given is ignored
 	case TypeJoin, TypeLeave, TypeSend, TypeHistory:
 	case "":
 		return f, pipeline.Errorf(CodeBadFrame, "frame has no type")
@@ -233,6 +239,12 @@ type authedFrame struct {
 	// Exp is when the token expires, RFC 3339 UTC.
 	Exp string `json:"exp"`
 	Ref string `json:"ref,omitempty"`
+}
+
+// pongFrame answers a ping.
+type pongFrame struct {
+	Type string `json:"type"`
+	Ref  string `json:"ref,omitempty"`
 }
 
 type leftFrame struct {

@@ -43,6 +43,7 @@ var refusedFrames = []struct {
 	{name: "single quotes", input: `{'type':'join','room':'lobby'}`, code: CodeBadFrame},
 	{name: "two objects", input: `{"type":"leave","room":"lobby"} {"type":"leave","room":"lobby"}`, code: CodeBadFrame},
 	{name: "two objects on two lines", input: "{\"type\":\"leave\",\"room\":\"lobby\"}\n{\"type\":\"leave\",\"room\":\"lobby\"}", code: CodeBadFrame},
+	{name: "ping with a control character in its ref", input: `{"type":"ping","ref":"p\u0001"}`, code: pipeline.CodeInvalid},
 	{name: "trailing word", input: `{"type":"leave","room":"lobby"} garbage`, code: CodeBadFrame},
 	{name: "trailing number", input: `{"type":"leave","room":"lobby"}5`, code: CodeBadFrame},
 	{name: "JSON null", input: `null`, code: CodeBadFrame},

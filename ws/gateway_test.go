@@ -702,14 +702,7 @@ func TestBinaryErrorAfterEarlierAcks(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // an answer that does not wait leaves now
 	open()
-	var order []string
-	for len(order) < 2 {
-		f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "ack" || f.Type == "error" }, wait)
-		if err != nil {
-			t.Fatalf("after %q: %v", order, err)
-		}
-		order = append(order, f.Type+" "+f.Code+" "+f.Ref)
-	}
+	order := awaitAnswers(t, a, 2, "ack", "error")
 	if order[0] != "ack  s1" || order[1] != "error "+ws.CodeBadFrame+" " {
 		t.Fatalf("answers %q, want the ack of s1, then bad_frame", order)
 	}
@@ -772,4 +765,47 @@ func TestShutdownTimeoutEndsWaits(t *testing.T) {
 			t.Fatalf("%s answered %s, want unavailable", ref, f.Raw)
 		}
 	}
+}
+
+// TestPingAnswersPong: a ping (PROTOCOL.md §6.7) is answered with a pong
+// carrying its ref, after the answers to the sends before it, in any
+// room or none.
+func TestPingAnswersPong(t *testing.T) {
+	t.Parallel()
+	_, a, open, held := startHeld(t)
+	if err := a.Say("lobby", "hold", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	awaitHeld(t, held, 1)
+	if err := a.SendRaw(websocket.TextMessage, []byte(`{"type":"ping","ref":"p1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // an answer that does not wait leaves now
+	open()
+	order := awaitAnswers(t, a, 2, "ack", "pong")
+	if order[0] != "ack  s1" || order[1] != "pong  p1" {
+		t.Fatalf("answers %q, want the ack of s1, then the pong of p1", order)
+	}
+	if err := a.SendRaw(websocket.TextMessage, []byte(`{"type":"ping","room":"not-joined"}`)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "pong" || f.Type == "error" }, wait)
+	if err != nil || f.Type != "pong" || f.Ref != "" {
+		t.Fatalf("a ping naming a room not joined, without ref: got %+v, %v; want a pong without ref", f, err)
+	}
+}
+
+// awaitAnswers returns the next n frames of the given types that a
+// receives, each as "type code ref".
+func awaitAnswers(t *testing.T, a *wstest.Client, n int, types ...string) []string {
+	t.Helper()
+	var order []string
+	for len(order) < n {
+		f, err := a.AwaitFunc(func(f wstest.Frame) bool { return slices.Contains(types, f.Type) }, wait)
+		if err != nil {
+			t.Fatalf("after %q: %v", order, err)
+		}
+		order = append(order, f.Type+" "+f.Code+" "+f.Ref)
+	}
+	return order
 }

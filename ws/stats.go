@@ -34,7 +34,7 @@ const (
 
 // frameTypes are the frame types counted, in the order of
 // hubStats.frames.
-var frameTypes = [...]string{TypeAuth, TypeJoin, TypeLeave, TypeSend, TypeHistory, FrameInvalid, FrameBinary}
+var frameTypes = [...]string{TypeAuth, TypeJoin, TypeLeave, TypeSend, TypeHistory, TypePing, FrameInvalid, FrameBinary}
 
 // FrameTypes returns every frame type Stats.FramesReceived counts.
 func FrameTypes() []string { return append([]string(nil), frameTypes[:]...) }

@@ -7,6 +7,7 @@ export declare const DEFAULTS: Readonly<{
   stableMs: number;
   sendTimeoutMs: number;
   requestTimeoutMs: number;
+  keepaliveMs: number;
   maxQueue: number;
   connectTimeoutMs: number;
   maxFrameBytes: number;
@@ -147,6 +148,8 @@ export interface ChatClientOptions {
   stableMs?: number;
   sendTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** Ping after this long without a frame from the server (0: never); see DEFAULTS. */
+  keepaliveMs?: number;
   maxQueue?: number;
   connectTimeoutMs?: number;
   maxFrameBytes?: number;

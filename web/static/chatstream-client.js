@@ -24,6 +24,11 @@ export const DEFAULTS = Object.freeze({
   sendTimeoutMs: 15_000,
   // A history request not answered within this time rejects with code "timeout".
   requestTimeoutMs: 15_000,
+  // A connection that has received nothing for this long (checked every
+  // keepaliveMs) sends a ping; if nothing at all arrives within
+  // requestTimeoutMs after it, the connection is dead (half-open) and is
+  // dropped and resumed. 0: never ping.
+  keepaliveMs: 25_000,
   // Sends waiting for their ack (queued or in flight); one more rejects
   // with code "offline_queue_full".
   maxQueue: 100,
@@ -63,7 +68,7 @@ export const CLOSE_TOKEN_EXPIRED = 4002;
 
 // Server frames that answer a client frame, in the order of the client's
 // frames (PROTOCOL.md §11.2).
-const replyTypes = new Set(['joined', 'left', 'history', 'ack', 'error']);
+const replyTypes = new Set(['joined', 'left', 'history', 'ack', 'error', 'pong']);
 
 // Local error codes, in addition to the server's codes of PROTOCOL.md §9.
 export const CODE_TIMEOUT = 'timeout';
@@ -282,6 +287,10 @@ export class ChatClient {
   // ends, one cheap request finds out which frames were discarded.
   #probing = false;
   #probeRefs = new Set();
+  // keepaliveTimer checks every keepaliveMs whether anything was received
+  // (keepaliveSeen: #received at the last check).
+  #keepaliveTimer = null;
+  #keepaliveSeen = 0;
 
   /**
    * @param {object} options
@@ -296,6 +305,7 @@ export class ChatClient {
    * @param {{initialMs?: number, maxMs?: number}} [options.backoff] Reconnect backoff.
    * @param {number} [options.sendTimeoutMs] See DEFAULTS.
    * @param {number} [options.requestTimeoutMs] See DEFAULTS.
+   * @param {number} [options.keepaliveMs] See DEFAULTS.
    * @param {number} [options.maxQueue] See DEFAULTS.
    * @param {number} [options.connectTimeoutMs] See DEFAULTS.
    * @param {() => number} [options.random] Source of jitter in [0, 1); default Math.random.
@@ -514,6 +524,32 @@ export class ChatClient {
     this.#setStatus('connected');
     for (const resolve of this.#readyWaiters.splice(0)) resolve(true);
     for (const r of this.#rooms.values()) this.#sendJoin(r);
+    if (this.#opts.keepaliveMs > 0) {
+      this.#keepaliveSeen = this.#received;
+      const ws = this.#ws;
+      this.#keepaliveTimer = setInterval(() => this.#keepalive(ws), this.#opts.keepaliveMs);
+    }
+  }
+
+  // keepalive pings when nothing came from the server since the last
+  // check, so that a connection whose network path died is noticed even
+  // when the client only reads (PROTOCOL.md §6.7): an unanswered ping
+  // with nothing else received drops it (checkLink).
+  #keepalive(ws) {
+    if (ws !== this.#ws || !this.#ready) return;
+    if (this.#received !== this.#keepaliveSeen) {
+      this.#keepaliveSeen = this.#received;
+      return;
+    }
+    const ref = this.#nextRef('k');
+    // Its answer is a pong, or bad_frame from a server without ping:
+    // either shows the link works, and neither is the application's.
+    this.#probeRefs.add(ref);
+    if (!this.#write({ type: 'ping', ref })) return;
+    setTimeout(() => {
+      this.#probeRefs.delete(ref);
+      if (ws === this.#ws && !this.#unqueue(ref)) this.#checkLink(ref);
+    }, this.#opts.requestTimeoutMs);
   }
 
   // ---- signing in ----
@@ -711,6 +747,8 @@ export class ChatClient {
     clearTimeout(this.#refreshTimer);
     clearTimeout(this.#pumpTimer);
     this.#pumpTimer = null;
+    clearInterval(this.#keepaliveTimer);
+    this.#keepaliveTimer = null;
     this.#outq = [];
     this.#unanswered = [];
     this.#probing = false;
@@ -1023,6 +1061,7 @@ export class ChatClient {
       case 'left': return this.#onLeft(f);
       case 'history': return this.#onHistory(f);
       case 'presence': return this.#onPresence(f);
+      case 'pong': return void this.#probeRefs.delete(f.ref);
       case 'authed': return this.#onAuthed(f);
       default: // unknown frame types are ignored (PROTOCOL.md §2)
     }

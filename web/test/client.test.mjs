@@ -443,6 +443,35 @@ function startProxy() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+test('a client that only reads notices a dead connection by its keepalive ping, and resumes', async (t) => {
+  const room = uniqueRoom('keepalive');
+  const px = await startProxy();
+  t.after(() => px.close());
+  const spy = spySockets();
+  const a = newClient(t, 'alice', { url: px.url, WebSocket: spy.WebSocket, keepaliveMs: 200, requestTimeoutMs: 400, connectTimeoutMs: 2000 });
+  const b = newClient(t, 'bob');
+  const got = inbox(a, room);
+  const errors = [];
+  a.on('error', (e) => errors.push(e.code));
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.join(room, { history: 0 }), b.join(room, { history: 0 })]);
+
+  // A quiet but live connection: pings are answered, nothing is dropped.
+  await sleep(1000);
+  assert.ok(spy.sent.filter((f) => f.type === 'ping').length >= 2, 'no pings on a quiet connection');
+  assert.equal(spy.sockets.length, 1, 'a live connection was dropped');
+  assert.deepEqual(errors, [], 'a pong showed as an error');
+
+  px.mode = 'silent'; // the network path dies: no close, no error
+  const away = nextStatus(a, 'reconnecting');
+  await b.send(room, 'while the link was dead');
+  await away;
+  px.mode = 'open';
+  await until(() => got.length === 1, 'the message sent while the link was dead');
+  assert.equal(got[0].text, 'while the link was dead');
+  assert.deepEqual(errors, ['disconnected']);
+});
+
 test('a half-open connection is dropped when a send times out, and the resume delivers what was missed, once', async (t) => {
   const room = uniqueRoom('halfopen');
   const px = await startProxy();
