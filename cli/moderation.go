@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -146,14 +145,14 @@ func (c *moderationTestCmd) run(ctx context.Context, stdout io.Writer, stderr io
 	}
 	b, err := redisstore.New(redisstore.Config{URL: c.Redis, Prefix: c.RedisPrefix, Partitions: c.Partitions, Logger: log, Timeout: modRedisTimeout})
 	if err != nil {
-		return &exitError{code: modExitUsage, err: err}
+		return &exitError{code: modExitUsage, err: redactError(err, c.Redis)}
 	}
 	defer b.Close()
 	pctx, cancel := context.WithTimeout(ctx, modRedisTimeout)
 	err = b.Ping(pctx)
 	cancel()
 	if err != nil {
-		return modExitf(modExitRedis, "cannot reach Redis at %s: %w", modRedactURL(c.Redis), err)
+		return modExitf(modExitRedis, "cannot reach Redis at %s: %w", redactURLs(c.Redis), redactError(err, c.Redis))
 	}
 	rooms, err := c.rooms(ctx, b)
 	if err != nil {
@@ -228,12 +227,4 @@ func (c *moderationTestCmd) unknownRoom(ctx context.Context, b *redisstore.Backe
 		msg += "; rooms: " + list
 	}
 	return errors.New(msg)
-}
-
-// modRedactURL hides the password of a Redis URL.
-func modRedactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && strings.Contains(s, "://") {
-		return u.Redacted()
-	}
-	return s
 }

@@ -260,6 +260,7 @@ func TestQuietPipe(t *testing.T) {
 // its password.
 func TestRedisPasswordRedacted(t *testing.T) {
 	t.Parallel()
+	config := modWrite(t, t.TempDir(), "mod.yaml", modConfig)
 	for _, tc := range []struct {
 		name, url string
 		want      int
@@ -273,7 +274,7 @@ func TestRedisPasswordRedacted(t *testing.T) {
 		{"list with a path", "redis://:hunter2@127.0.0.1:6/0,redis://:hunter2@127.0.0.2:6/0", exitUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, cmd := range [][]string{{"replay", "--room", "lobby"}, {"rejected"}, {"streams"}} {
+			for _, cmd := range [][]string{{"replay", "--room", "lobby"}, {"rejected"}, {"streams"}, {"moderation", "test", "--config", config, "--room", "lobby"}} {
 				var stderr strings.Builder
 				code := Run(context.Background(), append(cmd, "--redis", tc.url), io.Discard, &stderr)
 				if code != tc.want || strings.Contains(stderr.String(), "hunter2") || !strings.Contains(stderr.String(), "chatstream:") {
