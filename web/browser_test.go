@@ -637,6 +637,7 @@ func TestBrowser(t *testing.T) {
 		{"name in another Unicode form", nfkcName},
 		{"a room keeps a bounded timeline", boundedTimeline},
 		{"a room not open keeps a bounded timeline", boundedBackground},
+		{"a room left scrolled up keeps the reader's place", leftScrolledUp},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -1220,5 +1221,39 @@ func boundedBackground(t *testing.T, b context.Context) {
 	shown := eval[int](p, `document.querySelectorAll('#messages li.msg, #messages li.notice').length`)
 	if shown > 1100 || shown < 1000 {
 		t.Errorf("the page shows %d items for %d messages, want 1000 to 1100", shown, n)
+	}
+}
+
+// leftScrolledUp: a room its reader left scrolled up is not trimmed under
+// them while they are away (up to twice the bound, as for the open room):
+// back in it, they are where they were.
+func leftScrolledUp(t *testing.T, b context.Context) {
+	cfg := instanceConfig(t)
+	cfg.Addr = "127.0.0.1:0"
+	cfg.WS.FrameRate, cfg.WS.FrameBurst, cfg.WS.SendQueue = 1e6, 1e6, 4096
+	base := startInstanceWith(t, cfg).url
+	const room, n = "busy", 1150
+	p := openChat(t, b, base+"/#/"+room, "reader")
+	bot := dialUser(t, base, "bot", room)
+	say := func(prefix string, count int) {
+		for i := range count {
+			if err := bot.Say(room, fmt.Sprintf("%s %d", prefix, i), fmt.Sprintf("%s%d", prefix, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	say("old", 60)
+	p.waitMessage("bot", "old 59")
+	p.waitJS(`(document.getElementById('scroller').scrollTop = 0, document.getElementById('scroller').scrollTop === 0)`, "scrolled to the top")
+	p.joinRoom("quiet") // and opens it
+	say("new", n)
+	p.waitJSFor(fmt.Sprintf(`document.title.startsWith('(%d)')`, n), "every message counted unread", 2*time.Minute)
+	p.openRoom(room)
+	p.waitMessage("bot", fmt.Sprintf("new %d", n-1))
+	if p.countMessages("bot", "old 0") != 1 {
+		t.Error("the room was trimmed while its reader was away scrolled up")
+	}
+	if top := eval[float64](p, `document.getElementById('scroller').scrollTop`); top != 0 {
+		t.Errorf("back in the room, the reader is at %v px, want where they left it (0)", top)
 	}
 }

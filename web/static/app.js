@@ -500,25 +500,33 @@ function flushItems(q) {
   if (r.items.length > MAX_ITEMS + TRIM_SLACK) trimRoom(r);
 }
 
-// dropQueued forgets the queued items: they are shown, or the timeline is
-// drawn again from the room's items.
+// dropQueued forgets the queued items and returns them: they are shown, or
+// the timeline is drawn again from the room's items.
 function dropQueued() {
-  if (!queued) return;
-  cancelAnimationFrame(queued.frame);
-  clearTimeout(queued.timer);
+  const q = queued;
+  if (!q) return null;
+  cancelAnimationFrame(q.frame);
+  clearTimeout(q.timer);
   queued = null;
+  return q;
 }
 
 // trimRoom drops a room's oldest items down to MAX_ITEMS, so a busy room
-// open for days does not grow without bound; they can be paged back. The
-// open room waits while its reader is scrolled up, up to twice the bound.
+// does not grow without bound; they can be paged back. A room whose reader
+// is scrolled up (or was, when they left it) waits, up to twice the bound.
 function trimRoom(r) {
   const open = r.name === active;
-  if (open && !isAtBottom() && r.items.length < 2 * MAX_ITEMS) return;
+  const reading = open ? !isAtBottom() : !r.stick;
+  if (reading && r.items.length < 2 * MAX_ITEMS) return;
   const dropped = r.items.splice(0, r.items.length - MAX_ITEMS);
   for (const it of dropped) if (it.kind === 'msg') r.seqs.delete(it.m.seq);
   if (dropped.some((it) => it.kind === 'msg')) r.more = true;
-  if (!open) return;
+  if (!open) {
+    // The place saved when the reader left may be gone with the items:
+    // the room opens at its newest messages.
+    r.stick = true;
+    return;
+  }
   const { scrollHeight, scrollTop } = els.scroller;
   renderTimeline();
   if (!r.stick) els.scroller.scrollTop = scrollTop - (scrollHeight - els.scroller.scrollHeight);
@@ -624,6 +632,8 @@ async function loadOlder() {
   renderHistoryTop(r);
   try {
     const page = await client.history(r.name, oldest.m.seq, HISTORY_PAGE);
+    // Trimmed meanwhile: the page would leave a gap before what is kept.
+    if (r.items.find((it) => it.kind === 'msg') !== oldest) return;
     const older = page.messages.filter((m) => !r.seqs.has(m.seq));
     for (const m of older) r.seqs.add(m.seq);
     r.items.unshift(...older.map((m) => ({ kind: 'msg', m })));
@@ -689,7 +699,7 @@ els.newPill.addEventListener('click', () => {
 // ---- rendering ----
 
 function renderTimeline(toBottom = false) {
-  dropQueued(); // drawn below from the room's items
+  const q = dropQueued(); // drawn below from the room's items
   const r = rooms.get(active);
   els.messages.replaceChildren();
   els.pending.replaceChildren();
@@ -703,6 +713,8 @@ function renderTimeline(toBottom = false) {
   els.messages.append(...nodes);
   els.pending.append(...[...r.pending.values()].map(pendingNode));
   renderHistoryTop(r);
+  const msgs = q?.r === r ? q.items.filter((it) => it.kind === 'msg') : [];
+  if (!toBottom && !r.stick && !msgs.some((it) => it.m.own)) r.newCount += msgs.length; // as flushItems counts them
   renderPill(r);
   if (toBottom || r.stick) scrollToBottom();
 }

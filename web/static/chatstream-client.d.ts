@@ -148,7 +148,7 @@ export interface ChatClientOptions {
   stableMs?: number;
   sendTimeoutMs?: number;
   requestTimeoutMs?: number;
-  /** Ping after this long without a frame from the server (0: never); see DEFAULTS. */
+  /** Check every this many ms for a frame from the server and ping when none came (0: never); see DEFAULTS. */
   keepaliveMs?: number;
   maxQueue?: number;
   connectTimeoutMs?: number;

@@ -24,10 +24,10 @@ export const DEFAULTS = Object.freeze({
   sendTimeoutMs: 15_000,
   // A history request not answered within this time rejects with code "timeout".
   requestTimeoutMs: 15_000,
-  // A connection that has received nothing for this long (checked every
-  // keepaliveMs) sends a ping; if nothing at all arrives within
-  // requestTimeoutMs after it, the connection is dead (half-open) and is
-  // dropped and resumed. 0: never ping.
+  // Every keepaliveMs, a connection that has received nothing since the
+  // last check (so for keepaliveMs to twice that) sends a ping; if nothing
+  // at all arrives within requestTimeoutMs after it, the connection is
+  // dead (half-open) and is dropped and resumed. 0: never ping.
   keepaliveMs: 25_000,
   // Sends waiting for their ack (queued or in flight); one more rejects
   // with code "offline_queue_full".
@@ -291,6 +291,8 @@ export class ChatClient {
   // (keepaliveSeen: #received at the last check).
   #keepaliveTimer = null;
   #keepaliveSeen = 0;
+  // keepaliveWait ends the wait for the answer to the last ping.
+  #keepaliveWait = null;
 
   /**
    * @param {object} options
@@ -541,12 +543,14 @@ export class ChatClient {
       this.#keepaliveSeen = this.#received;
       return;
     }
+    if (this.#keepaliveWait) return; // the last ping's wait decides
     const ref = this.#nextRef('k');
     // Its answer is a pong, or bad_frame from a server without ping:
     // either shows the link works, and neither is the application's.
     this.#probeRefs.add(ref);
     if (!this.#write({ type: 'ping', ref })) return;
-    setTimeout(() => {
+    this.#keepaliveWait = setTimeout(() => {
+      this.#keepaliveWait = null;
       this.#probeRefs.delete(ref);
       if (ws === this.#ws && !this.#unqueue(ref)) this.#checkLink(ref);
     }, this.#opts.requestTimeoutMs);
@@ -749,6 +753,8 @@ export class ChatClient {
     this.#pumpTimer = null;
     clearInterval(this.#keepaliveTimer);
     this.#keepaliveTimer = null;
+    clearTimeout(this.#keepaliveWait);
+    this.#keepaliveWait = null;
     this.#outq = [];
     this.#unanswered = [];
     this.#probing = false;
@@ -791,7 +797,8 @@ export class ChatClient {
     if (!first) return;
     const ref = this.#nextRef('p');
     this.#probeRefs.add(ref);
-    this.#write({ type: 'history', room: first.room, limit: 1, ref });
+    // A frame without a room (a ping) is probed with a ping.
+    this.#write(first.room ? { type: 'history', room: first.room, limit: 1, ref } : { type: 'ping', ref });
   }
 
   #nextRef(prefix) {
