@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -219,7 +220,11 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 	}()
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
-		ch, err := d.cfg.Feed.Subscribe(sctx, part, last)
+		err := d.resolveStart(sctx, part, &last)
+		var ch <-chan *message.Message
+		if err == nil {
+			ch, err = d.cfg.Feed.Subscribe(sctx, part, last)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				d.subFail.Fail(strconv.Itoa(part), err)
@@ -252,6 +257,25 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 		case <-time.After(d.cfg.ResubscribeDelay):
 		}
 	}
+}
+
+// resolveStart turns a start "from now on" ("") into the partition's
+// newest seq, once: a subscription that ends before it delivered anything
+// then resumes from there, not from a later "now" that would skip what
+// was stored in between. Without Buses the feed resolves it.
+func (d *Delivery) resolveStart(ctx context.Context, part int, last *string) error {
+	if *last != "" || d.cfg.Buses == nil {
+		return nil
+	}
+	st, err := d.cfg.Buses.BusState(ctx, part)
+	if err != nil {
+		return fmt.Errorf("pipeline: partition %d: %w", part, err)
+	}
+	*last = st.Last
+	if *last == "" {
+		*last = "0-0" // nothing stored yet: everything is new
+	}
+	return nil
 }
 
 // follow delivers the messages of one subscription until its channel

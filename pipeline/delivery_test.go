@@ -241,10 +241,11 @@ func TestDeliveryFollowsAnotherIngest(t *testing.T) {
 }
 
 // cutFeed is the memory backend's feed whose first subscription ends after
-// one message, like a connection that drops. It records the seq every
-// subscription starts after.
+// one message, or, with kill, when kill is closed, like a connection that
+// drops. It records the seq every subscription starts after.
 type cutFeed struct {
-	be *memstore.Backend
+	be   *memstore.Backend
+	kill chan struct{}
 	// mu guards afters.
 	mu     sync.Mutex
 	afters []string
@@ -282,6 +283,7 @@ func (f *cutFeed) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 			case <-ctx.Done():
 				m.Ack()
 			}
+		case <-f.kill: // nil without kill
 		case <-ctx.Done():
 		}
 	}()
@@ -319,6 +321,26 @@ func TestDeliveryResubscribesAfterLastSeq(t *testing.T) {
 		t.Fatalf("subscribed after %q, want %q", got, want)
 	}
 	eventually(t, "Positions() at the last seq", func() bool { return slices.Equal(f.p.Positions(), []string{o3.Seq}) })
+}
+
+// TestDeliveryResubscribesFromItsStart: a subscription "from now on" that
+// ends before it delivered anything resumes from where it started (the
+// partition's newest seq then; 0-0 for an empty one), not from a later
+// now, so a message stored while it resubscribes is delivered.
+func TestDeliveryResubscribesFromItsStart(t *testing.T) {
+	f := newFixture(t, roomMaxLen)
+	feed := &cutFeed{be: f.be, kill: make(chan struct{})}
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{Feed: feed, Buses: f.be, ResubscribeDelay: 300 * time.Millisecond}})
+	f.waitRunning(t)
+	close(feed.kill)
+	time.Sleep(50 * time.Millisecond) // the subscription is gone; its successor waits
+	o := f.submit(t, send("stored while resubscribing", "1"))
+	if m := f.nextDelivery(t); m.ID != o.ID {
+		t.Fatalf("delivered %s, want %s", m.ID, o.ID)
+	}
+	if got, want := feed.subscribedAfter(), []string{"0-0", "0-0"}; !slices.Equal(got, want) {
+		t.Fatalf("subscribed after %q, want %q", got, want)
+	}
 }
 
 // holdingDeliverer is a pipeline.Deliverer whose Deliver of a message with
