@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -121,6 +122,15 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: this server does not use tokens", ErrUnauthorized)
 	}
 	return a.verifier.Verify(token)
+}
+
+// VerifyContext is Verify, but a token whose kid the JWKS does not hold
+// stops waiting for the set to be fetched again when ctx ends.
+func (a *Authenticator) VerifyContext(ctx context.Context, token string) (Identity, error) {
+	if a == nil || a.verifier == nil {
+		return Identity{}, fmt.Errorf("%w: this server does not use tokens", ErrUnauthorized)
+	}
+	return a.verifier.VerifyContext(ctx, token)
 }
 
 // Allow reports whether id may do act in room: its own patterns first,

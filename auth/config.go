@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -56,11 +58,17 @@ type Config struct {
 	// JWKSURL is the URL of a JSON Web Key Set; tokens must be RS256,
 	// ES256 or EdDSA and name a key of the set by kid. The set is cached,
 	// fetched again every JWKSRefreshInterval, and on a token whose kid it
-	// does not hold, at most once every JWKSUnknownKIDEvery.
+	// does not hold, at most once every JWKSUnknownKIDEvery: tokens that
+	// arrive while that fetch is in flight wait for it (at most its
+	// timeout) and are then checked against the new set. A plain http URL
+	// to a host that is not loopback makes the verifier log a warning.
 	JWKSURL string
 	// Issuer, when set, is the iss every token must carry.
 	Issuer string
-	// Audience, when set, must be one of every token's aud.
+	// Audience, when set, must be one of every token's aud. Without it a
+	// token for any audience is accepted: with PublicKeyFile or JWKSURL,
+	// whose issuer usually signs tokens for other applications too, the
+	// verifier logs a warning at start.
 	Audience string
 	// Leeway is the clock skew allowed on exp and nbf. Default
 	// DefaultLeeway.
@@ -141,4 +149,44 @@ func (c Config) Validate() error {
 		return errors.New("auth: leeway must not be negative, JWKS intervals must be positive")
 	}
 	return nil
+}
+
+// warnRisks logs, once, a warning for each way a ModeJWT configuration
+// whose defaults are filled in accepts more than its operator likely
+// means: a public key or JWKS (an identity provider that signs tokens for
+// other applications too) without an audience, and a JWKS fetched over
+// plain http from a host that is not loopback (anyone on the path can
+// put keys in it).
+func (c Config) warnRisks() {
+	if (c.PublicKeyFile != "" || c.JWKSURL != "") && c.Audience == "" {
+		key, src := "--jwt-public-key-file", c.PublicKeyFile
+		if c.JWKSURL != "" {
+			key, src = "--jwks-url", c.JWKSURL
+		}
+		issuer := c.Issuer
+		if issuer == "" {
+			issuer = "(any: no --jwt-issuer)"
+		}
+		c.Logger.Warn("auth: no --jwt-audience: every token the issuer signs, for any audience (another application's too), is accepted as a chat login; set --jwt-audience to the aud of chatstream's tokens",
+			"key", key, "source", src, "issuer", issuer)
+	}
+	if c.JWKSURL != "" && plainHTTPToRemote(c.JWKSURL) {
+		c.Logger.Warn("auth: --jwks-url is plain http to a host that is not loopback: anyone on the network path can put their own signing keys in the set and sign any token; use https",
+			"url", c.JWKSURL)
+	}
+}
+
+// plainHTTPToRemote reports whether raw is an http (not https) URL whose
+// host is neither localhost nor a loopback address.
+func plainHTTPToRemote(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") {
+		return false
+	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }

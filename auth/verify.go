@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
@@ -29,15 +31,20 @@ var ErrUnauthorized = errors.New("unauthorized")
 // Verifier verifies tokens. It is safe for concurrent use. Close stops the
 // JWKS refresh of a verifier made with Config.JWKSURL.
 type Verifier struct {
-	cfg     Config
-	parser  *jwt.Parser
-	keyfunc jwt.Keyfunc
-	stop    context.CancelFunc
+	cfg    Config
+	parser *jwt.Parser
+	// keyfunc returns the keyfunc of one verification, whose waits for a
+	// JWKS fetch end with ctx.
+	keyfunc func(ctx context.Context) jwt.Keyfunc
+	stop    func()
 }
 
 // NewVerifier returns the verifier of cfg, which must be in ModeJWT. It
 // reads the key file, or starts fetching the JWKS (a JWKS that cannot be
-// fetched yet is not an error: tokens fail until it can be).
+// fetched yet is not an error: tokens fail until it can be). It logs a
+// warning for a configuration that accepts more than it likely should: a
+// public key or JWKS without an audience, a JWKS over plain http to
+// another host.
 func NewVerifier(cfg Config) (*Verifier, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -55,23 +62,24 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 			return nil, err
 		}
 		methods = []string{jwt.SigningMethodHS256.Alg()}
-		v.keyfunc = func(*jwt.Token) (any, error) { return secret, nil }
+		v.keyfunc = fixedKey(secret)
 	case cfg.PublicKeyFile != "":
 		key, alg, err := readPublicKey(cfg.PublicKeyFile)
 		if err != nil {
 			return nil, err
 		}
 		methods = []string{alg}
-		v.keyfunc = func(*jwt.Token) (any, error) { return key, nil }
+		v.keyfunc = fixedKey(key)
 	default:
-		kf, stop, err := jwksKeyfunc(cfg)
+		keys, err := newJWKSKeys(cfg)
 		if err != nil {
 			return nil, err
 		}
-		v.stop = stop
+		v.stop = keys.close
 		methods = []string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg(), jwt.SigningMethodEdDSA.Alg()}
-		v.keyfunc = kf
+		v.keyfunc = keys.keyfunc
 	}
+	cfg.warnRisks()
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
@@ -87,18 +95,27 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Close stops fetching the JWKS. The verifier must not be used after.
+// Close stops fetching the JWKS and waits for a fetch in flight to end.
+// The verifier must not be used after.
 func (v *Verifier) Close() { v.stop() }
 
 // Verify checks token and returns the identity it carries. Its error wraps
 // ErrUnauthorized and says why the token was refused; it never contains
-// the token.
+// the token. It is VerifyContext without a deadline of its own: a token
+// waiting for a JWKS fetch waits at most the fetch's timeout.
 func (v *Verifier) Verify(token string) (Identity, error) {
+	return v.VerifyContext(context.Background(), token)
+}
+
+// VerifyContext is Verify, but a token whose kid the JWKS does not hold
+// stops waiting for the set to be fetched again when ctx ends (and fails
+// with "unknown signing key").
+func (v *Verifier) VerifyContext(ctx context.Context, token string) (Identity, error) {
 	if token == "" {
 		return Identity{}, fmt.Errorf("%w: no token", ErrUnauthorized)
 	}
 	claims := jwt.MapClaims{}
-	if _, err := v.parser.ParseWithClaims(token, claims, v.keyfunc); err != nil {
+	if _, err := v.parser.ParseWithClaims(token, claims, v.keyfunc(ctx)); err != nil {
 		return Identity{}, fmt.Errorf("%w: %s", ErrUnauthorized, reason(err))
 	}
 	id, err := identityFrom(claims)
@@ -108,64 +125,154 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	return id, nil
 }
 
-// jwksKeyfunc returns the keyfunc of cfg.JWKSURL and the function that
-// stops its refresh goroutine. The set is fetched every
-// JWKSRefreshInterval; a token whose kid the set does not hold fetches it
-// again at once, unless another did within JWKSUnknownKIDEvery: then it
-// fails without waiting, so a flood of made-up kids costs one fetch per
-// interval and never holds a connection.
-func jwksKeyfunc(cfg Config) (jwt.Keyfunc, context.CancelFunc, error) {
+// fixedKey returns the keyfunc of a verifier with a single key.
+func fixedKey(key any) func(context.Context) jwt.Keyfunc {
+	kf := func(*jwt.Token) (any, error) { return key, nil }
+	return func(context.Context) jwt.Keyfunc { return kf }
+}
+
+// jwksKeys finds the keys of tokens in the JWKS at Config.JWKSURL. The set
+// is cached and fetched every JWKSRefreshInterval. A token whose kid the
+// cache does not hold starts a fetch, unless one started within
+// JWKSUnknownKIDEvery; it waits for the fetch in flight, if any (its own
+// or another token's), and then looks in the cache again. So during a key
+// rotation every token with the new kid waits for the one fetch, while a
+// flood of made-up kids costs at most one fetch per JWKSUnknownKIDEvery
+// and holds a connection at most one fetch's timeout.
+type jwksKeys struct {
+	// cache reads the cached set; it never fetches.
+	cache keyfunc.Keyfunc
+	// refetch is the same set, read through a client whose KeyRead of an
+	// unknown kid fetches it again.
+	refetch jwkset.Storage
+	limit   *rate.Limiter
+	// timeout bounds a fetch, and so a token's wait for it.
+	timeout time.Duration
+	// ctx ends with close, and with it the fetches.
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu sync.Mutex
+	// fetching is closed when the fetch in flight ends; nil: none is.
+	fetching chan struct{}
+	// closed is set by close; no fetch starts after.
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newJWKSKeys(cfg Config) (*jwksKeys, error) {
+	timeout := cfg.HTTPClient.Timeout
+	if timeout <= 0 {
+		timeout = DefaultJWKSTimeout
+	}
 	ctx, stop := context.WithCancel(context.Background())
+	fail := func(err error) (*jwksKeys, error) {
+		stop()
+		return nil, fmt.Errorf("auth: jwks %s: %w", cfg.JWKSURL, err)
+	}
 	store, err := jwkset.NewStorageFromHTTP(cfg.JWKSURL, jwkset.HTTPClientStorageOptions{
 		Client: cfg.HTTPClient,
 		Ctx:    ctx,
 		// A set that cannot be fetched yet (its server starts after this
 		// one) is fetched again by the next unknown kid.
 		NoErrorReturnFirstHTTPReq: true,
-		HTTPTimeout:               cfg.HTTPClient.Timeout,
+		HTTPTimeout:               timeout,
 		RefreshInterval:           cfg.JWKSRefreshInterval,
 		RefreshErrorHandler: func(_ context.Context, err error) {
 			cfg.Logger.Warn("auth: fetching the JWKS failed", "url", cfg.JWKSURL, "err", err)
 		},
 	})
 	if err != nil {
-		stop()
-		return nil, nil, fmt.Errorf("auth: jwks %s: %w", cfg.JWKSURL, err)
-	}
-	fail := func(err error) (jwt.Keyfunc, context.CancelFunc, error) {
-		stop()
-		return nil, nil, fmt.Errorf("auth: jwks %s: %w", cfg.JWKSURL, err)
+		return fail(err)
 	}
 	urls := map[string]jwkset.Storage{cfg.JWKSURL: store}
 	cached, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{HTTPURLs: urls})
 	if err != nil {
 		return fail(err)
 	}
-	refetching, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+	refetch, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
 		HTTPURLs: urls,
-		// limit below decides; this limiter never waits.
+		// k.limit decides whether to fetch; this limiter never waits.
 		RefreshUnknownKID: rate.NewLimiter(rate.Inf, 1),
-		RateLimitWaitMax:  cfg.HTTPClient.Timeout,
 	})
 	if err != nil {
 		return fail(err)
 	}
-	fromCache, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: cached})
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: cached})
 	if err != nil {
 		return fail(err)
 	}
-	refetch, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: refetching})
-	if err != nil {
-		return fail(err)
-	}
-	limit := rate.NewLimiter(rate.Every(cfg.JWKSUnknownKIDEvery), 1)
+	return &jwksKeys{
+		cache:   kf,
+		refetch: refetch,
+		limit:   rate.NewLimiter(rate.Every(cfg.JWKSUnknownKIDEvery), 1),
+		timeout: timeout,
+		ctx:     ctx,
+		stop:    stop,
+	}, nil
+}
+
+// keyfunc returns the keyfunc of one verification, whose wait for a fetch
+// ends with ctx.
+func (k *jwksKeys) keyfunc(ctx context.Context) jwt.Keyfunc {
 	return func(tok *jwt.Token) (any, error) {
-		key, err := fromCache.Keyfunc(tok)
-		if err == nil || !errors.Is(err, jwkset.ErrKeyNotFound) || !limit.Allow() {
+		lookup := k.cache.KeyfuncCtx(ctx)
+		key, err := lookup(tok)
+		if !errors.Is(err, jwkset.ErrKeyNotFound) {
 			return key, err
 		}
-		return refetch.Keyfunc(tok)
-	}, stop, nil
+		kid, _ := tok.Header[jwkset.HeaderKID].(string)
+		if done := k.fetch(kid); done != nil {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("auth: waiting for the JWKS: %w", ctx.Err())
+			}
+		}
+		// After the fetch; or without one, the limit refused: a fetch
+		// may have ended since the first look.
+		return lookup(tok)
+	}
+}
+
+// fetch returns a channel closed when the fetch of the set in flight
+// ends, starting one for kid if none is in flight and the limit allows;
+// nil when none is in flight and the limit refuses, or after close.
+func (k *jwksKeys) fetch(kid string) <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fetching != nil {
+		return k.fetching
+	}
+	if k.closed || !k.limit.Allow() {
+		return nil
+	}
+	done := make(chan struct{})
+	k.fetching = done
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		ctx, cancel := context.WithTimeout(k.ctx, k.timeout)
+		defer cancel()
+		// The set's RefreshErrorHandler logs a failed fetch; a kid the
+		// new set does not hold either fails in keyfunc's second look.
+		_, _ = k.refetch.KeyRead(ctx, kid)
+		k.mu.Lock()
+		k.fetching = nil
+		k.mu.Unlock()
+		close(done)
+	}()
+	return done
+}
+
+// close stops the periodic fetch and any fetch in flight, and waits for
+// the latter.
+func (k *jwksKeys) close() {
+	k.mu.Lock()
+	k.closed = true
+	k.mu.Unlock()
+	k.stop()
+	k.wg.Wait()
 }
 
 // reason explains a verification failure in a few words.
