@@ -65,10 +65,15 @@ type Config struct {
 	// Now is the clock relative bounds (since=-15m) are resolved against.
 	// Default time.Now.
 	Now func() time.Time
-	// ClientAddr names a request's client, by which wrong tokens are
-	// throttled. Behind a reverse proxy it must give the address the
-	// proxy forwards (admission.Admission.ClientAddr), or one client's
-	// wrong tokens throttle everybody. Default the TCP peer's address.
+	// ClientAddr names the client a request's wrong tokens are counted
+	// and throttled under. It should group clients as the WebSocket
+	// limits do (admission.Admission.ClientKey): an IPv4 address is one
+	// client, an IPv6 network (/64 by default) is one client, or an
+	// attacker with one network rotates its addresses and is never
+	// throttled. Behind a reverse proxy it must also give the address
+	// the proxy forwards, or one client's wrong tokens throttle
+	// everybody. Default the TCP peer's address, IPv6 grouped per
+	// /admission.DefaultIPv6PrefixLen (admission.GroupAddr).
 	ClientAddr func(*http.Request) netip.Addr
 }
 

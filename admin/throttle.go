@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/time/rate"
+
+	"github.com/chatstream/chatstream/admission"
 )
 
 // Limits on failed requests (a missing or wrong token).
@@ -33,7 +35,8 @@ const (
 	failureLogEvery = 10 * time.Second
 )
 
-// failureGuard counts and throttles failed requests per client address.
+// failureGuard counts and throttles failed requests per client address, as
+// Config.ClientAddr names it (an IPv6 network is one address).
 type failureGuard struct {
 	log      *slog.Logger
 	failures atomic.Int64
@@ -52,15 +55,17 @@ func newFailureGuard(log *slog.Logger) *failureGuard {
 	return &failureGuard{log: log, logLimit: rate.NewLimiter(rate.Every(failureLogEvery), 1), limiters: lru}
 }
 
-// peerAddr is the request's TCP peer address, Config.ClientAddr's
-// default: a proxy in front then counts as one client.
+// peerAddr is the request's TCP peer address, IPv6 grouped per
+// /admission.DefaultIPv6PrefixLen as the WebSocket limits group it by
+// default: Config.ClientAddr's default. A proxy in front then counts as
+// one client.
 func peerAddr(r *http.Request) netip.Addr {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	a, _ := netip.ParseAddr(host) // the zero Addr groups unparsable peers
-	return a.Unmap()
+	return admission.GroupAddr(a, admission.DefaultIPv6PrefixLen)
 }
 
 // throttled returns how long addr must wait before its next request, or 0.

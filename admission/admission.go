@@ -257,7 +257,7 @@ func New(cfg Config) (*Admission, error) {
 // is called.
 func (a *Admission) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		addr := a.key(a.ClientAddr(r))
+		addr := a.ClientKey(r)
 		reason, retry, ok := a.admit(addr, time.Now())
 		if !ok {
 			a.log.add(reason, addr)
@@ -383,15 +383,37 @@ func (a *Admission) Stats() Stats {
 	return s
 }
 
+// ClientKey returns the address r's client is counted under by every
+// per-address limit: its ClientAddr grouped by GroupAddr with the
+// configured IPv6PrefixLen. An IPv4 client is its own address; an IPv6
+// client is its /IPv6PrefixLen network, given as the network's first
+// address (2001:db8:1:2:: for any address of 2001:db8:1:2::/64). Other
+// per-client limits, such as the admin API's throttle of wrong tokens,
+// use it to count clients the way the WebSocket limits do.
+func (a *Admission) ClientKey(r *http.Request) netip.Addr {
+	return a.key(a.ClientAddr(r))
+}
+
 // key returns the address addr is counted under: itself, or for IPv6 its
 // /IPv6PrefixLen network.
 func (a *Admission) key(addr netip.Addr) netip.Addr {
-	if !addr.Is6() || a.cfg.IPv6PrefixLen >= 128 {
+	return GroupAddr(addr, a.cfg.IPv6PrefixLen)
+}
+
+// GroupAddr returns the address addr is counted under when IPv6 clients
+// are grouped per /ipv6PrefixLen network: an IPv4 address (also one
+// written IPv4-in-IPv6) is itself, unmapped; an IPv6 address is the first
+// address of its /ipv6PrefixLen network, without zone. A length outside 1
+// to 127 groups nothing: addr is returned as it is (unmapped). The zero
+// Addr is returned unchanged.
+func GroupAddr(addr netip.Addr, ipv6PrefixLen int) netip.Addr {
+	addr = addr.Unmap()
+	if !addr.Is6() || ipv6PrefixLen < 1 || ipv6PrefixLen >= 128 {
 		return addr
 	}
-	p, err := addr.Prefix(a.cfg.IPv6PrefixLen)
+	p, err := addr.Prefix(ipv6PrefixLen)
 	if err != nil {
-		return addr // cannot happen: Validate checked the length
+		return addr // cannot happen: the length is in range
 	}
 	return p.Addr()
 }

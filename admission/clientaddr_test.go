@@ -94,3 +94,77 @@ func TestClientAddrLoopback(t *testing.T) {
 		t.Fatalf("ClientAddr = %v, want 127.0.0.1", addr)
 	}
 }
+
+// TestClientKey: ClientKey is the client address grouped as the limits
+// group it: an IPv4 address is itself, an IPv6 address its
+// /IPv6PrefixLen network (the network's first address), behind trusted
+// proxies too.
+func TestClientKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		prefixLen int // 0: the default, 64
+		peer      string
+		xff       string // "": no header
+		want      string
+	}{
+		{name: "IPv4 is itself", peer: "203.0.113.5:1", want: "203.0.113.5"},
+		{name: "IPv4 neighbour is itself", peer: "203.0.113.6:1", want: "203.0.113.6"},
+		{name: "IPv4-mapped is IPv4", peer: "[::ffff:203.0.113.5]:1", want: "203.0.113.5"},
+		{name: "IPv6 per /64", peer: "[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:1", want: "2001:db8:1:2::"},
+		{name: "IPv6 neighbour in the /64", peer: "[2001:db8:1:2::1]:1", want: "2001:db8:1:2::"},
+		{name: "IPv6 next /64", peer: "[2001:db8:1:3::1]:1", want: "2001:db8:1:3::"},
+		{name: "IPv6 per /48", prefixLen: 48, peer: "[2001:db8:1:2::1]:1", want: "2001:db8:1::"},
+		{name: "IPv6 per address", prefixLen: 128, peer: "[2001:db8:1:2::1]:1", want: "2001:db8:1:2::1"},
+		{name: "IPv6 forwarded by a trusted proxy", peer: "10.0.0.1:1", xff: "2001:db8:1:2::7", want: "2001:db8:1:2::"},
+		{name: "IPv4 forwarded by a trusted proxy", peer: "10.0.0.1:1", xff: "198.51.100.7", want: "198.51.100.7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := admission.New(admission.Config{TrustedProxies: []string{"10.0.0.0/8"}, IPv6PrefixLen: tt.prefixLen, Logger: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+			r.RemoteAddr = tt.peer
+			if tt.xff != "" {
+				r.Header.Set("X-Forwarded-For", tt.xff)
+			}
+			if got, want := a.ClientKey(r), netip.MustParseAddr(tt.want); got != want {
+				t.Fatalf("ClientKey = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestGroupAddr: IPv4 (mapped or not) is never grouped, IPv6 is grouped
+// per network without its zone, and a length that groups nothing or the
+// zero Addr leave the address as it is.
+func TestGroupAddr(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		addr      string // "": the zero Addr
+		prefixLen int
+		want      string
+	}{
+		{"192.0.2.1", 64, "192.0.2.1"},
+		{"::ffff:192.0.2.1", 64, "192.0.2.1"},
+		{"::ffff:192.0.2.1", 8, "192.0.2.1"},
+		{"2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::"},
+		{"2001:db8:1:2:3:4:5:6", 56, "2001:db8:1::"},
+		{"fe80::1:2:3:4%eth0", 64, "fe80::"},
+		{"2001:db8::1", 128, "2001:db8::1"},
+		{"2001:db8::1", 0, "2001:db8::1"},
+		{"2001:db8::1", 129, "2001:db8::1"},
+		{"", 64, ""},
+	}
+	for _, tt := range tests {
+		var addr, want netip.Addr
+		if tt.addr != "" {
+			addr, want = netip.MustParseAddr(tt.addr), netip.MustParseAddr(tt.want)
+		}
+		if got := admission.GroupAddr(addr, tt.prefixLen); got != want {
+			t.Errorf("GroupAddr(%v, %d) = %v, want %v", addr, tt.prefixLen, got, want)
+		}
+	}
+}

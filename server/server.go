@@ -200,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 	if s.admission, err = admission.New(cfg.Admission); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	if s.admin, err = newAdmin(cfg, s.admission.ClientAddr); err != nil {
+	if s.admin, err = newAdmin(cfg, s.admission.ClientKey); err != nil {
 		return nil, err
 	}
 	if s.auth, err = auth.New(cfg.Auth); err != nil {
