@@ -13,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/chatstream/chatstream/internal/faillog"
 	"github.com/chatstream/chatstream/pipeline"
 )
 
@@ -60,6 +61,11 @@ type entry struct {
 	Entry
 	log                                   *slog.Logger
 	accepted, rejected, rewritten, errors atomic.Int64
+	// fail reports the moderator's failures once while they last;
+	// failing says whether the last decision failed (so that a working
+	// moderator does not take fail's lock for every message).
+	fail    *faillog.Log
+	failing atomic.Bool
 }
 
 // NewChain returns a chain of entries, run in the order given.
@@ -85,7 +91,8 @@ func NewChain(log *slog.Logger, entries ...Entry) (*Chain, error) {
 		if e.Kind == "" {
 			e.Kind = "custom"
 		}
-		c.entries = append(c.entries, &entry{Entry: e, log: log.With("moderator", e.Name)})
+		c.entries = append(c.entries, &entry{Entry: e, log: log.With("moderator", e.Name),
+			fail: faillog.New(log, fmt.Sprintf("moderator %s (on_error %s)", e.Name, e.OnError), 0)})
 	}
 	return c, nil
 }
@@ -269,7 +276,12 @@ func (e *entry) refusal(d Decision) *pipeline.Error {
 		reason = DefaultReason
 	}
 	perr := &pipeline.Error{Code: pipeline.CodeRejected, Reason: reason, Moderator: e.Name}
-	if d.RetryAfter > 0 {
+	switch {
+	case d.unavailable:
+		// Not a verdict on the message: it may pass once the moderator
+		// works again, and it is not dead-lettered.
+		perr.Code, perr.RetryAfter = pipeline.CodeUnavailable, UnavailableRetry
+	case d.RetryAfter > 0:
 		perr.Code, perr.RetryAfter = pipeline.CodeRateLimited, d.RetryAfter
 	}
 	return perr
@@ -284,11 +296,14 @@ func (e *entry) decide(ctx context.Context, m *Message) Decision {
 	}
 	if err != nil {
 		e.errors.Add(1)
-		e.log.Warn("moderator failed", "msg_id", m.ID, "room", m.Room, "user", m.User, "on_error", e.OnError.String(), "err", err)
+		e.failing.Store(true)
+		e.fail.Fail("", err)
 		d = Decision{}
 		if e.OnError == Reject {
-			d = Rejected(ReasonUnavailable)
+			d = Decision{Action: Reject, Reason: ReasonUnavailable, unavailable: true}
 		}
+	} else if e.failing.Swap(false) {
+		e.fail.OK("")
 	}
 	switch d.Action {
 	case Accept:

@@ -3,14 +3,17 @@ package moderation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chatstream/chatstream/internal/syncbuf"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/pipeline/moderation"
@@ -244,6 +247,48 @@ func TestRejectionThroughPipeline(t *testing.T) {
 	}
 	st := c.Stats()
 	if st["limit"].Accepted != 1 || st["limit"].Rejected != 1 || st["no-spam"].Rejected != 1 || st["last"].Accepted != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// TestFailClosedThroughPipeline: a moderator that fails closed refuses
+// the send with unavailable (try again: it is no verdict on the message),
+// its name and a retry hint, and does not dead-letter it; its failures are
+// logged once while they last, and once when it works again.
+func TestFailClosedThroughPipeline(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	mod := moderation.Func(func(context.Context, *moderation.Message) (moderation.Decision, error) {
+		if broken.Load() {
+			return moderation.Decision{}, errors.New("webhook down")
+		}
+		return moderation.Accepted(), nil
+	})
+	var logs syncbuf.Buffer
+	c, err := moderation.NewChain(slog.New(slog.NewTextHandler(&logs, nil)), moderation.Entry{Name: "hook", Moderator: mod, OnError: moderation.Reject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startPipeline(t, c)
+	for i := range 5 {
+		o := h.send(t, "alice", fmt.Sprintf("hello %d", i))
+		if o.Err == nil || o.Err.Code != pipeline.CodeUnavailable || o.Err.Moderator != "hook" ||
+			o.Err.Reason != moderation.ReasonUnavailable || o.Err.RetryAfter <= 0 {
+			t.Fatalf("outcome = %+v, want unavailable by hook with a retry hint", o.Err)
+		}
+	}
+	if n := len(h.be.DeadLetters()); n != 0 {
+		t.Fatalf("%d dead letters, want none: a moderator that could not decide gave no verdict", n)
+	}
+	broken.Store(false)
+	if o := h.send(t, "alice", "works again"); o.Err != nil {
+		t.Fatalf("outcome = %+v, want stored", o.Err)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "failing"); n != 1 || strings.Count(out, "recovered") != 1 {
+		t.Fatalf("log:\n%s\nwant one line when the failures start and one when they end", out)
+	}
+	if st := c.Stats()["hook"]; st.Errors != 5 || st.Rejected != 5 || st.Accepted != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
 }

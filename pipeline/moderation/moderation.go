@@ -70,6 +70,10 @@ type Decision struct {
 	Note string
 	// Rule names the rule that decided, for moderators made of rules.
 	Rule string
+
+	// unavailable marks the rejection of a moderator that failed closed:
+	// the sender gets unavailable (try again), not rejected.
+	unavailable bool
 }
 
 // Accepted returns a decision that accepts.
@@ -139,6 +143,10 @@ const (
 // ReasonUnavailable is the reason given when a moderator that fails closed
 // could not decide.
 const ReasonUnavailable = "moderation unavailable"
+
+// UnavailableRetry is the retry hint of a send refused because a moderator
+// that fails closed could not decide.
+const UnavailableRetry = time.Second
 
 // DefaultReason is the reason of a rejection that gives none.
 const DefaultReason = "rejected by moderation"
