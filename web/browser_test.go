@@ -1153,13 +1153,20 @@ func nfkcName(t *testing.T, b context.Context) {
 	}
 }
 
-// boundedTimeline: a busy room keeps at most 1000 items (plus a batch) on
-// the page, dropping the oldest, which can be paged back.
-func boundedTimeline(t *testing.T, b context.Context) {
+// startBurstInstance starts an instance whose limits let one client send
+// a burst of a thousand messages, and returns its URL.
+func startBurstInstance(t *testing.T) string {
+	t.Helper()
 	cfg := instanceConfig(t)
 	cfg.Addr = "127.0.0.1:0"
 	cfg.WS.FrameRate, cfg.WS.FrameBurst, cfg.WS.SendQueue = 1e6, 1e6, 4096
-	base := startInstanceWith(t, cfg).url
+	return startInstanceWith(t, cfg).url
+}
+
+// boundedTimeline: a busy room keeps at most 1000 items (plus a batch) on
+// the page, dropping the oldest, which can be paged back.
+func boundedTimeline(t *testing.T, b context.Context) {
+	base := startBurstInstance(t)
 	const room, n = "busy", 1150 // past the page's bound plus its slack (1100): one trim
 	p := openChat(t, b, base+"/#/"+room, "reader")
 	// Count the times the page adds to its list: a burst is laid out in
@@ -1202,10 +1209,7 @@ func boundedTimeline(t *testing.T, b context.Context) {
 // boundedBackground: a room that is not open keeps at most 1000 items
 // (plus a batch) too, and shows them when opened.
 func boundedBackground(t *testing.T, b context.Context) {
-	cfg := instanceConfig(t)
-	cfg.Addr = "127.0.0.1:0"
-	cfg.WS.FrameRate, cfg.WS.FrameBurst, cfg.WS.SendQueue = 1e6, 1e6, 4096
-	base := startInstanceWith(t, cfg).url
+	base := startBurstInstance(t)
 	const room, n = "busy", 1150
 	p := openChat(t, b, base+"/#/"+room, "reader")
 	p.joinRoom("quiet") // and opens it
@@ -1228,10 +1232,7 @@ func boundedBackground(t *testing.T, b context.Context) {
 // them while they are away (up to twice the bound, as for the open room):
 // back in it, they are where they were.
 func leftScrolledUp(t *testing.T, b context.Context) {
-	cfg := instanceConfig(t)
-	cfg.Addr = "127.0.0.1:0"
-	cfg.WS.FrameRate, cfg.WS.FrameBurst, cfg.WS.SendQueue = 1e6, 1e6, 4096
-	base := startInstanceWith(t, cfg).url
+	base := startBurstInstance(t)
 	const room, n = "busy", 1150
 	p := openChat(t, b, base+"/#/"+room, "reader")
 	bot := dialUser(t, base, "bot", room)
