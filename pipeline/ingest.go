@@ -388,8 +388,12 @@ func (in *Ingest) runChain(ctx context.Context, shard int, msg *message.Message)
 	select {
 	case sem <- struct{}{}:
 	default:
-		t := time.NewTimer(in.cfg.StoreTimeout)
-		defer t.Stop()
+		t := shardTimers.Get().(*time.Timer)
+		t.Reset(in.cfg.StoreTimeout)
+		defer func() {
+			t.Stop() // since Go 1.23, a stopped timer's channel holds nothing
+			shardTimers.Put(t)
+		}()
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -405,6 +409,14 @@ func (in *Ingest) runChain(ctx context.Context, shard int, msg *message.Message)
 	_, _ = in.handler(msg)
 	return true, nil
 }
+
+// shardTimers holds the stopped timers of waits for a shard, so that a
+// contended shard costs no allocation.
+var shardTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // errShardWait reports a shard not free within StoreTimeout.
 var errShardWait = errors.New("shard busy")
