@@ -68,7 +68,7 @@ func (g *Gateway) identify(r *http.Request) (id auth.Identity, authed bool, toke
 	if !present {
 		return auth.Identity{}, false, nil, nil
 	}
-	id, tokenErr = g.cfg.Auth.Verify(tok)
+	id, tokenErr = g.cfg.Auth.VerifyContext(r.Context(), tok)
 	return id, tokenErr == nil, tokenErr, nil
 }
 
@@ -111,7 +111,7 @@ func (c *Conn) authenticate(f ClientFrame) {
 		c.sendError(pipeline.Errorf(pipeline.CodeInvalid, "this server does not use tokens (--auth none)"), f.Ref, "")
 		return
 	}
-	id, err := c.gw.cfg.Auth.Verify(f.Token)
+	id, err := c.gw.cfg.Auth.VerifyContext(c.gw.ctx, f.Token)
 	switch {
 	case err != nil && !c.authed:
 		c.refuseAuth(err, f.Ref)
