@@ -343,39 +343,53 @@ func TestDeliveryResubscribesFromItsStart(t *testing.T) {
 	}
 }
 
-// holdingDeliverer is a pipeline.Deliverer whose Deliver of a message with
-// the text "hold" waits until hold is closed, like a slow instance; it
-// queues every Resync's match function.
-type holdingDeliverer struct {
+// resyncRecorder is a pipeline.Deliverer that queues every delivered
+// message and every Resync's match function.
+type resyncRecorder struct {
 	delivered chan pipeline.Message
-	hold      chan struct{}
 	resyncs   chan func(room string) bool
 }
 
-func (d *holdingDeliverer) Deliver(m pipeline.Message) {
-	if m.Text == "hold" {
-		<-d.hold
-	}
-	d.delivered <- m
-}
+func (d *resyncRecorder) Deliver(m pipeline.Message) { d.delivered <- m }
 
-func (d *holdingDeliverer) Resync(match func(room string) bool) int {
+func (d *resyncRecorder) Resync(match func(room string) bool) int {
 	d.resyncs <- match
 	return 1
 }
 
-// TestDeliveryGapResyncs proves that when the feed was trimmed past the
-// position a Delivery has read, its members resync once, and that delivery
-// then goes on in order.
-func TestDeliveryGapResyncs(t *testing.T) {
-	const maxLen = 2 // the memory feed keeps 2 to 4 messages
-	f := newFixture(t, maxLen)
-	del := &holdingDeliverer{
-		delivered: make(chan pipeline.Message, 16), hold: make(chan struct{}), resyncs: make(chan func(string) bool, 16),
+// gatedFeed is a feed whose subscriptions after the first fail until open
+// is closed, like a backend that cannot be reached again at once.
+type gatedFeed struct {
+	pipeline.Feed
+	open  chan struct{}
+	calls atomic.Int64
+}
+
+func (f *gatedFeed) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
+	if f.calls.Add(1) > 1 {
+		select {
+		case <-f.open:
+		default:
+			return nil, fmt.Errorf("gated feed: %w", pipeline.ErrUnavailable)
+		}
 	}
-	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{Deliverer: del, Buses: f.be, ReportEvery: 10 * time.Millisecond}})
-	var release sync.Once
-	t.Cleanup(func() { release.Do(func() { close(del.hold) }) }) // runs before the pipeline stops
+	return f.Feed.Subscribe(ctx, p, after)
+}
+
+// TestDeliveryGapResyncs proves that when the feed was trimmed past the
+// position a Delivery has read (its subscription was gone while the feed
+// went on and trimmed), its members resync once, and that delivery then
+// goes on in order with what the feed kept.
+func TestDeliveryGapResyncs(t *testing.T) {
+	const maxLen = 2 // the memory feed keeps 2 to 4 published messages
+	f := newFixture(t, maxLen)
+	del := &resyncRecorder{delivered: make(chan pipeline.Message, 16), resyncs: make(chan func(string) bool, 16)}
+	feed := &gatedFeed{Feed: &cutFeed{be: f.be, kill: make(chan struct{})}, open: make(chan struct{})}
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{
+		Feed: feed, Deliverer: del, Buses: f.be, ReportEvery: 10 * time.Millisecond, ResubscribeDelay: 5 * time.Millisecond,
+	}})
+	var reopen sync.Once
+	t.Cleanup(func() { reopen.Do(func() { close(feed.open) }) }) // runs before the pipeline stops
 	f.waitRunning(t)
 
 	o1 := f.submit(t, send("one", "1"))
@@ -390,15 +404,19 @@ func TestDeliveryGapResyncs(t *testing.T) {
 	eventually(t, "Positions() at the first seq", func() bool { return slices.Equal(f.p.Positions(), []string{o1.Seq}) })
 	quietFor(t, "resync without a gap", del.resyncs, 50*time.Millisecond)
 
-	// "hold" keeps the delivery at o1 while the feed trims past it.
-	outs := []pipeline.Outcome{f.submit(t, send("hold", "h"))}
-	for i := range 3 {
+	// The subscription drops and cannot be opened again, so the delivery
+	// stays at o1 while the feed publishes to nobody and trims past it.
+	close(feed.Feed.(*cutFeed).kill)
+	var outs []pipeline.Outcome
+	for i := range 4 {
 		outs = append(outs, f.submit(t, send(fmt.Sprint("after ", i), fmt.Sprint("a", i))))
 	}
-	if st, err := f.be.BusState(context.Background(), 0); err != nil || pipeline.CompareSeq(st.Oldest, o1.Seq) <= 0 {
-		oldest := st.Oldest
-		t.Fatalf("Oldest = %q, %v; the test expected the feed trimmed past %s", oldest, err, o1.Seq)
-	}
+	var trimmed string
+	eventually(t, "the feed trimmed past the first seq", func() bool {
+		st, err := f.be.BusState(context.Background(), 0)
+		trimmed = st.Trimmed
+		return err == nil && pipeline.CompareSeq(st.Trimmed, o1.Seq) > 0
+	})
 	select {
 	case match := <-del.resyncs:
 		if !match("lobby") || !match("any-room") {
@@ -409,8 +427,19 @@ func TestDeliveryGapResyncs(t *testing.T) {
 	}
 	quietFor(t, "second resync for the same gap", del.resyncs, 100*time.Millisecond)
 
-	release.Do(func() { close(del.hold) })
+	// Subscribed again after o1, the delivery gets what the feed kept, in
+	// order; what it trimmed is lost.
+	reopen.Do(func() { close(feed.open) })
+	var kept []pipeline.Outcome
 	for _, o := range outs {
+		if pipeline.CompareSeq(o.Seq, trimmed) > 0 {
+			kept = append(kept, o)
+		}
+	}
+	if len(kept) == 0 || len(kept) == len(outs) {
+		t.Fatalf("the feed kept %d of %d messages, the test expected some lost", len(kept), len(outs))
+	}
+	for _, o := range kept {
 		select {
 		case m := <-del.delivered:
 			if m.ID != o.ID {
@@ -422,12 +451,5 @@ func TestDeliveryGapResyncs(t *testing.T) {
 	}
 	last := outs[len(outs)-1].Seq
 	eventually(t, "Positions() at the last seq", func() bool { return slices.Equal(f.p.Positions(), []string{last}) })
-	// While catching up the position passes the held message, still older
-	// than the oldest kept; a check then may resync again. Once caught up,
-	// none may.
-	time.Sleep(20 * time.Millisecond) // a check in progress ends
-	for len(del.resyncs) > 0 {
-		<-del.resyncs
-	}
 	quietFor(t, "resync after catching up", del.resyncs, 50*time.Millisecond)
 }

@@ -41,6 +41,9 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	// FeedQueue is the number of stored messages waiting for the feed
 	// before Append refuses with ErrUnavailable. Default DefaultFeedQueue.
+	// The feed's replay log keeps every message not yet published on the
+	// feed besides the last RoomMaxLen published, so it holds fewer than
+	// 2×(RoomMaxLen+FeedQueue+1) messages.
 	FeedQueue int
 	// DeadLetterMaxLen is the number of rejected messages kept. Default
 	// DefaultDeadLetterMaxLen.
@@ -76,9 +79,15 @@ type Backend struct {
 	rooms *simplelru.LRU[string, *roomLog]
 	// epoch is the feed's epoch, set by the first Append.
 	epoch string
-	// recent is the feed's own log (at most RoomMaxLen messages), so a
-	// subscription can resume after a seq like a Redis one.
+	// recent is the feed's own log, oldest first, so a subscription can
+	// resume after a seq like a Redis one. It keeps every message not yet
+	// published and the last RoomMaxLen published (see trimRecent).
 	recent []*message.Message
+	// unpublished is the number of messages handed to the queue that the
+	// pump has not finished publishing: the newest entries of recent. A
+	// message is published once every subscriber acked it, so an entry
+	// trimmed from recent was read by every subscription open then.
+	unpublished int
 	// feedTrimmed is the seq of the newest message dropped from recent.
 	feedTrimmed string
 	dead        []*message.Message
@@ -161,19 +170,44 @@ func New(cfg Config) (*Backend, error) {
 	return b, nil
 }
 
-// pump publishes queued messages on the feed until Close.
+// pump publishes queued messages on the feed until Close. Publish returns
+// once every subscriber acked the message; only then may recent trim it.
 func (b *Backend) pump() {
 	defer close(b.pumped)
 	for {
 		select {
 		case m := <-b.queue:
-			if err := b.feed.Publish(feedTopic, m); err != nil {
+			err := b.feed.Publish(feedTopic, m)
+			b.mu.Lock()
+			b.unpublished--
+			b.trimRecent()
+			b.mu.Unlock()
+			if err != nil {
 				return // the feed is closed
 			}
 		case <-b.stop:
 			return
 		}
 	}
+}
+
+// trimRecent drops the oldest entries of recent, keeping every entry not
+// yet published and the last RoomMaxLen published. An entry still queued
+// (or being published) has not reached the subscriptions: reporting it
+// trimmed would make a reader that is merely behind see a gap (and resync
+// its members). The RoomMaxLen published entries kept are the margin of a
+// reader that compares a position read earlier with BusState. Trimming
+// waits until recent holds twice what it keeps, so each message costs
+// O(1); recent thus holds fewer than 2×(RoomMaxLen+FeedQueue+1) entries.
+// b.mu is held.
+func (b *Backend) trimRecent() {
+	keep := b.cfg.RoomMaxLen + b.unpublished
+	over := len(b.recent) - keep
+	if over < keep {
+		return
+	}
+	b.feedTrimmed = b.recent[over-1].Metadata.Get(pipeline.MetaSeq)
+	b.recent = append(b.recent[:0:0], b.recent[over:]...)
 }
 
 // errFeedFull reports a full feed queue; AppendAsync turns it into
@@ -218,13 +252,15 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if len(b.queue) == cap(b.queue) {
 		return pipeline.Appended{}, fmt.Errorf("memstore: %w", errFeedFull)
 	}
-	if room == nil {
+	// The message is converted before anything is stored, so a refused
+	// one neither adds a room (which could evict a real one) nor uses a
+	// seq.
+	fresh := room == nil
+	if fresh {
 		room = newRoomLog()
-		// A full LRU forgets the room appended to least recently: its
-		// history is lost and its next message starts a new epoch.
-		b.rooms.Add(roomName, room)
 	}
-	seq := b.nextSeq().String()
+	next := b.following()
+	seq := next.String()
 	stored := msg.Copy()
 	stored.Metadata.Set(pipeline.MetaSeq, seq)
 	stored.Metadata.Set(pipeline.MetaEpoch, room.epoch)
@@ -232,6 +268,12 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if err != nil {
 		return pipeline.Appended{}, fmt.Errorf("memstore: %w", err)
 	}
+	if fresh {
+		// A full LRU forgets the room appended to least recently: its
+		// history is lost and its next message starts a new epoch.
+		b.rooms.Add(roomName, room)
+	}
+	b.last = next
 	if b.epoch == "" {
 		b.epoch = pipeline.NewEpoch()
 	}
@@ -240,10 +282,8 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
 	b.recent = append(b.recent, stored)
-	if over := len(b.recent) - b.cfg.RoomMaxLen; over >= b.cfg.RoomMaxLen {
-		b.feedTrimmed = b.recent[over-1].Metadata.Get(pipeline.MetaSeq)
-		b.recent = append(b.recent[:0:0], b.recent[over:]...)
-	}
+	b.unpublished++
+	b.trimRecent()
 	b.queue <- stored // never blocks: checked above
 	return pipeline.Appended{ID: m.ID, Seq: seq, Epoch: room.epoch}, nil
 }
@@ -279,15 +319,14 @@ func (b *Backend) room(name string, now time.Time) *roomLog {
 	return r
 }
 
-// nextSeq returns a seq after every earlier one, in the Redis entry ID format.
-func (b *Backend) nextSeq() pipeline.Seq {
+// following returns a seq after every earlier one, in the Redis entry ID
+// format; it becomes the last one when the caller stores it in b.last.
+func (b *Backend) following() pipeline.Seq {
 	now := pipeline.Seq{MS: uint64(time.Now().UnixMilli())}
 	if b.last.Less(now) {
-		b.last = now
-	} else {
-		b.last = b.last.Next()
+		return now
 	}
-	return b.last
+	return b.last.Next()
 }
 
 // Partitions is 1: one process needs no partitioning.
@@ -348,7 +387,9 @@ func (b *Backend) Subscribe(ctx context.Context, _ int, after string) (<-chan *m
 }
 
 // BusState returns the feed's epoch (set by the first Append), the seq of
-// the last message stored and of the oldest one the feed can replay.
+// the last message stored and of the oldest one the feed can replay, and
+// the newest one it trimmed. It never reports trimmed a message not yet
+// published on the feed, so a subscription that is only behind sees no gap.
 func (b *Backend) BusState(context.Context, int) (pipeline.BusState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -160,9 +161,12 @@ func TestBusStateOldest(t *testing.T) {
 			t.Fatalf("Oldest() after %d appends = %q, %v; want a kept seq in [%s, %s]", i+1, got, err, seqs[0], seq)
 		}
 	}
-	if got, _ := oldest(); pipeline.CompareSeq(got, seqs[0]) <= 0 {
-		t.Fatalf("Oldest() = %q after %d appends to a feed keeping %d, want it past the first, %s", got, 2*maxLen, maxLen, seqs[0])
-	}
+	// The feed trims a message only once it is published, which the feed's
+	// goroutine does soon after the append.
+	eventually(t, fmt.Sprintf("Oldest() past the first, %s, after %d appends to a feed keeping %d", seqs[0], 2*maxLen, maxLen), func() bool {
+		got, err := oldest()
+		return err == nil && pipeline.CompareSeq(got, seqs[0]) > 0
+	})
 }
 
 // appendTo appends a message to room and fails the test on an error.
@@ -212,6 +216,42 @@ func TestMaxRoomsEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 	if e := appendTo(t, b, "a", "still").Epoch; e != epochs["a"] {
 		t.Errorf("a kept room's epoch changed from %q to %q", epochs["a"], e)
+	}
+}
+
+// TestFailedAppendAddsNoRoom proves that an Append refused because its
+// message cannot be stored (it has no user) adds no room, so it evicts no
+// kept room, and uses no seq.
+func TestFailedAppendAddsNoRoom(t *testing.T) {
+	b := newBackend(t, memstore.Config{MaxRooms: 2})
+	ctx := context.Background()
+	appendTo(t, b, "a", "first")
+	last := appendTo(t, b, "b", "first").Seq
+
+	bad := message.NewMessage("no-user", []byte("hi"))
+	bad.Metadata.Set(pipeline.MetaRoom, "c")
+	if a, err := b.Append(ctx, bad); !errors.Is(err, pipeline.ErrIncomplete) || a != (pipeline.Appended{}) {
+		t.Fatalf("Append of a message without a user = %+v, %v; want pipeline.ErrIncomplete", a, err)
+	}
+	for _, tc := range []struct {
+		room string
+		kept int
+	}{{"a", 1}, {"b", 1}, {"c", 0}} {
+		p, err := b.History(ctx, tc.room, pipeline.HistoryQuery{Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Messages) != tc.kept {
+			t.Errorf("after a refused append to a new room, room %s keeps %d messages, want %d", tc.room, len(p.Messages), tc.kept)
+		}
+	}
+	if st, err := b.BusState(ctx, 0); err != nil || st.Last != last {
+		t.Errorf("BusState().Last = %q, %v after a refused append; want the last stored, %s", st.Last, err, last)
+	}
+	// The refused room took no place: a third room evicts only a.
+	appendTo(t, b, "d", "first")
+	if p, err := b.History(ctx, "b", pipeline.HistoryQuery{Limit: 10}); err != nil || len(p.Messages) != 1 {
+		t.Errorf("History(b) = %+v, %v; want its message kept", p, err)
 	}
 }
 
