@@ -173,6 +173,11 @@ type Ingest struct {
 	// storeFail reports failing appends once, not per message; deadFail
 	// the same for dead letters.
 	storeFail, deadFail *faillog.Log
+	// chainFail reports unexpected middleware failures; chainFailing is
+	// set while they last, so that a stored message ends them without
+	// taking chainFail's lock every time.
+	chainFail    *faillog.Log
+	chainFailing atomic.Bool
 
 	stored, refused, overloaded atomic.Int64
 
@@ -190,7 +195,8 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 	in := &Ingest{
 		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
 		storeFail: faillog.New(cfg.Logger, "backend writes", 0), deadFail: faillog.New(cfg.Logger, "dead letters", 0),
-		shards: make([]chan struct{}, cfg.Shards),
+		chainFail: faillog.New(cfg.Logger, "message chain", 0),
+		shards:    make([]chan struct{}, cfg.Shards),
 	}
 	for i := range in.shards {
 		in.shards[i] = make(chan struct{}, 1) // holding the shard: a token in it
@@ -548,7 +554,9 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 			// answers; a middleware that fails after calling next cannot
 			// take that back.
 			if err != nil {
-				in.log.Warn("middleware failed after the message was queued for the store", "msg_id", msg.UUID, "err", err)
+				in.chainFailed(err)
+			} else if in.chainFailing.Load() && in.chainFailing.Swap(false) {
+				in.chainFail.OK("")
 			}
 			return nil, nil
 		}
@@ -561,7 +569,7 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 		}
 		var perr *Error
 		if !errors.As(err, &perr) {
-			in.log.Error("pipeline failed", "msg_id", msg.UUID, "err", err)
+			in.chainFailed(fmt.Errorf("message %s: %w", msg.UUID, err))
 			perr = &Error{Code: CodeInternal, Reason: "internal error"}
 		}
 		in.refused.Add(1)
@@ -571,6 +579,14 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 		in.reply(msg, Outcome{Ref: msg.Metadata.Get(MetaRef), Room: msg.Metadata.Get(MetaRoom), ID: msg.UUID, Err: perr})
 		return nil, nil
 	}
+}
+
+// chainFailed reports a middleware that failed unexpectedly (an error that
+// is no refusal, a recovered panic): once while it lasts, not once per
+// message (faillog); a message stored after it ends it.
+func (in *Ingest) chainFailed(err error) {
+	in.chainFailing.Store(true)
+	in.chainFail.Fail("", err)
 }
 
 // deadLetter records msg, refused with perr, as a dead letter: by Begin,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/chatstream/chatstream/internal/syncbuf"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
 )
@@ -478,5 +480,47 @@ func TestShardWaitIsBounded(t *testing.T) {
 	res, err := be.History(ctx, "lobby", pipeline.HistoryQuery{Limit: 10})
 	if err != nil || len(res.Messages) != 1 || res.Messages[0].Text != "slow" {
 		t.Fatalf("history = %+v, %v; want only the first message", res.Messages, err)
+	}
+}
+
+// TestChainFailuresLoggedOnce: a middleware that panics on every message
+// answers each sender internal, and is logged once while it lasts and
+// once when a message gets through again, not once per message.
+func TestChainFailuresLoggedOnce(t *testing.T) {
+	be, err := memstore.New(memstore.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = be.Close() })
+	buggy := pipeline.Moderator{Name: "buggy", Middleware: func(h message.HandlerFunc) message.HandlerFunc {
+		return func(m *message.Message) ([]*message.Message, error) {
+			if string(m.Payload) == "boom" {
+				panic("a bug")
+			}
+			return h(m)
+		}
+	}}
+	var logs syncbuf.Buffer
+	in, err := pipeline.NewIngest(pipeline.IngestConfig{Store: be, DeadLetters: be,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Moderators: []pipeline.Moderator{buggy}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = in.Run(ctx) }()
+	<-in.Running()
+	for i := range 5 {
+		o, err := in.Submit(ctx, pipeline.Submission{User: "alice", Room: "lobby", Text: "boom", Ref: fmt.Sprint("b", i)})
+		if err != nil || o.Err == nil || o.Err.Code != pipeline.CodeInternal {
+			t.Fatalf("send %d: %+v, %v; want internal", i, o.Err, err)
+		}
+	}
+	if o, err := in.Submit(ctx, pipeline.Submission{User: "alice", Room: "lobby", Text: "fine", Ref: "f"}); err != nil || o.Err != nil {
+		t.Fatalf("a good message: %+v, %v", o.Err, err)
+	}
+	out := logs.String()
+	if strings.Count(out, "message chain failing") != 1 || strings.Count(out, "message chain recovered") != 1 || strings.Contains(out, "pipeline failed") {
+		t.Fatalf("log:\n%s\nwant one line when the failures start and one when they end", out)
 	}
 }
