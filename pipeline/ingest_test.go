@@ -433,15 +433,9 @@ func TestShardWaitIsBounded(t *testing.T) {
 			return h(m)
 		}
 	}}
-	in, err := pipeline.NewIngest(pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet,
+	ctx := t.Context()
+	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet,
 		Moderators: []pipeline.Moderator{slow}, StoreTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = in.Run(ctx) }()
-	<-in.Running()
 
 	first := make(chan error, 1)
 	go func() {
@@ -501,15 +495,9 @@ func TestChainFailuresLoggedOnce(t *testing.T) {
 		}
 	}}
 	var logs syncbuf.Buffer
-	in, err := pipeline.NewIngest(pipeline.IngestConfig{Store: be, DeadLetters: be,
+	ctx := t.Context()
+	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Moderators: []pipeline.Moderator{buggy}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = in.Run(ctx) }()
-	<-in.Running()
 	for i := range 5 {
 		o, err := in.Submit(ctx, pipeline.Submission{User: "alice", Room: "lobby", Text: "boom", Ref: fmt.Sprint("b", i)})
 		if err != nil || o.Err == nil || o.Err.Code != pipeline.CodeInternal {
@@ -524,3 +512,4 @@ func TestChainFailuresLoggedOnce(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant one line when the failures start and one when they end", out)
 	}
 }
+
