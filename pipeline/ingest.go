@@ -183,7 +183,7 @@ type Ingest struct {
 
 	// shards serialise the chain per shard: a room's messages pass it one
 	// at a time, in the order they were begun.
-	shards []chan struct{}
+	shards []sync.Mutex
 }
 
 // NewIngest builds an ingest from cfg.
@@ -196,10 +196,7 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
 		storeFail: faillog.New(cfg.Logger, "backend writes", 0), deadFail: faillog.New(cfg.Logger, "dead letters", 0),
 		chainFail: faillog.New(cfg.Logger, "message chain", 0),
-		shards:    make([]chan struct{}, cfg.Shards),
-	}
-	for i := range in.shards {
-		in.shards[i] = make(chan struct{}, 1) // holding the shard: a token in it
+		shards:    make([]sync.Mutex, cfg.Shards),
 	}
 	// The first is the outermost, as a Watermill router adds them.
 	chain := []message.HandlerMiddleware{in.settle}
@@ -360,14 +357,7 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if in.closed {
 		return nil, ErrClosed
 	}
-	ran, err := in.runChain(ctx, PartitionOf(s.Room, in.cfg.Shards), msg)
-	switch {
-	case errors.Is(err, errShardWait):
-		in.refused.Add(1)
-		return &Pending{in: in, s: s, known: true, o: Outcome{Ref: s.Ref, Room: s.Room, Err: errShardBusy}}, nil
-	case err != nil:
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	case !ran:
+	if !in.runChain(PartitionOf(s.Room, in.cfg.Shards), msg) {
 		return nil, ErrClosed
 	}
 	if dl := p.slot.dead; dl != nil {
@@ -384,52 +374,18 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	return p, nil
 }
 
-// runChain runs msg through the chain while holding its shard; settle
+// runChain runs msg through the chain under its shard's lock; settle
 // answers every way out. It reports false, without running the chain, when
-// the ingest began closing while msg waited for its shard. A shard held
-// longer than StoreTimeout (a slow moderator) is not waited for: the error
-// is errShardWait, or ctx's error when ctx ends first.
-func (in *Ingest) runChain(ctx context.Context, shard int, msg *message.Message) (bool, error) {
-	sem := in.shards[shard]
-	select {
-	case sem <- struct{}{}:
-	default:
-		t := shardTimers.Get().(*time.Timer)
-		t.Reset(in.cfg.StoreTimeout)
-		defer func() {
-			t.Stop() // since Go 1.23, a stopped timer's channel holds nothing
-			shardTimers.Put(t)
-		}()
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-t.C:
-			return false, errShardWait
-		}
-	}
-	defer func() { <-sem }()
+// the ingest began closing while msg waited for its shard.
+func (in *Ingest) runChain(shard int, msg *message.Message) bool {
+	in.shards[shard].Lock()
+	defer in.shards[shard].Unlock()
 	if in.closing.Load() {
-		return false, nil
+		return false
 	}
 	_, _ = in.handler(msg)
-	return true, nil
+	return true
 }
-
-// shardTimers holds the stopped timers of waits for a shard, so that a
-// contended shard costs no allocation.
-var shardTimers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
-
-// errShardWait reports a shard not free within StoreTimeout.
-var errShardWait = errors.New("shard busy")
-
-// errShardBusy refuses a send whose room's shard stayed busy (the chain
-// before it was slow, e.g. a moderator waiting for its webhook).
-var errShardBusy = &Error{Code: CodeUnavailable, Reason: "messages to this room are held up; retry with the same ref", RetryAfter: OverloadRetry}
 
 // Wait returns the outcome of the submission, or an error when ctx ends
 // first (ErrUnavailable wrapping ctx's error). It is called once.

@@ -413,70 +413,6 @@ func submitRefused(t *testing.T, in *pipeline.Ingest, s pipeline.Submission) pip
 	return o
 }
 
-// TestShardWaitIsBounded: a send whose room's shard stays held (a slow
-// moderator on an earlier message) is not queued without bound: after
-// StoreTimeout it is refused unavailable with a retry hint, not stored,
-// and a sender whose ctx ends stops waiting at once.
-func TestShardWaitIsBounded(t *testing.T) {
-	be, err := memstore.New(memstore.Config{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = be.Close() })
-	entered, release := make(chan struct{}, 1), make(chan struct{})
-	slow := pipeline.Moderator{Name: "webhook", Middleware: func(h message.HandlerFunc) message.HandlerFunc {
-		return func(m *message.Message) ([]*message.Message, error) {
-			if string(m.Payload) == "slow" {
-				entered <- struct{}{}
-				<-release
-			}
-			return h(m)
-		}
-	}}
-	ctx := t.Context()
-	in := runIngest(t, pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: quiet,
-		Moderators: []pipeline.Moderator{slow}, StoreTimeout: 100 * time.Millisecond})
-
-	first := make(chan error, 1)
-	go func() {
-		_, err := in.Submit(ctx, pipeline.Submission{User: "alice", Room: "lobby", Text: "slow", Ref: "a1"})
-		first <- err
-	}()
-	<-entered // the shard is held
-	begun := make(chan pipeline.Outcome, 1)
-	go func() {
-		p, err := in.Begin(ctx, pipeline.Submission{User: "bob", Room: "lobby", Text: "held up", Ref: "b1"})
-		if err != nil {
-			t.Errorf("Begin = %v, want a refusal in the outcome", err)
-			begun <- pipeline.Outcome{}
-			return
-		}
-		o, _ := p.Wait(ctx)
-		begun <- o
-	}()
-	select {
-	case o := <-begun:
-		if o.Err == nil || o.Err.Code != pipeline.CodeUnavailable || o.Err.RetryAfter <= 0 {
-			t.Fatalf("outcome = %+v, want unavailable with a retry hint", o.Err)
-		}
-	case <-time.After(wait):
-		t.Fatalf("a send waited for a held shard for %v", wait)
-	}
-	gone, stop := context.WithCancel(ctx)
-	stop()
-	if _, err := in.Begin(gone, pipeline.Submission{User: "carol", Room: "lobby", Text: "gone", Ref: "c1"}); !errors.Is(err, pipeline.ErrUnavailable) {
-		t.Fatalf("Begin with its ctx done = %v, want ErrUnavailable", err)
-	}
-	close(release)
-	if err := <-first; err != nil {
-		t.Fatal(err)
-	}
-	res, err := be.History(ctx, "lobby", pipeline.HistoryQuery{Limit: 10})
-	if err != nil || len(res.Messages) != 1 || res.Messages[0].Text != "slow" {
-		t.Fatalf("history = %+v, %v; want only the first message", res.Messages, err)
-	}
-}
-
 // TestChainFailuresLoggedOnce: a middleware that panics on every message
 // answers each sender internal, and is logged once while it lasts and
 // once when a message gets through again, not once per message.
@@ -512,4 +448,3 @@ func TestChainFailuresLoggedOnce(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant one line when the failures start and one when they end", out)
 	}
 }
-
