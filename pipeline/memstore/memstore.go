@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -87,7 +88,9 @@ type Backend struct {
 	// pump has not finished publishing: the newest entries of recent. A
 	// message is published once every subscriber acked it, so an entry
 	// trimmed from recent was read by every subscription open then.
-	unpublished int
+	// The pump counts down without b.mu (so that publishing never waits
+	// for an Append); a count read late is higher, which keeps more.
+	unpublished atomic.Int64
 	// feedTrimmed is the seq of the newest message dropped from recent.
 	feedTrimmed string
 	dead        []*message.Message
@@ -178,10 +181,13 @@ func (b *Backend) pump() {
 		select {
 		case m := <-b.queue:
 			err := b.feed.Publish(feedTopic, m)
-			b.mu.Lock()
-			b.unpublished--
-			b.trimRecent()
-			b.mu.Unlock()
+			b.unpublished.Add(-1)
+			// Trim what is now published, unless an Append holds the
+			// lock: that Append trims it.
+			if b.mu.TryLock() {
+				b.trimRecent()
+				b.mu.Unlock()
+			}
 			if err != nil {
 				return // the feed is closed
 			}
@@ -201,7 +207,7 @@ func (b *Backend) pump() {
 // O(1); recent thus holds fewer than 2×(RoomMaxLen+FeedQueue+1) entries.
 // b.mu is held.
 func (b *Backend) trimRecent() {
-	keep := b.cfg.RoomMaxLen + b.unpublished
+	keep := b.cfg.RoomMaxLen + int(b.unpublished.Load())
 	over := len(b.recent) - keep
 	if over < keep {
 		return
@@ -282,7 +288,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
 	b.recent = append(b.recent, stored)
-	b.unpublished++
+	b.unpublished.Add(1)
 	b.trimRecent()
 	b.queue <- stored // never blocks: checked above
 	return pipeline.Appended{ID: m.ID, Seq: seq, Epoch: room.epoch}, nil
@@ -393,6 +399,7 @@ func (b *Backend) Subscribe(ctx context.Context, _ int, after string) (<-chan *m
 func (b *Backend) BusState(context.Context, int) (pipeline.BusState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.trimRecent() // what the pump could not trim
 	st := pipeline.BusState{Epoch: b.epoch, Trimmed: b.feedTrimmed}
 	if len(b.recent) > 0 {
 		st.Last = b.last.String()
