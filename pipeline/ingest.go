@@ -173,11 +173,9 @@ type Ingest struct {
 	// storeFail reports failing appends once, not per message; deadFail
 	// the same for dead letters.
 	storeFail, deadFail *faillog.Log
-	// chainFail reports unexpected middleware failures; chainFailing is
-	// set while they last, so that a stored message ends them without
-	// taking chainFail's lock every time.
-	chainFail    *faillog.Log
-	chainFailing atomic.Bool
+	// chainFail reports unexpected middleware failures once while they
+	// last; a stored message ends them.
+	chainFail *faillog.Log
 
 	stored, refused, overloaded atomic.Int64
 
@@ -511,7 +509,7 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 			// take that back.
 			if err != nil {
 				in.chainFailed(err)
-			} else if in.chainFailing.Load() && in.chainFailing.Swap(false) {
+			} else if in.chainFail.Active() {
 				in.chainFail.OK("")
 			}
 			return nil, nil
@@ -541,7 +539,6 @@ func (in *Ingest) settle(h message.HandlerFunc) message.HandlerFunc {
 // is no refusal, a recovered panic): once while it lasts, not once per
 // message (faillog); a message stored after it ends it.
 func (in *Ingest) chainFailed(err error) {
-	in.chainFailing.Store(true)
 	in.chainFail.Fail("", err)
 }
 

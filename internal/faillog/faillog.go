@@ -7,6 +7,7 @@ package faillog
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,9 @@ type Log struct {
 	lastLine    time.Time
 	lastErr     error
 	lastFailing int
+
+	// active mirrors len(failing) > 0, set under mu, for Active.
+	active atomic.Bool
 }
 
 // New returns a Log that names the failure what ("backend writes",
@@ -50,6 +54,7 @@ func (l *Log) Fail(part string, err error) {
 	l.failures++
 	l.unreported++
 	l.failing[part] = true
+	l.active.Store(true)
 	if len(l.failing) == 1 && l.failures == 1 {
 		l.since, l.lastLine, l.unreported = now, now, 0
 		l.log.Error(l.what+" failing", "part", part, "err", err)
@@ -74,9 +79,16 @@ func (l *Log) OK(part string) {
 	if len(l.failing) > 0 {
 		return
 	}
+	l.active.Store(false)
 	l.log.Info(l.what+" recovered", "failures", l.failures, "for", time.Since(l.since).Round(time.Millisecond))
 	l.failures, l.unreported = 0, 0
 }
+
+// Active reports, without taking the lock, whether any part fails: a
+// caller that succeeds calls OK only then, so that a working path costs
+// one atomic load. It is set and cleared together with the failure, so a
+// success that reads it after a Fail always sees it.
+func (l *Log) Active() bool { return l.active.Load() }
 
 // Failing reports whether any part fails.
 func (l *Log) Failing() bool {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,6 +77,36 @@ func TestSummaryPerInterval(t *testing.T) {
 	for _, l := range got[1:] {
 		if !strings.Contains(l, "still failing") {
 			t.Fatalf("summary line %q", l)
+		}
+	}
+}
+
+// TestActiveFollowsFailing: Active, read without the lock, says what
+// Failing says once the calls are done, however failures and successes
+// interleave; so a caller that calls OK only when Active never leaves the
+// log failing after it works again.
+func TestActiveFollowsFailing(t *testing.T) {
+	t.Parallel()
+	fl := faillog.New(slog.New(slog.DiscardHandler), "moderator", time.Hour)
+	boom := errors.New("boom")
+	succeed := func() {
+		if fl.Active() {
+			fl.OK("")
+		}
+	}
+	for range 2000 {
+		var wg sync.WaitGroup
+		wg.Go(func() { fl.Fail("", boom) })
+		for range 3 {
+			wg.Go(succeed)
+		}
+		wg.Wait()
+		if fl.Active() != fl.Failing() {
+			t.Fatalf("Active() = %v, Failing() = %v", fl.Active(), fl.Failing())
+		}
+		succeed()
+		if fl.Failing() {
+			t.Fatal("still failing after a success")
 		}
 	}
 }

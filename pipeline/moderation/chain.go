@@ -61,11 +61,8 @@ type entry struct {
 	Entry
 	log                                   *slog.Logger
 	accepted, rejected, rewritten, errors atomic.Int64
-	// fail reports the moderator's failures once while they last;
-	// failing says whether the last decision failed (so that a working
-	// moderator does not take fail's lock for every message).
-	fail    *faillog.Log
-	failing atomic.Bool
+	// fail reports the moderator's failures once while they last.
+	fail *faillog.Log
 }
 
 // NewChain returns a chain of entries, run in the order given.
@@ -192,10 +189,11 @@ type Result struct {
 	Rule string
 	// Reason is the rejection's reason.
 	Reason string
-	// Code is pipeline.CodeRejected or pipeline.CodeRateLimited on a
-	// rejection.
+	// Code is pipeline.CodeRejected, pipeline.CodeRateLimited, or
+	// pipeline.CodeUnavailable (a moderator that fails closed could not
+	// decide) on a rejection.
 	Code string
-	// RetryAfter is set on a rate limit.
+	// RetryAfter is set on a rate limit and on unavailable.
 	RetryAfter time.Duration
 	// Text is the text after every rewrite.
 	Text string
@@ -296,13 +294,12 @@ func (e *entry) decide(ctx context.Context, m *Message) Decision {
 	}
 	if err != nil {
 		e.errors.Add(1)
-		e.failing.Store(true)
 		e.fail.Fail("", err)
 		d = Decision{}
 		if e.OnError == Reject {
 			d = Decision{Action: Reject, Reason: ReasonUnavailable, unavailable: true}
 		}
-	} else if e.failing.Swap(false) {
+	} else if e.fail.Active() {
 		e.fail.OK("")
 	}
 	switch d.Action {
