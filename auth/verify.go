@@ -95,8 +95,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Close stops fetching the JWKS and waits for a fetch in flight to end.
-// The verifier must not be used after.
+// Close stops fetching the JWKS: it waits for a fetch for an unknown kid
+// to end, and cancels the periodic refresh (which may still be finishing
+// when Close returns). The verifier must not be used after.
 func (v *Verifier) Close() { v.stop() }
 
 // Verify checks token and returns the identity it carries. Its error wraps
