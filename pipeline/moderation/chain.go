@@ -52,14 +52,12 @@ type Stats struct {
 
 // Chain is an ordered list of moderators. It is safe for concurrent use.
 type Chain struct {
-	log     *slog.Logger
 	entries []*entry
 }
 
 // entry is a moderator of a chain with its counters.
 type entry struct {
 	Entry
-	log                                   *slog.Logger
 	accepted, rejected, rewritten, errors atomic.Int64
 	// fail reports the moderator's failures once while they last.
 	fail *faillog.Log
@@ -70,7 +68,7 @@ func NewChain(log *slog.Logger, entries ...Entry) (*Chain, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Chain{log: log}
+	c := &Chain{}
 	seen := map[string]bool{}
 	for _, e := range entries {
 		switch {
@@ -88,7 +86,7 @@ func NewChain(log *slog.Logger, entries ...Entry) (*Chain, error) {
 		if e.Kind == "" {
 			e.Kind = "custom"
 		}
-		c.entries = append(c.entries, &entry{Entry: e, log: log.With("moderator", e.Name),
+		c.entries = append(c.entries, &entry{Entry: e,
 			fail: faillog.New(log, fmt.Sprintf("moderator %s (on_error %s)", e.Name, e.OnError), 0)})
 	}
 	return c, nil
