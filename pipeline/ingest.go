@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,9 @@ const (
 	DefaultShards = 16
 	// DefaultStoreTimeout is the default bound of one Append.
 	DefaultStoreTimeout = 5 * time.Second
+	// DefaultShardWait is the default bound of a send's wait for its
+	// shard.
+	DefaultShardWait = 500 * time.Millisecond
 )
 
 // IngestConfig configures an Ingest. A zero field takes the default given in
@@ -91,6 +95,13 @@ type IngestConfig struct {
 	// StoreTimeout bounds one Append, and how long Submit waits for the
 	// ingest to become ready. Default DefaultStoreTimeout.
 	StoreTimeout time.Duration
+	// ShardWait bounds how long a send waits for its shard while the
+	// chain runs other messages of the shard's rooms (a slow moderator
+	// holds it). A send is refused at once, unavailable with a retry
+	// hint, when the message in the chain has held the shard for longer,
+	// and without running the chain when it waited longer. Default
+	// DefaultShardWait.
+	ShardWait time.Duration
 	// Gate, when set, holds submissions until it is closed. An instance
 	// passes its Delivery's Running, so that nothing is stored before this
 	// instance can deliver it. Nil: no gate (a publisher-only process).
@@ -116,6 +127,9 @@ func (c *IngestConfig) setDefaults() {
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = DefaultStoreTimeout
 	}
+	if c.ShardWait == 0 {
+		c.ShardWait = DefaultShardWait
+	}
 	if c.Gate == nil {
 		open := make(chan struct{})
 		close(open)
@@ -132,7 +146,7 @@ func (c IngestConfig) Validate() error {
 		return errors.New("pipeline: store is required")
 	case c.DeadLetters == nil:
 		return errors.New("pipeline: dead letters are required")
-	case c.MaxTextBytes <= 0, c.Shards <= 0, c.StoreTimeout <= 0:
+	case c.MaxTextBytes <= 0, c.Shards <= 0, c.StoreTimeout <= 0, c.ShardWait <= 0:
 		return errors.New("pipeline: limits must be positive")
 	}
 	for _, m := range c.Moderators {
@@ -181,7 +195,20 @@ type Ingest struct {
 
 	// shards serialise the chain per shard: a room's messages pass it one
 	// at a time, in the order they were begun.
-	shards []sync.Mutex
+	shards []ingressShard
+	// busyFail reports sends refused for a shard held too long, once
+	// while it lasts; busyErr is their answer, with a hint to retry once
+	// ShardWait has passed.
+	busyFail *faillog.Log
+	busyErr  *Error
+}
+
+// ingressShard serialises the chain for the rooms of one shard.
+type ingressShard struct {
+	mu sync.Mutex
+	// since is when the message in the chain took mu (Unix ns), 0 while
+	// mu is free.
+	since atomic.Int64
 }
 
 // NewIngest builds an ingest from cfg.
@@ -194,7 +221,10 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		cfg: cfg, log: cfg.Logger, ready: make(chan struct{}),
 		storeFail: faillog.New(cfg.Logger, "backend writes", 0), deadFail: faillog.New(cfg.Logger, "dead letters", 0),
 		chainFail: faillog.New(cfg.Logger, "message chain", 0),
-		shards:    make([]sync.Mutex, cfg.Shards),
+		busyFail:  faillog.New(cfg.Logger, "ingress shards", 0),
+		shards:    make([]ingressShard, cfg.Shards),
+		busyErr: &Error{Code: CodeUnavailable, RetryAfter: cfg.ShardWait,
+			Reason: "the server is busy with other messages of this room's shard; retry with the same ref"},
 	}
 	// The first is the outermost, as a Watermill router adds them.
 	chain := []message.HandlerMiddleware{in.settle}
@@ -355,8 +385,13 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	if in.closed {
 		return nil, ErrClosed
 	}
-	if !in.runChain(PartitionOf(s.Room, in.cfg.Shards), msg) {
+	switch in.runChain(PartitionOf(s.Room, in.cfg.Shards), msg) {
+	case chainClosed:
 		return nil, ErrClosed
+	case chainBusy:
+		in.overloaded.Add(1)
+		in.refused.Add(1)
+		return &Pending{in: in, s: s, known: true, o: Outcome{Ref: s.Ref, Room: s.Room, Err: in.busyErr}}, nil
 	}
 	if dl := p.slot.dead; dl != nil {
 		// Outside the shard's lock: a slow dead-letter store delays this
@@ -372,17 +407,62 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	return p, nil
 }
 
+// chainRun is how runChain ended.
+type chainRun int
+
+const (
+	chainRan    chainRun = iota // the chain ran and settled the message
+	chainClosed                 // the ingest began closing meanwhile
+	chainBusy                   // the shard was held longer than ShardWait
+)
+
 // runChain runs msg through the chain under its shard's lock; settle
-// answers every way out. It reports false, without running the chain, when
-// the ingest began closing while msg waited for its shard.
-func (in *Ingest) runChain(shard int, msg *message.Message) bool {
-	in.shards[shard].Lock()
-	defer in.shards[shard].Unlock()
+// answers every way out. It does not run the chain when the ingest began
+// closing while msg waited for its shard (chainClosed), or when the shard
+// was held too long (chainBusy): its message in the chain had held it for
+// longer than ShardWait when msg came, or msg waited longer than that.
+// So a slow moderator delays the other sends of its shard by at most
+// about its own time, and while it is slow they are refused at once.
+func (in *Ingest) runChain(shard int, msg *message.Message) chainRun {
+	s := &in.shards[shard]
+	now := time.Now()
+	if !s.mu.TryLock() {
+		if held := s.since.Load(); held != 0 && now.UnixNano()-held > int64(in.cfg.ShardWait) {
+			in.shardBusy(shard)
+			return chainBusy
+		}
+		s.mu.Lock()
+		if in.closing.Load() {
+			s.mu.Unlock()
+			return chainClosed
+		}
+		waited := time.Since(now)
+		if waited > in.cfg.ShardWait {
+			s.mu.Unlock()
+			in.shardBusy(shard)
+			return chainBusy
+		}
+		now = now.Add(waited)
+	}
+	s.since.Store(now.UnixNano())
+	defer func() {
+		s.since.Store(0)
+		s.mu.Unlock()
+	}()
 	if in.closing.Load() {
-		return false
+		return chainClosed
 	}
 	_, _ = in.handler(msg)
-	return true
+	// A chain that ran within the bound ends a shard's busy spell.
+	if in.busyFail.Active() && time.Since(now) <= in.cfg.ShardWait {
+		in.busyFail.OK(strconv.Itoa(shard))
+	}
+	return chainRan
+}
+
+// shardBusy records a send refused because shard was held too long.
+func (in *Ingest) shardBusy(shard int) {
+	in.busyFail.Fail(strconv.Itoa(shard), fmt.Errorf("a message held the shard for longer than %v (a slow moderator?)", in.cfg.ShardWait))
 }
 
 // Wait returns the outcome of the submission, or an error when ctx ends

@@ -448,3 +448,83 @@ func TestChainFailuresLoggedOnce(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant one line when the failures start and one when they end", out)
 	}
 }
+
+// TestShardWaitBounded: while a moderator holds one send of a shard for
+// longer than ShardWait, another send of the shard (another room) is
+// refused at once with unavailable and a retry hint, without running the
+// chain, instead of waiting for it; a send that was already waiting gives
+// up once it gets the shard. Once the moderator lets go, the held send is
+// stored and the shard takes sends again; the busy spell is logged once
+// when it starts and once when it ends.
+func TestShardWaitBounded(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	const shardWait = 20 * time.Millisecond
+	entered, release := make(chan struct{}), make(chan struct{})
+	var ran atomic.Int64
+	hold := pipeline.Moderator{Name: "hold", Middleware: func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			ran.Add(1)
+			if msg.Metadata.Get(pipeline.MetaRoom) == "slow" {
+				close(entered)
+				<-release
+			}
+			return h(msg)
+		}
+	}}
+	var logs syncbuf.Buffer
+	in := runIngest(t, pipeline.IngestConfig{
+		Store: be, DeadLetters: be, Shards: 1, ShardWait: shardWait,
+		Moderators: []pipeline.Moderator{hold},
+		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	type result struct {
+		o   pipeline.Outcome
+		err error
+	}
+	submit := func(s pipeline.Submission) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			o, err := in.Submit(context.Background(), s)
+			ch <- result{o, err}
+		}()
+		return ch
+	}
+	held := submit(pipeline.Submission{ConnID: "c1", User: "alice", Room: "slow", Text: "held", Ref: "h"})
+	<-entered
+	waiting := submit(pipeline.Submission{ConnID: "c2", User: "bob", Room: "fast", Text: "waiting", Ref: "w"})
+	time.Sleep(5 * shardWait) // the held send is past ShardWait, the waiting one waits
+	refused := func(name string, ch chan result) {
+		t.Helper()
+		select {
+		case r := <-ch:
+			if r.err != nil || r.o.Err == nil || r.o.Err.Code != pipeline.CodeUnavailable || r.o.Err.RetryAfter <= 0 {
+				t.Fatalf("%s send: %+v, %v; want unavailable with a retry hint", name, r.o, r.err)
+			}
+		case <-time.After(wait):
+			t.Fatalf("%s send not answered within %v while the shard was held", name, wait)
+		}
+	}
+	refused("a later", submit(pipeline.Submission{ConnID: "c3", User: "carol", Room: "fast", Text: "later", Ref: "l"}))
+	close(release)
+	refused("the waiting", waiting)
+	if r := <-held; r.err != nil || r.o.Err != nil || r.o.Seq == "" {
+		t.Fatalf("held send: %+v, %v; want it stored", r.o, r.err)
+	}
+	if n := ran.Load(); n != 1 {
+		t.Fatalf("the chain ran %d times, want once (the refused sends must not run it)", n)
+	}
+	if o := submitTo(t, in, pipeline.Submission{ConnID: "c3", User: "carol", Room: "fast", Text: "after", Ref: "a"}); o.Err != nil || o.Seq == "" {
+		t.Fatalf("after the moderator let go: %+v, want stored", o)
+	}
+	page, err := be.History(context.Background(), "fast", pipeline.HistoryQuery{Limit: 10})
+	if err != nil || len(page.Messages) != 1 || page.Messages[0].Text != "after" {
+		t.Fatalf("history of fast = %+v, %v; want only the send made after", page.Messages, err)
+	}
+	if st := in.Stats(); st.Overloaded != 2 || st.Stored != 2 {
+		t.Fatalf("stats %+v, want 2 overloaded and 2 stored", st)
+	}
+	out := logs.String()
+	if c := strings.Count(out, "ingress shards"); c != 2 {
+		t.Fatalf("log mentions the busy shard %d times, want a start and an end:\n%s", c, out)
+	}
+}

@@ -914,6 +914,7 @@ func TestConfigValidate(t *testing.T) {
 		Ingest: pipeline.IngestConfig{
 			Store: be, DeadLetters: be, Logger: quiet,
 			MaxTextBytes: pipeline.DefaultMaxTextBytes, Shards: pipeline.DefaultShards, StoreTimeout: pipeline.DefaultStoreTimeout,
+			ShardWait: pipeline.DefaultShardWait,
 		},
 		Delivery: pipeline.DeliveryConfig{
 			Feed: be, Deliverer: del, Logger: quiet,
@@ -940,6 +941,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative max text", func(c *pipeline.Config) { c.Ingest.MaxTextBytes = -1 }, false},
 		{"negative shards", func(c *pipeline.Config) { c.Ingest.Shards = -1 }, false},
 		{"negative store timeout", func(c *pipeline.Config) { c.Ingest.StoreTimeout = -time.Second }, false},
+		{"negative shard wait", func(c *pipeline.Config) { c.Ingest.ShardWait = -time.Second }, false},
 		{"negative resubscribe delay", func(c *pipeline.Config) { c.Delivery.ResubscribeDelay = -time.Second }, false},
 		{"negative report interval", func(c *pipeline.Config) { c.Delivery.ReportEvery = -time.Second }, false},
 		{"moderator without name", func(c *pipeline.Config) { c.Ingest.Moderators = []pipeline.Moderator{{Middleware: mw}} }, false},
