@@ -231,7 +231,6 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 				observeError(d.cfg.Observer, OpSubscribe)
 			}
 		} else {
-			d.subFail.OK(strconv.Itoa(part))
 			if first {
 				first = false
 				d.subscribed.Done()
@@ -244,8 +243,9 @@ func (d *Delivery) loop(ctx context.Context, part int) {
 				d.setPosition(part, "")
 				continue // at once: messages stored since the reset wait
 			}
-			if ctx.Err() == nil {
-				observeError(d.cfg.Observer, OpFeedRead) // it ended by itself
+			if ctx.Err() == nil { // it ended by itself: a read failed
+				observeError(d.cfg.Observer, OpFeedRead)
+				d.subFail.Fail(strconv.Itoa(part), errFeedEnded)
 			}
 		}
 		cancel()
@@ -278,15 +278,28 @@ func (d *Delivery) resolveStart(ctx context.Context, part int, last *string) err
 	return nil
 }
 
+// errFeedEnded is the failure of a feed subscription that ended by
+// itself; the backend logs why at debug level.
+var errFeedEnded = errors.New("the subscription ended: a read failed")
+
 // follow delivers the messages of one subscription until its channel
 // closes, keeping *last at the seq delivered, or until a restart is
-// requested: then it returns the seq to follow from and true.
+// requested: then it returns the seq to follow from and true. A
+// subscription that hands out a message, or stays open for ReportEvery,
+// works: it ends a failure of the partition's subscriptions.
 func (d *Delivery) follow(ch <-chan *message.Message, part int, last *string) (string, bool) {
+	steady := time.NewTimer(d.cfg.ReportEvery)
+	defer steady.Stop()
 	for {
 		select {
+		case <-steady.C:
+			d.subFail.OK(strconv.Itoa(part))
 		case msg, ok := <-ch:
 			if !ok {
 				return "", false
+			}
+			if d.subFail.Active() {
+				d.subFail.OK(strconv.Itoa(part))
 			}
 			if pos := msg.Metadata.Get(MetaFeedGap); pos != "" {
 				d.gap(part, pos, "", msg.Metadata.Get(MetaFeedOldest))
@@ -310,15 +323,16 @@ func (d *Delivery) setPosition(part int, seq string) {
 	d.posMu.Unlock()
 }
 
-// deliver hands one feed entry to the Deliverer. It returns the seq
-// delivered, or "" for an entry it could not decode (logged, counted and
-// skipped).
+// deliver hands one feed entry to the Deliverer and returns its seq. An
+// entry it cannot decode is logged, counted and skipped; its seq, when
+// the feed set one, is returned all the same.
 func (d *Delivery) deliver(msg *message.Message) string {
 	m, err := FromWatermill(msg)
 	if err != nil {
 		d.undecodable.Add(1)
-		d.log.Warn("skipping undecodable entry", "msg_id", msg.UUID, "err", err)
-		return ""
+		d.log.Warn("skipping undecodable entry", "msg_id", msg.UUID, "seq", msg.Metadata.Get(MetaSeq), "err", err)
+		// Skipped but read: a resubscription starts after it.
+		return msg.Metadata.Get(MetaSeq)
 	}
 	d.delivered.Add(1)
 	d.cfg.Deliverer.Deliver(m)
@@ -394,9 +408,18 @@ func (d *Delivery) checkGaps(ctx context.Context, positions []string) {
 			pos != "" && (st.Last == "" || CompareSeq(st.Last, pos) < 0)
 		switch {
 		case reset:
-			d.requestRestart(p, "0-0")
+			// Within one epoch the feed lost only its newest entries (a
+			// failover lost writes): what it kept was delivered, so it is
+			// followed again after its newest entry. A new epoch is all
+			// new. A gap reported at the restart position is this reset,
+			// already handled by the resync below.
+			from := "0-0"
+			if st.Epoch == known && st.Last != "" {
+				from = st.Last
+			}
+			d.requestRestart(p, from)
 			d.gapMu.Lock()
-			delete(d.gapHandled, p)
+			d.gapHandled[p] = from
 			d.gapMu.Unlock()
 			n := d.cfg.Deliverer.Resync(func(room string) bool { return PartitionOf(room, len(positions)) == p })
 			d.log.Error("feed reset: the partition's stored data was lost; following it from its new start, members resync",

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/chatstream/chatstream/internal/syncbuf"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
 )
@@ -452,4 +455,49 @@ func TestDeliveryGapResyncs(t *testing.T) {
 	last := outs[len(outs)-1].Seq
 	eventually(t, "Positions() at the last seq", func() bool { return slices.Equal(f.p.Positions(), []string{last}) })
 	quietFor(t, "resync after catching up", del.resyncs, 50*time.Millisecond)
+}
+
+// brokenFeed is the memory backend's feed whose subscriptions end at once
+// while broken is set, like a feed whose reads fail.
+type brokenFeed struct {
+	be     *memstore.Backend
+	broken atomic.Bool
+}
+
+func (f *brokenFeed) Partitions() int { return f.be.Partitions() }
+
+func (f *brokenFeed) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
+	if f.broken.Load() {
+		ch := make(chan *message.Message)
+		close(ch)
+		return ch, nil
+	}
+	return f.be.Subscribe(ctx, p, after)
+}
+
+// TestDeliveryFeedReadFailuresLogged: subscriptions that open but end at
+// once (their reads fail) are logged once as failing, not once per retry,
+// and once as recovered when a subscription works again.
+func TestDeliveryFeedReadFailuresLogged(t *testing.T) {
+	f := newFixture(t, roomMaxLen)
+	feed := &brokenFeed{be: f.be}
+	feed.broken.Store(true)
+	var logs syncbuf.Buffer
+	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{
+		Feed: feed, ResubscribeDelay: 10 * time.Millisecond, ReportEvery: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	}})
+	f.waitRunning(t)
+	eventually(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "feed subscription failing") })
+	time.Sleep(200 * time.Millisecond) // many more retries
+	if c := strings.Count(logs.String(), "feed subscription"); c != 1 {
+		t.Fatalf("%d lines about the feed subscription while it kept failing, want 1:\n%s", c, logs.String())
+	}
+	feed.broken.Store(false)
+	time.Sleep(50 * time.Millisecond) // the next subscription works
+	o := f.submit(t, send("after", "1"))
+	if m := f.nextDelivery(t); m.ID != o.ID {
+		t.Fatalf("delivered %s, want %s", m.ID, o.ID)
+	}
+	eventually(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), "feed subscription recovered") })
 }

@@ -2,9 +2,15 @@ package redisstore_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
@@ -175,5 +181,145 @@ func TestDeliveryResyncsWhenTrimmedWhileBehind(t *testing.T) {
 	}
 	if len(del.resyncs) != 0 {
 		t.Fatalf("%d more resyncs for the same gap", len(del.resyncs))
+	}
+}
+
+// TestDeliveryResetWithinEpochFollowsOn: a bus that lost its newest entry
+// within its epoch (as a failover that lost the last writes leaves it)
+// resyncs the partition's members once, and the delivery follows it on
+// from its newest entry: nothing stored before is delivered again, and no
+// further resync follows for the same loss.
+func TestDeliveryResetWithinEpochFollowsOn(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts})
+	room := roomsOfOnePartition(1, parts)[0]
+	p := pipeline.PartitionOf(room, parts)
+	del := &gapDeliverer{delivered: make(chan pipeline.Message, 512), resyncs: make(chan bool, 8), room: room}
+	const every = 50 * time.Millisecond
+	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: b, Deliverer: del, Buses: b, ReportEvery: every})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	<-d.Running()
+
+	const n = 20
+	var last string
+	for range n {
+		last = mustAppend(t, b, send(room, "", "before")).Seq
+	}
+	for range n {
+		select {
+		case <-del.delivered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the messages stored before were not delivered")
+		}
+	}
+	// A check sees the bus's epoch first: a loss when the epoch is not
+	// known yet is followed from the start (it may be a new epoch).
+	time.Sleep(10 * every)
+	if err := srv.Client().XDel(context.Background(), b.Keys().Bus(p), last).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case matched := <-del.resyncs:
+		if !matched {
+			t.Fatal("the resync does not match the room's partition")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no resync after the bus lost the entry delivered last")
+	}
+	after := mustAppend(t, b, send(room, "", "after"))
+	select {
+	case m := <-del.delivered:
+		if m.Seq != after.Seq {
+			t.Fatalf("delivered %q (seq %s) after the reset, want the new message %s", m.Text, m.Seq, after.Seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the message stored after the reset was not delivered")
+	}
+	time.Sleep(6 * every) // several more checks
+	if len(del.resyncs) != 0 || len(del.delivered) != 0 {
+		t.Fatalf("%d more resyncs and %d more deliveries for the same loss", len(del.resyncs), len(del.delivered))
+	}
+
+	// A new epoch whose bus already lost an entry (the append script
+	// deletes the bus entry of a message it could not store) is followed
+	// from its start: one resync for the reset, none for the entry
+	// missing before the first one read.
+	c, bus := srv.Client(), b.Keys().Bus(p)
+	xs, err := c.XRangeN(ctx, bus, "-", "+", 1).Result()
+	if err != nil || len(xs) == 0 {
+		t.Fatalf("reading an entry to copy: %v, %v", xs, err)
+	}
+	ms, _, _ := strings.Cut(after.Seq, "-")
+	later, _ := strconv.ParseInt(ms, 10, 64)
+	gone, kept := fmt.Sprintf("%d-0", later+1000), fmt.Sprintf("%d-1", later+1000)
+	tx := c.TxPipeline()
+	tx.Del(ctx, bus)
+	tx.Set(ctx, b.Keys().BusEpoch(p), "another-epoch", 0)
+	tx.XAdd(ctx, &redis.XAddArgs{Stream: bus, ID: gone, Values: xs[0].Values})
+	tx.XAdd(ctx, &redis.XAddArgs{Stream: bus, ID: kept, Values: xs[0].Values})
+	tx.XDel(ctx, bus, gone)
+	if _, err := tx.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-del.resyncs:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no resync after the bus started a new epoch")
+	}
+	select {
+	case m := <-del.delivered:
+		if m.Seq != kept {
+			t.Fatalf("delivered seq %s in the new epoch, want %s", m.Seq, kept)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new epoch's entry was not delivered")
+	}
+	time.Sleep(6 * every)
+	if len(del.resyncs) != 0 {
+		t.Fatalf("%d more resyncs after the new epoch's reset", len(del.resyncs))
+	}
+}
+
+// TestDeliveryPassesUndecodableEntry: an entry the delivery cannot decode
+// is skipped but counts as read: the delivery's position moves past it, so
+// a resubscription does not read it (and log it) again.
+func TestDeliveryPassesUndecodableEntry(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	const parts = 4
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts})
+	del := &gapDeliverer{delivered: make(chan pipeline.Message, 8), resyncs: make(chan bool, 8)}
+	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: b, Deliverer: del, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	<-d.Running()
+
+	const p = 2
+	id, err := srv.Client().XAdd(ctx, &redis.XAddArgs{Stream: b.Keys().Bus(p), Values: []string{"not", "a message"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.Positions()[p] != id {
+		if time.Now().After(deadline) {
+			t.Fatalf("position %q after an undecodable entry, want its id %s", d.Positions()[p], id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(del.delivered) != 0 {
+		t.Fatalf("%d deliveries of an undecodable entry", len(del.delivered))
 	}
 }
