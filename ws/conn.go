@@ -332,11 +332,17 @@ func (c *Conn) reader() {
 	c.ws.SetReadLimit(cfg.ReadLimit)
 	extend := c.extendDeadline
 	_ = extend() // cannot fail before the first read
+	// partial is set while the frames of a message are read: a ping or
+	// pong between them does not extend the deadline, so a message must
+	// be complete within PongWait of its start, and a client cannot keep
+	// a partly sent message (and its buffer) open by pinging. The
+	// handlers run in this goroutine, within the reads.
+	partial := false
 	c.ws.SetPongHandler(func(string) error {
 		if c.gw.shutting.Load() {
 			return errShuttingDown // ends the read loop
 		}
-		if c.closing.Load() || !c.admit() {
+		if c.closing.Load() || !c.admit() || partial {
 			return nil
 		}
 		return extend()
@@ -346,7 +352,9 @@ func (c *Conn) reader() {
 		if c.closing.Load() || !c.admit() {
 			return nil // no pong for a ping over the limit
 		}
-		_ = extend() // an error here surfaces on the next read
+		if !partial {
+			_ = extend() // an error here surfaces on the next read
+		}
 		return pong(data)
 	})
 	for {
@@ -362,14 +370,18 @@ func (c *Conn) reader() {
 			c.readEnded(nil)
 			break
 		}
+		partial = true
 		if c.closing.Load() || !c.admit() {
-			if _, err := io.Copy(io.Discard, r); err != nil {
+			_, err := io.Copy(io.Discard, r)
+			partial = false
+			if err != nil {
 				c.readEnded(err)
 				break
 			}
 			continue
 		}
 		data, err := io.ReadAll(r)
+		partial = false
 		if err != nil {
 			c.readEnded(err)
 			break

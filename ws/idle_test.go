@@ -123,3 +123,54 @@ func TestPingsKeepIdleClientsAlive(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPartialMessageBounded: a client that sends the first frames of a
+// message and then only pings, keeping the socket busy but never finishing
+// the message, is dropped about PongWait after the message began: pings
+// between a message's frames do not extend the read deadline, so a
+// partly read message cannot hold its buffer for ever.
+func TestPartialMessageBounded(t *testing.T) {
+	const pongWait = 400 * time.Millisecond
+	h := start(t, ws.Config{PongWait: pongWait, PingPeriod: pongWait / 3})
+	addr := strings.TrimPrefix(h.srv.URL, "http://")
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?user=slow", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	w, err := conn.NextWriter(websocket.TextMessage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More than the client's write buffer: the first frames go out, the
+	// message stays open.
+	if _, err := w.Write([]byte(`{"type":"say","room":"r","text":"` + strings.Repeat("x", 16<<10))); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	pinging := time.NewTicker(pongWait / 8)
+	defer pinging.Stop()
+	for {
+		select {
+		case <-readErr:
+			if d := time.Since(began); d < pongWait/2 {
+				t.Fatalf("dropped %v after the message began, before PongWait (%v)", d, pongWait)
+			}
+			return
+		case <-pinging.C:
+			if time.Since(began) > 10*pongWait {
+				t.Fatalf("still connected %v after a message began that never ended, while pinging", time.Since(began))
+			}
+			_ = conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second))
+		}
+	}
+}
