@@ -491,6 +491,10 @@ type sendWait struct {
 	// p is the send in the pipeline; nil when err already answers it.
 	p   *pipeline.Pending
 	err *pipeline.Error
+	// unread marks the answer to a frame that was not read (the frame
+	// rate's rate_limited), not to a send: it only keeps its place in
+	// the order of the answers.
+	unread bool
 }
 
 // submit puts a send frame into the pipeline without waiting for the
@@ -529,6 +533,20 @@ func (c *Conn) submit(f ClientFrame) {
 	}
 }
 
+// answerUnread queues e, the answer to a frame discarded unread, after
+// the answers to the sends still waiting for the store, so that replies
+// keep the order of the frames without the reader waiting for them.
+func (c *Conn) answerUnread(e *pipeline.Error) {
+	c.sendMu.Lock()
+	if len(c.sends) == 0 {
+		c.sendMu.Unlock()
+		c.sendError(e, "", "")
+		return
+	}
+	c.sends = append(c.sends, &sendWait{err: e, unread: true})
+	c.sendMu.Unlock() // the acker runs: it answers the sends ahead
+}
+
 // errShed answers a send the Shedder refused.
 var errShed = &pipeline.Error{Code: pipeline.CodeUnavailable, Reason: "the server is busy; retry with the same ref", RetryAfter: pipeline.OverloadRetry}
 
@@ -557,6 +575,10 @@ func (c *Conn) acker() {
 
 // answer waits for w's outcome and queues its ack or error.
 func (c *Conn) answer(w *sendWait) {
+	if w.unread {
+		c.sendError(w.err, "", "")
+		return
+	}
 	defer c.gw.hub.observeAck(w.start) // every way out queues an answer
 	if w.err != nil && w.p == nil {
 		c.sendError(w.err, w.ref, w.room)

@@ -40,15 +40,26 @@ func start(t testing.TB, cfg ws.Config, mods ...pipeline.Moderator) *harness {
 // messages per room.
 func startKeeping(t testing.TB, roomMaxLen int, cfg ws.Config, mods ...pipeline.Moderator) *harness {
 	t.Helper()
+	return startStoring(t, roomMaxLen, cfg, nil, mods...)
+}
+
+// startStoring is startKeeping whose pipeline stores through wrap(the
+// memory backend), or the backend itself when wrap is nil.
+func startStoring(t testing.TB, roomMaxLen int, cfg ws.Config, wrap func(*memstore.Backend) pipeline.Store, mods ...pipeline.Moderator) *harness {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Logger = log
 	be, err := memstore.New(memstore.Config{RoomMaxLen: roomMaxLen, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var store pipeline.Store = be
+	if wrap != nil {
+		store = wrap(be)
+	}
 	hub := ws.NewHub(log, 4096)
 	p, err := pipeline.New(pipeline.Config{
-		Ingest:   pipeline.IngestConfig{Store: be, DeadLetters: be, Logger: log, Moderators: mods},
+		Ingest:   pipeline.IngestConfig{Store: store, DeadLetters: be, Logger: log, Moderators: mods},
 		Delivery: pipeline.DeliveryConfig{Feed: be, Deliverer: hub, Logger: log},
 	})
 	if err != nil {

@@ -91,7 +91,7 @@ func (c *Conn) admit() bool {
 		wait := c.retryAfter(now)
 		e := pipeline.Errorf(pipeline.CodeRateLimited, "too many frames: frames are dropped unread for the next %s", wait)
 		e.RetryAfter = wait
-		c.sendError(e, "", "")
+		c.answerUnread(e)
 	}
 	return false
 }

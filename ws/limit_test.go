@@ -1,21 +1,25 @@
 package ws_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/gorilla/websocket"
 
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/ws"
 )
 
@@ -255,5 +259,62 @@ func TestConfigRefused(t *testing.T) {
 				t.Fatalf("NewGateway(%+v) = %v, want an error", tc.cfg, gw)
 			}
 		})
+	}
+}
+
+// gatedStore is the memory backend whose appends complete only once gate
+// is closed, like a store whose round trip is slow.
+type gatedStore struct {
+	*memstore.Backend
+	gate chan struct{}
+}
+
+func (s *gatedStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	go func() {
+		<-s.gate
+		done(s.Append(context.Background(), msg))
+	}()
+	return nil
+}
+
+// TestRateLimitedAfterEarlierAcks: the rate_limited answer to a frame
+// discarded unread comes after the answers to the sends read before it,
+// even while those still wait for the store: replies keep the order of
+// the frames.
+func TestRateLimitedAfterEarlierAcks(t *testing.T) {
+	gate := make(chan struct{})
+	h := startStoring(t, harnessRoomMaxLen, ws.Config{FrameRate: 0.01, FrameBurst: 2},
+		func(be *memstore.Backend) pipeline.Store { return &gatedStore{Backend: be, gate: gate} })
+	c := newRawClient(t, h, "alice")
+	write := func(v any) {
+		t.Helper()
+		if err := c.conn.WriteJSON(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(map[string]any{"type": "join", "room": "r"})
+	c.until(t, func(f wstest.Frame) bool { return f.Type == "joined" })
+	write(map[string]any{"type": "send", "room": "r", "text": "held", "ref": "a"})
+	write(map[string]any{"type": "send", "room": "r", "text": "over the rate", "ref": "b"})
+	timer := time.After(300 * time.Millisecond)
+	for held := true; held; {
+		select {
+		case f := <-c.frames:
+			if f.Type == "ack" || f.Type == "error" {
+				t.Fatalf("%s while the send read first still waits for the store", f.Raw)
+			}
+		case <-timer:
+			held = false
+		}
+	}
+	close(gate)
+	var answers []string
+	for _, f := range c.until(t, func(f wstest.Frame) bool { return f.Type == "error" }) {
+		if f.Type == "ack" || f.Type == "error" {
+			answers = append(answers, f.Type+":"+f.Ref+":"+f.Code)
+		}
+	}
+	if want := []string{"ack:a:", "error::rate_limited"}; !slices.Equal(answers, want) {
+		t.Fatalf("answers %q, want %q", answers, want)
 	}
 }
