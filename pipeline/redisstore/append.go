@@ -489,10 +489,35 @@ func (b *Backend) evalBatch(ctx context.Context, calls []scriptCall) ([]*redis.C
 	cmds := make([]*redis.Cmd, len(calls))
 	for i, c := range calls {
 		cmd := redis.NewCmd(ctx, c.args...)
-		cmd.SetFirstKeyPos(3)      // every call has the bus's keys
-		_ = pipe.Process(ctx, cmd) // queued; Exec reports
+		cmd.SetFirstKeyPos(3)                  // every call has the bus's keys
+		_ = pipe.Process(ctx, noRetryCmd{cmd}) // queued; Exec reports
 		cmds[i] = cmd
 	}
 	_, err := pipe.Exec(ctx)
 	return cmds, err
 }
+
+// noRetryCmd is a script call that go-redis must not send again once it
+// may have been sent: a call whose reply was lost may have run, and running
+// it again would store its messages twice (a send without a ref is not
+// deduplicated). The append fails instead, is answered unavailable, and
+// the client retries with the same ref, which the script deduplicates.
+//
+// MaxRetries (-1 on the append client) is not enough in a Cluster: go-redis
+// v9's ClusterClient.processPipeline sends the commands of every node again,
+// up to MaxRedirects times, that processPipelineNodeConn and
+// pipelineReadCmds put back in failedCmds after a write or read error that
+// shouldRetry accepts (io.EOF, a reset connection, a timeout) — unless
+// cmdsContainNoRetry finds a command whose NoRetry is true in the node's
+// commands. Redirects do not depend on NoRetry: pipelineReadCmds hands a
+// MOVED or ASK reply (the script did not run) to checkMovedErr first, which
+// queues the call for the node named, and a connection that could not be
+// had (processPipelineNode, nothing sent) is mapped again too. On a single
+// Redis (baseClient.generalProcessPipelineFrom) NoRetry stops retries as
+// MaxRetries -1 does. A batch whose first reply is TRYAGAIN, CLUSTERDOWN or
+// LOADING (the script did not run) is not sent again either: its appends
+// are answered unavailable like any other failure.
+type noRetryCmd struct{ *redis.Cmd }
+
+// NoRetry tells go-redis not to send the call again (redis.Cmder).
+func (noRetryCmd) NoRetry() bool { return true }

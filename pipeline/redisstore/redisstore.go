@@ -53,7 +53,8 @@ var appendSHA = redis.NewScript(appendLua).Hash()
 // Config configures a Backend. A zero field takes the default in its comment.
 type Config struct {
 	// URL selects the Redis: redis://[user:pass@]host:port/db, a comma
-	// separated list of host:port addresses for a Redis Cluster, or
+	// separated list of one or more host:port addresses of Redis Cluster
+	// nodes (seeds: the client learns the others from them), or
 	// redis-sentinel://host:port,.../master[/db] for the primary that Redis
 	// Sentinels name (SentinelScheme). Required.
 	URL string
@@ -310,7 +311,10 @@ type Backend struct {
 
 var _ pipeline.Backend = (*Backend)(nil)
 
-// Options parses a Redis URL (see Config.URL) into client options.
+// Options parses a Redis URL (see Config.URL) into client options. A
+// host:port list is always a Cluster (IsClusterMode), even of one address:
+// go-redis' NewUniversalClient would make a single address a plain client,
+// which does not follow the Cluster and fails batches spanning partitions.
 func Options(url string) (*redis.UniversalOptions, error) {
 	if strings.HasPrefix(url, SentinelScheme) {
 		return sentinelOptions(url)
@@ -339,7 +343,7 @@ func Options(url string) (*redis.UniversalOptions, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("redisstore: no address in %q", url)
 	}
-	return &redis.UniversalOptions{Addrs: addrs}, nil
+	return &redis.UniversalOptions{Addrs: addrs, IsClusterMode: true}, nil
 }
 
 // New connects to Redis (lazily: New does not fail when Redis is down) and
@@ -361,6 +365,9 @@ func New(cfg Config) (*Backend, error) {
 	// Appends are never retried by the client: a pipeline whose replies
 	// were lost may have run, and running it again would store its
 	// messages twice. A failed append is answered unavailable instead.
+	// MaxRetries covers a single Redis; in a Cluster go-redis retries
+	// pipelines up to MaxRedirects times, which evalBatch stops by
+	// queueing each script call as a noRetryCmd.
 	appendOpts := *opts
 	appendOpts.MaxRetries = -1
 	appendClient := redis.NewUniversalClient(&appendOpts)

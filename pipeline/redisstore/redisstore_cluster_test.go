@@ -145,6 +145,41 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	// One address of the host:port list form is a seed of the Cluster,
+	// not a Redis of its own: a batch of appends to rooms of every
+	// partition is stored, each on its primary.
+	t.Run("OneSeedAddress", func(t *testing.T) {
+		ctx := context.Background()
+		b := newBackend(t, redisstore.Config{URL: cl.Nodes[0].Addr, Prefix: prefix(), Partitions: redisstore.DefaultPartitions})
+		k := b.Keys()
+		var rooms []string
+		for p := range k.Partitions {
+			rooms = append(rooms, roomOf(t, k, p))
+		}
+		errs := make(chan error, len(rooms))
+		for _, room := range rooms {
+			err := b.AppendAsync(send(room, "", "one seed"), func(_ pipeline.Appended, err error) {
+				if err != nil {
+					err = fmt.Errorf("room %s: %w", room, err)
+				}
+				errs <- err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range rooms {
+			if err := <-errs; err != nil {
+				t.Fatalf("append through one seed address: %v", err)
+			}
+		}
+		for _, room := range rooms {
+			if n, err := cc.XLen(ctx, k.Room(room)).Result(); err != nil || n != 1 {
+				t.Fatalf("room %s: got %d entries, %v; want 1", room, n, err)
+			}
+		}
+	})
+
 	t.Run("DeadLetter", func(t *testing.T) {
 		ctx := context.Background()
 		b := newBackend(t, redisstore.Config{URL: cl.URL, Prefix: prefix(), Partitions: 4})

@@ -123,19 +123,21 @@ func TestRoomsAndDecodeEntry(t *testing.T) {
 }
 
 // TestOptions: a redis:// URL selects one server and its database; a list
-// of addresses selects a Cluster; nonsense is refused.
+// of addresses, even of one, selects a Cluster; nonsense is refused.
 func TestOptions(t *testing.T) {
 	cases := []struct {
 		name, url string
 		addrs     []string
 		db        int
+		cluster   bool
 		err       bool
 	}{
-		{"url", "redis://127.0.0.1:6380/2", []string{"127.0.0.1:6380"}, 2, false},
-		{"url with password", "redis://:secret@h:1/0", []string{"h:1"}, 0, false},
-		{"cluster list", "a:7000, b:7001,c:7002", []string{"a:7000", "b:7001", "c:7002"}, 0, false},
-		{"empty list", " , ", nil, 0, true},
-		{"bad scheme", "http://x:1", nil, 0, true},
+		{"url", "redis://127.0.0.1:6380/2", []string{"127.0.0.1:6380"}, 2, false, false},
+		{"url with password", "redis://:secret@h:1/0", []string{"h:1"}, 0, false, false},
+		{"cluster list", "a:7000, b:7001,c:7002", []string{"a:7000", "b:7001", "c:7002"}, 0, true, false},
+		{"one cluster seed", "a:7000", []string{"a:7000"}, 0, true, false},
+		{"empty list", " , ", nil, 0, false, true},
+		{"bad scheme", "http://x:1", nil, 0, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,8 +151,8 @@ func TestOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fmt.Sprint(o.Addrs) != fmt.Sprint(tc.addrs) || o.DB != tc.db {
-				t.Fatalf("Options(%q) = addrs %v db %d, want %v db %d", tc.url, o.Addrs, o.DB, tc.addrs, tc.db)
+			if fmt.Sprint(o.Addrs) != fmt.Sprint(tc.addrs) || o.DB != tc.db || o.IsClusterMode != tc.cluster {
+				t.Fatalf("Options(%q) = addrs %v db %d cluster %v, want %v db %d cluster %v", tc.url, o.Addrs, o.DB, o.IsClusterMode, tc.addrs, tc.db, tc.cluster)
 			}
 		})
 	}
