@@ -58,6 +58,12 @@ type Config struct {
 	// it evicts the one idle longest. Default memstore.DefaultMaxRooms.
 	// Ignored with Redis, where idle rooms expire after RoomTTL.
 	MaxRooms int
+	// MaxBytes caps the approximate bytes of the messages the memory
+	// backend keeps: beyond it the rooms appended to least recently drop
+	// their oldest messages (memstore.Config.MaxBytes says exactly how).
+	// Default memstore.DefaultMaxBytes; negative is refused. Ignored with
+	// Redis.
+	MaxBytes int64
 	// Timeout bounds one Redis round trip. Default redisstore.DefaultTimeout.
 	Timeout time.Duration
 	// RedisWaitReplicas is how many Redis replicas must confirm each batch
@@ -124,7 +130,7 @@ func Open(cfg Config) (*Backend, error) {
 	}
 	if cfg.RedisURL == "" {
 		m, err := memstore.New(memstore.Config{
-			RoomMaxLen: cfg.RoomMaxLen, MaxRooms: cfg.MaxRooms, RoomTTL: cfg.RoomTTL,
+			RoomMaxLen: cfg.RoomMaxLen, MaxRooms: cfg.MaxRooms, MaxBytes: cfg.MaxBytes, RoomTTL: cfg.RoomTTL,
 			IdempotencyWindow: cfg.IdempotencyWindow, Logger: cfg.Logger,
 		})
 		if err != nil {

@@ -31,6 +31,7 @@ func defaults() kong.Vars {
 		"default_room_ttl":           d(pipeline.DefaultRoomTTL),
 		"default_idempotency_window": d(pipeline.DefaultIdempotencyWindow),
 		"default_memory_max_rooms":   i(memstore.DefaultMaxRooms),
+		"default_memory_max_bytes":   i(memstore.DefaultMaxBytes),
 		"default_max_text":           i(pipeline.DefaultMaxTextBytes),
 		"default_read_limit":         i(ws.DefaultReadLimit),
 		"default_max_rooms":          i(ws.DefaultMaxRooms),

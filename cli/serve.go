@@ -42,6 +42,7 @@ type serveCmd struct {
 	RoomTTL           time.Duration `default:"${default_room_ttl}" env:"CHATSTREAM_ROOM_TTL" help:"How long a room's history outlives its last message; 0 keeps rooms forever."`
 	IdempotencyWindow time.Duration `default:"${default_idempotency_window}" env:"CHATSTREAM_IDEMPOTENCY_WINDOW" help:"How long a send's ref is remembered: a resend with the same ref within it is acked with the message stored the first time."`
 	MemoryMaxRooms    int           `default:"${default_memory_max_rooms}" env:"CHATSTREAM_MEMORY_MAX_ROOMS" help:"Rooms the in-memory backend keeps; a new room beyond it evicts the one idle longest (without --redis only)."`
+	MemoryMaxBytes    int64         `default:"${default_memory_max_bytes}" env:"CHATSTREAM_MEMORY_MAX_BYTES" help:"Bytes of messages the in-memory backend keeps (each counts its text and metadata plus 384 bytes, about 470 bytes plus its text); beyond it the room appended to least recently drops just enough of its oldest messages, or is evicted if it would drop them all, and a room alone over it keeps at least its newest (without --redis only)."`
 	Moderation        string        `env:"CHATSTREAM_MODERATION" placeholder:"FILE" help:"Moderation config file (YAML or JSON; docs/PLUGINS.md). The server refuses to start when it is invalid; SIGHUP reloads its rules and word files."`
 	Ops               serveOpsFlags `embed:""`
 	Web               serveWebFlags `embed:""`
@@ -72,7 +73,7 @@ func (s *serveCmd) Run(g *globals) error {
 	b, err := backend.Open(backend.Config{
 		RedisURL: s.Redis, RedisPrefix: s.RedisPrefix, Partitions: s.Partitions,
 		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, RoomTTL: roomTTL(s.RoomTTL),
-		IdempotencyWindow: s.IdempotencyWindow, MaxRooms: s.MemoryMaxRooms, Logger: g.Log,
+		IdempotencyWindow: s.IdempotencyWindow, MaxRooms: s.MemoryMaxRooms, MaxBytes: s.MemoryMaxBytes, Logger: g.Log,
 		RedisWaitReplicas: s.RedisWait.RedisWaitReplicas, RedisWaitTimeout: s.RedisWait.RedisWaitTimeout,
 	})
 	if err != nil {

@@ -1,6 +1,14 @@
 // Package memstore is chatstream's embedded backend: rooms, history and
 // delivery in the process's memory, for a single instance with nothing to
 // install. Everything is lost when the process exits.
+//
+// Its memory is bounded: a room keeps its last RoomMaxLen messages, at
+// most MaxRooms rooms are kept, and all their messages together count at
+// most MaxBytes. Over MaxBytes, the rooms appended to least recently
+// lose their oldest messages first, a room losing them all is forgotten,
+// and the room appended to keeps at least its newest message (see
+// Config.MaxBytes). The feed and the dead letters have bounds of their
+// own.
 package memstore
 
 import (
@@ -31,6 +39,21 @@ type Config struct {
 	// forgotten (its history is lost and its next message starts a new
 	// epoch). Default DefaultMaxRooms.
 	MaxRooms int
+	// MaxBytes caps the approximate size of the messages the rooms keep:
+	// each counts its text and metadata plus a fixed 384 bytes (see
+	// entrySize), about 470 bytes plus its text. When an append brings
+	// the total above it, the room appended to least recently (not the
+	// one appended to) drops just enough of its oldest messages to bring
+	// it back, as RoomMaxLen drops them: the room keeps its epoch and
+	// History reports the gap as Truncated. A room that cannot free
+	// enough without dropping its newest message is forgotten whole
+	// instead, as by MaxRooms (a room is never kept empty; its next
+	// message starts a new epoch), and the next room is taken. The room
+	// appended to is never forgotten for it: once it is the only room
+	// left, it drops its oldest messages, keeping at least its newest, so
+	// one message larger than MaxBytes is kept alone, over it. Default
+	// DefaultMaxBytes; negative is refused.
+	MaxBytes int64
 	// RoomTTL is how long a room is kept after its last message; an idle
 	// room is forgotten like an evicted one. Default
 	// pipeline.DefaultRoomTTL; negative (pipeline.NoRoomTTL): kept however
@@ -49,6 +72,11 @@ type Config struct {
 	// DeadLetterMaxLen is the number of rejected messages kept. Default
 	// DefaultDeadLetterMaxLen.
 	DeadLetterMaxLen int
+	// DeadLetterMaxBytes caps the approximate size of the rejected
+	// messages kept (see deadLetterSize), apart from MaxBytes: the oldest
+	// are dropped first, and the newest is always kept. Default
+	// DefaultDeadLetterMaxBytes; negative is refused.
+	DeadLetterMaxBytes int64
 	// Logger receives the feed's diagnostics. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -76,8 +104,12 @@ type Backend struct {
 	mu   sync.Mutex
 	last pipeline.Seq
 	// rooms holds at most MaxRooms room logs, least recently appended to
-	// first; see Config.MaxRooms and Config.RoomTTL for what "full" does.
+	// first; see Config.MaxRooms, Config.RoomTTL and Config.MaxBytes for
+	// what "full" does. Every room it drops goes through forgot.
 	rooms *simplelru.LRU[string, *roomLog]
+	// bytes is the sum of the rooms' roomLog.bytes: at most MaxBytes after
+	// each Append, unless its message alone is larger (see fit).
+	bytes int64
 	// epoch is the feed's epoch, set by the first Append.
 	epoch string
 	// recent is the feed's own log, oldest first, so a subscription can
@@ -93,8 +125,11 @@ type Backend struct {
 	unpublished atomic.Int64
 	// feedTrimmed is the seq of the newest message dropped from recent.
 	feedTrimmed string
-	dead        []*message.Message
-	closed      bool
+	// dead is the dead-letter log, oldest first; deadBytes is the sum of
+	// its entries' deadLetterSize.
+	dead      []*message.Message
+	deadBytes int64
+	closed    bool
 }
 
 var _ pipeline.Backend = (*Backend)(nil)
@@ -109,6 +144,16 @@ const (
 	DefaultDeadLetterMaxLen = 10_000
 	// DefaultMaxRooms is the default number of rooms kept.
 	DefaultMaxRooms = 10_000
+	// DefaultMaxBytes is the default budget of the rooms' messages,
+	// 256 MiB: about 470,000 messages of 100 bytes of text (47 in each of
+	// DefaultMaxRooms rooms), or 58,000 of the largest
+	// (pipeline.DefaultMaxTextBytes); with the feed's log and the
+	// connections it leaves a single instance room on a 1 GiB host.
+	DefaultMaxBytes = 256 << 20
+	// DefaultDeadLetterMaxBytes is the default budget of the dead
+	// letters, 16 MiB: all DefaultDeadLetterMaxLen with about 800 bytes
+	// of text each, or 3,400 of the largest.
+	DefaultDeadLetterMaxBytes = 16 << 20
 )
 
 func (c *Config) setDefaults() {
@@ -118,11 +163,17 @@ func (c *Config) setDefaults() {
 	if c.DeadLetterMaxLen == 0 {
 		c.DeadLetterMaxLen = DefaultDeadLetterMaxLen
 	}
+	if c.DeadLetterMaxBytes == 0 {
+		c.DeadLetterMaxBytes = DefaultDeadLetterMaxBytes
+	}
 	if c.FeedQueue == 0 {
 		c.FeedQueue = DefaultFeedQueue
 	}
 	if c.MaxRooms == 0 {
 		c.MaxRooms = DefaultMaxRooms
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
 	}
 	if c.RoomTTL == 0 {
 		c.RoomTTL = pipeline.DefaultRoomTTL
@@ -140,6 +191,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.RoomMaxLen <= 0, c.DeadLetterMaxLen <= 0, c.FeedQueue <= 0, c.MaxRooms <= 0:
 		return errors.New("memstore: limits must be positive")
+	case c.MaxBytes <= 0:
+		return fmt.Errorf("memstore: max bytes is %d: want a positive budget", c.MaxBytes)
+	case c.DeadLetterMaxBytes <= 0:
+		return fmt.Errorf("memstore: dead letter max bytes is %d: want a positive budget", c.DeadLetterMaxBytes)
 	case c.IdempotencyWindow <= 0:
 		return errors.New("memstore: idempotency window must be positive")
 	}
@@ -154,21 +209,21 @@ func New(cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	wlog := pipeline.WatermillLogger(cfg.Logger)
-	rooms, err := simplelru.NewLRU[string, *roomLog](cfg.MaxRooms, nil)
-	if err != nil {
-		return nil, fmt.Errorf("memstore: %w", err)
-	}
 	b := &Backend{
 		cfg:    cfg,
-		feed:   gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog),
 		queue:  make(chan *message.Message, cfg.FeedQueue),
 		stop:   make(chan struct{}),
 		pumped: make(chan struct{}),
-		rooms:  rooms,
 
 		presence:  newPresenceRegistry(),
 		instances: newInstanceRegistry(),
 	}
+	rooms, err := simplelru.NewLRU(cfg.MaxRooms, b.forgot)
+	if err != nil {
+		return nil, fmt.Errorf("memstore: %w", err)
+	}
+	b.rooms = rooms
+	b.feed = gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog)
 	go b.pump()
 	return b, nil
 }
@@ -246,7 +301,9 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	now := time.Now()
 	b.forgetIdle(now)
 	roomName, user, ref := msg.Metadata.Get(pipeline.MetaRoom), msg.Metadata.Get(pipeline.MetaUser), msg.Metadata.Get(pipeline.MetaRef)
-	room, _ := b.rooms.Get(roomName) // nil for a new (or forgotten) room
+	// Peek: a send that stores nothing (a duplicate, a full queue, a
+	// refused message) is no use of the room; see rooms.Add below.
+	room, _ := b.rooms.Peek(roomName) // nil for a new (or forgotten) room
 	if room != nil && ref != "" {
 		if s, ok := room.sent(sendKey{user, ref}, now, b.cfg.IdempotencyWindow); ok {
 			return pipeline.Appended{ID: s.id, Seq: s.seq, Epoch: room.epoch, Duplicate: true}, nil
@@ -261,8 +318,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	// The message is converted before anything is stored, so a refused
 	// one neither adds a room (which could evict a real one) nor uses a
 	// seq.
-	fresh := room == nil
-	if fresh {
+	if room == nil {
 		room = newRoomLog()
 	}
 	next := b.following()
@@ -274,16 +330,20 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if err != nil {
 		return pipeline.Appended{}, fmt.Errorf("memstore: %w", err)
 	}
-	if fresh {
-		// A full LRU forgets the room appended to least recently: its
-		// history is lost and its next message starts a new epoch.
-		b.rooms.Add(roomName, room)
-	}
+	// The message is stored: the room becomes the most recently appended
+	// to, before fit picks rooms by that order. Add moves a kept room to
+	// the front; it adds a new one, and then a full LRU forgets the room
+	// appended to least recently: its history is lost and its next
+	// message starts a new epoch.
+	b.rooms.Add(roomName, room)
 	b.last = next
 	if b.epoch == "" {
 		b.epoch = pipeline.NewEpoch()
 	}
-	room.append(m, b.cfg.RoomMaxLen, now)
+	// What RoomMaxLen drops comes off the total too; then fit takes from
+	// the other rooms first.
+	b.bytes += room.append(m, b.cfg.RoomMaxLen, now)
+	b.fit(room)
 	if ref != "" {
 		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
@@ -434,7 +494,7 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 	if q.Limit <= 0 {
 		return page, nil
 	}
-	msgs, trimmed, hasTrimmed := b.kept(r)
+	msgs, trimmed, hasTrimmed := r.msgs, r.trimmed, r.hasTrimmed
 	switch {
 	case q.After != "":
 		i := sort.Search(len(msgs), func(i int) bool {
@@ -458,29 +518,26 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 	return page, nil
 }
 
-// kept returns the room's last RoomMaxLen messages (the log may hold up to
-// twice as many until it is trimmed) and the newest seq no longer kept.
-func (b *Backend) kept(r *roomLog) ([]pipeline.Message, pipeline.Seq, bool) {
-	over := len(r.msgs) - b.cfg.RoomMaxLen
-	if over <= 0 {
-		return r.msgs, r.trimmed, r.hasTrimmed
-	}
-	last, _ := pipeline.ParseSeq(r.msgs[over-1].Seq)
-	return r.msgs[over:], last, true
-}
-
 func clone(ms []pipeline.Message) []pipeline.Message {
 	return append([]pipeline.Message(nil), ms...)
 }
 
-// DeadLetter keeps msg in the capped dead-letter list.
+// DeadLetter keeps msg in the dead-letter list, dropping the oldest
+// entries beyond DeadLetterMaxLen or DeadLetterMaxBytes.
 func (b *Backend) DeadLetter(_ context.Context, msg *message.Message) error {
+	m := msg.Copy()
+	size := deadLetterSize(m)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.dead = append(b.dead, msg.Copy())
-	if over := len(b.dead) - b.cfg.DeadLetterMaxLen; over > 0 {
-		b.dead = append(b.dead[:0:0], b.dead[over:]...)
+	b.dead = append(b.dead, m)
+	b.deadBytes += size
+	n := 0
+	for len(b.dead)-n > 1 && (len(b.dead)-n > b.cfg.DeadLetterMaxLen || b.deadBytes > b.cfg.DeadLetterMaxBytes) {
+		b.deadBytes -= deadLetterSize(b.dead[n])
+		b.dead[n] = nil // collectable now; the next growth of dead drops the slot
+		n++
 	}
+	b.dead = b.dead[n:]
 	return nil
 }
 

@@ -64,6 +64,9 @@ func TestConfig(t *testing.T) {
 		{"negative feed queue", memstore.Config{FeedQueue: -1}, false},
 		{"negative dead letter max len", memstore.Config{DeadLetterMaxLen: -1}, false},
 		{"negative max rooms", memstore.Config{MaxRooms: -1}, false},
+		{"explicit byte budgets", memstore.Config{MaxBytes: 1, DeadLetterMaxBytes: 1}, true},
+		{"negative max bytes", memstore.Config{MaxBytes: -1}, false},
+		{"negative dead letter max bytes", memstore.Config{DeadLetterMaxBytes: -1}, false},
 		{"negative idempotency window", memstore.Config{IdempotencyWindow: -time.Second}, false},
 		{"no room TTL", memstore.Config{RoomTTL: pipeline.NoRoomTTL}, true},
 	}
@@ -252,6 +255,94 @@ func TestFailedAppendAddsNoRoom(t *testing.T) {
 	appendTo(t, b, "d", "first")
 	if p, err := b.History(ctx, "b", pipeline.HistoryQuery{Limit: 10}); err != nil || len(p.Messages) != 1 {
 		t.Errorf("History(b) = %+v, %v; want its message kept", p, err)
+	}
+}
+
+// TestOnlyStoredAppendCountsAsUse proves that an Append that stores
+// nothing (a duplicate send, a message without a user, a full feed queue)
+// leaves its room where it was among the rooms least recently appended
+// to, so a new room beyond MaxRooms still evicts that room and not one
+// appended to since.
+func TestOnlyStoredAppendCountsAsUse(t *testing.T) {
+	send := func(b *memstore.Backend, room, user, ref string) (pipeline.Appended, error) {
+		m := message.NewMessage(fmt.Sprint(room, "-", time.Now().UnixNano()), []byte("hi"))
+		m.Metadata.Set(pipeline.MetaRoom, room)
+		m.Metadata.Set(pipeline.MetaUser, user)
+		if ref != "" {
+			m.Metadata.Set(pipeline.MetaRef, ref)
+		}
+		return b.Append(context.Background(), m)
+	}
+	// sendUntilQueued retries a send refused because the feed's queue is
+	// full until the feed's goroutine took a message from it.
+	sendUntilQueued := func(t *testing.T, b *memstore.Backend, room string) {
+		t.Helper()
+		var err error
+		eventually(t, "a send to "+room+" queued", func() bool {
+			_, err = send(b, room, "alice", "")
+			return !errors.Is(err, pipeline.ErrUnavailable)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name      string
+		feedQueue int
+		// touch sends to room a, which was appended to before b, and
+		// fails t unless the send stores nothing.
+		touch func(t *testing.T, b *memstore.Backend)
+	}{
+		{"duplicate", 0, func(t *testing.T, b *memstore.Backend) {
+			if a, err := send(b, "a", "alice", "ref-a"); err != nil || !a.Duplicate {
+				t.Fatalf("resend to a = %+v, %v; want a duplicate", a, err)
+			}
+		}},
+		{"no user", 0, func(t *testing.T, b *memstore.Backend) {
+			if _, err := send(b, "a", "", ""); !errors.Is(err, pipeline.ErrIncomplete) {
+				t.Fatalf("send to a without a user: %v; want pipeline.ErrIncomplete", err)
+			}
+		}},
+		{"feed queue full", 1, func(t *testing.T, b *memstore.Backend) {
+			// A subscription that reads nothing holds the feed's goroutine
+			// on one message of b, and the queue holds another.
+			ctx, unsubscribe := context.WithCancel(context.Background())
+			sub, err := b.Subscribe(ctx, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sendUntilQueued(t, b, "b")
+			sendUntilQueued(t, b, "b")
+			if _, err := send(b, "a", "alice", ""); !errors.Is(err, pipeline.ErrUnavailable) {
+				t.Fatalf("send to a with the feed's queue full: %v; want pipeline.ErrUnavailable", err)
+			}
+			unsubscribe()
+			for range sub { // the ended subscription acks what it holds and closes
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBackend(t, memstore.Config{MaxRooms: 2, FeedQueue: tc.feedQueue})
+			if _, err := send(b, "a", "alice", "ref-a"); err != nil {
+				t.Fatal(err)
+			}
+			sendUntilQueued(t, b, "b")
+			tc.touch(t, b)
+			sendUntilQueued(t, b, "c") // evicts a, the room appended to least recently
+			for _, want := range []struct {
+				room string
+				kept bool
+			}{{"a", false}, {"b", true}, {"c", true}} {
+				p, err := b.History(context.Background(), want.room, pipeline.HistoryQuery{Limit: 10})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if kept := len(p.Messages) > 0; kept != want.kept {
+					t.Errorf("room %s kept: %v, want %v", want.room, kept, want.kept)
+				}
+			}
+		})
 	}
 }
 

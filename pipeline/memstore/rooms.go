@@ -1,6 +1,7 @@
 package memstore
 
 import (
+	"slices"
 	"time"
 
 	"github.com/chatstream/chatstream/pipeline"
@@ -15,8 +16,15 @@ type roomLog struct {
 	// lastAppend is the time of the last message, for RoomTTL.
 	lastAppend time.Time
 
-	msgs []pipeline.Message // oldest first, at most 2×RoomMaxLen until trimmed
-	// trimmed is the seq of the newest message dropped by the cap.
+	msgs []pipeline.Message // oldest first, at most RoomMaxLen
+	// dead is the number of emptied slots before msgs in its array, left
+	// by the messages dropped since the array was allocated: the array
+	// holds dead+cap(msgs) messages.
+	dead int
+	// bytes is the sum of the entrySize of msgs.
+	bytes int64
+	// trimmed is the seq of the newest message dropped by a cap
+	// (RoomMaxLen or MaxBytes).
 	trimmed    pipeline.Seq
 	hasTrimmed bool
 
@@ -48,17 +56,76 @@ func newRoomLog() *roomLog {
 	return &roomLog{epoch: pipeline.NewEpoch(), sends: make(map[sendKey]sentRecord)}
 }
 
-// append adds m, keeping at most maxLen messages (amortised: trimming
-// waits until the log is twice its cap, so each message costs O(1)
-// instead of a copy of the whole log).
-func (r *roomLog) append(m pipeline.Message, maxLen int, now time.Time) {
+// append adds m and drops the oldest message when the log then holds
+// more than maxLen, so that a room neither keeps nor counts against
+// MaxBytes a message History cannot return. It returns by how much
+// r.bytes changed.
+func (r *roomLog) append(m pipeline.Message, maxLen int, now time.Time) int64 {
 	r.lastAppend = now
-	r.msgs = append(r.msgs, m)
-	if over := len(r.msgs) - maxLen; over >= maxLen {
-		r.trimmed, _ = pipeline.ParseSeq(r.msgs[over-1].Seq)
-		r.hasTrimmed = true
-		r.msgs = append(r.msgs[:0:0], r.msgs[over:]...)
+	if len(r.msgs) == cap(r.msgs) {
+		r.dead = 0 // append moves msgs to a new array
 	}
+	r.msgs = append(r.msgs, m)
+	added := entrySize(m)
+	r.bytes += added
+	if over := len(r.msgs) - maxLen; over > 0 {
+		return added - r.drop(over)
+	}
+	return added
+}
+
+// dropOldest drops the oldest messages, as few as free at least over
+// bytes, and returns the bytes freed. It keeps the newest message
+// whatever its size, so it frees less than over (nothing, from a log of
+// one message) when freeing over would take the newest too; spare tells
+// how much it can free.
+func (r *roomLog) dropOldest(over int64) int64 {
+	var freed int64
+	n := 0
+	for freed < over && n < len(r.msgs)-1 {
+		freed += entrySize(r.msgs[n])
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return r.drop(n)
+}
+
+// spare returns the bytes the log can free keeping its newest message.
+func (r *roomLog) spare() int64 {
+	if len(r.msgs) == 0 {
+		return 0
+	}
+	return r.bytes - entrySize(r.msgs[len(r.msgs)-1])
+}
+
+// drop drops the n oldest messages, 0 < n < len(r.msgs), and returns the
+// bytes freed; the newest of them becomes r.trimmed, as History reports
+// it. Their slots are emptied, so that their strings can be collected,
+// and sliced off rather than copied, so that dropping a message per
+// append costs O(1): the next append that outgrows the array moves the
+// log to a new one without them. A log left holding less than a quarter
+// of its array (one that appends to other rooms made drop most of its
+// messages: see Backend.fit) moves to a new array at once, as the room
+// may not be appended to again: the array stays at most four times what
+// the log holds, and the copy costs less than the drops that led to it.
+func (r *roomLog) drop(n int) int64 {
+	var freed int64
+	for _, m := range r.msgs[:n] {
+		freed += entrySize(m)
+	}
+	r.trimmed, _ = pipeline.ParseSeq(r.msgs[n-1].Seq)
+	r.hasTrimmed = true
+	clear(r.msgs[:n])
+	r.msgs = r.msgs[n:]
+	r.dead += n
+	r.bytes -= freed
+	if len(r.msgs) < (r.dead+cap(r.msgs))/4 {
+		r.msgs = slices.Clone(r.msgs)
+		r.dead = 0
+	}
+	return freed
 }
 
 // sent returns the message stored for k within window before now.
