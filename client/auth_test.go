@@ -44,8 +44,13 @@ func TestJWTExpiryReconnects(t *testing.T) {
 	srv := startJWTServer(t)
 	var aliceTokens, bobTokens atomic.Int64
 	cfg := config(srv.URL(), "alice")
-	// jwt's exp has whole seconds: each token lasts 1–2 s.
-	cfg.Token = tokens("alice", 2*time.Second, &aliceTokens, nil)
+	// The server keeps a connection until exp plus the clock skew it
+	// allows (auth.DefaultLeeway), and jwt's exp has whole seconds: each
+	// token is issued that much in the past and lasts 1–2 s more.
+	cfg.Token = func(context.Context) (string, error) {
+		aliceTokens.Add(1)
+		return auth.IssueHS256([]byte(jwtSecret), auth.Grant{User: "alice", TTL: 2 * time.Second, Now: time.Now().Add(-auth.DefaultLeeway)})
+	}
 	alice := dial(t, cfg)
 	bcfg := config(srv.URL(), "mallory") // the name the client asks for does not count
 	bcfg.Token = tokens("bob", time.Hour, &bobTokens, nil)

@@ -27,12 +27,12 @@ const DefaultAuthTimeout = 10 * time.Second
 // A connection's authentication is a small state machine run by its reader
 // goroutine, with no timer of its own: the read deadline is cut short to
 // the moment to authenticate by (until authenticated) and to the token's
-// expiry (after), and a read that times out at one of them closes the
-// connection with 4001 or 4002.
+// expiry plus the allowed clock skew (after), and a read that times out at
+// one of them closes the connection with 4001 or 4002.
 //
 //	not authenticated ──auth frame or header token, valid──▶ authenticated
 //	      │ bad token: error unauthorized, close 4001             │ auth frame, same sub: new rooms, new exp
-//	      │ AuthTimeout: error unauthorized, close 4001            │ exp: close 4002
+//	      │ AuthTimeout: error unauthorized, close 4001            │ exp + leeway: close 4002
 //
 // With --auth none a connection is authenticated from the start as its
 // ?user=.
@@ -180,15 +180,24 @@ func (c *Conn) readDeadline(now time.Time) time.Time {
 	switch {
 	case !c.authed && c.authBy.Before(d):
 		d = c.authBy
-	case c.authed && !c.ident.Expires.IsZero() && c.ident.Expires.Before(d):
-		d = c.ident.Expires
+	case c.authed && !c.ident.Expires.IsZero() && c.expiresAt().Before(d):
+		d = c.expiresAt()
 	}
 	return d
 }
 
+// expiresAt is when the connection's token stops being valid: its exp plus
+// the clock skew the verifier allows on exp (auth.DefaultLeeway), so that a
+// token accepted within that skew, first or fresh, is not closed at once.
+// The command line leaves auth.Config.Leeway at that default, and the
+// Authenticator does not expose its own.
+func (c *Conn) expiresAt() time.Time {
+	return c.ident.Expires.Add(auth.DefaultLeeway)
+}
+
 // authTimedOut closes the connection when err is a read that timed out at
-// the moment to authenticate by (4001) or at the token's expiry (4002),
-// and reports whether it did.
+// the moment to authenticate by (4001) or at the token's expiry plus the
+// allowed clock skew (4002, expiresAt), and reports whether it did.
 func (c *Conn) authTimedOut(err error) bool {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
@@ -199,7 +208,7 @@ func (c *Conn) authTimedOut(err error) bool {
 	case !c.authed && !now.Before(c.authBy):
 		c.refuseAuth(errors.New("no valid auth frame within the time to authenticate"), "")
 		return true
-	case c.authed && !c.ident.Expires.IsZero() && !now.Before(c.ident.Expires):
+	case c.authed && !c.ident.Expires.IsZero() && !now.Before(c.expiresAt()):
 		c.log.Debug("token expired")
 		c.close(CloseTokenExpired, "token expired", true)
 		return true

@@ -251,15 +251,17 @@ func TestAuthTimeout(t *testing.T) {
 func TestAuthExpiryAndRefresh(t *testing.T) {
 	t.Parallel()
 	h := startAuth(t, ws.Config{}, "")
-	// jwt's exp has whole seconds: 2 s ahead expires within 1–2 s.
-	c := h.dialBearer(t, "", token(t, "alice", 2*time.Second, nil))
+	// jwt's exp has whole seconds, and the connection ends the leeway
+	// after exp: this token ends it within 1–2 s.
+	const ttl = 2*time.Second - auth.DefaultLeeway
+	c := h.dialBearer(t, "", token(t, "alice", ttl, nil))
 	awaitAuthed(t, c)
 	code, reason := awaitClose(t, c)
 	if code != ws.CloseTokenExpired || reason != "token expired" {
 		t.Fatalf("got close %d %q, want 4002 token expired", code, reason)
 	}
 
-	r := h.dialBearer(t, "", token(t, "alice", 2*time.Second, jwt.MapClaims{"rooms": []any{"lobby", "news"}}))
+	r := h.dialBearer(t, "", token(t, "alice", ttl, jwt.MapClaims{"rooms": []any{"lobby", "news"}}))
 	awaitAuthed(t, r)
 	join(t, r, "lobby", 0)
 	join(t, r, "news", 0)
@@ -285,12 +287,106 @@ func TestAuthExpiryAndRefresh(t *testing.T) {
 	if exp, _ := time.Parse(time.RFC3339, a.Exp); exp.Before(time.Now().Add(50 * time.Minute)) {
 		t.Fatalf("got exp %s, want the fresh token's", a.Exp)
 	}
-	time.Sleep(2500 * time.Millisecond) // past the first token's exp
+	time.Sleep(2500 * time.Millisecond) // past the first token's exp and leeway
 	if err := r.Say("lobby", "still here", "s1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Await(ws.TypeAck, wait); err != nil {
 		t.Fatalf("after the first exp: %v, want the refreshed connection to stay", err)
+	}
+}
+
+// TestAuthExpiryLeeway: a token accepted within the clock skew allowed on
+// its exp (auth.DefaultLeeway), as the first token or a fresh one, keeps
+// the connection open until exp plus that skew, and then closes it with
+// 4002.
+func TestAuthExpiryLeeway(t *testing.T) {
+	t.Parallel()
+	// stay is how long a connection whose token is within the leeway must
+	// stay open; every closing token below lasts at least 1 s more.
+	const stay = 500 * time.Millisecond
+	// closing tokens end the connection within 1–2 s (exp has whole
+	// seconds); the others 20 s after the test.
+	const closing, expired = 2*time.Second - auth.DefaultLeeway, -10 * time.Second
+	cases := []struct {
+		name string
+		// how the token comes: "header", "frame" (the first auth frame)
+		// or "refresh" (an auth frame after a valid header token).
+		how    string
+		ttl    time.Duration
+		closes bool
+	}{
+		{name: "header token expired 10 s ago", how: "header", ttl: expired},
+		{name: "first auth frame expired 10 s ago", how: "frame", ttl: expired},
+		{name: "refresh expired 10 s ago", how: "refresh", ttl: expired},
+		{name: "header token at the end of its leeway", how: "header", ttl: closing, closes: true},
+		{name: "refresh at the end of its leeway", how: "refresh", ttl: closing, closes: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := startAuth(t, ws.Config{}, "")
+			tok := token(t, "alice", tc.ttl, nil)
+			var c *wstest.Client
+			switch tc.how {
+			case "header":
+				c = h.dialBearer(t, "", tok)
+			case "frame", "refresh":
+				first := ""
+				if tc.how == "refresh" {
+					first = token(t, "alice", time.Hour, nil)
+				}
+				c = h.dialBearer(t, "", first)
+				if first != "" {
+					awaitAuthed(t, c)
+				}
+				if err := c.Send(map[string]any{"type": "auth", "token": tok, "ref": "a1"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f, a := awaitAuthed(t, c)
+			if tc.how != "header" && f.Ref != "a1" {
+				t.Fatalf("got %s, want authed a1", f.Raw)
+			}
+			exp, err := time.Parse(time.RFC3339, a.Exp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			staysOpen(t, c, stay)
+			if !tc.closes {
+				if err := c.Send(map[string]any{"type": "ping", "ref": "p1"}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Await(ws.TypePong, wait); err != nil {
+					t.Fatalf("after %v: %v, want the connection open", stay, err)
+				}
+				return
+			}
+			code, reason := awaitClose(t, c)
+			if code != ws.CloseTokenExpired || reason != "token expired" {
+				t.Fatalf("got close %d %q, want 4002 token expired", code, reason)
+			}
+			if end := exp.Add(auth.DefaultLeeway); time.Now().Before(end) {
+				t.Fatalf("closed at %v, before exp %v plus the leeway", time.Now().Format(time.RFC3339Nano), exp)
+			}
+		})
+	}
+}
+
+// staysOpen fails if c's connection ends within d; it discards c's frames
+// meanwhile.
+func staysOpen(t *testing.T, c *wstest.Client, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case _, ok := <-c.Frames():
+			if !ok {
+				t.Fatalf("connection ended within %v: %v", d, c.CloseErr)
+			}
+		case <-deadline:
+			return
+		}
 	}
 }
 

@@ -9,7 +9,8 @@ import (
 )
 
 // MaxPresenceList caps the user names in one presence frame; count always
-// gives the total.
+// gives the total. A member's list may be incomplete only while the room
+// has more users than this (docs/PROTOCOL.md §8).
 const MaxPresenceList = 100
 
 type presenceFrame struct {
@@ -39,8 +40,9 @@ func (h *Hub) RunPresence(ctx context.Context, store pipeline.Presence, every ti
 			return
 		case <-tick.C:
 		}
+		local := h.localUsers() // before the store's deadline starts
 		sctx, cancel := context.WithTimeout(ctx, every)
-		global, err := store.Sync(sctx, h.localUsers())
+		global, err := store.Sync(sctx, local)
 		cancel()
 		if err != nil {
 			h.log.Debug("presence sync failed", "err", err)
@@ -73,8 +75,12 @@ func (h *Hub) localUsers() map[string][]string {
 	return out
 }
 
-// publishPresence sends a diff to the members of every room whose users
-// changed, and remembers the new sets.
+// publishPresence sends a change to the members of every room whose users
+// changed, and remembers the new sets. A room that had MaxPresenceList
+// users or more and has MaxPresenceList or fewer gets a snapshot instead,
+// since its members' lists may lack names: a snapshot holds at most
+// MaxPresenceList names (a joiner's, of MaxPresenceList users and itself,
+// too), and so do a change's joined and left.
 func (h *Hub) publishPresence(global map[string][]string) {
 	h.presMu.Lock()
 	prev := h.presence
@@ -85,10 +91,15 @@ func (h *Hub) publishPresence(global map[string][]string) {
 		if len(joined) == 0 && len(left) == 0 {
 			continue
 		}
-		frame := encode(presenceFrame{
-			Type: TypePresence, Room: room, Count: len(users),
-			Joined: capList(joined), Left: capList(left),
-		})
+		f := presenceFrame{Type: TypePresence, Room: room, Count: len(users)}
+		if len(prev[room]) >= MaxPresenceList && len(users) <= MaxPresenceList {
+			// users is never empty: Sync returns only rooms with local
+			// members, so the frame keeps its users field.
+			f.Users = users
+		} else {
+			f.Joined, f.Left = capList(joined), capList(left)
+		}
+		frame := encode(f)
 		s := h.shard(room)
 		s.mu.Lock()
 		for c, m := range s.rooms[room] {
