@@ -43,6 +43,9 @@ type Identity struct {
 	Name string
 	// Expires is when the token expires; zero in ModeNone.
 	Expires time.Time
+	// ValidUntil is when the token stops being accepted: Expires plus the
+	// clock skew the verifier allows (Config.Leeway); zero in ModeNone.
+	ValidUntil time.Time
 	// Rooms are the patterns of the rooms the user may join and read; nil
 	// allows every room.
 	Rooms []string

@@ -123,6 +123,9 @@ func (v *Verifier) VerifyContext(ctx context.Context, token string) (Identity, e
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}
+	if !id.Expires.IsZero() {
+		id.ValidUntil = id.Expires.Add(v.cfg.Leeway)
+	}
 	return id, nil
 }
 

@@ -133,6 +133,27 @@ func TestVerifyHS256(t *testing.T) {
 	}
 }
 
+// TestVerifyValidUntil: an identity is valid until its exp plus the
+// verifier's leeway, which is also how long past exp a token is accepted.
+func TestVerifyValidUntil(t *testing.T) {
+	t.Parallel()
+	for _, leeway := range []time.Duration{0, 2 * time.Minute} {
+		v := hsVerifier(t, func(c *auth.Config) { c.Leeway = leeway })
+		want := leeway
+		if want == 0 {
+			want = auth.DefaultLeeway
+		}
+		exp := time.Now().Add(-want + 5*time.Second).Truncate(time.Second)
+		id, err := v.Verify(sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims(jwt.MapClaims{"exp": exp.Unix()}), ""))
+		if err != nil {
+			t.Fatalf("leeway %v: a token %v past exp: %v", leeway, time.Since(exp).Round(time.Second), err)
+		}
+		if !id.Expires.Equal(exp) || !id.ValidUntil.Equal(exp.Add(want)) {
+			t.Fatalf("leeway %v: expires %v, valid until %v; want %v and %v", leeway, id.Expires, id.ValidUntil, exp, exp.Add(want))
+		}
+	}
+}
+
 func merge(a, b jwt.MapClaims) jwt.MapClaims {
 	out := jwt.MapClaims{}
 	for k, v := range a {

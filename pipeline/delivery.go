@@ -285,8 +285,9 @@ var errFeedEnded = errors.New("the subscription ended: a read failed")
 // follow delivers the messages of one subscription until its channel
 // closes, keeping *last at the seq delivered, or until a restart is
 // requested: then it returns the seq to follow from and true. A
-// subscription that hands out a message, or stays open for ReportEvery,
-// works: it ends a failure of the partition's subscriptions.
+// subscription that stays open for ReportEvery works: it ends a failure of
+// the partition's subscriptions. (Messages handed out before a failure do
+// not: reads failing every few seconds are one failure, not one each.)
 func (d *Delivery) follow(ch <-chan *message.Message, part int, last *string) (string, bool) {
 	steady := time.NewTimer(d.cfg.ReportEvery)
 	defer steady.Stop()
@@ -297,9 +298,6 @@ func (d *Delivery) follow(ch <-chan *message.Message, part int, last *string) (s
 		case msg, ok := <-ch:
 			if !ok {
 				return "", false
-			}
-			if d.subFail.Active() {
-				d.subFail.OK(strconv.Itoa(part))
 			}
 			if pos := msg.Metadata.Get(MetaFeedGap); pos != "" {
 				d.gap(part, pos, "", msg.Metadata.Get(MetaFeedOldest))

@@ -477,14 +477,15 @@ func (f *brokenFeed) Subscribe(ctx context.Context, p int, after string) (<-chan
 
 // TestDeliveryFeedReadFailuresLogged: subscriptions that open but end at
 // once (their reads fail) are logged once as failing, not once per retry,
-// and once as recovered when a subscription works again.
+// and once as recovered when a subscription works again (stays open for
+// ReportEvery).
 func TestDeliveryFeedReadFailuresLogged(t *testing.T) {
 	f := newFixture(t, roomMaxLen)
 	feed := &brokenFeed{be: f.be}
 	feed.broken.Store(true)
 	var logs syncbuf.Buffer
 	f.start(t, pipeline.Config{Delivery: pipeline.DeliveryConfig{
-		Feed: feed, ResubscribeDelay: 10 * time.Millisecond, ReportEvery: time.Hour,
+		Feed: feed, ResubscribeDelay: 10 * time.Millisecond, ReportEvery: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	}})
 	f.waitRunning(t)

@@ -191,7 +191,7 @@ type Ingest struct {
 	// last; a stored message ends them.
 	chainFail *faillog.Log
 
-	stored, refused, overloaded atomic.Int64
+	stored, refused, overloaded, shardBusy atomic.Int64
 
 	// shards serialise the chain per shard: a room's messages pass it one
 	// at a time, in the order they were begun.
@@ -201,13 +201,17 @@ type Ingest struct {
 	// ShardWait has passed.
 	busyFail *faillog.Log
 	busyErr  *Error
+	// born is when the ingest was made: the shards' clock counts from it,
+	// on the monotonic clock, so that a step of the wall clock cannot
+	// make a shard look held for long.
+	born time.Time
 }
 
 // ingressShard serialises the chain for the rooms of one shard.
 type ingressShard struct {
 	mu sync.Mutex
-	// since is when the message in the chain took mu (Unix ns), 0 while
-	// mu is free.
+	// since is when the message in the chain took mu (Ingest.clock), 0
+	// while mu is free.
 	since atomic.Int64
 }
 
@@ -223,6 +227,7 @@ func NewIngest(cfg IngestConfig) (*Ingest, error) {
 		chainFail: faillog.New(cfg.Logger, "message chain", 0),
 		busyFail:  faillog.New(cfg.Logger, "ingress shards", 0),
 		shards:    make([]ingressShard, cfg.Shards),
+		born:      time.Now(),
 		busyErr: &Error{Code: CodeUnavailable, RetryAfter: cfg.ShardWait,
 			Reason: "the server is busy with other messages of this room's shard; retry with the same ref"},
 	}
@@ -274,9 +279,11 @@ func (in *Ingest) Run(ctx context.Context) error {
 	return nil
 }
 
-// Stats returns the ingest's counters (Stored, Refused, Overloaded).
+// Stats returns the ingest's counters (Stored, Refused, Overloaded,
+// ShardBusy).
 func (in *Ingest) Stats() Stats {
-	return Stats{Stored: in.stored.Load(), Refused: in.refused.Load(), Overloaded: in.overloaded.Load()}
+	return Stats{Stored: in.stored.Load(), Refused: in.refused.Load(), Overloaded: in.overloaded.Load(),
+		ShardBusy: in.shardBusy.Load()}
 }
 
 // Running is closed once the ingest accepts submissions.
@@ -389,7 +396,7 @@ func (in *Ingest) Begin(ctx context.Context, s Submission) (*Pending, error) {
 	case chainClosed:
 		return nil, ErrClosed
 	case chainBusy:
-		in.overloaded.Add(1)
+		in.shardBusy.Add(1)
 		in.refused.Add(1)
 		return &Pending{in: in, s: s, known: true, o: Outcome{Ref: s.Ref, Room: s.Room, Err: in.busyErr}}, nil
 	}
@@ -425,10 +432,10 @@ const (
 // about its own time, and while it is slow they are refused at once.
 func (in *Ingest) runChain(shard int, msg *message.Message) chainRun {
 	s := &in.shards[shard]
-	now := time.Now()
+	now := in.clock()
 	if !s.mu.TryLock() {
-		if held := s.since.Load(); held != 0 && now.UnixNano()-held > int64(in.cfg.ShardWait) {
-			in.shardBusy(shard)
+		if held := s.since.Load(); held != 0 && now-held > int64(in.cfg.ShardWait) {
+			in.noteShardBusy(shard)
 			return chainBusy
 		}
 		s.mu.Lock()
@@ -436,15 +443,15 @@ func (in *Ingest) runChain(shard int, msg *message.Message) chainRun {
 			s.mu.Unlock()
 			return chainClosed
 		}
-		waited := time.Since(now)
-		if waited > in.cfg.ShardWait {
+		took := in.clock()
+		if took-now > int64(in.cfg.ShardWait) {
 			s.mu.Unlock()
-			in.shardBusy(shard)
+			in.noteShardBusy(shard)
 			return chainBusy
 		}
-		now = now.Add(waited)
+		now = took
 	}
-	s.since.Store(now.UnixNano())
+	s.since.Store(now)
 	defer func() {
 		s.since.Store(0)
 		s.mu.Unlock()
@@ -454,14 +461,18 @@ func (in *Ingest) runChain(shard int, msg *message.Message) chainRun {
 	}
 	_, _ = in.handler(msg)
 	// A chain that ran within the bound ends a shard's busy spell.
-	if in.busyFail.Active() && time.Since(now) <= in.cfg.ShardWait {
+	if in.busyFail.Active() && in.clock()-now <= int64(in.cfg.ShardWait) {
 		in.busyFail.OK(strconv.Itoa(shard))
 	}
 	return chainRan
 }
 
-// shardBusy records a send refused because shard was held too long.
-func (in *Ingest) shardBusy(shard int) {
+// clock is the time since the ingest was made, in nanoseconds and at
+// least 1 (0 marks a free shard), on the monotonic clock.
+func (in *Ingest) clock() int64 { return int64(time.Since(in.born)) + 1 }
+
+// noteShardBusy records a send refused because shard was held too long.
+func (in *Ingest) noteShardBusy(shard int) {
 	in.busyFail.Fail(strconv.Itoa(shard), fmt.Errorf("a message held the shard for longer than %v (a slow moderator?)", in.cfg.ShardWait))
 }
 

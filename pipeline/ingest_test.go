@@ -520,8 +520,8 @@ func TestShardWaitBounded(t *testing.T) {
 	if err != nil || len(page.Messages) != 1 || page.Messages[0].Text != "after" {
 		t.Fatalf("history of fast = %+v, %v; want only the send made after", page.Messages, err)
 	}
-	if st := in.Stats(); st.Overloaded != 2 || st.Stored != 2 {
-		t.Fatalf("stats %+v, want 2 overloaded and 2 stored", st)
+	if st := in.Stats(); st.ShardBusy != 2 || st.Overloaded != 0 || st.Refused != 2 || st.Stored != 2 {
+		t.Fatalf("stats %+v, want 2 refused as shard busy (not overloaded) and 2 stored", st)
 	}
 	out := logs.String()
 	if c := strings.Count(out, "ingress shards"); c != 2 {

@@ -21,6 +21,10 @@ type Stats struct {
 	// Overloaded counts the refusals (included in Refused) because the
 	// store's queue was full.
 	Overloaded int64
+	// ShardBusy counts the refusals (included in Refused) because a
+	// message held the send's ingress shard longer than ShardWait (a slow
+	// moderator).
+	ShardBusy int64
 }
 
 // Pipeline is what an instance runs: an Ingest whose submissions wait until

@@ -186,13 +186,15 @@ func (c *Conn) readDeadline(now time.Time) time.Time {
 	return d
 }
 
-// expiresAt is when the connection's token stops being valid: its exp plus
-// the clock skew the verifier allows on exp (auth.DefaultLeeway), so that a
-// token accepted within that skew, first or fresh, is not closed at once.
-// The command line leaves auth.Config.Leeway at that default, and the
-// Authenticator does not expose its own.
+// expiresAt is when the connection's token stops being valid: its exp
+// plus the clock skew the verifier allows on exp (Identity.ValidUntil), so
+// that a token accepted within that skew, first or fresh, is not closed at
+// once.
 func (c *Conn) expiresAt() time.Time {
-	return c.ident.Expires.Add(auth.DefaultLeeway)
+	if c.ident.ValidUntil.IsZero() {
+		return c.ident.Expires
+	}
+	return c.ident.ValidUntil
 }
 
 // authTimedOut closes the connection when err is a read that timed out at
