@@ -432,9 +432,20 @@ func (b *Backend) Partitions() int { return b.cfg.Partitions }
 // tools. An instance's readiness needs Writable.
 func (b *Backend) Ping(ctx context.Context) error {
 	if err := b.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+		return b.healthErr(err)
 	}
 	return nil
+}
+
+// healthErr is the error of a failed health check. A Cluster client
+// pointed at a single Redis (a host:port list names Cluster nodes) says
+// how to name one instead.
+func (b *Backend) healthErr(err error) error {
+	if b.cluster && strings.Contains(err.Error(), "cluster support disabled") {
+		return fmt.Errorf("redisstore: %w: %w (a host:port list names Redis Cluster nodes; for a single Redis use redis://host:port/0)",
+			pipeline.ErrUnavailable, err)
+	}
+	return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
 }
 
 // Writable reports whether Redis takes writes: it writes a short-lived
@@ -442,7 +453,7 @@ func (b *Backend) Ping(ctx context.Context) error {
 // under maxmemory, a read-only replica) fails it.
 func (b *Backend) Writable(ctx context.Context) error {
 	if err := b.client.Set(ctx, b.keys.Prefix+":health", "ok", 10*time.Second).Err(); err != nil {
-		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+		return b.healthErr(err)
 	}
 	return nil
 }

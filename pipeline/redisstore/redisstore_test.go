@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -185,5 +186,21 @@ func TestAppendAfterScriptFlush(t *testing.T) {
 	n, err := srv.Client().XLen(ctx, b.Keys().Room("lobby")).Result()
 	if err != nil || n != 2 {
 		t.Fatalf("room stream length = %d, %v; want 2", n, err)
+	}
+}
+
+// TestOneAddressOfPlainRedis: a host:port list names Cluster nodes; given
+// the address of a single Redis, the health checks say how to name one
+// instead.
+func TestOneAddressOfPlainRedis(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	addr := strings.TrimSuffix(strings.TrimPrefix(srv.URL, "redis://"), "/0")
+	b := newBackend(t, redisstore.Config{URL: addr, Prefix: srv.Prefix, Partitions: 4})
+	for name, check := range map[string]func(context.Context) error{"Ping": b.Ping, "Writable": b.Writable} {
+		err := check(context.Background())
+		if !errors.Is(err, pipeline.ErrUnavailable) || !strings.Contains(err.Error(), "redis://host:port/0") {
+			t.Fatalf("%s = %v, want unavailable saying to use redis://host:port/0", name, err)
+		}
 	}
 }
