@@ -37,6 +37,7 @@ func defaults() kong.Vars {
 		"default_max_rooms":          i(ws.DefaultMaxRooms),
 		"default_send_queue":         i(ws.DefaultSendQueue),
 		"default_send_window":        i(ws.DefaultMaxInFlightSends),
+		"default_send_window_bytes":  i(ws.DefaultMaxInFlightBytes),
 		"default_send_queue_bytes":   i(ws.DefaultSendQueueBytes),
 		"default_max_page_bytes":     i(ws.DefaultMaxPageBytes),
 		"default_frame_rate":         i(ws.DefaultFrameRate),

@@ -27,6 +27,7 @@ type serveCmd struct {
 	MaxPageBytes      int           `default:"${default_max_page_bytes}" env:"CHATSTREAM_MAX_PAGE_BYTES" help:"Largest joined or history reply, in bytes of messages; a longer range says more:true and is fetched in pages."`
 	SendQueue         int           `default:"${default_send_queue}" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
 	SendWindow        int           `default:"${default_send_window}" env:"CHATSTREAM_SEND_WINDOW" help:"Sends of one connection that may wait for the store at once; the connection is read meanwhile, and beyond them it waits for an answer before reading on."`
+	SendWindowBytes   int           `default:"${default_send_window_bytes}" env:"CHATSTREAM_SEND_WINDOW_BYTES" help:"Bytes of text those sends may hold at once (one send of any size may always wait); beyond it the connection waits for an answer before reading on."`
 	FrameRate         float64       `default:"${default_frame_rate}" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
 	FrameBurst        int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
 	PongWait          time.Duration `default:"${default_pong_wait}" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
@@ -118,6 +119,7 @@ func (s *serveCmd) config(g *globals) server.Config {
 			ReadLimit:        s.ReadLimit,
 			SendQueue:        s.SendQueue,
 			MaxInFlightSends: s.SendWindow,
+			MaxInFlightBytes: s.SendWindowBytes,
 			SendQueueBytes:   s.SendQueueBytes,
 			MaxPageBytes:     s.MaxPageBytes,
 			MaxRooms:         s.MaxRooms,

@@ -70,6 +70,9 @@ type Conn struct {
 	sendCond *sync.Cond
 	sends    []*sendWait
 	acking   bool
+	// sendBytes is the text bytes of sends: what they hold while they
+	// wait (MaxInFlightBytes).
+	sendBytes int
 
 	// release gives back what the connection holds outside this package
 	// (its admission slot); the writer calls it once the connection ends.
@@ -495,20 +498,24 @@ type sendWait struct {
 	// rate's rate_limited), not to a send: it only keeps its place in
 	// the order of the answers.
 	unread bool
+	// size is the send's text bytes, counted in Conn.sendBytes.
+	size int
 }
 
 // submit puts a send frame into the pipeline without waiting for the
 // store, so that the connection's next sends are read and their appends
 // overlap; the acker answers them in the order they were read. At most
-// MaxInFlightSends wait at once: beyond them the reader waits for an
+// MaxInFlightSends, holding at most MaxInFlightBytes of text (one send of
+// any size alone), wait at once: beyond them the reader waits for an
 // answer. A store that cannot keep up refuses at once (unavailable, with
 // a retry hint) when its queue is full, so an overloaded server answers
 // instead of leaving frames unread in the socket; so does a Shedder that
 // finds the instance short of CPU, before the send enters the pipeline.
 func (c *Conn) submit(f ClientFrame) {
-	w := &sendWait{ref: f.Ref, room: f.Room, start: time.Now()}
+	w := &sendWait{ref: f.Ref, room: f.Room, start: time.Now(), size: len(f.Text)}
 	c.sendMu.Lock()
-	for len(c.sends) >= c.gw.cfg.MaxInFlightSends {
+	for len(c.sends) >= c.gw.cfg.MaxInFlightSends ||
+		len(c.sends) > 0 && c.sendBytes+w.size > c.gw.cfg.MaxInFlightBytes {
 		c.sendCond.Wait()
 	}
 	c.sendMu.Unlock()
@@ -525,6 +532,7 @@ func (c *Conn) submit(f ClientFrame) {
 	}
 	c.sendMu.Lock()
 	c.sends = append(c.sends, w)
+	c.sendBytes += w.size
 	start := !c.acking
 	c.acking = true
 	c.sendMu.Unlock()
@@ -568,6 +576,7 @@ func (c *Conn) acker() {
 		c.sendMu.Lock()
 		c.sends[0] = nil
 		c.sends = c.sends[1:]
+		c.sendBytes -= w.size
 		c.sendCond.Broadcast()
 		c.sendMu.Unlock()
 	}

@@ -102,6 +102,11 @@ type Config struct {
 	// socket. Beyond it the connection waits for an answer before reading
 	// on. Default DefaultMaxInFlightSends.
 	MaxInFlightSends int
+	// MaxInFlightBytes bounds the text those sends hold while they wait,
+	// in bytes: a send that would pass it waits for an answer first, as
+	// beyond MaxInFlightSends (one send of any size may always wait).
+	// Default DefaultMaxInFlightBytes.
+	MaxInFlightBytes int
 	// Shedder, when set, is asked before each send enters the pipeline;
 	// a send it sheds is answered at once with unavailable and a retry
 	// hint, at a fraction of the cost of storing it, so an instance
@@ -142,6 +147,9 @@ const (
 	// DefaultMaxInFlightSends lets a sender keep a round trip's worth of
 	// sends in flight at high rates.
 	DefaultMaxInFlightSends = 32
+	// DefaultMaxInFlightBytes is the default bound of the text a
+	// connection's waiting sends hold: 32 sends of 8 KiB.
+	DefaultMaxInFlightBytes = 256 << 10
 )
 
 func (c *Config) setDefaults() {
@@ -196,6 +204,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInFlightSends == 0 {
 		c.MaxInFlightSends = DefaultMaxInFlightSends
 	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = DefaultAuthTimeout
 	}
@@ -208,7 +219,7 @@ func (c *Config) setDefaults() {
 // call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {
 	if c.ReadLimit <= 0 || c.SendQueue <= 0 || c.SendQueueBytes <= 0 || c.MaxRooms <= 0 || c.MaxBatchBytes <= 0 ||
-		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 || c.MaxInFlightSends <= 0 {
+		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 || c.MaxInFlightSends <= 0 || c.MaxInFlightBytes <= 0 {
 		return errors.New("ws: limits must be positive")
 	}
 	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 || c.FloodWindow <= 0 || c.AuthTimeout <= 0 {

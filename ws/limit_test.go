@@ -267,9 +267,12 @@ func TestConfigRefused(t *testing.T) {
 type gatedStore struct {
 	*memstore.Backend
 	gate chan struct{}
+	// queued counts the appends handed to the store.
+	queued atomic.Int64
 }
 
 func (s *gatedStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	s.queued.Add(1)
 	go func() {
 		<-s.gate
 		done(s.Append(context.Background(), msg))
@@ -316,5 +319,50 @@ func TestRateLimitedAfterEarlierAcks(t *testing.T) {
 	}
 	if want := []string{"ack:a:", "error::rate_limited"}; !slices.Equal(answers, want) {
 		t.Fatalf("answers %q, want %q", answers, want)
+	}
+}
+
+// TestSendWindowBytes: while the store holds a connection's sends, the
+// sends waiting at once hold at most MaxInFlightBytes of text (beyond it
+// the connection is not read), even though MaxInFlightSends would let
+// more wait; once the store answers, every send is stored and acked in
+// order.
+func TestSendWindowBytes(t *testing.T) {
+	gate := make(chan struct{})
+	var store *gatedStore
+	const text, window = 4 << 10, 16 << 10 // four sends' worth
+	h := startStoring(t, harnessRoomMaxLen, ws.Config{MaxInFlightSends: 32, MaxInFlightBytes: window, ReadLimit: 64 << 10},
+		func(be *memstore.Backend) pipeline.Store {
+			store = &gatedStore{Backend: be, gate: gate}
+			return store
+		})
+	c := newRawClient(t, h, "alice")
+	if err := c.conn.WriteJSON(map[string]any{"type": "join", "room": "r"}); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, func(f wstest.Frame) bool { return f.Type == "joined" })
+	const sends = 12
+	for i := range sends {
+		if err := c.conn.WriteJSON(map[string]any{"type": "send", "room": "r", "text": strings.Repeat("x", text), "ref": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the reader takes what the window lets in
+	if n := store.queued.Load(); n != window/text {
+		t.Fatalf("%d sends reached the store while it held them, want %d (the bytes window)", n, window/text)
+	}
+	close(gate)
+	var acks []string
+	for _, f := range c.until(t, func(f wstest.Frame) bool { return f.Type == "ack" && f.Ref == fmt.Sprint(sends-1) }) {
+		if f.Type == "ack" {
+			acks = append(acks, f.Ref)
+		}
+	}
+	want := make([]string, sends)
+	for i := range want {
+		want[i] = fmt.Sprint(i)
+	}
+	if !slices.Equal(acks, want) {
+		t.Fatalf("acks %q, want %q", acks, want)
 	}
 }
