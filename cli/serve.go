@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/chatstream/chatstream/admission"
@@ -40,6 +43,7 @@ type serveCmd struct {
 	ShutdownTimeout   time.Duration `default:"${default_shutdown_timeout}" env:"CHATSTREAM_SHUTDOWN_TIMEOUT" help:"How long a graceful shutdown may take."`
 	ShedLatency       time.Duration `default:"0s" env:"CHATSTREAM_SHED_LATENCY" help:"Go scheduler latency (90th percentile per 100 ms) above which a growing share of new sends is refused at once with unavailable and a retry hint, e.g. 100ms; 0 (the default) never sheds."`
 	AdminToken        string        `env:"CHATSTREAM_ADMIN_TOKEN" placeholder:"TOKEN" help:"Bearer token of the admin HTTP API under /api/ (docs/ADMIN.md; Redis backend only). Empty: the API is off."`
+	AdminTokenFile    string        `env:"CHATSTREAM_ADMIN_TOKEN_FILE" placeholder:"FILE" help:"File holding the admin API's bearer token, instead of --admin-token (keeps it out of the process list and the environment)."`
 	RoomTTL           time.Duration `default:"${default_room_ttl}" env:"CHATSTREAM_ROOM_TTL" help:"How long a room's history outlives its last message; 0 keeps rooms forever."`
 	IdempotencyWindow time.Duration `default:"${default_idempotency_window}" env:"CHATSTREAM_IDEMPOTENCY_WINDOW" help:"How long a send's ref is remembered: a resend with the same ref within it is acked with the message stored the first time."`
 	MemoryMaxRooms    int           `default:"${default_memory_max_rooms}" env:"CHATSTREAM_MEMORY_MAX_ROOMS" help:"Rooms the in-memory backend keeps; a new room beyond it evicts the one idle longest (without --redis only)."`
@@ -62,6 +66,11 @@ func (s *serveCmd) Run(g *globals) error {
 	if err := s.AuthFlags.config(g.Log).Check(); err != nil {
 		return usageError(err)
 	}
+	token, err := adminToken(s.AdminToken, s.AdminTokenFile)
+	if err != nil {
+		return usageError(err)
+	}
+	s.AdminToken = token
 	// A negative duration would pass for "forever" (room TTL) or the
 	// default (the window) below; the other limits are checked by
 	// server.Config.
@@ -147,4 +156,25 @@ func roomTTL(flag time.Duration) time.Duration {
 		return pipeline.NoRoomTTL
 	}
 	return flag
+}
+
+// adminToken is the admin API's token: token as given, or read from file
+// (surrounding white space removed). Both at once, or a file that cannot
+// be read or holds nothing, is an error.
+func adminToken(token, file string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	if token != "" {
+		return "", errors.New("--admin-token and --admin-token-file (CHATSTREAM_ADMIN_TOKEN, CHATSTREAM_ADMIN_TOKEN_FILE) are both set: give one")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("--admin-token-file: %s holds no token", file)
+	}
+	return t, nil
 }
