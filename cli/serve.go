@@ -173,8 +173,11 @@ func adminToken(token, file string) (string, error) {
 		return "", fmt.Errorf("--admin-token-file: %w", err)
 	}
 	t := strings.TrimSpace(string(b))
-	if t == "" {
+	switch {
+	case t == "":
 		return "", fmt.Errorf("--admin-token-file: %s holds no token", file)
+	case strings.ContainsAny(t, "\r\n"):
+		return "", fmt.Errorf("--admin-token-file: %s holds more than one line; the token is one line", file)
 	}
 	return t, nil
 }

@@ -34,6 +34,7 @@ func TestAdminTokenFile(t *testing.T) {
 		{"both", "from-flag", good, "", "both set"},
 		{"missing file", "", filepath.Join(dir, "nope"), "", "no such file"},
 		{"empty file", "", blank, "", "holds no token"},
+		{"two lines", "", write("lines", "first\nsecond\n"), "", "more than one line"},
 	}
 	for _, tc := range cases {
 		got, err := adminToken(tc.token, tc.file)

@@ -148,7 +148,9 @@ const (
 	// sends in flight at high rates.
 	DefaultMaxInFlightSends = 32
 	// DefaultMaxInFlightBytes is the default bound of the text a
-	// connection's waiting sends hold: 32 sends of 8 KiB.
+	// connection's waiting sends hold: 64 texts of the default largest
+	// (pipeline.DefaultMaxTextBytes), but only four of the largest frame
+	// (DefaultReadLimit), whose text the chain refuses.
 	DefaultMaxInFlightBytes = 256 << 10
 )
 

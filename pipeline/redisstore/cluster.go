@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/chatstream/chatstream/pipeline"
 )
 
 // scanner is the part of a client that SCAN needs.
@@ -81,7 +79,7 @@ func (b *Backend) WritableEveryPartition(ctx context.Context) error {
 		pipe.Set(ctx, fmt.Sprintf("%s:{p%02d}:health", b.keys.Prefix, p), "ok", 10*time.Second)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("redisstore: %w: %w", pipeline.ErrUnavailable, err)
+		return b.healthErr(err)
 	}
 	return nil
 }

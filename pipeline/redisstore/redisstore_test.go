@@ -197,7 +197,9 @@ func TestOneAddressOfPlainRedis(t *testing.T) {
 	srv := testredis.Start(t)
 	addr := strings.TrimSuffix(strings.TrimPrefix(srv.URL, "redis://"), "/0")
 	b := newBackend(t, redisstore.Config{URL: addr, Prefix: srv.Prefix, Partitions: 4})
-	for name, check := range map[string]func(context.Context) error{"Ping": b.Ping, "Writable": b.Writable} {
+	for name, check := range map[string]func(context.Context) error{
+		"Ping": b.Ping, "Writable": b.Writable, "WritableEveryPartition": b.WritableEveryPartition,
+	} {
 		err := check(context.Background())
 		if !errors.Is(err, pipeline.ErrUnavailable) || !strings.Contains(err.Error(), "redis://host:port/0") {
 			t.Fatalf("%s = %v, want unavailable saying to use redis://host:port/0", name, err)
