@@ -27,7 +27,7 @@ func TestFeedGapResyncsMembers(t *testing.T) {
 	t.Parallel()
 	rs := testredis.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, Logger: log})
+	b, err := redisstore.New(redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, BusMaxLen: 10, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,21 +68,19 @@ func TestFeedGapResyncsMembers(t *testing.T) {
 	say(victim, gapRoom, "v1")
 	say(bystander, otherRoom, "b1")
 
-	// The gap room's bus loses an entry after this instance's position to
-	// trimming. (The entries are not chat messages, so the instance skips
-	// them without moving its position: from where it stands, the trimmed
-	// entry is one it never delivered.)
+	// The gap room's bus gets more entries than it keeps at once (they
+	// are not chat messages: the instance reads past them) and is trimmed
+	// to its length in the same step, so entries after this instance's
+	// position are gone before it could read them.
 	ctx := context.Background()
 	bus := b.Keys().Bus(pipeline.PartitionOf(gapRoom, 4))
-	for i := range 2 {
-		if i == 1 {
-			if err := rs.Client().XTrimMaxLen(ctx, bus, 0).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := rs.Client().XAdd(ctx, &redis.XAddArgs{Stream: bus, Values: []any{"x", "y"}}).Err(); err != nil {
-			t.Fatal(err)
-		}
+	tx := rs.Client().TxPipeline()
+	for range 30 {
+		tx.XAdd(ctx, &redis.XAddArgs{Stream: bus, Values: []any{"x", "y"}})
+	}
+	tx.XTrimMaxLen(ctx, bus, 10)
+	if _, err := tx.Exec(ctx); err != nil {
+		t.Fatal(err)
 	}
 
 	closed := time.After(10 * time.Second)
