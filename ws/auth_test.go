@@ -235,10 +235,12 @@ func TestAuthTimeout(t *testing.T) {
 	t.Parallel()
 	h := startAuth(t, ws.Config{AuthTimeout: 300 * time.Millisecond}, "")
 	c := h.dialBearer(t, "", "")
-	// Frames before the deadline do not extend it.
+	// Frames before the deadline do not extend it. (On a loaded machine
+	// the deadline may pass while they are sent: the server has closed
+	// the connection then, and the close frame is what counts.)
 	for range 3 {
 		if err := c.Join("lobby", 0); err != nil {
-			t.Fatal(err)
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
