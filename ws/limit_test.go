@@ -347,7 +347,12 @@ func TestSendWindowBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(300 * time.Millisecond) // the reader takes what the window lets in
+	// The reader takes what the window lets in, then waits.
+	deadline := time.Now().Add(wait)
+	for store.queued.Load() < window/text && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // time to take more, were it let
 	if n := store.queued.Load(); n != window/text {
 		t.Fatalf("%d sends reached the store while it held them, want %d (the bytes window)", n, window/text)
 	}

@@ -205,7 +205,7 @@ func TestCluster(t *testing.T) {
 	// message stored the first time.
 	t.Run("WaitReplicas", func(t *testing.T) {
 		ctx := context.Background()
-		b := newBackend(t, redisstore.Config{URL: cl.URL, Prefix: prefix(), Partitions: 4, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+		b := newBackend(t, redisstore.Config{URL: cl.URL, Prefix: prefix(), Partitions: 4, WaitReplicas: 1, WaitTimeout: 2 * time.Second})
 		var rooms []string
 		onNode := map[string]string{}
 		for i := 0; len(onNode) < 3; i++ {
@@ -245,7 +245,7 @@ func TestCluster(t *testing.T) {
 func TestWaitReplicasPrimaryAndReplica(t *testing.T) {
 	rs := testredis.StartReplicated(t)
 	ctx := context.Background()
-	b := newBackend(t, redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	b := newBackend(t, redisstore.Config{URL: rs.URL, Prefix: rs.Prefix, Partitions: 4, WaitReplicas: 1, WaitTimeout: 2 * time.Second})
 	first := mustAppend(t, b, send("lobby", "ref-1", "confirmed"))
 	ro := rs.Replica.Client()
 	if n, err := ro.XLen(ctx, b.Keys().Room("lobby")).Result(); err != nil || n != 1 {
