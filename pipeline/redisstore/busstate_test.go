@@ -105,6 +105,22 @@ func TestSubscribeReportsTrimmedPosition(t *testing.T) {
 	}
 }
 
+// runDelivery runs a delivery of cfg until the test ends, and returns it
+// once it follows every partition.
+func runDelivery(t *testing.T, cfg pipeline.DeliveryConfig) *pipeline.Delivery {
+	t.Helper()
+	d, err := pipeline.NewDelivery(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	<-d.Running()
+	return d
+}
+
 // gapDeliverer records deliveries and resyncs; it holds the message whose
 // text is "hold" until hold is closed.
 type gapDeliverer struct {
@@ -140,17 +156,10 @@ func TestDeliveryResyncsWhenTrimmedWhileBehind(t *testing.T) {
 	room := roomsOfOnePartition(1, parts)[0]
 	del := &gapDeliverer{hold: make(chan struct{}), holding: make(chan struct{}), delivered: make(chan pipeline.Message, 512),
 		resyncs: make(chan bool, 8), room: room}
-	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: b, Deliverer: del})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = d.Run(ctx) }()
+	runDelivery(t, pipeline.DeliveryConfig{Feed: b, Deliverer: del})
 	var once sync.Once
 	release := func() { once.Do(func() { close(del.hold) }) }
-	t.Cleanup(func() { release(); cancel(); <-ran })
-	<-d.Running()
+	t.Cleanup(release) // before the delivery stops: it may be held
 
 	mustAppend(t, b, send(room, "", "hold"))
 	select {
@@ -198,15 +207,8 @@ func TestDeliveryResetWithinEpochFollowsOn(t *testing.T) {
 	p := pipeline.PartitionOf(room, parts)
 	del := &gapDeliverer{delivered: make(chan pipeline.Message, 512), resyncs: make(chan bool, 8), room: room}
 	const every = 50 * time.Millisecond
-	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: b, Deliverer: del, Buses: b, ReportEvery: every})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-ran })
-	<-d.Running()
+	runDelivery(t, pipeline.DeliveryConfig{Feed: b, Deliverer: del, Buses: b, ReportEvery: every})
+	ctx := context.Background()
 
 	const n = 20
 	var last string
@@ -297,15 +299,8 @@ func TestDeliveryPassesUndecodableEntry(t *testing.T) {
 	const parts = 4
 	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts})
 	del := &gapDeliverer{delivered: make(chan pipeline.Message, 8), resyncs: make(chan bool, 8)}
-	d, err := pipeline.NewDelivery(pipeline.DeliveryConfig{Feed: b, Deliverer: del, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); _ = d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-ran })
-	<-d.Running()
+	d := runDelivery(t, pipeline.DeliveryConfig{Feed: b, Deliverer: del, Logger: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
 
 	const p = 2
 	id, err := srv.Client().XAdd(ctx, &redis.XAddArgs{Stream: b.Keys().Bus(p), Values: []string{"not", "a message"}}).Result()
