@@ -7,6 +7,7 @@ import (
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
+
 	// serve and the moderation tools build every built-in kind.
 	_ "github.com/chatstream/chatstream/pipeline/moderation/builtin"
 )

@@ -7,6 +7,7 @@ import (
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/moderation"
+
 	// The tools build the same moderator kinds as serve.
 	_ "github.com/chatstream/chatstream/pipeline/moderation/builtin"
 	"github.com/chatstream/chatstream/pipeline/redisstore"

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatstream/chatstream/client"
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
-	"github.com/redis/go-redis/v9"
 )
 
 // member is a client of the chaos tests that records every message and

@@ -29,6 +29,9 @@ const EnvURL = "CHATSTREAM_TEST_REDIS_URL"
 type Server struct {
 	// URL is redis://host:port/db.
 	URL string
+	// Socket is the path of the server's Unix socket (Options.UnixSocket),
+	// and SocketURL unix://<Socket>?db=0; both empty without one.
+	Socket, SocketURL string
 	// Prefix is a key prefix unique to the test.
 	Prefix string
 
@@ -47,6 +50,10 @@ type Options struct {
 	// AOF turns on the append-only file (fsync always) so a restart keeps
 	// every acknowledged write.
 	AOF bool
+	// UnixSocket makes the server listen on a Unix socket too
+	// (Server.SocketURL). A shared server (CHATSTREAM_TEST_REDIS_URL)
+	// cannot: the test fails.
+	UnixSocket bool
 }
 
 // Start returns a Redis for t, stopped in t.Cleanup.
@@ -58,6 +65,9 @@ func Start(t testing.TB, opts ...Options) *Server {
 	}
 	prefix := "t" + strings.ReplaceAll(uuid.NewString()[:13], "-", "")
 	if u := os.Getenv(EnvURL); u != "" {
+		if o.UnixSocket {
+			t.Fatalf("testredis: a Unix socket needs a private redis-server; unset %s", EnvURL)
+		}
 		return &Server{URL: u, Prefix: prefix, t: t}
 	}
 	bin, err := exec.LookPath("redis-server")
@@ -69,6 +79,10 @@ func Start(t testing.TB, opts ...Options) *Server {
 	}
 	s := &Server{Prefix: prefix, t: t, dir: t.TempDir(), aof: o.AOF, port: freePort(t)}
 	s.URL = fmt.Sprintf("redis://127.0.0.1:%d/0", s.port)
+	if o.UnixSocket {
+		s.Socket = filepath.Join(s.dir, "redis.sock")
+		s.SocketURL = "unix://" + s.Socket + "?db=0"
+	}
 	s.start(bin)
 	t.Cleanup(s.Stop)
 	return s
@@ -83,6 +97,9 @@ func (s *Server) start(bin string) {
 	args := []string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(s.dir, "redis.log"),
+	}
+	if s.Socket != "" {
+		args = append(args, "--unixsocket", s.Socket, "--unixsocketperm", "700")
 	}
 	if s.aof {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")

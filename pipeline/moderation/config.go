@@ -14,9 +14,10 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/chatstream/chatstream/pipeline/redisstore"
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/chatstream/chatstream/pipeline/redisstore"
 )
 
 // Env is what moderators may use besides their own settings.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"

@@ -52,8 +52,10 @@ var appendSHA = redis.NewScript(appendLua).Hash()
 
 // Config configures a Backend. A zero field takes the default in its comment.
 type Config struct {
-	// URL selects the Redis: redis://[user:pass@]host:port/db, a comma
-	// separated list of one or more host:port addresses of Redis Cluster
+	// URL selects the Redis: redis://[user:pass@]host:port/db (rediss://
+	// for TLS), unix:///path/to/redis.sock?db=N for one on this host's Unix
+	// socket, a comma separated list of one or more host:port addresses of
+	// Redis Cluster
 	// nodes (seeds: the client learns the others from them), or
 	// redis-sentinel://host:port,.../master[/db] for the primary that Redis
 	// Sentinels name (SentinelScheme). Required.
@@ -324,6 +326,9 @@ func Options(url string) (*redis.UniversalOptions, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: %w", err)
 		}
+		// A unix:// URL's address is the socket's absolute path, which
+		// go-redis dials as a Unix socket (UniversalOptions has no
+		// network of its own; TestUnixSocket).
 		return &redis.UniversalOptions{
 			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password,
 			TLSConfig: o.TLSConfig, Protocol: o.Protocol,

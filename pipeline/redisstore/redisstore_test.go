@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -123,8 +125,9 @@ func TestRoomsAndDecodeEntry(t *testing.T) {
 	}
 }
 
-// TestOptions: a redis:// URL selects one server and its database; a list
-// of addresses, even of one, selects a Cluster; nonsense is refused.
+// TestOptions: a redis:// URL (rediss:// with TLS, unix:// for a socket)
+// selects one server and its database; a list of addresses, even of one,
+// selects a Cluster; nonsense is refused.
 func TestOptions(t *testing.T) {
 	cases := []struct {
 		name, url string
@@ -137,6 +140,8 @@ func TestOptions(t *testing.T) {
 		{"url with password", "redis://:secret@h:1/0", []string{"h:1"}, 0, false, false},
 		{"cluster list", "a:7000, b:7001,c:7002", []string{"a:7000", "b:7001", "c:7002"}, 0, true, false},
 		{"one cluster seed", "a:7000", []string{"a:7000"}, 0, true, false},
+		{"unix socket", "unix:///run/redis/redis.sock?db=3", []string{"/run/redis/redis.sock"}, 3, false, false},
+		{"unix socket without a path", "unix://", nil, 0, false, true},
 		{"empty list", " , ", nil, 0, false, true},
 		{"bad scheme", "http://x:1", nil, 0, false, true},
 	}
@@ -156,6 +161,62 @@ func TestOptions(t *testing.T) {
 				t.Fatalf("Options(%q) = addrs %v db %d cluster %v, want %v db %d cluster %v", tc.url, o.Addrs, o.DB, o.IsClusterMode, tc.addrs, tc.db, tc.cluster)
 			}
 		})
+	}
+	for url, tls := range map[string]bool{"rediss://h:1/0": true, "redis://h:1/0": false} {
+		if o, err := redisstore.Options(url); err != nil || (o.TLSConfig != nil) != tls {
+			t.Fatalf("Options(%q): TLS %v, %v; want TLS %v", url, o != nil && o.TLSConfig != nil, err, tls)
+		}
+	}
+}
+
+// TestUnixSocket: a backend given unix:///path stores, reads history and
+// delivers over the Unix socket alone: the server's TCP port is closed
+// first, so nothing can fall back to it.
+func TestUnixSocket(t *testing.T) {
+	srv := testredis.Start(t, testredis.Options{UnixSocket: true})
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Network: "unix", Addr: srv.Socket})
+	t.Cleanup(func() { _ = admin.Close() })
+	// port 0: Redis stops listening on TCP.
+	if err := admin.ConfigSet(ctx, "port", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tcpOpts, err := redis.ParseURL(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", tcpOpts.Addr, time.Second); err == nil {
+		_ = c.Close()
+		t.Fatal("the TCP port still answers")
+	}
+	const parts = 4
+	b, err := redisstore.New(redisstore.Config{URL: srv.SocketURL, Prefix: srv.Prefix, Partitions: parts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	first := mustAppend(t, b, send("lobby", "r1", "one"))
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := b.Subscribe(subCtx, pipeline.PartitionOf("lobby", parts), first.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := mustAppend(t, b, send("lobby", "r2", "two"))
+	if dup := mustAppend(t, b, send("lobby", "r2", "two")); !dup.Duplicate || dup.Seq != second.Seq {
+		t.Fatalf("retry = %+v, want a duplicate of %s", dup, second.Seq)
+	}
+	m := next(t, ch)
+	m.Ack()
+	if string(m.Payload) != "two" || m.Metadata.Get(pipeline.MetaSeq) != second.Seq {
+		t.Fatalf("delivered %q seq %s, want two at %s", m.Payload, m.Metadata.Get(pipeline.MetaSeq), second.Seq)
+	}
+	page, err := b.History(ctx, "lobby", pipeline.HistoryQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Messages) != 2 || page.Messages[0].Seq != first.Seq || page.Messages[1].Seq != second.Seq {
+		t.Fatalf("history = %+v, want %s then %s", page.Messages, first.Seq, second.Seq)
 	}
 }
 
