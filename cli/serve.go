@@ -28,6 +28,8 @@ type serveCmd struct {
 	MaxRooms          int           `default:"${default_max_rooms}" env:"CHATSTREAM_MAX_ROOMS" help:"Rooms one connection may join."`
 	SendQueueBytes    int           `default:"${default_send_queue_bytes}" env:"CHATSTREAM_SEND_QUEUE_BYTES" help:"Bytes of frames queued per connection before a slow client is dropped (1008)."`
 	MaxPageBytes      int           `default:"${default_max_page_bytes}" env:"CHATSTREAM_MAX_PAGE_BYTES" help:"Largest joined or history reply, in bytes of messages; a longer range says more:true and is fetched in pages."`
+	HistoryRateBytes  float64       `default:"${default_history_rate_bytes}" env:"CHATSTREAM_HISTORY_RATE_BYTES" help:"Bytes of history (joined and history replies) one connection may be sent per second, sustained; a join or history frame beyond it is answered rate_limited."`
+	HistoryBurstBytes int           `default:"${default_history_burst_bytes}" env:"CHATSTREAM_HISTORY_BURST_BYTES" help:"Bytes of history one connection may be sent in a burst (at least --max-page-bytes)."`
 	SendQueue         int           `default:"${default_send_queue}" env:"CHATSTREAM_SEND_QUEUE" help:"Frames queued per connection before a slow client is dropped (1008)."`
 	SendWindow        int           `default:"${default_send_window}" env:"CHATSTREAM_SEND_WINDOW" help:"Sends of one connection that may wait for the store at once; the connection is read meanwhile, and beyond them it waits for an answer before reading on."`
 	SendWindowBytes   int           `default:"${default_send_window_bytes}" env:"CHATSTREAM_SEND_WINDOW_BYTES" help:"Bytes of text those sends may hold at once (one send of any size may always wait); beyond it the connection waits for an answer before reading on."`
@@ -131,6 +133,8 @@ func (s *serveCmd) config(g *globals) server.Config {
 			MaxInFlightBytes: s.SendWindowBytes,
 			SendQueueBytes:   s.SendQueueBytes,
 			MaxPageBytes:     s.MaxPageBytes,
+			HistoryRate:      s.HistoryRateBytes,
+			HistoryBurst:     s.HistoryBurstBytes,
 			MaxRooms:         s.MaxRooms,
 			FrameRate:        s.FrameRate,
 			FrameBurst:       s.FrameBurst,

@@ -405,3 +405,86 @@ func TestErrorFramesQuoteLittle(t *testing.T) {
 	}
 	say(t, c, "lobby", "still here", "ok")
 }
+
+// TestHistoryBudget: the history a connection is sent is budgeted in bytes.
+// Once replies have spent it, a history or join frame is answered
+// rate_limited with its ref, room and the time until the budget is paid
+// back, and nothing else changes: a refused rejoin keeps the membership, a
+// refused join of a new room adds none. After that time history is served
+// again.
+func TestHistoryBudget(t *testing.T) {
+	t.Parallel()
+	const page = 4 << 10
+	cfg := ws.Config{MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: page / 2, FrameRate: 1000, FrameBurst: 1000}
+	h := startKeeping(t, 1000, cfg)
+	acks := fill(t, h, "hist", repeated(40, 1000, "x"))
+	newest := acks[len(acks)-1].Seq
+
+	c := h.dial(t, "reader")
+	join(t, c, "hist", 0)
+	ask := func(ref string) wstest.Frame {
+		t.Helper()
+		if err := c.Send(map[string]any{"type": "history", "room": "hist", "before": newest, "limit": ws.MaxHistory, "ref": ref}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == ref }, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	refused := func(f wstest.Frame, ref, room string) {
+		t.Helper()
+		if f.Type != "error" || f.Code != "rate_limited" || f.Ref != ref || f.Room != room || f.Retry < 1 || f.Retry > 2100 {
+			t.Fatalf("got %s, want rate_limited for %s in %s with retry_after_ms in 1..2100", f.Raw, ref, room)
+		}
+	}
+	var limited wstest.Frame
+	served := 0
+	for i := 0; limited.Type == ""; i++ {
+		if i == 10 {
+			t.Fatalf("%d pages of about %d bytes served with a burst of %d", served, page, 2*page)
+		}
+		switch f := ask(fmt.Sprint("h", i)); f.Type {
+		case "history":
+			if len(f.Messages) == 0 {
+				t.Fatalf("empty page: %s", f.Raw)
+			}
+			served++
+		default:
+			refused(f, fmt.Sprint("h", i), "hist")
+			limited = f
+		}
+	}
+	if served < 2 || served > 3 {
+		t.Fatalf("%d pages of about %d bytes served before the refusal, want the burst of %d: 2 or 3", served, page, 2*page)
+	}
+	time.Sleep(time.Duration(limited.Retry) * time.Millisecond)
+	if f := ask("after"); f.Type != "history" || len(f.Messages) == 0 {
+		t.Fatalf("after retry_after_ms: %s, want a page", f.Raw)
+	}
+
+	// That page spent the budget again.
+	for _, room := range []string{"hist", "other"} {
+		if err := c.Send(map[string]any{"type": "join", "room": room, "ref": "j-" + room}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == "j-"+room }, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused(f, "j-"+room, room)
+	}
+	writer := h.dial(t, "writer")
+	join(t, writer, "hist", 0)
+	say(t, writer, "hist", "still here", "w1")
+	if got := texts(collect(t, c, "hist", 1)); got[0] != "still here" {
+		t.Fatalf("after the refused rejoin got %q", got)
+	}
+	if err := c.Send(map[string]any{"type": "history", "room": "other", "limit": 1, "ref": "o"}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == "o" }, wait); err != nil || f.Code != "not_joined" {
+		t.Fatalf("history of the refused room: %+v, %v; want not_joined", f, err)
+	}
+}

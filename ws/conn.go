@@ -80,6 +80,9 @@ type Conn struct {
 
 	readerDone chan struct{}
 	limiter    *rate.Limiter
+	// history is the connection's history budget in bytes
+	// (Config.HistoryRate).
+	history *rate.Limiter
 	// flood, lastLimited (the last rate_limited answer) and rooms are
 	// owned by the reader goroutine.
 	flood       floodMeter
@@ -629,6 +632,11 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		c.sendError(pipeline.Errorf(CodeRoomLimit, "a connection may join at most %d rooms", c.gw.cfg.MaxRooms), f.Ref, f.Room)
 		return
 	}
+	// Refused here, a rejoin (a join of a room already joined) leaves the
+	// membership as it was.
+	if !c.historyAllowed(f) {
+		return
+	}
 	c.rooms[f.Room] = struct{}{}
 	c.gw.hub.beginJoin(c, f.Room)
 	p, truncated, last, reset, err := c.readJoinHistory(f)
@@ -647,6 +655,7 @@ func (c *Conn) join(f ClientFrame, rejoin bool) {
 		Type: TypeJoined, Room: f.Room, Ref: f.Ref, History: p.msgs, Truncated: truncated, More: p.more,
 		Epoch: p.epoch, Reset: reset,
 	})
+	c.chargeHistory(len(joined))
 	c.gw.hub.finishJoin(c, f.Room, last, joined)
 }
 
@@ -740,6 +749,9 @@ func resetSince(f ClientFrame, since pipeline.Seq, p page) bool {
 // olderHistory answers a history frame: messages before a seq (and after
 // one), for scrolling back and for filling a resume's gap.
 func (c *Conn) olderHistory(f ClientFrame) {
+	if !c.historyAllowed(f) {
+		return
+	}
 	r := pageRange{before: f.Before, want: math.MaxInt, limit: f.Limit}
 	if r.limit == 0 {
 		r.limit = DefaultHistory
@@ -757,7 +769,34 @@ func (c *Conn) olderHistory(f ClientFrame) {
 		return
 	}
 	c.gw.histFail.OK("")
-	c.enqueue(encode(historyFrame{Type: TypeHistory, Room: f.Room, Ref: f.Ref, Messages: p.msgs, More: p.more}))
+	frame := encode(historyFrame{Type: TypeHistory, Room: f.Room, Ref: f.Ref, Messages: p.msgs, More: p.more})
+	c.chargeHistory(len(frame))
+	c.enqueue(frame)
+}
+
+// historyAllowed reports whether f (a join or history frame) may read
+// history now. When the connection's history budget is spent it answers f
+// with rate_limited and the time until the budget is paid back, and
+// returns false.
+func (c *Conn) historyAllowed(f ClientFrame) bool {
+	now := time.Now()
+	owed := -c.history.TokensAt(now)
+	if owed <= 0 {
+		return true
+	}
+	wait := time.Duration(owed / float64(c.history.Limit()) * float64(time.Second))
+	wait = wait.Truncate(time.Millisecond) + time.Millisecond
+	e := pipeline.Errorf(pipeline.CodeRateLimited, "too much history too fast: ask again in %s", wait)
+	e.RetryAfter = wait
+	c.sendError(e, f.Ref, f.Room)
+	return false
+}
+
+// chargeHistory takes a reply's n bytes from the history budget; the
+// budget may go into debt by one reply, which later history frames wait
+// out (historyAllowed).
+func (c *Conn) chargeHistory(n int) {
+	c.history.ReserveN(time.Now(), min(n, c.history.Burst()))
 }
 
 // historyFailed records a failed history read: at debug for this

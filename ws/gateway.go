@@ -66,6 +66,17 @@ type Config struct {
 	// reply; a reply holds at least one message, even one larger than
 	// this. Default DefaultMaxPageBytes (256 KiB).
 	MaxPageBytes int
+	// HistoryRate is the sustained bytes per second of history one
+	// connection may be sent (its joined and history replies), and
+	// HistoryBurst the bytes above it: a frame costs one frame of the
+	// frame budget whatever page it asks for, so pages are paid in bytes
+	// here too. A join or history frame that finds the budget spent is
+	// answered rate_limited with retry_after_ms (the time until it is paid
+	// back), without reading anything; the reply that spends it is sent
+	// whole. HistoryBurst must be at least MaxPageBytes. Defaults
+	// DefaultHistoryRate (1 MiB/s) and DefaultHistoryBurst (4 MiB).
+	HistoryRate  float64
+	HistoryBurst int
 	// MaxRooms is the number of rooms one connection may join. Default 100.
 	MaxRooms int
 	// MaxBatchBytes caps the frames the writer joins into one WebSocket
@@ -142,8 +153,14 @@ const (
 	DefaultSendQueueBytes  = 1 << 20
 	DefaultMaxPageMessages = MaxHistory
 	DefaultMaxPageBytes    = 256 << 10
-	DefaultFloodFactor     = 5
-	DefaultFloodWindow     = 10 * time.Second
+	// DefaultHistoryRate and DefaultHistoryBurst: a client that rejoins
+	// all its rooms at once fits in the burst (100 rooms of 50 messages of
+	// about 300 bytes are 1.5 MB); one that pages back sustains four full
+	// pages a second.
+	DefaultHistoryRate  = 1 << 20
+	DefaultHistoryBurst = 4 << 20
+	DefaultFloodFactor  = 5
+	DefaultFloodWindow  = 10 * time.Second
 	// DefaultMaxInFlightSends lets a sender keep a round trip's worth of
 	// sends in flight at high rates.
 	DefaultMaxInFlightSends = 32
@@ -169,6 +186,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPageBytes == 0 {
 		c.MaxPageBytes = DefaultMaxPageBytes
+	}
+	if c.HistoryRate == 0 {
+		c.HistoryRate = DefaultHistoryRate
+	}
+	if c.HistoryBurst == 0 {
+		c.HistoryBurst = DefaultHistoryBurst
 	}
 	if c.FloodFactor == 0 {
 		c.FloodFactor = DefaultFloodFactor
@@ -221,7 +244,8 @@ func (c *Config) setDefaults() {
 // call it on a configuration whose defaults are filled in.
 func (c Config) Validate() error {
 	if c.ReadLimit <= 0 || c.SendQueue <= 0 || c.SendQueueBytes <= 0 || c.MaxRooms <= 0 || c.MaxBatchBytes <= 0 ||
-		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 || c.MaxInFlightSends <= 0 || c.MaxInFlightBytes <= 0 {
+		c.MaxPageMessages <= 0 || c.MaxPageBytes <= 0 || c.FrameRate <= 0 || c.FrameBurst <= 0 || c.MaxPending <= 0 || c.MaxInFlightSends <= 0 || c.MaxInFlightBytes <= 0 ||
+		!(c.HistoryRate > 0) || c.HistoryBurst <= 0 {
 		return errors.New("ws: limits must be positive")
 	}
 	if c.WriteWait <= 0 || c.PongWait <= 0 || c.PingPeriod <= 0 || c.HistoryTimeout <= 0 || c.FloodWindow <= 0 || c.AuthTimeout <= 0 {
@@ -232,6 +256,9 @@ func (c Config) Validate() error {
 	}
 	if c.SendQueueBytes < 2*c.MaxPageBytes {
 		return fmt.Errorf("ws: send queue bytes %d must be at least twice the page budget %d", c.SendQueueBytes, c.MaxPageBytes)
+	}
+	if c.HistoryBurst < c.MaxPageBytes {
+		return fmt.Errorf("ws: history burst %d must be at least the page budget %d", c.HistoryBurst, c.MaxPageBytes)
 	}
 	if !(c.FloodFactor > 1) {
 		return fmt.Errorf("ws: flood factor %v must be above 1", c.FloodFactor)
@@ -356,6 +383,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		readerDone: make(chan struct{}),
 		release:    admission.Hold(r),
 		limiter:    rate.NewLimiter(rate.Limit(g.cfg.FrameRate), g.cfg.FrameBurst),
+		history:    rate.NewLimiter(rate.Limit(g.cfg.HistoryRate), g.cfg.HistoryBurst),
 		flood:      newFloodMeter(g.cfg, time.Now()),
 		rooms:      make(map[string]struct{}),
 		authBy:     time.Now().Add(g.cfg.AuthTimeout),

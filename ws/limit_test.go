@@ -249,6 +249,8 @@ func TestConfigRefused(t *testing.T) {
 		{"queue smaller than two default pages", ws.Config{SendQueueBytes: ws.DefaultMaxPageBytes}},
 		{"page of more than MaxHistory messages", ws.Config{MaxPageMessages: ws.MaxHistory + 1}},
 		{"negative page bytes", ws.Config{MaxPageBytes: -1}},
+		{"history burst smaller than a page", ws.Config{HistoryBurst: 64 << 10, MaxPageBytes: 128 << 10, SendQueueBytes: 1 << 20}},
+		{"negative history rate", ws.Config{HistoryRate: -1}},
 		{"flood factor of 1", ws.Config{FloodFactor: 1}},
 		{"negative flood window", ws.Config{FloodWindow: -time.Second}},
 	}
