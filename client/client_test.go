@@ -281,3 +281,44 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatalf("got %+v, want deferred events and one connection", st)
 	}
 }
+
+// TestHistoryOverBudget: History over the server's history budget fails
+// with rate_limited and the server's retry hint; after that wait it is
+// served again, and the connection's sends go on.
+func TestHistoryOverBudget(t *testing.T) {
+	t.Parallel()
+	const page = 4 << 10
+	srv := startServer(t, server.Config{WS: ws.Config{
+		FrameRate: 1e6, FrameBurst: 1e6, MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: page / 2,
+	}})
+	alice := dial(t, config(srv.URL(), "alice"))
+	join(t, alice, "lobby", client.JoinOptions{})
+	var last client.Ack
+	for k := range 40 {
+		last = send(t, alice, "lobby", fmt.Sprintf("m%02d %s", k, strings.Repeat("x", 1000)))
+	}
+	bob := dial(t, config(srv.URL(), "bob"))
+	join(t, bob, "lobby", client.JoinOptions{})
+	var refused *client.Error
+	for i := 0; refused == nil; i++ {
+		if i == 10 {
+			t.Fatalf("10 pages of about %d bytes served with a budget of %d", page, 2*page)
+		}
+		p, err := bob.History(t.Context(), "lobby", last.Seq, client.MaxHistory)
+		switch {
+		case errors.As(err, &refused):
+		case err != nil:
+			t.Fatal(err)
+		case len(p.Messages) == 0:
+			t.Fatal("empty page")
+		}
+	}
+	if refused.Code != client.CodeRateLimited || refused.RetryAfter <= 0 || refused.RetryAfter > 2100*time.Millisecond || refused.Room != "lobby" {
+		t.Fatalf("refused with %+v, want rate_limited in lobby with a retry hint of at most 2.1 s", refused)
+	}
+	time.Sleep(refused.RetryAfter)
+	if p, err := bob.History(t.Context(), "lobby", last.Seq, client.MaxHistory); err != nil || len(p.Messages) == 0 {
+		t.Fatalf("after the retry hint: %d messages, %v", len(p.Messages), err)
+	}
+	send(t, bob, "lobby", "still sending")
+}
