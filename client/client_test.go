@@ -283,13 +283,13 @@ func TestSlowConsumer(t *testing.T) {
 }
 
 // TestHistoryOverBudget: History over the server's history budget fails
-// with rate_limited and the server's retry hint; after that wait it is
-// served again, and the connection's sends go on.
+// with rate_limited and the server's retry hint, and holds back nothing
+// else: the connection's next send is acked long before that hint.
 func TestHistoryOverBudget(t *testing.T) {
 	t.Parallel()
 	const page = 4 << 10
 	srv := startServer(t, server.Config{WS: ws.Config{
-		FrameRate: 1e6, FrameBurst: 1e6, MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: page / 2,
+		FrameRate: 1e6, FrameBurst: 1e6, MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: 512,
 	}})
 	alice := dial(t, config(srv.URL(), "alice"))
 	join(t, alice, "lobby", client.JoinOptions{})
@@ -298,27 +298,65 @@ func TestHistoryOverBudget(t *testing.T) {
 		last = send(t, alice, "lobby", fmt.Sprintf("m%02d %s", k, strings.Repeat("x", 1000)))
 	}
 	bob := dial(t, config(srv.URL(), "bob"))
-	join(t, bob, "lobby", client.JoinOptions{})
+	join(t, bob, "lobby", client.JoinOptions{History: 1})
+	// Pages until one is refused with a hint of a second or more (at 512
+	// bytes a second, a debt of up to a page takes up to 8 s): a page
+	// served right after a short hint leaves about a page of debt.
 	var refused *client.Error
-	for i := 0; refused == nil; i++ {
-		if i == 10 {
-			t.Fatalf("10 pages of about %d bytes served with a budget of %d", page, 2*page)
+	for i := 0; refused == nil || refused.RetryAfter < time.Second; i++ {
+		if i == 20 {
+			t.Fatalf("20 pages of about %d bytes asked for with a budget of %d, and no refusal of a second or more", page, 2*page)
+		}
+		if refused != nil {
+			time.Sleep(refused.RetryAfter)
+			refused = nil
 		}
 		p, err := bob.History(t.Context(), "lobby", last.Seq, client.MaxHistory)
 		switch {
 		case errors.As(err, &refused):
+			if refused.Code != client.CodeRateLimited || refused.RetryAfter <= 0 || refused.RetryAfter > 8100*time.Millisecond || refused.Room != "lobby" {
+				t.Fatalf("refused with %+v, want rate_limited in lobby with a retry hint of at most 8.1 s", refused)
+			}
 		case err != nil:
 			t.Fatal(err)
 		case len(p.Messages) == 0:
 			t.Fatal("empty page")
 		}
 	}
-	if refused.Code != client.CodeRateLimited || refused.RetryAfter <= 0 || refused.RetryAfter > 2100*time.Millisecond || refused.Room != "lobby" {
-		t.Fatalf("refused with %+v, want rate_limited in lobby with a retry hint of at most 2.1 s", refused)
+	refusedAt := time.Now()
+	send(t, bob, "lobby", "not held back")
+	if d := time.Since(refusedAt); d >= refused.RetryAfter/2 {
+		t.Fatalf("the send was acked %v after the refusal: held back by its retry hint of %v", d, refused.RetryAfter)
 	}
-	time.Sleep(refused.RetryAfter)
-	if p, err := bob.History(t.Context(), "lobby", last.Seq, client.MaxHistory); err != nil || len(p.Messages) == 0 {
-		t.Fatalf("after the retry hint: %d messages, %v", len(p.Messages), err)
+}
+
+// TestResumeOverHistoryBudget: a join with since whose missing messages are
+// far more than the server's history budget delivers every one of them, in
+// order and without a gap: each page refused over the budget is asked for
+// again once it is paid back.
+func TestResumeOverHistoryBudget(t *testing.T) {
+	t.Parallel()
+	const page = 4 << 10
+	srv := startServer(t, server.Config{WS: ws.Config{
+		FrameRate: 1e6, FrameBurst: 1e6, MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: 16 * page,
+	}})
+	alice := dial(t, config(srv.URL(), "alice"))
+	join(t, alice, "lobby", client.JoinOptions{})
+	var acks []client.Ack
+	var want []string
+	for k := range 60 {
+		text := fmt.Sprintf("m%02d %s", k, strings.Repeat("x", 1000))
+		want = append(want, text)
+		acks = append(acks, send(t, alice, "lobby", text))
 	}
-	send(t, bob, "lobby", "still sending")
+	cfg := config(srv.URL(), "bob")
+	cfg.PageLimit = client.MaxHistory
+	bob := dial(t, cfg)
+	join(t, bob, "lobby", client.JoinOptions{Since: acks[0].Seq})
+	if got := texts(messages(t, bob, len(want)-1)); !slices.Equal(got, want[1:]) {
+		t.Fatalf("resumed %d messages, want the %d after since in order", len(got), len(want)-1)
+	}
+	if st := bob.Stats(); st.RateLimited == 0 {
+		t.Fatalf("got %+v: the resume was never over the budget, so the test shows nothing", st)
+	}
 }

@@ -105,8 +105,10 @@ type fill struct {
 	msgs []wireMessage
 	// reached: a page met since; empty: a page was empty.
 	reached, empty bool
-	// ref is the history request on the wire.
-	ref string
+	// ref is the history request on the wire; empty while a request
+	// refused over the server's history budget waits for retryAt.
+	ref     string
+	retryAt time.Time
 	// live holds the live messages that arrive meanwhile, at most
 	// Config.EventBuffer; liveOverflow reports one more was dropped (the
 	// room then falls behind and re-fetches it).
@@ -279,14 +281,20 @@ func (c *Client) onJoined(s *session, f *serverFrame) {
 // requestFill asks for the page before the oldest message collected. It
 // needs mu.
 func (c *Client) requestFill(s *session, r *roomEntry) {
+	s.control = append(s.control, c.fillFrame(r))
+	s.notify()
+}
+
+// fillFrame registers r's next fill request and returns its frame. It
+// needs mu.
+func (c *Client) fillFrame(r *roomEntry) []byte {
 	fl := r.fill
 	fl.ref = c.nextRef("f")
 	c.requests[fl.ref] = &request{kind: reqFill, room: r.name}
 	limit := min(c.cfg.PageLimit, fl.req.want-len(fl.msgs), c.cfg.MaxFill-len(fl.msgs))
-	s.control = append(s.control, encodeFrame(clientFrame{
+	return encodeFrame(clientFrame{
 		Type: typeHistory, Room: r.name, Ref: fl.ref, Before: fl.msgs[0].Seq, After: fl.req.since, Limit: limit,
-	}))
-	s.notify()
+	})
 }
 
 // onFill handles a history reply to a fill request. It needs mu.

@@ -171,9 +171,10 @@ func (c *Client) onError(s *session, f *serverFrame) {
 			c.pausedUntil = time.Now().Add(max(wait, silentDropEvery))
 			c.droppedUnread(s)
 			return
-		case e.Moderator == "":
+		case e.Moderator == "" && !c.historyRef(f.Ref):
 			// The frame rate of a server that names the dropped frame:
-			// every write waits.
+			// every write waits. (A join or history request refused over
+			// the history budget waits alone, below.)
 			c.pausedUntil = time.Now().Add(wait)
 		}
 		// A moderator's limit holds back only the sends of this room (below).
@@ -202,7 +203,15 @@ func (c *Client) onError(s *session, f *serverFrame) {
 		delete(c.requests, f.Ref)
 		switch {
 		case req.kind == reqFill:
-			if r := c.rooms[req.room]; r != nil && r.state == stateFilling {
+			r := c.rooms[req.room]
+			switch {
+			case r == nil || r.state != stateFilling || r.fill.ref != f.Ref:
+			case e.Code == CodeRateLimited:
+				// Over the server's history budget: the same page again
+				// once it is paid back (next), keeping what was
+				// collected; starting over would spend it on them again.
+				r.fill.ref, r.fill.retryAt = "", time.Now().Add(wait)
+			default:
 				// Start over from the last delivered seq.
 				r.state, r.fill, r.retryAt = stateIdle, nil, time.Now().Add(c.cfg.RetryWait)
 			}
@@ -220,6 +229,21 @@ func (c *Client) onError(s *session, f *serverFrame) {
 		}
 	}
 	c.log.Debug("chatstream error frame", "code", e.Code, "room", e.Room, "reason", e.Reason)
+}
+
+// historyRef reports whether ref names a history request (the
+// application's or a fill) or a join waiting for its reply: the frames the
+// server's history budget answers. It needs mu.
+func (c *Client) historyRef(ref string) bool {
+	if req := c.requests[ref]; req != nil && req.kind != reqLeave {
+		return true
+	}
+	for _, r := range c.rooms {
+		if r.state == stateJoining && r.joinRef == ref {
+			return true
+		}
+	}
+	return false
 }
 
 // silentDropEvery is how often a server that drops frames over its rate

@@ -372,6 +372,9 @@ func (c *Client) next(s *session) ([]byte, time.Duration) {
 		if r.state == stateIdle && !now.Before(r.retryAt) {
 			return c.joinFrame(r), 0
 		}
+		if r.state == stateFilling && r.fill.ref == "" && !now.Before(r.fill.retryAt) {
+			return c.fillFrame(r), 0
+		}
 	}
 	// A send waiting for its retry, or for its room's rejoin to show
 	// whether it was stored, holds back the later sends of its room, so

@@ -153,10 +153,11 @@ const (
 	DefaultSendQueueBytes  = 1 << 20
 	DefaultMaxPageMessages = MaxHistory
 	DefaultMaxPageBytes    = 256 << 10
-	// DefaultHistoryRate and DefaultHistoryBurst: a client that rejoins
-	// all its rooms at once fits in the burst (100 rooms of 50 messages of
-	// about 300 bytes are 1.5 MB); one that pages back sustains four full
-	// pages a second.
+	// DefaultHistoryRate and DefaultHistoryBurst: plain joins of all of a
+	// connection's rooms fit in the burst (100 rooms of 50 messages of
+	// about 300 bytes are 1.5 MB); a client paging back sustains four full
+	// pages a second; a resume that missed more than the burst is served
+	// at the rate (its refused pages are asked for again).
 	DefaultHistoryRate  = 1 << 20
 	DefaultHistoryBurst = 4 << 20
 	DefaultFloodFactor  = 5
@@ -256,6 +257,9 @@ func (c Config) Validate() error {
 	}
 	if c.SendQueueBytes < 2*c.MaxPageBytes {
 		return fmt.Errorf("ws: send queue bytes %d must be at least twice the page budget %d", c.SendQueueBytes, c.MaxPageBytes)
+	}
+	if c.HistoryRate < 1 {
+		return fmt.Errorf("ws: history rate %v must be at least 1 byte a second", c.HistoryRate)
 	}
 	if c.HistoryBurst < c.MaxPageBytes {
 		return fmt.Errorf("ws: history burst %d must be at least the page budget %d", c.HistoryBurst, c.MaxPageBytes)

@@ -251,6 +251,7 @@ func TestConfigRefused(t *testing.T) {
 		{"negative page bytes", ws.Config{MaxPageBytes: -1}},
 		{"history burst smaller than a page", ws.Config{HistoryBurst: 64 << 10, MaxPageBytes: 128 << 10, SendQueueBytes: 1 << 20}},
 		{"negative history rate", ws.Config{HistoryRate: -1}},
+		{"history rate below a byte a second", ws.Config{HistoryRate: 0.5}},
 		{"flood factor of 1", ws.Config{FloodFactor: 1}},
 		{"negative flood window", ws.Config{FloodWindow: -time.Second}},
 	}

@@ -1115,6 +1115,16 @@ export class ChatClient {
       else this.#joined(r, fl.got, fl.truncated, false);
     }, (err) => {
       if (r.filling !== fl) return;
+      if (err.code === 'rate_limited') {
+        // Over the server's history budget: ask for the same page again
+        // once it is paid back, keeping what was collected (starting
+        // over would spend the budget on the same pages again).
+        clearTimeout(r.retryTimer);
+        r.retryTimer = setTimeout(() => {
+          if (r.filling === fl && this.#rooms.get(r.name) === r) this.#fill(r);
+        }, err.retryAfterMs || this.#opts.joinRetryMs);
+        return;
+      }
       // Start the resume over: since has not moved.
       r.filling = null;
       r.joinRef = null;

@@ -355,14 +355,21 @@ test('close rejects what is pending and stops reconnecting', async (t) => {
   assert.equal(FakeSocket.instances.length, n, 'no reconnect after close');
 });
 
-test('a resume whose page is full fetches the rest, after since, before going live', async (t) => {
+// reconnected joins lobby with one message seen (5-0), drops the socket and
+// opens the next one: it returns the joined and message events recorded
+// from then on, the new socket and the join the client sent on it.
+async function reconnected(t) {
   const c = newClient(t);
   await connectAndJoin(c, 'lobby', [msg('lobby', '5-0', 'bob', 'a')]);
   const log = record(c, 'joined', 'message');
   latest().drop();
   const ws = await nextSocket();
   ws.open();
-  const join = ws.lastSent('join');
+  return { c, log, ws, join: ws.lastSent('join') };
+}
+
+test('a resume whose page is full fetches the rest, after since, before going live', async (t) => {
+  const { c, log, ws, join } = await reconnected(t);
   assert.equal(join.since, '5-0');
   ws.recv({ type: 'joined', room: 'lobby', ref: join.ref, history: [msg('lobby', '9-0', 'bob', 'e'), msg('lobby', '10-0', 'bob', 'f')], more: true });
   let h = ws.lastSent('history');
@@ -381,6 +388,26 @@ test('a resume whose page is full fetches the rest, after since, before going li
   assert.equal(log[0].more, false);
   assert.equal(log[1].text, 'g', 'the live message follows the filled history');
   assert.equal(c.lastSeq('lobby'), '11-0');
+});
+
+test('a resume page refused over the history budget is asked for again after retry_after_ms, keeping what was collected', async (t) => {
+  const { log, ws, join } = await reconnected(t);
+  ws.recv({ type: 'joined', room: 'lobby', ref: join.ref, history: [msg('lobby', '9-0', 'bob', 'e')], more: true });
+  let h = ws.lastSent('history');
+  ws.recv({ type: 'history', room: 'lobby', ref: h.ref, messages: [msg('lobby', '8-0', 'bob', 'd')], more: true });
+  await until(() => ws.lastSent('history').ref !== h.ref, 'the second history request');
+  h = ws.lastSent('history');
+  assert.equal(h.before, '8-0');
+  const refusedAt = Date.now();
+  ws.recv({ type: 'error', code: 'rate_limited', message: 'too much history', room: 'lobby', ref: h.ref, retry_after_ms: 60 });
+  await until(() => ws.lastSent('history').ref !== h.ref, 'the request asked again');
+  assert.ok(Date.now() - refusedAt >= 50, 'asked again before retry_after_ms');
+  h = ws.lastSent('history');
+  assert.deepEqual([h.before, h.after], ['8-0', '5-0'], 'the same page, not the resume from the start');
+  assert.equal(ws.sent.filter((f) => f.type === 'join').length, 1, 'no new join');
+  ws.recv({ type: 'history', room: 'lobby', ref: h.ref, messages: [msg('lobby', '6-0', 'bob', 'b'), msg('lobby', '7-0', 'bob', 'c')], more: false });
+  await until(() => log.length === 1, 'the joined event');
+  assert.deepEqual(log[0].history.map((m) => m.text), ['b', 'c', 'd', 'e']);
 });
 
 test('a fresh join passes more on, for the application to page back', async (t) => {
