@@ -338,7 +338,7 @@ func TestResumeOverHistoryBudget(t *testing.T) {
 	t.Parallel()
 	const page = 4 << 10
 	srv := startServer(t, server.Config{WS: ws.Config{
-		FrameRate: 1e6, FrameBurst: 1e6, MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: 16 * page,
+		FrameRate: 1e6, FrameBurst: 1e6, MaxPageBytes: page, HistoryBurst: 2 * page, HistoryRate: 4 * page,
 	}})
 	alice := dial(t, config(srv.URL(), "alice"))
 	join(t, alice, "lobby", client.JoinOptions{})
@@ -349,9 +349,7 @@ func TestResumeOverHistoryBudget(t *testing.T) {
 		want = append(want, text)
 		acks = append(acks, send(t, alice, "lobby", text))
 	}
-	cfg := config(srv.URL(), "bob")
-	cfg.PageLimit = client.MaxHistory
-	bob := dial(t, cfg)
+	bob := dial(t, config(srv.URL(), "bob"))
 	join(t, bob, "lobby", client.JoinOptions{Since: acks[0].Seq})
 	if got := texts(messages(t, bob, len(want)-1)); !slices.Equal(got, want[1:]) {
 		t.Fatalf("resumed %d messages, want the %d after since in order", len(got), len(want)-1)

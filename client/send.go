@@ -174,7 +174,10 @@ func (c *Client) onError(s *session, f *serverFrame) {
 		case e.Moderator == "" && !c.historyRef(f.Ref):
 			// The frame rate of a server that names the dropped frame:
 			// every write waits. (A join or history request refused over
-			// the history budget waits alone, below.)
+			// the history budget waits alone, below. Servers before the
+			// history budget named a join or history the frame rate
+			// dropped the same way; it too now waits alone, and the next
+			// dropped send pauses every write.)
 			c.pausedUntil = time.Now().Add(wait)
 		}
 		// A moderator's limit holds back only the sends of this room (below).
