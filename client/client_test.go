@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -327,6 +328,26 @@ func TestHistoryOverBudget(t *testing.T) {
 	send(t, bob, "lobby", "not held back")
 	if d := time.Since(refusedAt); d >= refused.RetryAfter/2 {
 		t.Fatalf("the send was acked %v after the refusal: held back by its retry hint of %v", d, refused.RetryAfter)
+	}
+
+	// The refusal of a request whose caller has given up holds back
+	// nothing either. The budget is still in debt for most of the hint.
+	limited := bob.Stats().RateLimited
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := bob.History(gone, "lobby", last.Seq, client.MaxHistory); !errors.Is(err, context.Canceled) {
+		t.Fatalf("History with a cancelled context: %v", err)
+	}
+	for deadline := time.Now().Add(wait); bob.Stats().RateLimited == limited; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned request was not refused")
+		}
+	}
+	again := time.Now()
+	left := refused.RetryAfter - again.Sub(refusedAt)
+	send(t, bob, "lobby", "still not held back")
+	if d := time.Since(again); d >= left/2 {
+		t.Fatalf("the send was acked %v after the abandoned request's refusal, with about %v of the hint left", d, left)
 	}
 }
 

@@ -222,7 +222,7 @@ func (c *Client) Join(ctx context.Context, room string, opts JoinOptions) error 
 
 // joinFrame builds the join of r and marks it on the wire. It needs mu.
 func (c *Client) joinFrame(r *roomEntry) []byte {
-	r.joinRef = c.nextRef("j")
+	r.joinRef = c.nextRef(joinPrefix)
 	r.state = stateJoining
 	r.behind = false // the reply carries everything after lastSeq
 	f := clientFrame{Type: typeJoin, Room: r.name, Ref: r.joinRef}
@@ -289,7 +289,7 @@ func (c *Client) requestFill(s *session, r *roomEntry) {
 // needs mu.
 func (c *Client) fillFrame(r *roomEntry) []byte {
 	fl := r.fill
-	fl.ref = c.nextRef("f")
+	fl.ref = c.nextRef(fillPrefix)
 	c.requests[fl.ref] = &request{kind: reqFill, room: r.name}
 	limit := min(c.cfg.PageLimit, fl.req.want-len(fl.msgs), c.cfg.MaxFill-len(fl.msgs))
 	return encodeFrame(clientFrame{
@@ -581,7 +581,11 @@ func (q *request) finish(page HistoryPage, err error) {
 
 // newRequest queues f with a fresh ref on s. It needs mu.
 func (c *Client) newRequest(s *session, kind reqKind, f clientFrame) *request {
-	f.Ref = c.nextRef("r")
+	prefix := "r"
+	if kind == reqHistory {
+		prefix = historyPrefix
+	}
+	f.Ref = c.nextRef(prefix)
 	req := &request{kind: kind, room: f.Room, done: make(chan requestResult, 1)}
 	c.requests[f.Ref] = req
 	s.control = append(s.control, encodeFrame(f))

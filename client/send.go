@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -234,15 +235,20 @@ func (c *Client) onError(s *session, f *serverFrame) {
 	c.log.Debug("chatstream error frame", "code", e.Code, "room", e.Room, "reason", e.Reason)
 }
 
-// historyRef reports whether ref names a history request (the
-// application's or a fill) or a join waiting for its reply: the frames the
-// server's history budget answers. It needs mu.
+// Ref prefixes of the frames the server's history budget answers: joins,
+// fills and the application's history requests (nextRef).
+const (
+	joinPrefix    = "j"
+	fillPrefix    = "f"
+	historyPrefix = "h"
+)
+
+// historyRef reports whether ref names a join or history frame of this
+// client, the frames the server's history budget answers, even one whose
+// caller has since given up or whose room was left.
 func (c *Client) historyRef(ref string) bool {
-	if req := c.requests[ref]; req != nil && req.kind != reqLeave {
-		return true
-	}
-	for _, r := range c.rooms {
-		if r.state == stateJoining && r.joinRef == ref {
+	for _, p := range [...]string{joinPrefix, fillPrefix, historyPrefix} {
+		if strings.HasPrefix(ref, p+c.refBase+"-") {
 			return true
 		}
 	}
