@@ -57,3 +57,18 @@ func (b *Backend) RoomArray(room string) (n, size int) {
 	}
 	return len(r.msgs), r.dead + cap(r.msgs)
 }
+
+// FeedLog returns the entries and byte total of the feed's replay log, or
+// an error when the total differs from the sum of its entries' sizes.
+func (b *Backend) FeedLog() (int, int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var sum int64
+	for _, m := range b.recent {
+		sum += deadLetterSize(m)
+	}
+	if sum != b.recentBytes {
+		return 0, 0, fmt.Errorf("the feed log counts %d bytes, holds %d", b.recentBytes, sum)
+	}
+	return len(b.recent), sum, nil
+}

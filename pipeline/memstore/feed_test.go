@@ -3,9 +3,12 @@ package memstore_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/memstore"
@@ -174,5 +177,34 @@ func TestDeliveryBehindNoResync(t *testing.T) {
 	eventually(t, "gap checks after catching up", func() bool { return buses.calls.Load() >= checks+2 })
 	if r := del.resyncs.Load(); r != 0 {
 		t.Fatalf("%d resyncs of a delivery that delivered all %d messages, want none", r, n)
+	}
+}
+
+// TestFeedLogBytes: the feed's replay log keeps its published messages
+// within about twice FeedLogBytes, however many RoomMaxLen allows, and
+// counts its bytes exactly; what it dropped is reported trimmed.
+func TestFeedLogBytes(t *testing.T) {
+	const logBytes, n = 64 << 10, 400
+	b := newBackend(t, memstore.Config{RoomMaxLen: 1000, FeedLogBytes: logBytes})
+	ctx := context.Background()
+	text := strings.Repeat("x", 4000)
+	var seqs []string
+	for range n {
+		seqs = append(seqs, appendTo(t, b, "lobby", text).Seq)
+	}
+	size := memstore.DeadLetterSize(message.NewMessage("id", []byte(text))) // without metadata: a lower bound
+	eventually(t, "the feed log within twice its bytes", func() bool {
+		entries, bytes, err := b.FeedLog()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return entries <= 2*logBytes/int(size)+1 && bytes <= 2*logBytes+int64(len(text))+1024
+	})
+	st, err := b.BusState(ctx, 0)
+	if err != nil || !lostAfter(st, seqs[0]) || st.Last != seqs[n-1] {
+		t.Fatalf("BusState() = %+v, %v; want the oldest messages reported trimmed and %s the newest", st, err, seqs[n-1])
+	}
+	if _, _, err := b.Bytes(); err != nil {
+		t.Fatal(err)
 	}
 }

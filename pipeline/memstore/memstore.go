@@ -66,9 +66,17 @@ type Config struct {
 	// FeedQueue is the number of stored messages waiting for the feed
 	// before Append refuses with ErrUnavailable. Default DefaultFeedQueue.
 	// The feed's replay log keeps every message not yet published on the
-	// feed besides the last RoomMaxLen published, so it holds fewer than
-	// 2×(RoomMaxLen+FeedQueue+1) messages.
+	// feed besides the last RoomMaxLen published (at most FeedLogBytes of
+	// them), so it holds fewer than 2×(RoomMaxLen+FeedQueue+1) messages.
 	FeedQueue int
+	// FeedLogBytes caps the approximate size (see deadLetterSize) of the
+	// published messages the feed's replay log keeps as the margin of a
+	// subscription that is behind: once the log holds twice this, its
+	// oldest published messages are dropped down to it. A subscription
+	// that falls behind what is kept sees a gap (and its members resync
+	// from the rooms' logs). Default DefaultFeedLogBytes; negative is
+	// refused.
+	FeedLogBytes int64
 	// DeadLetterMaxLen is the number of rejected messages kept. Default
 	// DefaultDeadLetterMaxLen.
 	DeadLetterMaxLen int
@@ -116,6 +124,8 @@ type Backend struct {
 	// resume after a seq like a Redis one. It keeps every message not yet
 	// published and the last RoomMaxLen published (see trimRecent).
 	recent []*message.Message
+	// recentBytes is the sum of recent's entries' deadLetterSize.
+	recentBytes int64
 	// unpublished is the number of messages handed to the queue that the
 	// pump has not finished publishing: the newest entries of recent. A
 	// message is published once every subscriber acked it, so an entry
@@ -140,6 +150,9 @@ const feedTopic = "feed"
 const (
 	// DefaultFeedQueue is the default bound of the feed's queue.
 	DefaultFeedQueue = 4096
+	// DefaultFeedLogBytes is the default size of the published messages
+	// the feed's replay log keeps: about 5,000 messages of 2 KiB.
+	DefaultFeedLogBytes = 16 << 20
 	// DefaultDeadLetterMaxLen is the default number of dead letters kept.
 	DefaultDeadLetterMaxLen = 10_000
 	// DefaultMaxRooms is the default number of rooms kept.
@@ -169,6 +182,9 @@ func (c *Config) setDefaults() {
 	if c.FeedQueue == 0 {
 		c.FeedQueue = DefaultFeedQueue
 	}
+	if c.FeedLogBytes == 0 {
+		c.FeedLogBytes = DefaultFeedLogBytes
+	}
 	if c.MaxRooms == 0 {
 		c.MaxRooms = DefaultMaxRooms
 	}
@@ -193,6 +209,8 @@ func (c Config) Validate() error {
 		return errors.New("memstore: limits must be positive")
 	case c.MaxBytes <= 0:
 		return fmt.Errorf("memstore: max bytes is %d: want a positive budget", c.MaxBytes)
+	case c.FeedLogBytes <= 0:
+		return fmt.Errorf("memstore: feed log bytes is %d: want a positive budget", c.FeedLogBytes)
 	case c.DeadLetterMaxBytes <= 0:
 		return fmt.Errorf("memstore: dead letter max bytes is %d: want a positive budget", c.DeadLetterMaxBytes)
 	case c.IdempotencyWindow <= 0:
@@ -253,19 +271,39 @@ func (b *Backend) pump() {
 }
 
 // trimRecent drops the oldest entries of recent, keeping every entry not
-// yet published and the last RoomMaxLen published. An entry still queued
-// (or being published) has not reached the subscriptions: reporting it
-// trimmed would make a reader that is merely behind see a gap (and resync
-// its members). The RoomMaxLen published entries kept are the margin of a
-// reader that compares a position read earlier with BusState. Trimming
-// waits until recent holds twice what it keeps, so each message costs
-// O(1); recent thus holds fewer than 2×(RoomMaxLen+FeedQueue+1) entries.
-// b.mu is held.
+// yet published and the last RoomMaxLen published, at most FeedLogBytes
+// of them. An entry still queued (or being published) has not reached the
+// subscriptions: reporting it trimmed would make a reader that is merely
+// behind see a gap (and resync its members). The published entries kept
+// are the margin of a reader that compares a position read earlier with
+// BusState. Trimming waits until recent holds twice what it keeps, in
+// entries or in bytes, so each message costs O(1); recent thus holds
+// fewer than 2×(RoomMaxLen+FeedQueue+1) entries, and its published ones
+// about 2×FeedLogBytes at most. b.mu is held.
 func (b *Backend) trimRecent() {
-	keep := b.cfg.RoomMaxLen + int(b.unpublished.Load())
+	unpublished := int(b.unpublished.Load())
+	keep := b.cfg.RoomMaxLen + unpublished
 	over := len(b.recent) - keep
 	if over < keep {
+		over = 0
+	}
+	if b.recentBytes > 2*b.cfg.FeedLogBytes {
+		// The oldest published entries beyond FeedLogBytes go too.
+		published := max(len(b.recent)-unpublished, 0)
+		left := b.recentBytes
+		for _, m := range b.recent[:over] {
+			left -= deadLetterSize(m)
+		}
+		for over < published && left > b.cfg.FeedLogBytes {
+			left -= deadLetterSize(b.recent[over])
+			over++
+		}
+	}
+	if over == 0 {
 		return
+	}
+	for _, m := range b.recent[:over] {
+		b.recentBytes -= deadLetterSize(m)
 	}
 	b.feedTrimmed = b.recent[over-1].Metadata.Get(pipeline.MetaSeq)
 	b.recent = append(b.recent[:0:0], b.recent[over:]...)
@@ -348,6 +386,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
 	b.recent = append(b.recent, stored)
+	b.recentBytes += deadLetterSize(stored)
 	b.unpublished.Add(1)
 	b.trimRecent()
 	b.queue <- stored // never blocks: checked above
