@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatstream/chatstream/admission"
 	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	"github.com/chatstream/chatstream/ws"
 )
@@ -58,6 +59,13 @@ type OverloadSource interface {
 	Shedded() int64
 }
 
+// MemorySource is what the metrics read of the memory backend
+// (memstore.Backend).
+type MemorySource interface {
+	// Stats returns what it keeps and what its bounds made it drop.
+	Stats() memstore.Stats
+}
+
 // FeedLagCap is the largest lag per partition chatstream_feed_lag_entries
 // counts; a larger one is reported as FeedLagCap. It bounds the work of a
 // scrape in the backend (an XRANGE of at most this many entries per bus).
@@ -88,6 +96,8 @@ type Sources struct {
 	Admission  AdmissionSource
 	Moderation ModerationSource
 	Overload   OverloadSource
+	// Memory is the memory backend, nil with Redis.
+	Memory MemorySource
 	// Lags counts the feed entries after the pipeline's positions, for
 	// chatstream_feed_lag_entries (needs Pipeline).
 	Lags pipeline.BusLagger
@@ -120,7 +130,13 @@ var (
 	descSchedLatency = desc("sched_latency_seconds", "The Go scheduler's latency (90th percentile) over the last sampling interval of the overload detector.")
 	descShed         = desc("sends_shed_total", "Sends answered unavailable because the instance was overloaded, before they entered the pipeline.")
 	descLag          = desc("feed_lag_entries", "Entries of each partition's bus after the last one this instance delivered (capped at 10000).", "partition")
-	descModeration   = desc("moderation_decisions_total",
+	descMemRooms     = desc("memory_rooms", "Rooms the memory backend keeps.")
+	descMemBytes     = desc("memory_bytes", "Approximate size of the messages the memory backend keeps, as --memory-max-bytes counts it.")
+	descMemForgotten = desc("memory_rooms_forgotten_total",
+		"Rooms the memory backend dropped whole, with their history, by reason (max_rooms, max_bytes, idle).", "reason")
+	descMemDropped = desc("memory_messages_dropped_total",
+		"Messages the memory backend dropped from rooms it keeps, to stay within --memory-max-bytes (not --room-maxlen's retention).")
+	descModeration = desc("moderation_decisions_total",
 		"Moderation decisions, by moderator, rule (empty: the moderator's total) and decision (accepted, rejected, rewritten, error).",
 		"moderator", "rule", "decision")
 )
@@ -142,7 +158,8 @@ type collector struct {
 // Describe sends every metric the collector may emit.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descSlow, descFlood, descQueued, descStored,
-		descRefusedM, descFeed, descUndecoded, descLag, descModeration, descShedShare, descSchedLatency, descShed} {
+		descRefusedM, descFeed, descUndecoded, descLag, descModeration, descShedShare, descSchedLatency, descShed,
+		descMemRooms, descMemBytes, descMemForgotten, descMemDropped} {
 		ch <- d
 	}
 	c.describeWS(ch)
@@ -181,6 +198,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descShedShare, o.Share())
 		gauge(descSchedLatency, o.Latency().Seconds())
 		counter(descShed, float64(o.Shedded()))
+	}
+	if mem := c.src.Memory; mem != nil {
+		st := mem.Stats()
+		gauge(descMemRooms, float64(st.Rooms))
+		gauge(descMemBytes, float64(st.Bytes))
+		counter(descMemForgotten, float64(st.ForgottenMaxRooms), "max_rooms")
+		counter(descMemForgotten, float64(st.ForgottenMaxBytes), "max_bytes")
+		counter(descMemForgotten, float64(st.ForgottenIdle), "idle")
+		counter(descMemDropped, float64(st.DroppedMessages))
 	}
 	if mod := c.src.Moderation; mod != nil {
 		for name, st := range mod.Stats() {

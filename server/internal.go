@@ -106,6 +106,9 @@ func (o *ops) listen(s *Server) error {
 	if l, ok := s.backend.Buses.(pipeline.BusLagger); ok {
 		src.Lags = l
 	}
+	if m, ok := s.backend.Store.(metrics.MemorySource); ok {
+		src.Memory = m
+	}
 	s.hub.SetObserver(o.metrics)
 	if err := o.metrics.Watch(src); err != nil {
 		return fmt.Errorf("server: metrics: %w", err)

@@ -59,19 +59,31 @@ func (b *Backend) fit(keep *roomLog) {
 		_, oldest, ok := b.rooms.GetOldest()
 		switch {
 		case !ok || oldest == keep:
-			b.bytes -= keep.dropOldest(over)
+			b.dropOldest(keep, over)
 			return
 		case oldest.spare() >= over:
-			b.bytes -= oldest.dropOldest(over) // frees at least over
+			b.dropOldest(oldest, over) // frees at least over
 			return
 		default:
+			b.forgetting = forgetMaxBytes
 			b.rooms.RemoveOldest() // forgot takes its bytes off the total
+			b.forgetting = forgetMaxRooms
 		}
 	}
 }
 
+// dropOldest drops r's oldest messages to free over bytes (see
+// roomLog.dropOldest) and counts them. b.mu is held.
+func (b *Backend) dropOldest(r *roomLog, over int64) {
+	n := len(r.msgs)
+	b.bytes -= r.dropOldest(over)
+	b.dropped += int64(n - len(r.msgs))
+}
+
 // forgot takes a room the LRU drops (by MaxRooms, RoomTTL or MaxBytes)
-// off the byte total. b.mu is held: the LRU is used only under it.
+// off the byte total and counts it by b.forgetting. b.mu is held: the LRU
+// is used only under it.
 func (b *Backend) forgot(_ string, r *roomLog) {
 	b.bytes -= r.bytes
+	b.forgotten[b.forgetting]++
 }

@@ -438,3 +438,45 @@ func TestRoomArrayBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestStatsCountDrops: Stats counts the rooms each bound forgets whole and
+// the messages dropped from rooms kept to fit MaxBytes, and reports what
+// is kept.
+func TestStatsCountDrops(t *testing.T) {
+	t.Run("max rooms", func(t *testing.T) {
+		b := newBackend(t, memstore.Config{MaxRooms: 2})
+		for _, room := range []string{"a", "b", "c"} {
+			appendTo(t, b, room, "hi")
+		}
+		if st := b.Stats(); st.Rooms != 2 || st.ForgottenMaxRooms != 1 || st.ForgottenMaxBytes != 0 || st.ForgottenIdle != 0 || st.DroppedMessages != 0 {
+			t.Fatalf("Stats() = %+v, want 2 rooms kept and 1 forgotten by MaxRooms", st)
+		}
+	})
+	t.Run("max bytes", func(t *testing.T) {
+		text := strings.Repeat("x", 500)
+		b := newBackend(t, memstore.Config{MaxBytes: 10_000})
+		for i := range 8 {
+			appendTo(t, b, "a", fmt.Sprint(i, text))
+		}
+		for i := range 4 { // about 12,000 bytes in all
+			appendTo(t, b, "b", fmt.Sprint(i, text))
+		}
+		st := b.Stats()
+		if st.Rooms != 2 || st.DroppedMessages == 0 || st.ForgottenMaxBytes != 0 || st.Bytes > 10_000 {
+			t.Fatalf("Stats() = %+v, want room a's oldest messages dropped to fit 10,000 bytes", st)
+		}
+		appendTo(t, b, "b", strings.Repeat("y", 9_000)) // a cannot free enough and keep its newest
+		if st = b.Stats(); st.Rooms != 1 || st.ForgottenMaxBytes != 1 || st.ForgottenMaxRooms != 0 {
+			t.Fatalf("Stats() = %+v, want room a forgotten to fit MaxBytes", st)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		b := newBackend(t, memstore.Config{RoomTTL: 20 * time.Millisecond})
+		appendTo(t, b, "a", "hi")
+		time.Sleep(30 * time.Millisecond)
+		appendTo(t, b, "b", "hi")
+		if st := b.Stats(); st.Rooms != 1 || st.ForgottenIdle != 1 || st.ForgottenMaxRooms != 0 {
+			t.Fatalf("Stats() = %+v, want room a forgotten as idle", st)
+		}
+	})
+}

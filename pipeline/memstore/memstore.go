@@ -140,6 +140,51 @@ type Backend struct {
 	dead      []*message.Message
 	deadBytes int64
 	closed    bool
+	// forgetting is why the LRU drops a room now (forgot counts it):
+	// forgetMaxRooms unless fit or forgetIdle says otherwise.
+	forgetting forgetReason
+	// forgotten counts the rooms dropped whole, by reason; dropped the
+	// messages dropped from rooms kept to fit MaxBytes.
+	forgotten [forgetReasons]int64
+	dropped   int64
+}
+
+// forgetReason is why a room was dropped whole.
+type forgetReason int
+
+// The reasons a room is dropped whole; forgetReasons counts them.
+const (
+	forgetMaxRooms forgetReason = iota
+	forgetMaxBytes
+	forgetIdle
+	forgetReasons
+)
+
+// Stats are the memory backend's counters of what it keeps and what its
+// bounds made it drop (Backend.Stats).
+type Stats struct {
+	// Rooms is the number of rooms kept; Bytes the approximate size of
+	// their messages, as MaxBytes counts it.
+	Rooms int
+	Bytes int64
+	// ForgottenMaxRooms, ForgottenMaxBytes and ForgottenIdle count the
+	// rooms dropped whole, with their history: by MaxRooms, to fit
+	// MaxBytes, and after RoomTTL without a message.
+	ForgottenMaxRooms, ForgottenMaxBytes, ForgottenIdle int64
+	// DroppedMessages counts the messages dropped from rooms kept, to fit
+	// MaxBytes (RoomMaxLen's retention is not counted).
+	DroppedMessages int64
+}
+
+// Stats returns the backend's counters.
+func (b *Backend) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Stats{
+		Rooms: b.rooms.Len(), Bytes: b.bytes,
+		ForgottenMaxRooms: b.forgotten[forgetMaxRooms], ForgottenMaxBytes: b.forgotten[forgetMaxBytes],
+		ForgottenIdle: b.forgotten[forgetIdle], DroppedMessages: b.dropped,
+	}
 }
 
 var _ pipeline.Backend = (*Backend)(nil)
@@ -401,7 +446,9 @@ func (b *Backend) forgetIdle(now time.Time) {
 		if !ok || !b.idle(r, now) {
 			return
 		}
+		b.forgetting = forgetIdle
 		b.rooms.RemoveOldest()
+		b.forgetting = forgetMaxRooms
 	}
 }
 
@@ -418,7 +465,9 @@ func (b *Backend) room(name string, now time.Time) *roomLog {
 		return nil
 	}
 	if b.idle(r, now) {
+		b.forgetting = forgetIdle
 		b.rooms.Remove(name)
+		b.forgetting = forgetMaxRooms
 		return nil
 	}
 	return r
