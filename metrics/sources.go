@@ -131,7 +131,7 @@ var (
 	descShed         = desc("sends_shed_total", "Sends answered unavailable because the instance was overloaded, before they entered the pipeline.")
 	descLag          = desc("feed_lag_entries", "Entries of each partition's bus after the last one this instance delivered (capped at 10000).", "partition")
 	descMemRooms     = desc("memory_rooms", "Rooms the memory backend keeps.")
-	descMemBytes     = desc("memory_bytes", "Approximate size of the messages the memory backend keeps, as --memory-max-bytes counts it.")
+	descMemBytes     = desc("memory_history_bytes", "Approximate size of the messages the memory backend keeps, as --memory-max-bytes counts it.")
 	descMemForgotten = desc("memory_rooms_forgotten_total",
 		"Rooms the memory backend dropped whole, with their history, by reason (max_rooms, max_bytes, idle).", "reason")
 	descMemDropped = desc("memory_messages_dropped_total",

@@ -140,10 +140,10 @@ func TestInternalMetrics(t *testing.T) {
 			checkBusLags(t, cfg.Backend)
 			s := scrape(t, srv.InternalURL()+"/metrics")
 			if kind == "memory" {
-				if s.value("chatstream_memory_rooms") != 1 || s.value("chatstream_memory_bytes") <= 0 ||
+				if s.value("chatstream_memory_rooms") != 1 || s.value("chatstream_memory_history_bytes") <= 0 ||
 					s.value("chatstream_memory_rooms_forgotten_total", "reason", "max_bytes") != 0 || s.value("chatstream_memory_messages_dropped_total") != 0 {
 					t.Errorf("memory metrics: rooms %v, bytes %v, forgotten by max_bytes %v, dropped %v; want 1 room of some bytes, nothing dropped",
-						s.value("chatstream_memory_rooms"), s.value("chatstream_memory_bytes"),
+						s.value("chatstream_memory_rooms"), s.value("chatstream_memory_history_bytes"),
 						s.value("chatstream_memory_rooms_forgotten_total", "reason", "max_bytes"), s.value("chatstream_memory_messages_dropped_total"))
 				}
 			} else if s["chatstream_memory_rooms"] != nil {

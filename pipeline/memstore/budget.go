@@ -65,9 +65,7 @@ func (b *Backend) fit(keep *roomLog) {
 			b.dropOldest(oldest, over) // frees at least over
 			return
 		default:
-			b.forgetting = forgetMaxBytes
-			b.rooms.RemoveOldest() // forgot takes its bytes off the total
-			b.forgetting = forgetMaxRooms
+			b.forget(forgetMaxBytes, func() { b.rooms.RemoveOldest() }) // forgot takes its bytes off the total
 		}
 	}
 }
@@ -78,6 +76,15 @@ func (b *Backend) dropOldest(r *roomLog, over int64) {
 	n := len(r.msgs)
 	b.bytes -= r.dropOldest(over)
 	b.dropped += int64(n - len(r.msgs))
+}
+
+// forget runs remove, which drops a room from the LRU, with reason as the
+// reason forgot counts (forgetMaxRooms otherwise: an Add that evicts).
+// b.mu is held.
+func (b *Backend) forget(reason forgetReason, remove func()) {
+	b.forgetting = reason
+	defer func() { b.forgetting = forgetMaxRooms }()
+	remove()
 }
 
 // forgot takes a room the LRU drops (by MaxRooms, RoomTTL or MaxBytes)

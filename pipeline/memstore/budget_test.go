@@ -478,5 +478,15 @@ func TestStatsCountDrops(t *testing.T) {
 		if st := b.Stats(); st.Rooms != 1 || st.ForgottenIdle != 1 || st.ForgottenMaxRooms != 0 {
 			t.Fatalf("Stats() = %+v, want room a forgotten as idle", st)
 		}
+		// Read after its TTL, a room is forgotten as idle too; and Stats
+		// itself forgets the idle rooms of a quiet backend.
+		appendTo(t, b, "c", "hi")
+		time.Sleep(30 * time.Millisecond)
+		if page, err := b.History(context.Background(), "b", pipeline.HistoryQuery{Limit: 10}); err != nil || len(page.Messages) != 0 {
+			t.Fatalf("History of an idle room = %+v, %v; want nothing", page, err)
+		}
+		if st := b.Stats(); st.Rooms != 0 || st.ForgottenIdle != 3 || st.ForgottenMaxRooms != 0 || st.Bytes != 0 {
+			t.Fatalf("Stats() = %+v, want every room forgotten as idle", st)
+		}
 	})
 }

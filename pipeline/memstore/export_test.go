@@ -58,17 +58,24 @@ func (b *Backend) RoomArray(room string) (n, size int) {
 	return len(r.msgs), r.dead + cap(r.msgs)
 }
 
-// FeedLog returns the entries and byte total of the feed's replay log, or
-// an error when the total differs from the sum of its entries' sizes.
-func (b *Backend) FeedLog() (int, int64, error) {
+// FeedLog trims the feed's replay log as an Append does, then returns its
+// published entries and their bytes and its unpublished entries, or an
+// error when its byte total differs from the sum of its entries' sizes.
+func (b *Backend) FeedLog() (published int, publishedBytes int64, unpublished int, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.trimRecent()
 	var sum int64
 	for _, m := range b.recent {
 		sum += deadLetterSize(m)
 	}
 	if sum != b.recentBytes {
-		return 0, 0, fmt.Errorf("the feed log counts %d bytes, holds %d", b.recentBytes, sum)
+		return 0, 0, 0, fmt.Errorf("the feed log counts %d bytes, holds %d", b.recentBytes, sum)
 	}
-	return len(b.recent), sum, nil
+	unpublished = int(b.unpublished.Load())
+	var unpublishedBytes int64
+	for _, m := range b.recent[len(b.recent)-unpublished:] {
+		unpublishedBytes += deadLetterSize(m)
+	}
+	return len(b.recent) - unpublished, sum - unpublishedBytes, unpublished, nil
 }

@@ -182,23 +182,28 @@ func TestDeliveryBehindNoResync(t *testing.T) {
 
 // TestFeedLogBytes: the feed's replay log keeps its published messages
 // within about twice FeedLogBytes, however many RoomMaxLen allows, and
-// counts its bytes exactly; what it dropped is reported trimmed.
+// counts its bytes exactly; what it dropped is reported trimmed. Messages
+// not yet published neither go nor count against it: behind a subscriber
+// that does not read, the published ones are still kept.
 func TestFeedLogBytes(t *testing.T) {
-	const logBytes, n = 64 << 10, 400
-	b := newBackend(t, memstore.Config{RoomMaxLen: 1000, FeedLogBytes: logBytes})
+	const logBytes, n, queued = 64 << 10, 400, 60
+	b := newBackend(t, memstore.Config{RoomMaxLen: 1000, FeedLogBytes: logBytes, FeedQueue: 1000})
 	ctx := context.Background()
 	text := strings.Repeat("x", 4000)
 	var seqs []string
 	for range n {
 		seqs = append(seqs, appendTo(t, b, "lobby", text).Seq)
 	}
-	size := memstore.DeadLetterSize(message.NewMessage("id", []byte(text))) // without metadata: a lower bound
-	eventually(t, "the feed log within twice its bytes", func() bool {
-		entries, bytes, err := b.FeedLog()
+	size := int64(memstore.DeadLetterSize(message.NewMessage("id", []byte(text)))) // without metadata: a lower bound
+	within := func(published int, bytes int64) bool {
+		return int64(published) <= 2*logBytes/size+1 && bytes <= 2*logBytes+size+1024
+	}
+	eventually(t, "every message published, and the feed log within twice its bytes", func() bool {
+		published, bytes, unpublished, err := b.FeedLog()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return entries <= 2*logBytes/int(size)+1 && bytes <= 2*logBytes+int64(len(text))+1024
+		return unpublished == 0 && within(published, bytes)
 	})
 	st, err := b.BusState(ctx, 0)
 	if err != nil || !lostAfter(st, seqs[0]) || st.Last != seqs[n-1] {
@@ -206,5 +211,24 @@ func TestFeedLogBytes(t *testing.T) {
 	}
 	if _, _, err := b.Bytes(); err != nil {
 		t.Fatal(err)
+	}
+
+	// A subscriber that reads nothing holds the feed: what follows stays
+	// unpublished, several times FeedLogBytes of it.
+	subCtx, unsubscribe := context.WithCancel(ctx)
+	defer unsubscribe()
+	if _, err := b.Subscribe(subCtx, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	for range queued {
+		appendTo(t, b, "lobby", text)
+	}
+	published, bytes, unpublished, err := b.FeedLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unpublished < queued-1 || int64(published) < logBytes/(2*size) || !within(published, bytes) {
+		t.Fatalf("behind a subscriber that reads nothing: %d published messages (%d bytes) and %d unpublished; want all %d but one unpublished, and the published ones within the budget, not dropped for them",
+			published, bytes, unpublished, queued)
 	}
 }

@@ -133,6 +133,9 @@ type Backend struct {
 	// The pump counts down without b.mu (so that publishing never waits
 	// for an Append); a count read late is higher, which keeps more.
 	unpublished atomic.Int64
+	// unpublishedBytes is the sum of those messages' deadLetterSize,
+	// counted down by the pump like unpublished.
+	unpublishedBytes atomic.Int64
 	// feedTrimmed is the seq of the newest message dropped from recent.
 	feedTrimmed string
 	// dead is the dead-letter log, oldest first; deadBytes is the sum of
@@ -180,6 +183,7 @@ type Stats struct {
 func (b *Backend) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.forgetIdle(time.Now()) // a quiet instance has idle rooms to forget
 	return Stats{
 		Rooms: b.rooms.Len(), Bytes: b.bytes,
 		ForgottenMaxRooms: b.forgotten[forgetMaxRooms], ForgottenMaxBytes: b.forgotten[forgetMaxBytes],
@@ -299,6 +303,7 @@ func (b *Backend) pump() {
 		select {
 		case m := <-b.queue:
 			err := b.feed.Publish(feedTopic, m)
+			b.unpublishedBytes.Add(-deadLetterSize(m)) // m is not changed: Publish sends copies
 			b.unpublished.Add(-1)
 			// Trim what is now published, unless an Append holds the
 			// lock: that Append trims it.
@@ -332,10 +337,11 @@ func (b *Backend) trimRecent() {
 	if over < keep {
 		over = 0
 	}
-	if b.recentBytes > 2*b.cfg.FeedLogBytes {
+	// The published entries' bytes; a count read late is higher, which
+	// trims less.
+	if left := b.recentBytes - b.unpublishedBytes.Load(); left > 2*b.cfg.FeedLogBytes {
 		// The oldest published entries beyond FeedLogBytes go too.
 		published := max(len(b.recent)-unpublished, 0)
-		left := b.recentBytes
 		for _, m := range b.recent[:over] {
 			left -= deadLetterSize(m)
 		}
@@ -430,8 +436,10 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if ref != "" {
 		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
+	size := deadLetterSize(stored)
 	b.recent = append(b.recent, stored)
-	b.recentBytes += deadLetterSize(stored)
+	b.recentBytes += size
+	b.unpublishedBytes.Add(size)
 	b.unpublished.Add(1)
 	b.trimRecent()
 	b.queue <- stored // never blocks: checked above
@@ -446,9 +454,7 @@ func (b *Backend) forgetIdle(now time.Time) {
 		if !ok || !b.idle(r, now) {
 			return
 		}
-		b.forgetting = forgetIdle
-		b.rooms.RemoveOldest()
-		b.forgetting = forgetMaxRooms
+		b.forget(forgetIdle, func() { b.rooms.RemoveOldest() })
 	}
 }
 
@@ -465,9 +471,7 @@ func (b *Backend) room(name string, now time.Time) *roomLog {
 		return nil
 	}
 	if b.idle(r, now) {
-		b.forgetting = forgetIdle
-		b.rooms.Remove(name)
-		b.forgetting = forgetMaxRooms
+		b.forget(forgetIdle, func() { b.rooms.Remove(name) })
 		return nil
 	}
 	return r
