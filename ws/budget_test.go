@@ -435,8 +435,10 @@ func TestHistoryBudget(t *testing.T) {
 	}
 	refused := func(f wstest.Frame, ref, room string) {
 		t.Helper()
-		if f.Type != "error" || f.Code != "rate_limited" || f.Ref != ref || f.Room != room || f.Retry < 1 || f.Retry > 2100 {
-			t.Fatalf("got %s, want rate_limited for %s in %s with retry_after_ms in 1..2100", f.Raw, ref, room)
+		// At most the debt (one page: 2 s), and for a refusal after the
+		// first of a spell a queue of at most the burst's refill (4 s).
+		if f.Type != "error" || f.Code != "rate_limited" || f.Ref != ref || f.Room != room || f.Retry < 1 || f.Retry > 6100 {
+			t.Fatalf("got %s, want rate_limited for %s in %s with retry_after_ms in 1..6100", f.Raw, ref, room)
 		}
 	}
 	var limited wstest.Frame
@@ -486,5 +488,86 @@ func TestHistoryBudget(t *testing.T) {
 	}
 	if f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == "o" }, wait); err != nil || f.Code != "not_joined" {
 		t.Fatalf("history of the refused room: %+v, %v; want not_joined", f, err)
+	}
+}
+
+// TestHistoryBudgetSpread checks that requests refused together over the
+// history budget are told to come back one after another, a reply's worth
+// of budget apart, so that each is served when it does.
+func TestHistoryBudgetSpread(t *testing.T) {
+	t.Parallel()
+	const page = 4 << 10
+	const rate = 16 << 10 // a page's refill: about 250 ms
+	// The burst (2 s of refill) bounds how far apart a spell's refusals
+	// are spread: more than the herd below needs.
+	cfg := ws.Config{MaxPageBytes: page, HistoryBurst: 8 * page, HistoryRate: rate, FrameRate: 1000, FrameBurst: 1000}
+	h := startKeeping(t, 1000, cfg)
+	acks := fill(t, h, "hist", repeated(40, 1000, "x"))
+	newest := acks[len(acks)-1].Seq
+
+	c := h.dial(t, "reader")
+	join(t, c, "hist", 0)
+	send := func(ref string) {
+		t.Helper()
+		if err := c.Send(map[string]any{"type": "history", "room": "hist", "before": newest, "limit": ws.MaxHistory, "ref": ref}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(ref string) wstest.Frame {
+		t.Helper()
+		f, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Ref == ref }, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	// Spend the budget; the last page served tells a reply's cost.
+	var pageBytes int
+	for i := 0; ; i++ {
+		if i == 20 {
+			t.Fatal("the budget was never spent")
+		}
+		ref := fmt.Sprint("h", i)
+		send(ref)
+		f := answer(ref)
+		if f.Type != "history" {
+			break
+		}
+		pageBytes = len(f.Raw)
+	}
+	if pageBytes == 0 {
+		t.Fatal("no page was served before the budget was spent")
+	}
+	slot := time.Duration(pageBytes) * time.Second / rate
+
+	// A herd: four requests at once, all refused.
+	const herd = 4
+	for i := range herd {
+		send(fmt.Sprint("s", i))
+	}
+	due := make([]time.Time, herd)
+	for i := range herd {
+		f := answer(fmt.Sprint("s", i))
+		if f.Type != "error" || f.Code != "rate_limited" || f.Retry < 1 {
+			t.Fatalf("request %d of the herd: got %s, want rate_limited with retry_after_ms", i, f.Raw)
+		}
+		due[i] = f.Received.Add(time.Duration(f.Retry) * time.Millisecond)
+		if i > 0 && due[i].Sub(due[i-1]) < slot/2 {
+			t.Fatalf("request %d is told to come back %v after request %d, want about a page's refill (%v) apart", i, due[i].Sub(due[i-1]), i-1, slot)
+		}
+	}
+	// Each asks again when told: each is served (one refused again is
+	// let pass, for a slow machine: without the spread, all but one are).
+	refused := 0
+	for i := range herd {
+		time.Sleep(time.Until(due[i]))
+		ref := fmt.Sprint("a", i)
+		send(ref)
+		if f := answer(ref); f.Type != "history" {
+			refused++
+		}
+	}
+	if refused > 1 {
+		t.Fatalf("%d of %d requests refused again when they came back as told", refused, herd)
 	}
 }

@@ -81,8 +81,12 @@ type Conn struct {
 	readerDone chan struct{}
 	limiter    *rate.Limiter
 	// history is the connection's history budget in bytes
-	// (Config.HistoryRate).
-	history *rate.Limiter
+	// (Config.HistoryRate). historyLast (the bytes of the last reply
+	// charged) and historyRetryAt (the latest time a refusal named) are
+	// owned by the reader goroutine.
+	history        *rate.Limiter
+	historyLast    int
+	historyRetryAt time.Time
 	// flood, lastLimited (the last rate_limited answer) and rooms are
 	// owned by the reader goroutine.
 	flood       floodMeter
@@ -778,14 +782,28 @@ func (c *Conn) olderHistory(f ClientFrame) {
 // history now. When the connection's history budget is spent it answers f
 // with rate_limited and the time until the budget is paid back, and
 // returns false.
+//
+// Refusals of one spell are spread out: each names a time at least one
+// reply's worth of budget (the last reply's bytes) after the time the one
+// before it named, so that the requests of a client resuming many rooms
+// at once come back one after another, each finding the budget paid back,
+// instead of all together, where only one is served and the others are
+// refused again. A named time is at most a full burst's refill beyond the
+// debt.
 func (c *Conn) historyAllowed(f ClientFrame) bool {
 	now := time.Now()
 	owed := -c.history.TokensAt(now)
 	if owed <= 0 {
 		return true
 	}
-	wait := time.Duration(owed / float64(c.history.Limit()) * float64(time.Second))
+	perByte := float64(time.Second) / float64(c.history.Limit())
+	wait := time.Duration(owed * perByte)
+	if c.historyRetryAt.After(now) {
+		queued := c.historyRetryAt.Sub(now) + time.Duration(float64(c.historyLast)*perByte)
+		wait = max(wait, min(queued, wait+time.Duration(float64(c.history.Burst())*perByte)))
+	}
 	wait = wait.Truncate(time.Millisecond) + time.Millisecond
+	c.historyRetryAt = now.Add(wait)
 	e := pipeline.Errorf(pipeline.CodeRateLimited, "too much history too fast: ask again in %s", wait)
 	e.RetryAfter = wait
 	c.sendError(e, f.Ref, f.Room)
@@ -796,7 +814,9 @@ func (c *Conn) historyAllowed(f ClientFrame) bool {
 // budget may go into debt by one reply, which later history frames wait
 // out (historyAllowed).
 func (c *Conn) chargeHistory(n int) {
-	c.history.ReserveN(time.Now(), min(n, c.history.Burst()))
+	n = min(n, c.history.Burst())
+	c.history.ReserveN(time.Now(), n)
+	c.historyLast = n
 }
 
 // historyFailed records a failed history read: at debug for this
