@@ -81,11 +81,14 @@ type Conn struct {
 	readerDone chan struct{}
 	limiter    *rate.Limiter
 	// history is the connection's history budget in bytes
-	// (Config.HistoryRate). historyLast (the bytes of the last reply
-	// charged) and historyRetryAt (the latest time a refusal named) are
-	// owned by the reader goroutine.
+	// (Config.HistoryRate). historyReply (the bytes a reply is expected
+	// to cost: the larger of the last one charged and their running mean)
+	// and historyRetryAt (the latest time a refusal named) are owned by
+	// the reader goroutine, with historyLast and historyMean behind the
+	// first.
 	history        *rate.Limiter
 	historyLast    int
+	historyMean    float64
 	historyRetryAt time.Time
 	// flood, lastLimited (the last rate_limited answer) and rooms are
 	// owned by the reader goroutine.
@@ -783,13 +786,12 @@ func (c *Conn) olderHistory(f ClientFrame) {
 // with rate_limited and the time until the budget is paid back, and
 // returns false.
 //
-// Refusals of one spell are spread out: each names a time at least one
-// reply's worth of budget (the last reply's bytes) after the time the one
-// before it named, so that the requests of a client resuming many rooms
-// at once come back one after another, each finding the budget paid back,
-// instead of all together, where only one is served and the others are
-// refused again. A named time is at most a full burst's refill beyond the
-// debt.
+// Refusals of one spell are spread out: each names a time one reply's
+// worth of budget (historyReply) after the time the one before it named,
+// so that the requests of a client resuming many rooms at once come back
+// one after another, each finding the budget paid back, instead of all
+// together, where only one is served and the others are refused again. A
+// named time is at most a full burst's refill beyond the debt.
 func (c *Conn) historyAllowed(f ClientFrame) bool {
 	now := time.Now()
 	owed := -c.history.TokensAt(now)
@@ -799,7 +801,7 @@ func (c *Conn) historyAllowed(f ClientFrame) bool {
 	perByte := float64(time.Second) / float64(c.history.Limit())
 	wait := time.Duration(owed * perByte)
 	if c.historyRetryAt.After(now) {
-		queued := c.historyRetryAt.Sub(now) + time.Duration(float64(c.historyLast)*perByte)
+		queued := c.historyRetryAt.Sub(now) + time.Duration(c.historyReply()*perByte)
 		wait = max(wait, min(queued, wait+time.Duration(float64(c.history.Burst())*perByte)))
 	}
 	wait = wait.Truncate(time.Millisecond) + time.Millisecond
@@ -817,6 +819,18 @@ func (c *Conn) chargeHistory(n int) {
 	n = min(n, c.history.Burst())
 	c.history.ReserveN(time.Now(), n)
 	c.historyLast = n
+	if c.historyMean == 0 {
+		c.historyMean = float64(n)
+	} else {
+		c.historyMean += (float64(n) - c.historyMean) / 4
+	}
+}
+
+// historyReply is the bytes the next reply is expected to cost: the larger
+// of the last one and the running mean, so that a small reply (the joined
+// of an empty room) does not make the pages after it look cheap.
+func (c *Conn) historyReply() float64 {
+	return max(float64(c.historyLast), c.historyMean)
 }
 
 // historyFailed records a failed history read: at debug for this
