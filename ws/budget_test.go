@@ -41,6 +41,13 @@ func fill(t *testing.T, h *harness, room string, texts []string) []wstest.Frame 
 		}
 		acks = append(acks, f)
 	}
+	// Once the filler has the last message, the hub has delivered them
+	// all, so none reaches a member that joins later (a join with history
+	// 0 takes every live message after it, even one stored just before).
+	last := acks[len(acks)-1].Seq
+	if _, err := c.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "message" && f.Seq == last }, wait); err != nil {
+		t.Fatalf("filling %s: the last message was not delivered: %v", room, err)
+	}
 	c.Close()
 	return acks
 }
