@@ -81,11 +81,10 @@ type Conn struct {
 	readerDone chan struct{}
 	limiter    *rate.Limiter
 	// history is the connection's history budget in bytes
-	// (Config.HistoryRate). historyReply (the bytes a reply is expected
-	// to cost: the larger of the last one charged and their running mean)
+	// (Config.HistoryRate). historyLast and historyMean (the bytes of the
+	// last reply charged and the running mean of them, see historyReply)
 	// and historyRetryAt (the latest time a refusal named) are owned by
-	// the reader goroutine, with historyLast and historyMean behind the
-	// first.
+	// the reader goroutine.
 	history        *rate.Limiter
 	historyLast    int
 	historyMean    float64
