@@ -73,6 +73,11 @@ type Config struct {
 	// RedisWaitTimeout bounds that wait. Default
 	// redisstore.DefaultWaitTimeout.
 	RedisWaitTimeout time.Duration
+	// RedisPollBus makes the Redis backend's partition subscriptions block
+	// reading the buses instead of listening for pushes
+	// (redisstore.Config.PollBus). Default false: pushed. Ignored without
+	// Redis.
+	RedisPollBus bool
 	// PresenceTTL is how long an instance's presence outlives its last
 	// sync. Default pipeline.DefaultPresenceTTL.
 	PresenceTTL time.Duration
@@ -145,6 +150,7 @@ func Open(cfg Config) (*Backend, error) {
 		RoomMaxLen: int64(cfg.RoomMaxLen), BusMaxLen: cfg.BusMaxLen, Timeout: cfg.Timeout, Logger: cfg.Logger,
 		RoomTTL: cfg.RoomTTL, IdempotencyWindow: cfg.IdempotencyWindow,
 		WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
+		PollBus: cfg.RedisPollBus,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)

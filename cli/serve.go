@@ -57,7 +57,7 @@ type serveCmd struct {
 	// Authentication and room permissions (cli/serve_auth.go).
 	AuthFlags serveAuthFlags `embed:""`
 
-	// Replica-acknowledged writes (cli/serve_redis.go).
+	// Replica-acknowledged writes and pushed delivery (cli/serve_redis.go).
 	RedisWait serveRedisFlags `embed:""`
 }
 
@@ -87,6 +87,7 @@ func (s *serveCmd) Run(g *globals) error {
 		RoomMaxLen: s.RoomMaxlen, BusMaxLen: s.BusMaxlen, RoomTTL: roomTTL(s.RoomTTL),
 		IdempotencyWindow: s.IdempotencyWindow, MaxRooms: s.MemoryMaxRooms, MaxBytes: s.MemoryMaxBytes, Logger: g.Log,
 		RedisWaitReplicas: s.RedisWait.RedisWaitReplicas, RedisWaitTimeout: s.RedisWait.RedisWaitTimeout,
+		RedisPollBus: !s.RedisWait.RedisBusPush,
 	})
 	if err != nil {
 		return usageError(err)

@@ -263,8 +263,8 @@ type scriptCall struct {
 // Lengths of the parts of a script call's argument list.
 const (
 	// callHead counts EVALSHA, the SHA, the key count and the script's
-	// seven leading arguments.
-	callHead = 3 + 7
+	// eight leading arguments.
+	callHead = 3 + 8
 	// callPerMessage bounds the arguments per message: two keys for its
 	// bus and the bus's last ID, two for its room and the room's bus
 	// number (when they are the call's first of them), its send record and
@@ -356,7 +356,7 @@ func (bt *batch) build() {
 			}
 		}
 		args[start+2] = len(args) - start - 3
-		args = append(args, b.fixedArgs[0], b.fixedArgs[1], b.fixedArgs[2], b.fixedArgs[3], pipeline.NewEpoch(), buses, c.rooms)
+		args = append(args, b.fixedArgs[0], b.fixedArgs[1], b.fixedArgs[2], b.fixedArgs[3], pipeline.NewEpoch(), buses, c.rooms, b.pushArg)
 		for _, n := range bt.roomBus {
 			args = append(args, n)
 		}

@@ -4,9 +4,11 @@
 -- messages of a batch that belong to one partition in a Redis Cluster (a
 -- script's keys must share a slot), or the whole batch on a single Redis,
 -- so the per-call costs (the script call itself, TIME, each bus's epoch: an
--- EXISTS, each room's epoch and TTL: a PTTL and a GET) are paid once per
--- call, not once per message; a message costs one SET (its send record,
--- read and written at once: SET NX GET, Redis 7.0 or later) and two XADDs.
+-- EXISTS, and its newest entry when pushing: an XREVRANGE, each room's
+-- epoch and TTL: a PTTL and a GET) are paid once per call, not once per
+-- message; a message costs one SET (its send record, read and written at
+-- once: SET NX GET, Redis 7.0 or later), two XADDs, and an SPUBLISH when
+-- pushing.
 --
 -- KEYS[2b-1]      bus b           <prefix>:{pNN}:bus           (b = 1..B)
 -- KEYS[2b]        bus b's epoch   <prefix>:{pNN}:bus:epoch
@@ -20,8 +22,10 @@
 -- ARGV[5] a fresh epoch: bus b's is ARGV[5] '.b' b, room r's ARGV[5] '.' r,
 --         used by a stream that has none
 -- ARGV[6] B, the number of buses; ARGV[7] R, the number of rooms
--- ARGV[7+r] the bus number b of room r (its partition's)
--- ARGV[7+R+b] the last ID the caller stored in bus b, '' when it knows none:
+-- ARGV[8] '1' to push each stored entry on its bus's shard channel (see
+--         Pushes below), '0' not to
+-- ARGV[8+r] the bus number b of room r (its partition's)
+-- ARGV[8+R+b] the last ID the caller stored in bus b, '' when it knows none:
 --         when it is of the current millisecond, the bus's next ID is tried
 --         above it, so that a call does not first try an ID that the
 --         caller's previous call used (see the IDs below)
@@ -53,6 +57,15 @@
 -- Every room entry is written by this script, so a room's IDs are a subset
 -- of its bus's IDs, and a subscriber that knows the seq of the last message
 -- it handled knows its position in the bus.
+--
+-- Pushes: with ARGV[8] '1', each message stored is also published
+-- (SPUBLISH) on the shard channel named like its bus key, so in its slot,
+-- as: prev ' ' seq ' ' #uuid ' ' #metadata ' ' uuid metadata payload,
+-- where prev is the ID of the bus entry before it (its newest entry,
+-- '0-0' for none, when the call began). A subscriber that handled prev
+-- handles the push as the next entry; any other prev tells it that it
+-- missed entries (a push lost with its connection, or an entry stored by
+-- a writer that does not push), which it then reads from the bus.
 
 -- epoch_of returns the epoch of a stream and whether it is fresh: made now
 -- (ARGV[5] followed by suffix) because the stream has none or is gone
@@ -87,18 +100,20 @@ local ttl = tonumber(ARGV[3])
 local window = ARGV[4]
 local nbuses = tonumber(ARGV[6])
 local nrooms = tonumber(ARGV[7])
-local first_msg = 8 + nrooms + nbuses
+local push = ARGV[8] == '1'
+local first_msg = 9 + nrooms + nbuses
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local now_prefix = string.format('%.0f-', now)
 
--- buses[b] = {key, ms, seq, prefix of ms}, once bus b was seen in this call
--- (and its epoch checked). (ms, seq) is the last ID used in the bus, or a
--- bound below the next one to try; it starts at the last ID the caller
--- stored there (ARGV) when that is of the current millisecond. The bus's last ID is not read unless an XADD
--- finds it higher (another caller stored since, or the clock went back),
+-- buses[b] = {key, ms, seq, prefix of ms, ID of its newest entry (read only
+-- when pushing)}, once bus b was seen in this call (and its epoch checked).
+-- (ms, seq) is the last ID used in the bus, or a bound below the next one
+-- to try; it starts at the last ID the caller stored there (ARGV) when that
+-- is of the current millisecond. The bus's last ID (as opposed to its newest
+-- entry, read for pushes) is not read unless an XADD finds it higher (another caller stored since, or the clock went back),
 -- and a room's only if its stream is ahead of its bus (it was lost, or
 -- written by hand).
 local buses = {}
@@ -112,12 +127,18 @@ local function bus_of(b)
     if redis.call('EXISTS', key, KEYS[2 * b]) ~= 2 then
       redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
     end
-    bus = {key, 0, 0, ''}
+    bus = {key, 0, 0, '', '0-0'}
+    if push then
+      local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+      if newest[1] then
+        bus[5] = newest[1][1]
+      end
+    end
     -- The caller's last ID matters only within this millisecond: an
     -- older one is below now anyway, and a newer one is not used: if the
     -- clock went back, the XADD that fails on the bus's last ID finds it
     -- (follow); if the bus was lost, its new epoch forgets the old IDs.
-    local lms, lseq = string.match(ARGV[7 + nrooms + b], '^(%d+)-(%d+)$')
+    local lms, lseq = string.match(ARGV[8 + nrooms + b], '^(%d+)-(%d+)$')
     if lms and tonumber(lms) == now then
       bus[2], bus[3], bus[4] = now, tonumber(lseq), now_prefix
     end
@@ -169,7 +190,7 @@ local rooms = {}
 local function room_of(r)
   local room = rooms[r]
   if not room then
-    local bus = bus_of(tonumber(ARGV[7 + r]))
+    local bus = bus_of(tonumber(ARGV[8 + r]))
     local stream = KEYS[2 * nbuses + 2 * r - 1]
     local pttl = redis.call('PTTL', stream)
     local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * nbuses + 2 * r], '.' .. r)
@@ -268,6 +289,10 @@ local function store_one(a)
   room[4] = true
   if sent and recorded ~= id then
     redis.call('SET', sent, head .. mid, 'PX', window)
+  end
+  if push then
+    redis.call('SPUBLISH', key, bus[5] .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
+    bus[5] = id
   end
   return id
 end

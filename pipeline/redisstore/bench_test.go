@@ -261,3 +261,65 @@ func BenchmarkBusSubscriberReadCount(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLiveDelivery measures live delivery, as an instance has it: a
+// subscription to every partition, and one caller that appends a message
+// (256-byte text, with a ref, over 64 rooms) and waits until the
+// subscription hands it out before the next. A message's round trip is
+// ns/op; the Redis figures (see scriptCost) include the reads or pushes
+// that delivered it. bus=poll blocks reading the buses (PollBus), bus=push
+// listens for pushes (the default).
+func BenchmarkLiveDelivery(b *testing.B) {
+	text := make([]byte, 256)
+	for i := range text {
+		text[i] = 'a' + byte(i%26)
+	}
+	for _, poll := range []bool{true, false} {
+		name := "bus=push"
+		if poll {
+			name = "bus=poll"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv := testredis.Start(b)
+			be, err := redisstore.New(redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, PollBus: poll})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = be.Close() })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			delivered := make(chan string, 1)
+			for p := range be.Partitions() {
+				ch, err := be.Subscribe(ctx, p, "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				go func() {
+					for m := range ch {
+						m.Ack()
+						delivered <- m.UUID
+					}
+				}()
+			}
+			cost := scriptCost(b, srv)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				m := benchMessage(fmt.Sprintf("room-%d", i%64), text)
+				if _, err := be.Append(ctx, m); err != nil {
+					b.Fatal(err)
+				}
+				select {
+				case id := <-delivered:
+					if id != m.UUID {
+						b.Fatalf("delivered %s, want %s", id, m.UUID)
+					}
+				case <-time.After(10 * time.Second):
+					b.Fatalf("message %d not delivered", i)
+				}
+			}
+			b.StopTimer()
+			cost(b.N)
+		})
+	}
+}

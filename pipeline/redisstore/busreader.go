@@ -63,6 +63,17 @@ type BusSubscriberConfig struct {
 	// newest entry trimmed, exactly, is reported too. Default 0: not
 	// checked.
 	ReportGapsAt int
+	// Pushed says that every writer of the stream also publishes each entry
+	// on the shard channel named like the stream, in append.lua's push
+	// format, which names the entry before it. A subscription then listens
+	// on that channel (SSUBSCRIBE) instead of blocking reads: it reads the
+	// stream (without blocking) once subscribed, whenever a push names as
+	// the entry before it one that is not the last it handled (it missed
+	// entries: a writer that does not push, or pushes lost), and after
+	// BlockTime without a push. A channel that stays silent for BlockTime
+	// after a PING ends the subscription, as a failed read does. Default
+	// false: blocking reads.
+	Pushed bool
 }
 
 func (c *BusSubscriberConfig) setDefaults() {
@@ -123,7 +134,9 @@ var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
 // watermill-redisstream's fan-out subscriber, which reads one entry per
 // round trip, a subscription reads up to ReadCount entries per round trip.
 //
-// Each subscription runs one goroutine, which reads a batch, hands its
+// Each subscription runs one goroutine. With Pushed, it listens for pushes
+// of the entries and reads only to catch up (see
+// BusSubscriberConfig.Pushed); otherwise it reads a batch, hands its
 // messages out one at a time, in stream order, sending the next only once
 // the previous is acked (a nacked message is sent again), and then reads
 // the next batch. The goroutine that read a message hands it out, so a
@@ -136,10 +149,11 @@ var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
 // subscription.
 //
 // A subscription's channel closes as soon as its context is done or the
-// subscriber is closed, and when a read fails (after handing out what was
-// read before); the caller subscribes again after the last entry it
-// handled. A read in progress ends within BlockTime after that, its
-// connection back in the client's pool. While its read blocks, a
+// subscriber is closed, and when a read or the pushes' connection fails
+// (after handing out what was read before); the caller subscribes again
+// after the last entry it handled. A read in progress ends within
+// BlockTime after that, its connection back in the client's pool (a
+// pushed subscription's receive ends at once). While its read blocks, a
 // subscription holds one connection of the client, so the client's pool
 // must be larger than the number of subscriptions open at once.
 //
@@ -194,12 +208,16 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 	// block for up to BlockTime (and at the latest when the goroutine
 	// ends).
 	context.AfterFunc(ctx, out.close)
-	fields := watermill.LogFields{"stream": topic, "after": s.cfg.After}
+	fields := watermill.LogFields{"stream": topic, "after": s.cfg.After, "pushed": s.cfg.Pushed}
 	s.log.Debug("subscribing to bus stream", fields)
 	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
-		s.follow(ctx, topic, out, fields)
+		if s.cfg.Pushed {
+			s.listen(ctx, topic, out, fields)
+		} else {
+			s.follow(ctx, topic, out, fields)
+		}
 		stopOnClose()
 		cancel()
 		out.close() // before running.Done: Close returns with it closed
@@ -262,7 +280,7 @@ func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, 
 		if ahead != nil {
 			res, ahead = <-ahead, nil
 		} else {
-			res = s.read(ctx, stream, after, first)
+			res = s.read(ctx, stream, after, first, s.cfg.BlockTime)
 		}
 		first = false
 		if errors.Is(res.err, redis.Nil) {
@@ -281,9 +299,7 @@ func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, 
 		if len(entries) == 0 {
 			continue
 		}
-		if res.gap != "" && !s.deliver(ctx, gapMessage(after, res.gap), out) {
-			return
-		}
+		position := after
 		after = entries[len(entries)-1].ID
 		if len(entries) == s.cfg.ReadCount {
 			// A full batch: more is likely waiting, so read it while
@@ -292,13 +308,11 @@ func (s *BusSubscriber) follow(ctx context.Context, stream string, out *outlet, 
 			s.running.Add(1)
 			go func(after string) {
 				defer s.running.Done()
-				ahead <- s.read(ctx, stream, after, false)
+				ahead <- s.read(ctx, stream, after, false, s.cfg.BlockTime)
 			}(after)
 		}
-		for _, x := range entries {
-			if !s.deliver(ctx, entryMessage(x), out) {
-				return
-			}
+		if !s.handOut(ctx, res, position, out) {
+			return
 		}
 	}
 }
@@ -313,16 +327,16 @@ type readResult struct {
 }
 
 // read reads up to ReadCount entries of stream after the ID after, waiting
-// up to BlockTime for one. go-redis does not interrupt a blocked read when
-// ctx is cancelled: it returns within BlockTime. It checks for a gap
+// up to block for one (negative: not waiting). go-redis does not interrupt
+// a blocked read when ctx is cancelled: it returns within block. It checks for a gap
 // before the entries read when the subscription reports gaps and this is
 // its first read or the read took ReportGapsAt entries or more.
-func (s *BusSubscriber) read(ctx context.Context, stream, after string, first bool) readResult {
+func (s *BusSubscriber) read(ctx context.Context, stream, after string, first bool, block time.Duration) readResult {
 	n := s.cfg.ReportGapsAt
 	if n > 0 && first {
 		return s.checkedRead(ctx, stream, after)
 	}
-	res := s.xread(ctx, stream, after)
+	res := s.xread(ctx, stream, after, block)
 	if n > 0 && len(res.entries) >= n {
 		// A read this full may have passed a trimmed position: read
 		// again, together with the stream's state.
@@ -374,12 +388,12 @@ func gapMessage(position, oldest string) *message.Message {
 }
 
 // xread reads up to ReadCount entries of stream after the ID after, waiting
-// up to BlockTime for one.
-func (s *BusSubscriber) xread(ctx context.Context, stream, after string) readResult {
+// up to block for one (negative: not waiting).
+func (s *BusSubscriber) xread(ctx context.Context, stream, after string, block time.Duration) readResult {
 	xs, err := s.client.XRead(ctx, &redis.XReadArgs{
 		Streams: []string{stream, after},
 		Count:   int64(s.cfg.ReadCount),
-		Block:   s.cfg.BlockTime,
+		Block:   block,
 	}).Result()
 	if err != nil || len(xs) == 0 {
 		return readResult{err: err}

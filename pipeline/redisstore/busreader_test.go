@@ -36,41 +36,53 @@ import (
 //     expects one subscription to survive a broker restart, but a
 //     subscription closes its channel when a read fails and its caller
 //     subscribes again after the last entry it handled (pipeline.Delivery
-//     does); TestBusSubscriberReadFailureCloses checks that.
+//     does); TestBusSubscriberReadFailureCloses and
+//     TestBusSubscriberPushedLossCloses check that.
 //
 // BlockTime is shortened so that Close, which waits for blocked reads,
 // keeps the suite fast; the default is exercised by the backend's tests.
+//
+// pushed=true runs it against the Pushed mode, with a publisher that adds
+// each message to the stream and pushes it (pushPublisher), as the append
+// script does by default (Config.PollBus false).
 func TestBusSubscriberPubSub(t *testing.T) {
 	srv := testredis.Start(t)
-	features := tests.Features{
-		ConsumerGroups:                   false,
-		ExactlyOnceDelivery:              false,
-		GuaranteedOrder:                  true,
-		Persistent:                       true,
-		RequireSingleInstance:            false,
-		NewSubscriberReceivesOldMessages: true,
-		// Every test's streams share the server: give them its prefix.
-		GenerateTopicFunc: func(tc tests.TestContext) string {
-			return srv.Prefix + ":topic-" + tc.TestID.String()
-		},
+	for _, pushed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pushed=%v", pushed), func(t *testing.T) {
+			features := tests.Features{
+				ConsumerGroups:                   false,
+				ExactlyOnceDelivery:              false,
+				GuaranteedOrder:                  true,
+				Persistent:                       true,
+				RequireSingleInstance:            false,
+				NewSubscriberReceivesOldMessages: true,
+				// Every test's streams share the server: give them its prefix.
+				GenerateTopicFunc: func(tc tests.TestContext) string {
+					return fmt.Sprintf("%s:topic-%v-%s", srv.Prefix, pushed, tc.TestID)
+				},
+			}
+			newPubSub := func(t *testing.T) (message.Publisher, message.Subscriber) {
+				sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond, Pushed: pushed},
+					newClient(t, srv, func(o *redis.UniversalOptions) { o.PoolSize = 64 }), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pushed {
+					return pushPublisher{newClient(t, srv, nil)}, sub
+				}
+				// The publisher closes its client; the subscriber does not.
+				pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
+					Client:     newClient(t, srv, nil),
+					Marshaller: redisstream.DefaultMarshallerUnmarshaller{},
+				}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pub, sub
+			}
+			tests.TestPubSub(t, features, newPubSub, nil)
+		})
 	}
-	newPubSub := func(t *testing.T) (message.Publisher, message.Subscriber) {
-		// The publisher closes its client; the subscriber does not.
-		pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
-			Client:     newClient(t, srv, nil),
-			Marshaller: redisstream.DefaultMarshallerUnmarshaller{},
-		}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sub, err := redisstore.NewBusSubscriber(redisstore.BusSubscriberConfig{BlockTime: 100 * time.Millisecond},
-			newClient(t, srv, func(o *redis.UniversalOptions) { o.PoolSize = 64 }), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pub, sub
-	}
-	tests.TestPubSub(t, features, newPubSub, nil)
 }
 
 // newClient returns a client of srv, adjusted by opts (nil: as parsed),

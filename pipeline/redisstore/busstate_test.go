@@ -147,12 +147,23 @@ func (d *gapDeliverer) Resync(match func(room string) bool) int {
 // TestDeliveryResyncsWhenTrimmedWhileBehind: a delivery held on one
 // message while the bus trims far past it resyncs the partition's members
 // once when it reads on, before delivering what follows, even though no
-// periodic check runs (Buses is not set).
+// periodic check runs (Buses is not set). That is with blocking reads
+// (PollBus); a pushed delivery gets the entries trimmed in their pushes,
+// so it delivers every one of them, in order, and resyncs nothing.
 func TestDeliveryResyncsWhenTrimmedWhileBehind(t *testing.T) {
 	t.Parallel()
+	for _, poll := range []bool{true, false} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			t.Parallel()
+			heldWhileTrimmed(t, poll)
+		})
+	}
+}
+
+func heldWhileTrimmed(t *testing.T, poll bool) {
 	srv := testredis.Start(t)
 	const parts = 4
-	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts, BusMaxLen: 10})
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: parts, BusMaxLen: 10, PollBus: poll})
 	room := roomsOfOnePartition(1, parts)[0]
 	del := &gapDeliverer{hold: make(chan struct{}), holding: make(chan struct{}), delivered: make(chan pipeline.Message, 512),
 		resyncs: make(chan bool, 8), room: room}
@@ -167,13 +178,29 @@ func TestDeliveryResyncsWhenTrimmedWhileBehind(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the first message was not delivered")
 	}
-	var last string
+	var seqs []string
 	for range 300 {
-		last = mustAppend(t, b, send(room, "", "traffic")).Seq
+		seqs = append(seqs, mustAppend(t, b, send(room, "", "traffic")).Seq)
 	}
 	release()
 	if m := <-del.delivered; m.Text != "hold" {
 		t.Fatalf("delivered %q first", m.Text)
+	}
+	if !poll {
+		for i, seq := range seqs {
+			select {
+			case m := <-del.delivered:
+				if m.Seq != seq {
+					t.Fatalf("message %d delivered is %s, want %s", i, m.Seq, seq)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("message %d of 300 not delivered", i)
+			}
+		}
+		if n := len(del.resyncs); n != 0 {
+			t.Fatalf("%d resyncs, want none: nothing was missed", n)
+		}
+		return
 	}
 	select {
 	case matched := <-del.resyncs:
@@ -183,6 +210,7 @@ func TestDeliveryResyncsWhenTrimmedWhileBehind(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no resync: the entries trimmed while the delivery was behind went unnoticed")
 	}
+	last := seqs[len(seqs)-1]
 	for m := range del.delivered {
 		if m.Seq == last {
 			break

@@ -26,9 +26,9 @@ const busReadCount = DefaultBusReadCount
 // messages, so the delivery loop logs, counts and skips them.
 const MetaUndecodable = "_chatstream_undecodable"
 
-// Subscribe follows partition p's bus with a BusSubscriber (fan-out XREAD,
-// up to busReadCount entries per round trip), starting after the seq
-// after. For after == "" it starts after the bus's current last entry,
+// Subscribe follows partition p's bus with a BusSubscriber (pushed unless
+// PollBus, else fan-out XREAD, up to busReadCount entries per round trip),
+// starting after the seq after. For after == "" it starts after the bus's current last entry,
 // resolved now, so no message stored after Subscribe returns is missed.
 // The channel closes when ctx is done or a read fails; the reader then
 // stops within blockTime.
@@ -54,6 +54,7 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 		// A read past a trimmed position takes at least the bus's
 		// MAXLEN entries (approximate trimming keeps more).
 		ReportGapsAt: int(min(busReadCount, b.cfg.BusMaxLen)),
+		Pushed:       !b.cfg.PollBus,
 	}, b.subClient, b.wlog)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: subscriber: %w", err)

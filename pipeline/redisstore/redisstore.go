@@ -1,7 +1,8 @@
 // Package redisstore is chatstream's Redis Streams backend: a history stream
 // per room, N partition bus streams that every instance follows with its
-// own Watermill subscriber (BusSubscriber: fan-out reads of many entries per
-// round trip), and a dead-letter stream written by watermill-redisstream's
+// own Watermill subscriber (BusSubscriber: pushes of each entry on the bus's
+// shard channel, or fan-out reads of many entries per round trip), and a
+// dead-letter stream written by watermill-redisstream's
 // publisher.
 //
 // Key layout (prefix "chat", N = 16 by default):
@@ -107,6 +108,19 @@ type Config struct {
 	// WaitTimeout bounds the WAIT of a batch. Default DefaultWaitTimeout;
 	// less than Timeout.
 	WaitTimeout time.Duration
+	// PollBus turns pushes off: the append script does not publish the
+	// messages it stores, and each partition subscription blocks reading
+	// its bus (XREAD BLOCK). By default the script publishes each message
+	// on its bus's shard channel (SPUBLISH, see append.lua) and Subscribe
+	// listens there (SSUBSCRIBE): Redis then does no work per message and
+	// subscriber beyond the publish, and a message reaches a subscriber
+	// without a read's round trip. A pushed subscription still reads the
+	// bus to catch up, whenever a push shows that entries were missed, and
+	// after a second without a push (see BusSubscriberConfig.Pushed), so
+	// instances with and without PollBus can share a Redis: a message that
+	// one with PollBus stores reaches one without it by such a read, up to
+	// a second late. Default false: pushed.
+	PollBus bool
 	// Logger receives diagnostics. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -279,8 +293,9 @@ type Backend struct {
 	wlog watermill.LoggerAdapter
 	// client serves history, dead letters and tools; appendClient serves
 	// appends and never retries; subClient serves the partition
-	// subscriptions, each of which pins one connection while it blocks, so
-	// its pool is larger than the number of partitions.
+	// subscriptions, each of which pins one connection while it blocks
+	// (PollBus) or holds a channel's connection of its own and borrows one
+	// to read, so its pool is larger than the number of partitions.
 	client       redis.UniversalClient
 	appendClient redis.UniversalClient
 	subClient    redis.UniversalClient
@@ -297,6 +312,8 @@ type Backend struct {
 	tags      []string
 	busArgs   [][2]any
 	fixedArgs [4]any
+	// pushArg is the script's push argument: "0" with PollBus, else "1".
+	pushArg string
 	// cluster is set for a Redis Cluster: a batch is stored by one script
 	// call per partition instead of one in all.
 	cluster  bool
@@ -412,6 +429,10 @@ func New(cfg Config) (*Backend, error) {
 	}
 	_, b.cluster = appendClient.(*redis.ClusterClient)
 	b.fixedArgs = [4]any{cfg.RoomMaxLen, cfg.BusMaxLen, ttl, cfg.IdempotencyWindow.Milliseconds()}
+	b.pushArg = "1"
+	if cfg.PollBus {
+		b.pushArg = "0"
+	}
 	for p := range cfg.Partitions {
 		b.tags = append(b.tags, keys.tag(p))
 		b.busArgs = append(b.busArgs, [2]any{keys.Bus(p), keys.BusEpoch(p)})

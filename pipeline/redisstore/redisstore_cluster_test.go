@@ -28,22 +28,25 @@ func TestCluster(t *testing.T) {
 	prefix := func() string { return fmt.Sprintf("%sc%d", cl.Prefix, n.Add(1)) }
 	cc := cl.Client()
 
-	t.Run("Contract", func(t *testing.T) {
-		storetest.Run(t, storetest.Harness{
-			New: func(t *testing.T, o storetest.Options) pipeline.Backend {
-				return newBackend(t, redisstore.Config{
-					URL: cl.URL, Prefix: prefix(), Partitions: 4,
-					RoomMaxLen: int64(o.RoomMaxLen), RoomTTL: o.RoomTTL, IdempotencyWindow: o.IdempotencyWindow,
-				})
-			},
-			Lose: func(t *testing.T, b pipeline.Backend, _ storetest.Options, room string) {
-				k := b.(*redisstore.Backend).Keys()
-				if err := cc.Del(context.Background(), k.Room(room), k.Epoch(room)).Err(); err != nil {
-					t.Fatal(err)
-				}
-			},
+	for _, push := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Contract/push=%v", push), func(t *testing.T) {
+			storetest.Run(t, storetest.Harness{
+				New: func(t *testing.T, o storetest.Options) pipeline.Backend {
+					return newBackend(t, redisstore.Config{
+						URL: cl.URL, Prefix: prefix(), Partitions: 4,
+						RoomMaxLen: int64(o.RoomMaxLen), RoomTTL: o.RoomTTL, IdempotencyWindow: o.IdempotencyWindow,
+						PollBus: !push,
+					})
+				},
+				Lose: func(t *testing.T, b pipeline.Backend, _ storetest.Options, room string) {
+					k := b.(*redisstore.Backend).Keys()
+					if err := cc.Del(context.Background(), k.Room(room), k.Epoch(room)).Err(); err != nil {
+						t.Fatal(err)
+					}
+				},
+			})
 		})
-	})
+	}
 
 	t.Run("PresenceContract", func(t *testing.T) {
 		storetest.Presence(t, func(t *testing.T) storetest.NewPresence {

@@ -21,26 +21,33 @@ import (
 )
 
 // TestContract runs the backend contract suite against Redis Streams, each
-// subtest under its own key prefix of one server.
+// subtest under its own key prefix of one server: with subscriptions that
+// block reading the buses (Config.PollBus), and with pushed ones (the
+// default).
 func TestContract(t *testing.T) {
 	srv := testredis.Start(t)
 	var n atomic.Int64
-	storetest.Run(t, storetest.Harness{
-		New: func(t *testing.T, o storetest.Options) pipeline.Backend {
-			return newBackend(t, redisstore.Config{
-				URL: srv.URL, Prefix: fmt.Sprintf("%sx%d", srv.Prefix, n.Add(1)), Partitions: 4,
-				RoomMaxLen: int64(o.RoomMaxLen), RoomTTL: o.RoomTTL, IdempotencyWindow: o.IdempotencyWindow,
+	for _, push := range []bool{false, true} {
+		t.Run(fmt.Sprintf("push=%v", push), func(t *testing.T) {
+			storetest.Run(t, storetest.Harness{
+				New: func(t *testing.T, o storetest.Options) pipeline.Backend {
+					return newBackend(t, redisstore.Config{
+						URL: srv.URL, Prefix: fmt.Sprintf("%sx%d", srv.Prefix, n.Add(1)), Partitions: 4,
+						RoomMaxLen: int64(o.RoomMaxLen), RoomTTL: o.RoomTTL, IdempotencyWindow: o.IdempotencyWindow,
+						PollBus: !push,
+					})
+				},
+				// Lose deletes the room's stream and epoch, as a Redis
+				// restarted without them would.
+				Lose: func(t *testing.T, b pipeline.Backend, _ storetest.Options, room string) {
+					k := b.(*redisstore.Backend).Keys()
+					if err := srv.Client().Del(context.Background(), k.Room(room), k.Epoch(room)).Err(); err != nil {
+						t.Fatal(err)
+					}
+				},
 			})
-		},
-		// Lose deletes the room's stream and epoch, as a Redis restarted
-		// without them would.
-		Lose: func(t *testing.T, b pipeline.Backend, _ storetest.Options, room string) {
-			k := b.(*redisstore.Backend).Keys()
-			if err := srv.Client().Del(context.Background(), k.Room(room), k.Epoch(room)).Err(); err != nil {
-				t.Fatal(err)
-			}
-		},
-	})
+		})
+	}
 }
 
 // newBackend returns a backend made with cfg, closed by t.Cleanup.

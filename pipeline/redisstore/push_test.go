@@ -1,0 +1,123 @@
+package redisstore
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatstream/chatstream/internal/testredis"
+	"github.com/chatstream/chatstream/pipeline"
+)
+
+// TestAppendPushes: by default the append script pushes every message it
+// stores, and only those, on its bus's shard channel; each push decodes
+// (parsePush) to exactly the bus entry stored, and names the bus entry
+// before it, also across calls and when that entry was stored without
+// pushes. With PollBus nothing is pushed.
+func TestAppendPushes(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := context.Background()
+	cfg := Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 1, PollBus: true, Logger: slog.New(slog.DiscardHandler)}
+	quiet, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = quiet.Close() }()
+	cfg.PollBus = false
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	bus := b.keys.Bus(0)
+	ps := srv.Client().SSubscribe(ctx, bus)
+	defer func() { _ = ps.Close() }()
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil { // the confirmation
+		t.Fatal(err)
+	}
+
+	msg := func(room, ref, text string) *message.Message {
+		m := message.NewMessage(uuid.NewString(), []byte(text))
+		m.Metadata.Set(pipeline.MetaRoom, room)
+		m.Metadata.Set(pipeline.MetaUser, "alice")
+		if ref != "" {
+			m.Metadata.Set(pipeline.MetaRef, ref)
+		}
+		return m
+	}
+	appendOK := func(b *Backend, m *message.Message) pipeline.Appended {
+		t.Helper()
+		a, err := b.Append(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	unpushed := appendOK(quiet, msg("a", "", "not pushed"))
+	// One batch of several rooms, with a duplicate send that stores
+	// nothing: each stored message is pushed once, in order.
+	sends := []*message.Message{
+		msg("a", "r1", "one"), msg("b", "", strings.Repeat("long ", 100)),
+		msg("a", "r1", "one again"), msg("c", "r2", ""),
+	}
+	done := make(chan pipeline.Appended, len(sends))
+	for _, m := range sends {
+		if err := b.AppendAsync(m, func(a pipeline.Appended, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			done <- a
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []string
+	for range sends {
+		if a := <-done; !a.Duplicate {
+			seqs = append(seqs, a.Seq)
+		}
+	}
+	seqs = append(seqs, appendOK(b, msg("b", "", "next call")).Seq)
+	if len(seqs) != 4 {
+		t.Fatalf("%d messages stored, want 4", len(seqs))
+	}
+
+	prev := unpushed.Seq
+	for i, seq := range seqs {
+		v, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatalf("push %d: %v", i, err)
+		}
+		m, ok := v.(*redis.Message)
+		if !ok {
+			t.Fatalf("push %d: got %T, want a message", i, v)
+		}
+		p, x, ok := parsePush(m.Payload)
+		if !ok {
+			t.Fatalf("push %d does not decode: %q", i, m.Payload)
+		}
+		if p != prev || x.ID != seq {
+			t.Fatalf("push %d: prev %s seq %s, want prev %s seq %s", i, p, x.ID, prev, seq)
+		}
+		stored, err := srv.Client().XRange(ctx, bus, seq, seq).Result()
+		if err != nil || len(stored) != 1 {
+			t.Fatalf("bus entry %s: %v %v", seq, stored, err)
+		}
+		if got, want := entryMessage(x), entryMessage(stored[0]); !sameMessage(got, want) {
+			t.Fatalf("push %d decodes to %v %q %v, the bus entry to %v %q %v", i,
+				got.UUID, got.Payload, got.Metadata, want.UUID, want.Payload, want.Metadata)
+		}
+		prev = seq
+	}
+	// Nothing else was pushed.
+	appendOK(quiet, msg("a", "", "not pushed either"))
+	if v, err := ps.ReceiveTimeout(ctx, 200*time.Millisecond); err == nil {
+		t.Fatalf("got %v, want no more pushes", v)
+	}
+}
