@@ -1,7 +1,10 @@
 // Package faillog reports a repeated failure loudly exactly once: one
 // error line when it starts, a summary with counts at most once per
 // interval while it lasts, and one line when it ends — never a line per
-// failed frame, retry or request.
+// failed frame, retry or request. A failure that keeps starting and ending
+// (flapping) is loud at most once per interval too: a failure that starts
+// within an interval of the last one written is not written, nor is its
+// end, and the next failure written counts them.
 package faillog
 
 import (
@@ -31,6 +34,13 @@ type Log struct {
 	lastLine    time.Time
 	lastErr     error
 	lastFailing int
+	// lastStart is when the last failure written started; loud says
+	// whether the current one was written (its start or a summary), so
+	// that its end is; quiet counts the starts not written since the last
+	// one that was.
+	lastStart time.Time
+	loud      bool
+	quiet     int64
 
 	// active mirrors len(failing) > 0, set under mu, for Active.
 	active atomic.Bool
@@ -56,14 +66,29 @@ func (l *Log) Fail(part string, err error) {
 	l.failing[part] = true
 	l.active.Store(true)
 	if len(l.failing) == 1 && l.failures == 1 {
-		l.since, l.lastLine, l.unreported = now, now, 0
-		l.log.Error(l.what+" failing", "part", part, "err", err)
+		l.since = now
+		if !l.lastStart.IsZero() && now.Sub(l.lastStart) < l.every {
+			// Flapping: the last failure started less than an
+			// interval ago. This one is written if it lasts.
+			l.loud = false
+			l.quiet++
+			l.lastLine = now
+			return
+		}
+		l.lastStart, l.lastLine, l.unreported, l.loud = now, now, 0, true
+		if l.quiet > 0 {
+			l.log.Error(l.what+" failing", "part", part, "err", err, "starts_not_logged", l.quiet)
+		} else {
+			l.log.Error(l.what+" failing", "part", part, "err", err)
+		}
+		l.quiet = 0
 		return
 	}
 	if now.Sub(l.lastLine) >= l.every {
 		l.log.Warn(l.what+" still failing", "failures", l.failures, "since_last", l.unreported,
 			"parts_failing", len(l.failing), "for", now.Sub(l.since).Round(time.Second), "err", err)
 		l.lastLine, l.unreported = now, 0
+		l.loud = true // its end is written too
 	}
 }
 
@@ -80,7 +105,9 @@ func (l *Log) OK(part string) {
 		return
 	}
 	l.active.Store(false)
-	l.log.Info(l.what+" recovered", "failures", l.failures, "for", time.Since(l.since).Round(time.Millisecond))
+	if l.loud {
+		l.log.Info(l.what+" recovered", "failures", l.failures, "for", time.Since(l.since).Round(time.Millisecond))
+	}
 	l.failures, l.unreported = 0, 0
 }
 

@@ -110,3 +110,33 @@ func TestActiveFollowsFailing(t *testing.T) {
 		}
 	}
 }
+
+// TestFlappingLoudOncePerInterval: a failure that keeps starting and ending
+// writes one failing line and one recovered line per interval, not one per
+// start; the next failing line after the interval counts the starts not
+// written.
+func TestFlappingLoudOncePerInterval(t *testing.T) {
+	t.Parallel()
+	out := &lines{}
+	const every = time.Second
+	fl := faillog.New(slog.New(slog.NewTextHandler(out, nil)), "ingress shards", every)
+	boom := errors.New("boom")
+	start := time.Now()
+	for range 50 {
+		fl.Fail("7", boom)
+		fl.OK("7")
+	}
+	if d := time.Since(start); d >= every {
+		t.Fatalf("50 flaps took %v, more than the interval the test needs them within", d)
+	}
+	got := out.all()
+	if len(got) != 2 || !strings.Contains(got[0], "ingress shards failing") || !strings.Contains(got[1], "ingress shards recovered") {
+		t.Fatalf("log lines = %q, want one failing and one recovered for 50 flaps within an interval", got)
+	}
+	time.Sleep(every)
+	fl.Fail("7", boom)
+	got = out.all()
+	if len(got) != 3 || !strings.Contains(got[2], "ingress shards failing") || !strings.Contains(got[2], "starts_not_logged=49") {
+		t.Fatalf("log lines = %q, want a third, failing with starts_not_logged=49", got)
+	}
+}
