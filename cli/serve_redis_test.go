@@ -41,7 +41,7 @@ func TestRedisBusPushFlag(t *testing.T) {
 				}
 			}()
 			listening := func() (n int64) {
-				subs, err := admin.PubSubShardNumSub(context.Background(), keys.Bus(0), keys.Bus(1)).Result()
+				subs, err := admin.PubSubShardNumSub(context.Background(), keys.BusChannel(0, 0), keys.BusChannel(1, 0)).Result()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -22,8 +22,9 @@
 -- ARGV[5] a fresh epoch: bus b's is ARGV[5] '.b' b, room r's ARGV[5] '.' r,
 --         used by a stream that has none
 -- ARGV[6] B, the number of buses; ARGV[7] R, the number of rooms
--- ARGV[8] '1' to push each stored entry on its bus's shard channel (see
---         Pushes below), '0' not to
+-- ARGV[8] '' not to push; else each stored entry is pushed on the shard
+--         channel named like its bus key followed by ARGV[8] (see Pushes
+--         below)
 -- ARGV[8+r] the bus number b of room r (its partition's)
 -- ARGV[8+R+b] the last ID the caller stored in bus b, '' when it knows none:
 --         when it is of the current millisecond, the bus's next ID is tried
@@ -58,8 +59,9 @@
 -- of its bus's IDs, and a subscriber that knows the seq of the last message
 -- it handled knows its position in the bus.
 --
--- Pushes: with ARGV[8] '1', each message stored is also published
--- (SPUBLISH) on the shard channel named like its bus key, so in its slot,
+-- Pushes: with ARGV[8] not empty, each message stored is also published
+-- (SPUBLISH) on the shard channel named like its bus key followed by
+-- ARGV[8] (the database: channels are not per database), so in its slot,
 -- as: prev ' ' seq ' ' #uuid ' ' #metadata ' ' uuid metadata payload,
 -- where prev is the ID of the bus entry before it (its newest entry,
 -- '0-0' for none, when the call began). A subscriber that handled prev
@@ -100,7 +102,7 @@ local ttl = tonumber(ARGV[3])
 local window = ARGV[4]
 local nbuses = tonumber(ARGV[6])
 local nrooms = tonumber(ARGV[7])
-local push = ARGV[8] == '1'
+local push = ARGV[8] ~= ''
 local first_msg = 9 + nrooms + nbuses
 
 local t = redis.call('TIME')
@@ -291,7 +293,7 @@ local function store_one(a)
     redis.call('SET', sent, head .. mid, 'PX', window)
   end
   if push then
-    redis.call('SPUBLISH', key, bus[5] .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
+    redis.call('SPUBLISH', key .. ARGV[8], bus[5] .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
     bus[5] = id
   end
   return id

@@ -297,7 +297,11 @@ func BenchmarkLiveDelivery(b *testing.B) {
 				go func() {
 					for m := range ch {
 						m.Ack()
-						delivered <- m.UUID
+						select {
+						case delivered <- m.UUID:
+						case <-ctx.Done():
+							return
+						}
 					}
 				}()
 			}

@@ -64,8 +64,9 @@ type BusSubscriberConfig struct {
 	// checked.
 	ReportGapsAt int
 	// Pushed says that every writer of the stream also publishes each entry
-	// on the shard channel named like the stream, in append.lua's push
-	// format, which names the entry before it. A subscription then listens
+	// on the shard channel named like the stream followed by
+	// ChannelSuffix, in append.lua's push format, which names the entry
+	// before it. A subscription then listens
 	// on that channel (SSUBSCRIBE) instead of blocking reads: it reads the
 	// stream (without blocking) once subscribed, whenever a push names as
 	// the entry before it one that is not the last it handled (it missed
@@ -74,6 +75,10 @@ type BusSubscriberConfig struct {
 	// after a PING ends the subscription, as a failed read does. Default
 	// false: blocking reads.
 	Pushed bool
+	// ChannelSuffix ends the name of the channel of a Pushed subscription
+	// (Keys.BusChannel): pub/sub channels are not per database, so the
+	// channel of a bus names its database. Default "": the stream's name.
+	ChannelSuffix string
 }
 
 func (c *BusSubscriberConfig) setDefaults() {
@@ -129,8 +134,9 @@ var ErrSubscriberClosed = errors.New("redisstore: subscriber closed")
 
 // BusSubscriber is a Watermill subscriber of Redis streams in chatstream's
 // entry layout (Watermill's: _watermill_message_uuid, payload, msgpack
-// metadata), in fan-out mode: every subscription reads the whole stream
-// with XREAD BLOCK from its own position, no consumer group. Unlike
+// metadata), in fan-out mode: every subscription follows the whole stream
+// from its own position, no consumer group, by listening for pushes of its
+// entries (Pushed) or with XREAD BLOCK. Unlike
 // watermill-redisstream's fan-out subscriber, which reads one entry per
 // round trip, a subscription reads up to ReadCount entries per round trip.
 //
@@ -193,8 +199,8 @@ func NewBusSubscriber(cfg BusSubscriberConfig, client redis.UniversalClient, log
 }
 
 // Subscribe follows the stream named topic from the configured position
-// until ctx is done, the subscriber is closed or a read fails; then the
-// returned channel is closed.
+// until ctx is done, the subscriber is closed, or a read or the pushes'
+// connection fails; then the returned channel is closed.
 func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

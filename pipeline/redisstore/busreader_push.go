@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -17,12 +16,19 @@ import (
 )
 
 // confirmTimeout bounds the wait for Redis to confirm a pushed
-// subscription's SSUBSCRIBE.
+// subscription's SSUBSCRIBE. Like a round trip's timeout, it only ends a
+// subscription that cannot start; the caller subscribes again.
 const confirmTimeout = 5 * time.Second
 
 // errSilent reports a pushed subscription's channel that did not answer a
 // PING within BlockTime.
 var errSilent = errors.New("redisstore: bus channel did not answer PING")
+
+// received is one receive of a pushed subscription's connection.
+type received struct {
+	v   any
+	err error
+}
 
 // listen follows stream in Pushed mode: it subscribes to the stream's shard
 // channel, reads what the stream holds after the configured position, and
@@ -32,17 +38,38 @@ var errSilent = errors.New("redisstore: bus channel did not answer PING")
 // a read or a receive fails, or the channel is unsubscribed (its slot
 // moved to another node of a Cluster).
 //
-// The pushes wait in the subscription's connection (and in Redis's output
-// buffer for it) while a message is handed out; Redis closes a connection
-// whose buffer outgrows its client-output-buffer-limit for pubsub, which
-// ends the subscription like a failed read.
+// A goroutine of its own receives from the connection, one message ahead,
+// without a timeout (a receive cut by its timeout could leave a push half
+// read); closing the connection ends it. The pushes wait in Redis's output
+// buffer for the connection while a message is handed out; Redis closes a
+// connection whose buffer outgrows its client-output-buffer-limit for
+// pubsub, which ends the subscription like a failed read.
 func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
-	ps := s.client.SSubscribe(ctx, stream)
-	// Closing ps ends a receive in progress, so the subscription stops at
-	// once when ctx is done (a read in progress does not wait).
+	channel := stream + s.cfg.ChannelSuffix
+	ps := s.client.SSubscribe(ctx, channel)
+	recv := make(chan received, 1)
+	done := make(chan struct{})
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		for {
+			v, err := ps.Receive(context.Background()) // ended by Close
+			select {
+			case recv <- received{v, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// Closing ps ends the receive in progress, so the subscription stops
+	// at once when ctx is done.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer func() {
 		stop()
+		close(done)
 		_ = ps.Close() // the subscription ends either way
 	}()
 	// The caller subscribes again; the message is the blocking reader's
@@ -55,7 +82,8 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 	// Redis confirms the subscription before any push to it, and every
 	// entry added after the confirmation is pushed: reading the stream
 	// only then misses nothing.
-	if err := confirm(ctx, ps); err != nil {
+	if err := confirm(recv); err != nil {
+		s.reloadSlots(ctx)
 		fail(err)
 		return
 	}
@@ -86,10 +114,14 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 	if !catchUp() {
 		return
 	}
+	idle := time.NewTimer(s.cfg.BlockTime)
+	defer idle.Stop()
 	pinged := false
 	for ctx.Err() == nil {
-		v, err := ps.ReceiveTimeout(ctx, s.cfg.BlockTime)
-		if isTimeout(err) {
+		var r received
+		select {
+		case r = <-recv:
+		case <-idle.C:
 			if pinged {
 				fail(errSilent)
 				return
@@ -104,14 +136,18 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 				return
 			}
 			pinged = true
+			idle.Reset(s.cfg.BlockTime)
 			continue
+		case <-ctx.Done():
+			return
 		}
-		if err != nil {
-			fail(err)
+		if r.err != nil {
+			fail(r.err)
 			return
 		}
 		pinged = false
-		switch m := v.(type) {
+		idle.Reset(s.cfg.BlockTime)
+		switch m := r.v.(type) {
 		case *redis.Message:
 			prev, x, ok := parsePush(m.Payload)
 			switch {
@@ -131,31 +167,41 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 			}
 		case *redis.Subscription:
 			if m.Kind == "sunsubscribe" {
-				fail(fmt.Errorf("redisstore: channel %s unsubscribed by the server", stream))
+				s.reloadSlots(ctx)
+				fail(fmt.Errorf("redisstore: channel %s unsubscribed by the server", channel))
 				return
 			}
 		}
 	}
 }
 
-// confirm waits until Redis confirms ps's subscription.
-func confirm(ctx context.Context, ps *redis.PubSub) error {
-	deadline := time.Now().Add(confirmTimeout)
+// confirm waits until Redis confirms the subscription whose receives are
+// recv.
+func confirm(recv <-chan received) error {
+	t := time.NewTimer(confirmTimeout)
+	defer t.Stop()
 	for {
-		v, err := ps.ReceiveTimeout(ctx, time.Until(deadline))
-		if err != nil {
-			return fmt.Errorf("redisstore: subscribe: %w", err)
-		}
-		if sub, ok := v.(*redis.Subscription); ok && sub.Kind == "ssubscribe" {
-			return nil
+		select {
+		case r := <-recv:
+			if r.err != nil {
+				return fmt.Errorf("redisstore: subscribe: %w", r.err)
+			}
+			if sub, ok := r.v.(*redis.Subscription); ok && sub.Kind == "ssubscribe" {
+				return nil
+			}
+		case <-t.C:
+			return fmt.Errorf("redisstore: subscribe: no confirmation within %v", confirmTimeout)
 		}
 	}
 }
 
-// isTimeout reports a receive that found nothing within its timeout.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+// reloadSlots makes a Cluster client reload its slot map: a subscription
+// refused (MOVED) or unsubscribed because its slot moved is routed by the
+// map, which go-redis otherwise reloads only every minute for pub/sub.
+func (s *BusSubscriber) reloadSlots(ctx context.Context) {
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		cc.ReloadState(ctx)
+	}
 }
 
 // handOut hands out a read's gap message, if it reports one after

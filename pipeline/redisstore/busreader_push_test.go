@@ -117,6 +117,7 @@ func TestBusSubscriberPushedListens(t *testing.T) {
 	if n := reads.n.Load() - before; n != 0 {
 		t.Fatalf("%d XREADs for 50 pushed entries, want none", n)
 	}
+	noMore(t, ch)
 }
 
 // TestBusSubscriberPushedCatchesUp: entries that were not pushed (written by
@@ -160,6 +161,8 @@ func TestBusSubscriberPushedCatchesUp(t *testing.T) {
 	wantUUIDs(t, qch, m3.UUID)
 	_, plain = addEntries(t, c, quiet, 2)
 	wantUUIDs(t, qch, plain...)
+	noMore(t, ch)
+	noMore(t, qch)
 }
 
 // TestBusSubscriberPushedLossCloses: a pushed subscription whose channel's
@@ -199,5 +202,59 @@ func TestBusSubscriberPushedLossCloses(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("channel still open 5s after its connection was lost (block time 1m)")
+	}
+}
+
+// TestPushesStayInTheirDatabase: two deployments with the same prefix in
+// two databases of one Redis do not get each other's pushes (pub/sub
+// channels are shared by the databases): a subscription in database 0
+// hands out the messages stored there, and none of database 1's.
+func TestPushesStayInTheirDatabase(t *testing.T) {
+	srv := testredis.Start(t)
+	if !strings.HasSuffix(srv.URL, "/0") {
+		t.Fatalf("test server URL %s does not name database 0", srv.URL)
+	}
+	url1 := strings.TrimSuffix(srv.URL, "/0") + "/1"
+	prefix := srv.Prefix + "db"
+	a := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: prefix, Partitions: 1})
+	b := newBackend(t, redisstore.Config{URL: url1, Prefix: prefix, Partitions: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := a.Subscribe(ctx, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The subscription is listening once its channel has a subscriber.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := srv.Client().PubSubShardNumSub(ctx, a.Keys().BusChannel(0, 0)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n[a.Keys().BusChannel(0, 0)] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no subscriber on the channel after 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 5 {
+		mustAppend(t, b, send("lobby", "", fmt.Sprintf("database 1, %d", i)))
+	}
+	own := mustAppend(t, a, send("lobby", "", "database 0"))
+	wantUUIDs(t, ch, own.ID)
+	noMore(t, ch)
+}
+
+// noMore fails the test when ch hands out a message within 300ms.
+func noMore(t *testing.T, ch <-chan *message.Message) {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if ok {
+			t.Fatalf("got %s %q, want nothing more", m.UUID, m.Payload)
+		}
+	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -53,8 +53,9 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 		BlockTime: blockTime,
 		// A read past a trimmed position takes at least the bus's
 		// MAXLEN entries (approximate trimming keeps more).
-		ReportGapsAt: int(min(busReadCount, b.cfg.BusMaxLen)),
-		Pushed:       !b.cfg.PollBus,
+		ReportGapsAt:  int(min(busReadCount, b.cfg.BusMaxLen)),
+		Pushed:        !b.cfg.PollBus,
+		ChannelSuffix: b.channelSuffix,
 	}, b.subClient, b.wlog)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: subscriber: %w", err)

@@ -36,7 +36,7 @@ func TestAppendPushes(t *testing.T) {
 	}
 	defer func() { _ = b.Close() }()
 	bus := b.keys.Bus(0)
-	ps := srv.Client().SSubscribe(ctx, bus)
+	ps := srv.Client().SSubscribe(ctx, b.keys.BusChannel(0, 0))
 	defer func() { _ = ps.Close() }()
 	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil { // the confirmation
 		t.Fatal(err)

@@ -276,6 +276,15 @@ func appendSentKey(dst []byte, tag, room, user, ref string) []byte {
 // Bus returns the bus stream of partition p.
 func (k Keys) Bus(p int) string { return k.tag(p) + "bus" }
 
+// BusChannel returns the shard channel on which the append script pushes
+// the entries of partition p's bus, in database db (see
+// Config.PollBus): the bus's key, so in its slot, and the database, since
+// pub/sub channels are shared by the databases of a Redis.
+func (k Keys) BusChannel(p, db int) string { return k.Bus(p) + channelSuffix(db) }
+
+// channelSuffix ends the name of a bus's channel in database db.
+func channelSuffix(db int) string { return ":db" + strconv.Itoa(db) }
+
 // BusEpoch returns the string key holding partition p's bus epoch.
 func (k Keys) BusEpoch(p int) string { return k.tag(p) + "bus:epoch" }
 
@@ -294,8 +303,9 @@ type Backend struct {
 	// client serves history, dead letters and tools; appendClient serves
 	// appends and never retries; subClient serves the partition
 	// subscriptions, each of which pins one connection while it blocks
-	// (PollBus) or holds a channel's connection of its own and borrows one
-	// to read, so its pool is larger than the number of partitions.
+	// (PollBus), so its pool is larger than the number of partitions; a
+	// pushed subscription only borrows one to read, and its channel's
+	// connection is go-redis's own, outside the pool.
 	client       redis.UniversalClient
 	appendClient redis.UniversalClient
 	subClient    redis.UniversalClient
@@ -312,8 +322,10 @@ type Backend struct {
 	tags      []string
 	busArgs   [][2]any
 	fixedArgs [4]any
-	// pushArg is the script's push argument: "0" with PollBus, else "1".
-	pushArg string
+	// pushArg is the script's push argument: "" with PollBus, else
+	// channelSuffix, which ends the name of a bus's channel (Keys.
+	// BusChannel).
+	pushArg, channelSuffix string
 	// cluster is set for a Redis Cluster: a batch is stored by one script
 	// call per partition instead of one in all.
 	cluster  bool
@@ -429,9 +441,9 @@ func New(cfg Config) (*Backend, error) {
 	}
 	_, b.cluster = appendClient.(*redis.ClusterClient)
 	b.fixedArgs = [4]any{cfg.RoomMaxLen, cfg.BusMaxLen, ttl, cfg.IdempotencyWindow.Milliseconds()}
-	b.pushArg = "1"
-	if cfg.PollBus {
-		b.pushArg = "0"
+	b.channelSuffix = channelSuffix(opts.DB)
+	if !cfg.PollBus {
+		b.pushArg = b.channelSuffix
 	}
 	for p := range cfg.Partitions {
 		b.tags = append(b.tags, keys.tag(p))
