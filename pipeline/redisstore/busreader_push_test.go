@@ -258,3 +258,36 @@ func noMore(t *testing.T, ch <-chan *message.Message) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestMixedPushingAndPolling: instances with and without pushes share a
+// Redis, as in a rolling upgrade: a pushed subscription hands out every
+// message in bus order, those stored without a push (by an instance with
+// PollBus) included, and so does a polling one.
+func TestMixedPushingAndPolling(t *testing.T) {
+	srv := testredis.Start(t)
+	prefix := srv.Prefix + "mix"
+	pushing := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: prefix, Partitions: 1})
+	polling := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: prefix, Partitions: 1, PollBus: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pushed, err := pushing.Subscribe(ctx, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled, err := polling.Subscribe(ctx, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 20 {
+		b := pushing
+		if i%3 != 0 { // two of three, and the last, stored without a push
+			b = polling
+		}
+		want = append(want, mustAppend(t, b, send("lobby", "", fmt.Sprintf("m%d", i))).ID)
+	}
+	wantUUIDs(t, pushed, want...)
+	wantUUIDs(t, polled, want...)
+	noMore(t, pushed)
+	noMore(t, polled)
+}
