@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -24,65 +25,49 @@ const confirmTimeout = 5 * time.Second
 // PING within BlockTime.
 var errSilent = errors.New("redisstore: bus channel did not answer PING")
 
-// received is one receive of a pushed subscription's connection.
-type received struct {
-	v   any
-	err error
-}
-
 // listen follows stream in Pushed mode: it subscribes to the stream's shard
 // channel, reads what the stream holds after the configured position, and
 // then hands out each push whose previous entry is the last one handed
 // out, reading the stream instead whenever a push shows that entries were
-// missed and after BlockTime without a push. It returns when ctx is done,
-// a read or a receive fails, or the channel is unsubscribed (its slot
-// moved to another node of a Cluster).
+// missed, and when the channel has been quiet for BlockTime. It returns
+// when ctx is done, a read or a receive fails, the channel does not answer
+// a PING, or the channel is unsubscribed (its slot moved to another node
+// of a Cluster).
 //
-// A goroutine of its own receives from the connection, one message ahead,
-// without a timeout (a receive cut by its timeout could leave a push half
-// read); closing the connection ends it. The pushes wait in Redis's output
-// buffer for the connection while a message is handed out; Redis closes a
-// connection whose buffer outgrows its client-output-buffer-limit for
-// pubsub, which ends the subscription like a failed read.
+// It receives without a timeout (a receive cut by its timeout could leave
+// a push half read). A watchdog goroutine (see watch) PINGs a channel
+// quiet for BlockTime, and closes the connection when the PING is not
+// answered within another BlockTime; the PONG is what makes listen read
+// the stream when quiet. The pushes wait in Redis's output buffer for the
+// connection while a message is handed out; Redis closes a connection
+// whose buffer outgrows its client-output-buffer-limit for pubsub, which
+// ends the subscription like a failed read.
 func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
 	channel := stream + s.cfg.ChannelSuffix
 	ps := s.client.SSubscribe(ctx, channel)
-	recv := make(chan received, 1)
-	done := make(chan struct{})
-	s.running.Add(1)
-	go func() {
-		defer s.running.Done()
-		for {
-			v, err := ps.Receive(context.Background()) // ended by Close
-			select {
-			case recv <- received{v, err}:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
 	// Closing ps ends the receive in progress, so the subscription stops
 	// at once when ctx is done.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	var wd watchdog
 	defer func() {
 		stop()
-		close(done)
 		_ = ps.Close() // the subscription ends either way
+		wd.stop()
 	}()
 	// The caller subscribes again; the message is the blocking reader's
 	// (see follow), which quietCancel writes at debug level.
 	fail := func(err error) {
 		if ctx.Err() == nil {
+			if wd.silent.Load() {
+				err = errSilent
+			}
 			s.log.Error("stop reading after error", err, fields)
 		}
 	}
 	// Redis confirms the subscription before any push to it, and every
 	// entry added after the confirmation is pushed: reading the stream
 	// only then misses nothing.
-	if err := confirm(recv); err != nil {
+	if err := confirm(ctx, ps); err != nil {
 		s.reloadSlots(ctx)
 		fail(err)
 		return
@@ -114,40 +99,16 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 	if !catchUp() {
 		return
 	}
-	idle := time.NewTimer(s.cfg.BlockTime)
-	defer idle.Stop()
-	pinged := false
+	wd.start(s, ps)
 	for ctx.Err() == nil {
-		var r received
-		select {
-		case r = <-recv:
-		case <-idle.C:
-			if pinged {
-				fail(errSilent)
-				return
-			}
-			// Quiet: entries stored by writers that do not push are
-			// read now, and the PING proves the channel alive.
-			if !catchUp() {
-				return
-			}
-			if err := ps.Ping(ctx); err != nil {
-				fail(err)
-				return
-			}
-			pinged = true
-			idle.Reset(s.cfg.BlockTime)
-			continue
-		case <-ctx.Done():
+		wd.waiting.Store(time.Now().UnixNano())
+		v, err := ps.Receive(context.Background()) // ended by Close
+		wd.waiting.Store(0)
+		if err != nil {
+			fail(err)
 			return
 		}
-		if r.err != nil {
-			fail(r.err)
-			return
-		}
-		pinged = false
-		idle.Reset(s.cfg.BlockTime)
-		switch m := r.v.(type) {
+		switch m := v.(type) {
 		case *redis.Message:
 			prev, x, ok := parsePush(m.Payload)
 			switch {
@@ -165,6 +126,12 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 					return
 				}
 			}
+		case *redis.Pong:
+			// Quiet for BlockTime: entries stored by writers that do
+			// not push are read now.
+			if !catchUp() {
+				return
+			}
 		case *redis.Subscription:
 			if m.Kind == "sunsubscribe" {
 				s.reloadSlots(ctx)
@@ -175,22 +142,75 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 	}
 }
 
-// confirm waits until Redis confirms the subscription whose receives are
-// recv.
-func confirm(recv <-chan received) error {
-	t := time.NewTimer(confirmTimeout)
-	defer t.Stop()
+// watchdog watches a pushed subscription's receives: a receive that has
+// waited BlockTime gets a PING sent, and one still waiting BlockTime after
+// that has its connection closed (silent set), which ends it.
+type watchdog struct {
+	// waiting is when the receive in progress started (Unix ns), 0
+	// while none is.
+	waiting atomic.Int64
+	silent  atomic.Bool
+	done    chan struct{}
+	ended   chan struct{}
+}
+
+// start runs the watchdog of ps's receives until stop, ticking four times
+// per BlockTime.
+func (w *watchdog) start(s *BusSubscriber, ps *redis.PubSub) {
+	w.done, w.ended = make(chan struct{}), make(chan struct{})
+	block := s.cfg.BlockTime
+	go func() {
+		defer close(w.ended)
+		tick := time.NewTicker(max(block/4, time.Millisecond))
+		defer tick.Stop()
+		var pinged int64 // the wait a PING was sent for
+		var pingedAt time.Time
+		for {
+			select {
+			case <-w.done:
+				return
+			case now := <-tick.C:
+				since := w.waiting.Load()
+				switch {
+				case since == 0 || now.Sub(time.Unix(0, since)) < block:
+				case pinged != since:
+					pinged, pingedAt = since, now
+					// A failed PING fails the receive too.
+					_ = ps.Ping(context.Background())
+				case now.Sub(pingedAt) >= block:
+					w.silent.Store(true)
+					_ = ps.Close()
+					return
+				}
+			}
+		}
+	}()
+}
+
+// stop ends the watchdog, if it was started, and waits for it.
+func (w *watchdog) stop() {
+	if w.done != nil {
+		close(w.done)
+		<-w.ended
+	}
+}
+
+// confirm waits until Redis confirms ps's subscription. A receive cut by
+// the timeout ends the subscription, so it cannot leave anything half
+// read behind.
+func confirm(ctx context.Context, ps *redis.PubSub) error {
+	deadline := time.Now().Add(confirmTimeout)
 	for {
-		select {
-		case r := <-recv:
-			if r.err != nil {
-				return fmt.Errorf("redisstore: subscribe: %w", r.err)
-			}
-			if sub, ok := r.v.(*redis.Subscription); ok && sub.Kind == "ssubscribe" {
-				return nil
-			}
-		case <-t.C:
+		left := time.Until(deadline)
+		if left <= 0 { // a zero timeout would wait for ever
 			return fmt.Errorf("redisstore: subscribe: no confirmation within %v", confirmTimeout)
+		}
+		v, err := ps.ReceiveTimeout(ctx, left)
+		if err != nil {
+			return fmt.Errorf("redisstore: subscribe: %w", err)
+		}
+		if sub, ok := v.(*redis.Subscription); ok && sub.Kind == "ssubscribe" {
+			return nil
 		}
 	}
 }

@@ -291,3 +291,33 @@ func TestMixedPushingAndPolling(t *testing.T) {
 	noMore(t, pushed)
 	noMore(t, polled)
 }
+
+// TestBusSubscriberPushedSilentCloses: a pushed subscription whose channel
+// stops answering (its server paused) PINGs it after BlockTime quiet, and
+// closes its channel when the PING is not answered within another
+// BlockTime, well before the server answers again.
+func TestBusSubscriberPushedSilentCloses(t *testing.T) {
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("pausing a shared server would stall other tests")
+	}
+	stream := srv.Prefix + ":silent"
+	ch := subscribeBus(t, context.Background(), newClient(t, srv, nil),
+		redisstore.BusSubscriberConfig{BlockTime: 200 * time.Millisecond, Pushed: true}, stream)
+	m := message.NewMessage(uuid.NewString(), []byte("one"))
+	if _, err := (pushPublisher{srv.Client()}).push(stream, m); err != nil {
+		t.Fatal(err)
+	}
+	wantUUIDs(t, ch, m.UUID)
+	if err := srv.Client().Do(context.Background(), "CLIENT", "PAUSE", 4000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m, ok := <-ch:
+		if ok {
+			t.Fatalf("got %s while the server was paused", m.UUID)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("channel still open 3s into a 4s pause (block time 200ms)")
+	}
+}
