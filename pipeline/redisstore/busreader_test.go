@@ -332,13 +332,20 @@ func TestBusSubscriberReadFailureCloses(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	wantClosed(t, ch, 5*time.Second, "after its read failed (block time 10s)")
+}
+
+// wantClosed fails the test unless ch closes within d, without handing out
+// anything more; when says what the channel should close after.
+func wantClosed(t *testing.T, ch <-chan *message.Message, d time.Duration, when string) {
+	t.Helper()
 	select {
 	case m, ok := <-ch:
 		if ok {
-			t.Fatalf("got %s after the read failed, want the channel closed", m.UUID)
+			t.Fatalf("got %s %s, want the channel closed", m.UUID, when)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("channel still open 5s after its read failed (block time 10s)")
+	case <-time.After(d):
+		t.Fatalf("channel still open %v %s", d, when)
 	}
 }
 
