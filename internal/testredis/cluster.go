@@ -613,3 +613,84 @@ func WaitSentinelPrimary(t testing.TB, addrs string, want *Node) {
 		t.Fatalf("testredis: sentinel failover: %v", err)
 	}
 }
+
+// MigrateSlot moves slot, with its keys, from the primary serving it to
+// the primary to, as redis-cli --cluster reshard does: to imports and the
+// owner migrates it, MIGRATE moves its keys, then every primary is told
+// that to owns it. It returns once every running node says so. Clients of
+// the slot get ASK or TRYAGAIN replies meanwhile, and the old owner's
+// shard channel subscribers of the slot are unsubscribed at the end.
+func (c *Cluster) MigrateSlot(slot int, to *Node) {
+	c.t.Helper()
+	top, err := c.Topology()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var from *Node
+	var fromID, toID string
+	for _, cn := range top {
+		if cn.Primary && !cn.Failed && servesSlot(cn.Slots, slot) {
+			from, fromID = c.node(cn.Addr), cn.ID
+		}
+		if cn.Addr == to.Addr {
+			toID = cn.ID
+		}
+	}
+	if from == nil || toID == "" || from == to {
+		c.t.Fatalf("testredis: cannot migrate slot %d from %v to %s", slot, from, to.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
+	defer cancel()
+	src, dst := redis.NewClient(&redis.Options{Addr: from.Addr}), redis.NewClient(&redis.Options{Addr: to.Addr})
+	defer src.Close()
+	defer dst.Close()
+	must := func(what string, err error) {
+		if err != nil {
+			c.t.Fatalf("testredis: migrate slot %d: %s: %v", slot, what, err)
+		}
+	}
+	must("importing", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
+	must("migrating", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must("keys", err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must("MIGRATE", src.Do(ctx, args...).Err())
+	}
+	// The new owner first, so that the slot is never without one.
+	must("node (new owner)", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	must("node (old owner)", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	for _, n := range c.Primaries() {
+		if n != from && n != to {
+			cl := redis.NewClient(&redis.Options{Addr: n.Addr})
+			err := cl.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err()
+			_ = cl.Close() // a one-off client
+			must("node (other primary)", err)
+		}
+	}
+	err = poll(clusterWait, func(ctx context.Context) error {
+		for _, n := range c.running() {
+			cl := redis.NewClient(&redis.Options{Addr: n.Addr})
+			s, err := cl.ClusterNodes(ctx).Result()
+			_ = cl.Close() // a one-off client
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.Addr, err)
+			}
+			for _, cn := range parseClusterNodes(s) {
+				if servesSlot(cn.Slots, slot) != (cn.ID == toID) {
+					return fmt.Errorf("%s does not see slot %d on %s yet", n.Addr, slot, to.Addr)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatalf("testredis: migrate slot %d: %v", slot, err)
+	}
+}

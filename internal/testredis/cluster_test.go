@@ -12,8 +12,9 @@ import (
 )
 
 // TestCluster: the helper's cluster has three primaries serving slots,
-// KeySlot agrees with CLUSTER KEYSLOT, and a killed primary's replica is
-// promoted and serves its keys.
+// KeySlot agrees with CLUSTER KEYSLOT, a migrated slot's keys are served
+// by its new primary, and a killed primary's replica is promoted and
+// serves its keys.
 func TestCluster(t *testing.T) {
 	c := testredis.StartCluster(t)
 	if got := len(c.Primaries()); got != 3 {
@@ -34,6 +35,23 @@ func TestCluster(t *testing.T) {
 	key := c.Prefix + ":k"
 	if err := cc.Set(ctx, key, "v", 0).Err(); err != nil {
 		t.Fatal(err)
+	}
+	from := c.PrimaryOf(key)
+	var to *testredis.Node
+	for _, n := range c.Primaries() {
+		if n != from {
+			to = n
+		}
+	}
+	c.MigrateSlot(testredis.KeySlot(key), to)
+	if got := c.PrimaryOf(key); got != to {
+		t.Fatalf("after the migration %q is served by %s, want %s", key, got.Addr, to.Addr)
+	}
+	if got, err := to.Client().Get(ctx, key).Result(); err != nil || got != "v" {
+		t.Fatalf("new primary has %q, %v; want v", got, err)
+	}
+	if n, err := from.Client().DBSize(ctx).Result(); err != nil || n != 0 {
+		t.Fatalf("old primary holds %d keys, %v; want none", n, err)
 	}
 	replica := c.ReplicaOf(c.PrimaryOf(key))
 	ro := redis.NewClient(&redis.Options{Addr: replica.Addr, OnConnect: func(ctx context.Context, cn *redis.Conn) error {
