@@ -485,8 +485,12 @@ func (p *Pending) Wait(ctx context.Context) (Outcome, error) {
 	// The chain has run, and the store's completion answers within
 	// the store's own round-trip timeout; the bound here only guards
 	// against a store that never calls back.
-	t := time.NewTimer(2 * p.in.cfg.StoreTimeout)
-	defer t.Stop()
+	t := waitTimers.Get().(*time.Timer)
+	t.Reset(2 * p.in.cfg.StoreTimeout)
+	defer func() {
+		t.Stop() // since Go 1.23 a stopped timer's channel holds nothing
+		waitTimers.Put(t)
+	}()
 	select {
 	case o := <-p.slot.done:
 		return o, nil
@@ -499,6 +503,13 @@ func (p *Pending) Wait(ctx context.Context) (Outcome, error) {
 			Err: &Error{Code: CodeUnavailable, Reason: "the message is not known to be stored; retry with the same ref"}}, nil
 	}
 }
+
+// waitTimers holds stopped timers for Wait, which waits on one per send.
+var waitTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // waitReady returns once the ingest accepts submissions: at once when it
 // does (the common case costs no timer), or ctx's error, or ErrUnavailable

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -392,25 +393,45 @@ func (c *Conn) reader() {
 			}
 			continue
 		}
-		data, err := io.ReadAll(r)
+		buf := frameBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(r)
 		partial = false
 		if err != nil {
+			putFrameBuf(buf)
 			c.readEnded(err)
 			break
 		}
 		if kind != websocket.TextMessage {
+			putFrameBuf(buf)
 			c.gw.hub.countFrame(FrameBinary)
 			c.awaitSends() // answers leave in the order of the frames, as in handle
 			c.sendError(pipeline.Errorf(CodeBadFrame, "binary frames are not supported; send JSON text frames"), "", "")
 			continue
 		}
+		data := buf.Bytes()
 		c.gw.workers.do(func() { c.handle(data) })
+		putFrameBuf(buf) // handle keeps nothing of data: DecodeFrame copies what it returns
 	}
 	rooms := make([]string, 0, len(c.rooms))
 	for r := range c.rooms {
 		rooms = append(rooms, r)
 	}
 	c.gw.hub.removeConn(c, rooms)
+}
+
+// frameBufs holds the buffers frames are read into, one per frame being
+// handled, so that a frame read costs no allocation.
+var frameBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledFrameBuf is the largest buffer frameBufs keeps: one grown by a
+// rare large frame is dropped rather than held.
+const maxPooledFrameBuf = 16 << 10
+
+func putFrameBuf(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledFrameBuf {
+		frameBufs.Put(b)
+	}
 }
 
 // extendDeadline pushes the read deadline out (readDeadline), except

@@ -3,6 +3,7 @@ package ws
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -795,4 +796,32 @@ func BenchmarkErrFrame(b *testing.B) {
 			})
 		}
 	})
+}
+
+// DecodeFrame keeps nothing of the bytes it decodes, so the reader can
+// reuse a frame's buffer once it is handled: overwriting them leaves the
+// decoded frame as it was, for plain and escaped strings and for the ref
+// and room salvaged from a frame that does not decode.
+func TestDecodeFrameCopiesStrings(t *testing.T) {
+	for _, raw := range []string{
+		`{"type":"send","room":"lobby","text":"hello there","ref":"r-1"}`,
+		`{"type":"send","room":"lob\u0062y","text":"tab\there","ref":"r\u002d1"}`,
+		`{"type":"join","room":"lobby","since":"17-2","epoch":"e1","history":5}`,
+		`{"type":"history","room":"lobby","before":"9-0","after":"3-0","limit":10}`,
+		`{"type":"auth","token":"abc.def.ghi"}`,
+		`{"type":"send","room":"lobby","text":7,"ref":"r-2"}`,
+	} {
+		data := []byte(raw)
+		f, perr := DecodeFrame(data)
+		before := fmt.Sprintf("%+v %v", f, perr)
+		for i := range data {
+			data[i] = 'X'
+		}
+		if after := fmt.Sprintf("%+v %v", f, perr); after != before {
+			t.Fatalf("%s: decoded %s, after overwriting the bytes %s", raw, before, after)
+		}
+		if f.Room == "" && f.Token == "" {
+			t.Fatalf("%s: nothing decoded: %s", raw, before)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatstream/chatstream/pipeline"
@@ -110,13 +111,13 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 		}
 		switch m := v.(type) {
 		case *redis.Message:
-			prev, x, ok := parsePush(m.Payload)
+			x, ok := parsePush(m.Payload)
 			switch {
-			case ok && pipeline.CompareSeq(x.ID, after) <= 0:
+			case ok && pipeline.CompareSeq(x.id, after) <= 0:
 				// Handed out already, by a read.
-			case ok && prev == after:
-				after = x.ID
-				if !s.deliver(ctx, entryMessage(x), out) {
+			case ok && x.prev == after:
+				after = x.id
+				if !s.deliver(ctx, x.message(), out) {
 					return
 				}
 			default:
@@ -238,25 +239,45 @@ func (s *BusSubscriber) handOut(ctx context.Context, res readResult, position st
 	return true
 }
 
+// push is a push of append.lua: the bus entry before the pushed one
+// (prev) and the pushed entry's ID and fields.
+type push struct {
+	prev, id, uuid, metadata, payload string
+}
+
 // parsePush decodes a push of append.lua: prev ' ' seq ' ' len(uuid) ' '
-// len(metadata) ' ' uuid metadata payload. It returns the entry before the
-// pushed one and the pushed entry in Watermill's layout.
-func parsePush(p string) (prev string, x redis.XMessage, ok bool) {
+// len(metadata) ' ' uuid metadata payload.
+func parsePush(p string) (x push, ok bool) {
 	var f [4]string
 	for i := range f {
 		var found bool
 		if f[i], p, found = strings.Cut(p, " "); !found {
-			return "", x, false
+			return x, false
 		}
 	}
 	nu, err1 := strconv.Atoi(f[2])
 	nm, err2 := strconv.Atoi(f[3])
 	if err1 != nil || err2 != nil || nu < 0 || nm < 0 || nu > len(p) || nm > len(p)-nu || f[0] == "" || f[1] == "" {
-		return "", x, false
+		return x, false
 	}
-	return f[0], redis.XMessage{ID: f[1], Values: map[string]any{
-		redisstream.UUIDHeaderKey: p[:nu],
-		"metadata":                p[nu : nu+nm],
-		"payload":                 p[nu+nm:],
-	}}, true
+	return push{prev: f[0], id: f[1], uuid: p[:nu], metadata: p[nu : nu+nm], payload: p[nu+nm:]}, true
+}
+
+// message is entryMessage of the pushed entry. It builds the entry's
+// field map only for an entry that decodeFast's layout does not fit.
+func (x push) message() *message.Message {
+	if msg, ok := decodeParts(x.uuid, x.payload, x.metadata); ok {
+		msg.Metadata.Set(pipeline.MetaSeq, x.id)
+		return msg
+	}
+	return entryMessage(x.entry())
+}
+
+// entry is the pushed entry as read from the stream, in Watermill's layout.
+func (x push) entry() redis.XMessage {
+	return redis.XMessage{ID: x.id, Values: map[string]any{
+		redisstream.UUIDHeaderKey: x.uuid,
+		"metadata":                x.metadata,
+		"payload":                 x.payload,
+	}}
 }

@@ -22,19 +22,23 @@ func decodeFast(values map[string]any) (msg *message.Message, ok bool) {
 			return nil, false
 		}
 	}
+	md := ""
+	if m := values["metadata"]; m != nil {
+		if md, ok = m.(string); !ok {
+			return nil, false
+		}
+	}
+	return decodeParts(id, payload, md)
+}
+
+// decodeParts is decodeFast of an entry's fields: its UUID, payload and
+// metadata ("" for none).
+func decodeParts(id, payload, md string) (msg *message.Message, ok bool) {
 	msg = message.NewMessage(id, []byte(payload))
-	md := values["metadata"]
-	if md == nil {
+	if md == "" {
 		return msg, true
 	}
-	s, ok := md.(string)
-	if !ok {
-		return nil, false
-	}
-	if s == "" {
-		return msg, true
-	}
-	if msg.Metadata, ok = decodeStringMap(s); !ok {
+	if msg.Metadata, ok = decodeStringMap(md); !ok {
 		return nil, false
 	}
 	return msg, true

@@ -98,20 +98,25 @@ func TestAppendPushes(t *testing.T) {
 		if !ok {
 			t.Fatalf("push %d: got %T, want a message", i, v)
 		}
-		p, x, ok := parsePush(m.Payload)
+		x, ok := parsePush(m.Payload)
 		if !ok {
 			t.Fatalf("push %d does not decode: %q", i, m.Payload)
 		}
-		if p != prev || x.ID != seq {
-			t.Fatalf("push %d: prev %s seq %s, want prev %s seq %s", i, p, x.ID, prev, seq)
+		if x.prev != prev || x.id != seq {
+			t.Fatalf("push %d: prev %s seq %s, want prev %s seq %s", i, x.prev, x.id, prev, seq)
 		}
 		stored, err := srv.Client().XRange(ctx, bus, seq, seq).Result()
 		if err != nil || len(stored) != 1 {
 			t.Fatalf("bus entry %s: %v %v", seq, stored, err)
 		}
-		if got, want := entryMessage(x), entryMessage(stored[0]); !sameMessage(got, want) {
-			t.Fatalf("push %d decodes to %v %q %v, the bus entry to %v %q %v", i,
-				got.UUID, got.Payload, got.Metadata, want.UUID, want.Payload, want.Metadata)
+		// The push's message, decoded directly and through the entry's
+		// field map, is the bus entry's.
+		want := entryMessage(stored[0])
+		for _, got := range []*message.Message{x.message(), entryMessage(x.entry())} {
+			if !sameMessage(got, want) {
+				t.Fatalf("push %d decodes to %v %q %v, the bus entry to %v %q %v", i,
+					got.UUID, got.Payload, got.Metadata, want.UUID, want.Payload, want.Metadata)
+			}
 		}
 		prev = seq
 	}
@@ -119,5 +124,24 @@ func TestAppendPushes(t *testing.T) {
 	appendOK(quiet, msg("a", "", "not pushed either"))
 	if v, err := ps.ReceiveTimeout(ctx, 200*time.Millisecond); err == nil {
 		t.Fatalf("got %v, want no more pushes", v)
+	}
+}
+
+// A push whose metadata is not chatstream's msgpack map decodes as its
+// bus entry would: a message marked MetaUndecodable, with its seq.
+func TestPushMessageUndecodable(t *testing.T) {
+	x, ok := parsePush("1-1 2-0 3 4 abcnopehello")
+	if !ok {
+		t.Fatal("push does not parse")
+	}
+	if x.uuid != "abc" || x.metadata != "nope" || x.payload != "hello" {
+		t.Fatalf("parsed %+v", x)
+	}
+	got := x.message()
+	if got.Metadata.Get(MetaUndecodable) == "" || got.Metadata.Get(pipeline.MetaSeq) != "2-0" {
+		t.Fatalf("message %v %q %v, want undecodable with seq 2-0", got.UUID, got.Payload, got.Metadata)
+	}
+	if want := entryMessage(x.entry()); !sameMessage(got, want) {
+		t.Fatalf("message %v, the entry's %v", got.Metadata, want.Metadata)
 	}
 }
