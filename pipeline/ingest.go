@@ -488,7 +488,14 @@ func (p *Pending) Wait(ctx context.Context) (Outcome, error) {
 	t := waitTimers.Get().(*time.Timer)
 	t.Reset(2 * p.in.cfg.StoreTimeout)
 	defer func() {
-		t.Stop() // since Go 1.23 a stopped timer's channel holds nothing
+		// Since Go 1.23 a stopped timer's channel holds nothing; the
+		// drain keeps the pool right under GODEBUG=asynctimerchan=1 too.
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
 		waitTimers.Put(t)
 	}()
 	select {

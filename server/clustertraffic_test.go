@@ -144,6 +144,9 @@ func (tr *traffic) ackedAfter(at time.Time, n int) {
 		if ok {
 			return
 		}
+		if tr.unanswered.Load() > 0 || tr.otherErrors.Load() > 0 {
+			tr.t.Fatalf("a sender stopped: %d sends unanswered, %d answered with another error", tr.unanswered.Load(), tr.otherErrors.Load())
+		}
 		if time.Now().After(deadline) {
 			tr.t.Fatalf("rooms acked after %v: %v; want at least %d in each of %v", at.Format(time.StampMilli), after, n, tr.rooms)
 		}
@@ -229,15 +232,24 @@ func (tr *traffic) inOrder() {
 	}
 }
 
-// counts returns how many sends were acked and refused, and how many were
-// acked between from and to.
-func (tr *traffic) counts(from, to time.Time) (acked, refused, ackedBetween int) {
+// counts returns how many sends to room ("": any room) were acked and
+// refused, and how many of each between from and to.
+func (tr *traffic) counts(room string, from, to time.Time) (acked, refused, ackedBetween, refusedBetween int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	for _, s := range tr.acked {
-		if s.at.After(from) && s.at.Before(to) {
-			ackedBetween++
+	count := func(ss []sent) (all, between int) {
+		for _, s := range ss {
+			if room != "" && s.room != room {
+				continue
+			}
+			all++
+			if s.at.After(from) && s.at.Before(to) {
+				between++
+			}
 		}
+		return all, between
 	}
-	return len(tr.acked), len(tr.refused), ackedBetween
+	acked, ackedBetween = count(tr.acked)
+	refused, refusedBetween = count(tr.refused)
+	return acked, refused, ackedBetween, refusedBetween
 }

@@ -73,7 +73,8 @@ const MaxTokenBytes = 8 << 10
 // DecodeFrame parses and checks one client text frame. The returned error
 // carries the code and reason for the client's error frame; on error the
 // frame's ref and room are still set when they could be read. Message text is
-// checked by the pipeline, not here.
+// checked by the pipeline, not here. The frame and the error share no memory
+// with data, which the caller may reuse once DecodeFrame returns.
 func DecodeFrame(data []byte) (ClientFrame, *pipeline.Error) {
 	var f ClientFrame
 	if !utf8.Valid(data) {

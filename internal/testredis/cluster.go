@@ -614,13 +614,30 @@ func WaitSentinelPrimary(t testing.TB, addrs string, want *Node) {
 	}
 }
 
+// MigrationTimes are when the phases of a MigrateSlot began.
+type MigrationTimes struct {
+	// Start: the new owner imports the slot and the old one migrates it.
+	Start time.Time
+	// Keys: MIGRATE moves the slot's keys.
+	Keys time.Time
+	// NewOwner: the new owner has taken the slot; the old one still
+	// migrates it (it answers ASK for the keys it no longer has).
+	NewOwner time.Time
+	// Done: every primary has been told the new owner.
+	Done time.Time
+}
+
 // MigrateSlot moves slot, with its keys, from the primary serving it to
 // the primary to, as redis-cli --cluster reshard does: to imports and the
 // owner migrates it, MIGRATE moves its keys, then every primary is told
-// that to owns it. It returns once every running node says so. Clients of
-// the slot get ASK or TRYAGAIN replies meanwhile, and the old owner's
-// shard channel subscribers of the slot are unsubscribed at the end.
-func (c *Cluster) MigrateSlot(slot int, to *Node) {
+// that to owns it, the new owner first. It holds the slot for hold in the
+// importing/migrating state before the keys move, and again after the new
+// owner has taken it and before the old one is told, so that clients meet
+// both states. It returns once every running node says to owns the slot.
+// Clients of the slot get ASK or TRYAGAIN replies meanwhile, and the old
+// owner's shard channel subscribers of the slot are unsubscribed at the
+// end.
+func (c *Cluster) MigrateSlot(slot int, to *Node, hold time.Duration) MigrationTimes {
 	c.t.Helper()
 	top, err := c.Topology()
 	if err != nil {
@@ -637,8 +654,13 @@ func (c *Cluster) MigrateSlot(slot int, to *Node) {
 		}
 	}
 	if from == nil || toID == "" || from == to {
-		c.t.Fatalf("testredis: cannot migrate slot %d from %v to %s", slot, from, to.Addr)
+		owner := "none"
+		if from != nil {
+			owner = from.Addr
+		}
+		c.t.Fatalf("testredis: cannot migrate slot %d to %s (served by %s)", slot, to.Addr, owner)
 	}
+	host, _, _ := strings.Cut(to.Addr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
 	defer cancel()
 	src, dst := redis.NewClient(&redis.Options{Addr: from.Addr}), redis.NewClient(&redis.Options{Addr: to.Addr})
@@ -649,15 +671,20 @@ func (c *Cluster) MigrateSlot(slot int, to *Node) {
 			c.t.Fatalf("testredis: migrate slot %d: %s: %v", slot, what, err)
 		}
 	}
+	var times MigrationTimes
+	times.Start = time.Now()
 	must("importing", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
 	must("migrating", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	time.Sleep(hold)
+	times.Keys = time.Now()
 	for {
 		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
 		must("keys", err)
 		if len(keys) == 0 {
 			break
 		}
-		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
+		// MIGRATE's own timeout (ms) is below the client's read timeout.
+		args := []any{"MIGRATE", host, to.Port, "", 0, 2000, "KEYS"}
 		for _, k := range keys {
 			args = append(args, k)
 		}
@@ -665,6 +692,8 @@ func (c *Cluster) MigrateSlot(slot int, to *Node) {
 	}
 	// The new owner first, so that the slot is never without one.
 	must("node (new owner)", dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	times.NewOwner = time.Now()
+	time.Sleep(hold)
 	must("node (old owner)", src.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
 	for _, n := range c.Primaries() {
 		if n != from && n != to {
@@ -693,4 +722,6 @@ func (c *Cluster) MigrateSlot(slot int, to *Node) {
 	if err != nil {
 		c.t.Fatalf("testredis: migrate slot %d: %v", slot, err)
 	}
+	times.Done = time.Now()
+	return times
 }

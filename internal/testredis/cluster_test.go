@@ -43,7 +43,7 @@ func TestCluster(t *testing.T) {
 			to = n
 		}
 	}
-	c.MigrateSlot(testredis.KeySlot(key), to)
+	c.MigrateSlot(testredis.KeySlot(key), to, 0)
 	if got := c.PrimaryOf(key); got != to {
 		t.Fatalf("after the migration %q is served by %s, want %s", key, got.Addr, to.Addr)
 	}

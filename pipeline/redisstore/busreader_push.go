@@ -117,7 +117,7 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 				// Handed out already, by a read.
 			case ok && x.prev == after:
 				after = x.id
-				if !s.deliver(ctx, x.message(), out) {
+				if !s.deliver(ctx, x.toMessage(), out) {
 					return
 				}
 			default:
@@ -263,9 +263,9 @@ func parsePush(p string) (x push, ok bool) {
 	return push{prev: f[0], id: f[1], uuid: p[:nu], metadata: p[nu : nu+nm], payload: p[nu+nm:]}, true
 }
 
-// message is entryMessage of the pushed entry. It builds the entry's
+// toMessage is entryMessage of the pushed entry. It builds the entry's
 // field map only for an entry that decodeFast's layout does not fit.
-func (x push) message() *message.Message {
+func (x push) toMessage() *message.Message {
 	if msg, ok := decodeParts(x.uuid, x.payload, x.metadata); ok {
 		msg.Metadata.Set(pipeline.MetaSeq, x.id)
 		return msg

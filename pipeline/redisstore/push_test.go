@@ -112,7 +112,7 @@ func TestAppendPushes(t *testing.T) {
 		// The push's message, decoded directly and through the entry's
 		// field map, is the bus entry's.
 		want := entryMessage(stored[0])
-		for _, got := range []*message.Message{x.message(), entryMessage(x.entry())} {
+		for _, got := range []*message.Message{x.toMessage(), entryMessage(x.entry())} {
 			if !sameMessage(got, want) {
 				t.Fatalf("push %d decodes to %v %q %v, the bus entry to %v %q %v", i,
 					got.UUID, got.Payload, got.Metadata, want.UUID, want.Payload, want.Metadata)
@@ -137,7 +137,7 @@ func TestPushMessageUndecodable(t *testing.T) {
 	if x.uuid != "abc" || x.metadata != "nope" || x.payload != "hello" {
 		t.Fatalf("parsed %+v", x)
 	}
-	got := x.message()
+	got := x.toMessage()
 	if got.Metadata.Get(MetaUndecodable) == "" || got.Metadata.Get(pipeline.MetaSeq) != "2-0" {
 		t.Fatalf("message %v %q %v, want undecodable with seq 2-0", got.UUID, got.Payload, got.Metadata)
 	}
