@@ -528,3 +528,50 @@ func TestShardWaitBounded(t *testing.T) {
 		t.Fatalf("log mentions the busy shard %d times, want a start and an end:\n%s", c, out)
 	}
 }
+
+// silentStore is the memory backend, except that it never answers the
+// append of a message whose text is "lost" (and does not store it), as a
+// store with a bug might.
+type silentStore struct{ *memstore.Backend }
+
+func (s silentStore) AppendAsync(msg *message.Message, done func(pipeline.Appended, error)) error {
+	if string(msg.Payload) == "lost" {
+		return nil
+	}
+	return s.Backend.AppendAsync(msg, done)
+}
+
+// TestWaitGuardAnswersAStoreThatNeverCalls: a send whose store never calls
+// back is answered unavailable after twice StoreTimeout (retry with the
+// same ref), not held for ever; the sends after it, which take the same
+// pooled guard timers, get their own outcomes, never an earlier timer's.
+func TestWaitGuardAnswersAStoreThatNeverCalls(t *testing.T) {
+	be := newBackend(t, roomMaxLen)
+	const timeout = 50 * time.Millisecond
+	in := runIngest(t, pipeline.IngestConfig{Store: silentStore{be}, DeadLetters: be, Logger: quiet, StoreTimeout: timeout})
+	for round := range 3 {
+		start := time.Now()
+		s := send("lost", fmt.Sprint("lost-", round))
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		o, err := in.Submit(ctx, s)
+		cancel()
+		if err != nil || o.Err == nil || o.Ref != s.Ref {
+			t.Fatalf("round %d: Submit = %+v, %v; want the guard's answer", round, o, err)
+		}
+		if o.Err.Code != pipeline.CodeUnavailable || !strings.Contains(o.Err.Reason, "retry with the same ref") {
+			t.Fatalf("round %d: %+v, want unavailable asking for a retry", round, o.Err)
+		}
+		if took := time.Since(start); took < 2*timeout {
+			t.Fatalf("round %d: answered after %v, before the guard's %v", round, took, 2*timeout)
+		}
+		for i := range 20 {
+			if o := submitTo(t, in, send("kept", fmt.Sprintf("kept-%d-%d", round, i))); o.Err != nil || o.Seq == "" {
+				t.Fatalf("round %d send %d: %+v, want it stored", round, i, o)
+			}
+		}
+	}
+	page, err := be.History(context.Background(), "lobby", pipeline.HistoryQuery{Limit: 100})
+	if err != nil || len(page.Messages) != 60 {
+		t.Fatalf("history: %d messages, %v; want the 60 kept", len(page.Messages), err)
+	}
+}
