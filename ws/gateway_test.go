@@ -550,7 +550,7 @@ func TestRejectedByModerator(t *testing.T) {
 }
 
 // TestPresence: a member gets a snapshot after joined, and diffs when others
-// join and leave.
+// join and leave; a user with two connections in the room counts once.
 func TestPresence(t *testing.T) {
 	t.Parallel()
 	h := start(t, ws.Config{})
@@ -566,14 +566,16 @@ func TestPresence(t *testing.T) {
 	if fmt.Sprint(snap.Users) != "[alice]" || snap.Count != 1 {
 		t.Fatalf("snapshot = %s", snap.Raw)
 	}
+	a2 := h.dial(t, "alice") // a second tab
+	join(t, a2, "lobby", 0)
 	b := h.dial(t, "bob")
 	join(t, b, "lobby", 0)
 	f, err := a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "presence" && slices.Contains(f.Joined, "bob") }, wait)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Count != 2 {
-		t.Fatalf("join diff = %s", f.Raw)
+	if f.Count != 2 || len(slices.Compact(slices.Clone(f.Joined))) != len(f.Joined) {
+		t.Fatalf("join diff = %s, want 2 users, each named once", f.Raw)
 	}
 	b.Close()
 	f, err = a.AwaitFunc(func(f wstest.Frame) bool { return f.Type == "presence" && len(f.Left) > 0 }, wait)

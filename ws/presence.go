@@ -52,25 +52,25 @@ func (h *Hub) RunPresence(ctx context.Context, store pipeline.Presence, every ti
 	}
 }
 
-// localUsers returns the distinct users of every room with local members.
+// localUsers returns the distinct users of every room with local members,
+// sorted. The shards' locks are held only while their members are listed.
 func (h *Hub) localUsers() map[string][]string {
 	out := make(map[string][]string)
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
 		for room, members := range s.rooms {
-			seen := make(map[string]bool, len(members))
 			users := make([]string, 0, len(members))
 			for c := range members {
-				if !seen[c.user] {
-					seen[c.user] = true
-					users = append(users, c.user)
-				}
+				users = append(users, c.user)
 			}
-			slices.Sort(users)
 			out[room] = users
 		}
 		s.mu.Unlock()
+	}
+	for room, users := range out {
+		slices.Sort(users)
+		out[room] = slices.Compact(users) // a user with several connections once
 	}
 	return out
 }
