@@ -79,6 +79,13 @@ type BusSubscriberConfig struct {
 	// (Keys.BusChannel): pub/sub channels are not per database, so the
 	// channel of a bus names its database. Default "": the stream's name.
 	ChannelSuffix string
+	// PrimaryChanges, when set, counts the changes of the primary whose
+	// channel a Pushed subscription listens on: a Sentinel client moves
+	// its commands to a new primary after a failover, but not its open
+	// subscriptions. A subscription that sees the count change ends, as
+	// after a failed read, within a quarter of BlockTime; the caller
+	// subscribes again, on the new primary. Default nil: not watched.
+	PrimaryChanges func() uint64
 }
 
 func (c *BusSubscriberConfig) setDefaults() {

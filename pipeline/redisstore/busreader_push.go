@@ -32,8 +32,8 @@ var errSilent = errors.New("redisstore: bus channel did not answer PING")
 // out, reading the stream instead whenever a push shows that entries were
 // missed, and when the channel has been quiet for BlockTime. It returns
 // when ctx is done, a read or a receive fails, the channel does not answer
-// a PING, or the channel is unsubscribed (its slot moved to another node
-// of a Cluster).
+// a PING, the channel is unsubscribed (its slot moved to another node
+// of a Cluster), or the primary changed (PrimaryChanges).
 //
 // It receives without a timeout (a receive cut by its timeout could leave
 // a push half read). A watchdog goroutine (see watch) PINGs a channel
@@ -45,6 +45,12 @@ var errSilent = errors.New("redisstore: bus channel did not answer PING")
 // ends the subscription like a failed read.
 func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
 	channel := stream + s.cfg.ChannelSuffix
+	// Counted before subscribing: a change while the subscription
+	// connects ends it, as it may have connected to the old primary.
+	var primary uint64
+	if s.cfg.PrimaryChanges != nil {
+		primary = s.cfg.PrimaryChanges()
+	}
 	ps := s.client.SSubscribe(ctx, channel)
 	// Closing ps ends the receive in progress, so the subscription stops
 	// at once when ctx is done.
@@ -59,6 +65,11 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 	// (see follow), which quietCancel writes at debug level.
 	fail := func(err error) {
 		if ctx.Err() == nil {
+			if wd.moved.Load() {
+				// Logged once per change, by the client's primaryWatch.
+				s.log.Debug("subscribe again on the new primary", fields)
+				return
+			}
 			if wd.silent.Load() {
 				err = errSilent
 			}
@@ -100,7 +111,7 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 	if !catchUp() {
 		return
 	}
-	wd.start(s, ps)
+	wd.start(s, ps, primary)
 	for ctx.Err() == nil {
 		wd.waiting.Store(time.Now().UnixNano())
 		v, err := ps.Receive(context.Background()) // ended by Close
@@ -145,19 +156,21 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 
 // watchdog watches a pushed subscription's receives: a receive that has
 // waited BlockTime gets a PING sent, and one still waiting BlockTime after
-// that has its connection closed (silent set), which ends it.
+// that has its connection closed (silent set), which ends it. It also
+// closes the connection (moved set) once the primary changed.
 type watchdog struct {
 	// waiting is when the receive in progress started (Unix ns), 0
 	// while none is.
 	waiting atomic.Int64
 	silent  atomic.Bool
+	moved   atomic.Bool
 	done    chan struct{}
 	ended   chan struct{}
 }
 
 // start runs the watchdog of ps's receives until stop, ticking four times
-// per BlockTime.
-func (w *watchdog) start(s *BusSubscriber, ps *redis.PubSub) {
+// per BlockTime; primary is PrimaryChanges' count when ps subscribed.
+func (w *watchdog) start(s *BusSubscriber, ps *redis.PubSub, primary uint64) {
 	w.done, w.ended = make(chan struct{}), make(chan struct{})
 	block := s.cfg.BlockTime
 	go func() {
@@ -171,6 +184,11 @@ func (w *watchdog) start(s *BusSubscriber, ps *redis.PubSub) {
 			case <-w.done:
 				return
 			case now := <-tick.C:
+				if s.cfg.PrimaryChanges != nil && s.cfg.PrimaryChanges() != primary {
+					w.moved.Store(true)
+					_ = ps.Close()
+					return
+				}
 				since := w.waiting.Load()
 				switch {
 				case since == 0 || now.Sub(time.Unix(0, since)) < block:

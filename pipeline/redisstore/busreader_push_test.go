@@ -218,20 +218,7 @@ func TestPushesStayInTheirDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The subscription is listening once its channel has a subscriber.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, err := srv.Client().PubSubShardNumSub(ctx, a.Keys().BusChannel(0, 0)).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n[a.Keys().BusChannel(0, 0)] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no subscriber on the channel after 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSubscribers(t, srv.Client(), a.Keys().BusChannel(0, 0), 1)
 	for i := range 5 {
 		mustAppend(t, b, send("lobby", "", fmt.Sprintf("database 1, %d", i)))
 	}

@@ -47,7 +47,7 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 	}
 	// One subscriber per subscription: its position is its configuration.
 	// It is never closed; ctx ends the subscription.
-	sub, err := NewBusSubscriber(BusSubscriberConfig{
+	cfg := BusSubscriberConfig{
 		After:     after,
 		ReadCount: busReadCount,
 		BlockTime: blockTime,
@@ -56,7 +56,11 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 		ReportGapsAt:  int(min(busReadCount, b.cfg.BusMaxLen)),
 		Pushed:        !b.cfg.PollBus,
 		ChannelSuffix: b.channelSuffix,
-	}, b.subClient, b.wlog)
+	}
+	if b.primary != nil {
+		cfg.PrimaryChanges = b.primary.Changes
+	}
+	sub, err := NewBusSubscriber(cfg, b.subClient, b.wlog)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: subscriber: %w", err)
 	}

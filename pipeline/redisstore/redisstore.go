@@ -310,6 +310,9 @@ type Backend struct {
 	appendClient redis.UniversalClient
 	subClient    redis.UniversalClient
 	dead         *redisstream.Publisher
+	// primary counts the primary changes of a Sentinel client (nil
+	// otherwise), which end pushed subscriptions left on the old one.
+	primary *primaryWatch
 
 	// lanes queue appends for the batcher goroutines, one lane each
 	// (partition p's in lanes[p % InFlight]); a batcher sends whatever has
@@ -415,6 +418,11 @@ func New(cfg Config) (*Backend, error) {
 	for _, c := range []redis.UniversalClient{client, appendClient, subClient} {
 		followTopology(c)
 	}
+	var primary *primaryWatch
+	if opts.MasterName != "" {
+		primary = &primaryWatch{log: cfg.Logger}
+		subClient.AddHook(primary)
+	}
 
 	wlog := quietCancel{pipeline.WatermillLogger(cfg.Logger)}
 	keys := Keys{Prefix: cfg.Prefix, Partitions: cfg.Partitions}
@@ -432,8 +440,9 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{
 		cfg: cfg, keys: keys, log: cfg.Logger, wlog: wlog,
 		client: client, appendClient: appendClient, subClient: subClient, dead: dead,
-		lanes: make([]chan appendReq, cfg.InFlight),
-		stop:  make(chan struct{}),
+		primary: primary,
+		lanes:   make([]chan appendReq, cfg.InFlight),
+		stop:    make(chan struct{}),
 	}
 	ttl := cfg.RoomTTL.Milliseconds()
 	if cfg.RoomTTL < 0 {

@@ -1,11 +1,15 @@
 package redisstore
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -72,4 +76,54 @@ func redactURL(raw string) string {
 		return raw
 	}
 	return SentinelScheme + u + ":xxx@" + rest[at+1:]
+}
+
+// primaryWatch is a hook of a Sentinel client that counts the changes of
+// the server its connections are dialed to. After a failover go-redis
+// dials the new primary for commands, but leaves open subscriptions on the
+// old one, which goes on answering them until Sentinel reconfigures it
+// (seconds later, or never while it is cut off). A pushed subscription
+// that sees the count change ends, and the caller subscribes again, on the
+// new primary (BusSubscriberConfig.PrimaryChanges).
+type primaryWatch struct {
+	log     *slog.Logger
+	changes atomic.Uint64
+
+	mu   sync.Mutex
+	addr string // the address last dialed
+}
+
+var _ redis.Hook = (*primaryWatch)(nil)
+
+// DialHook notes the address each new connection was dialed to.
+func (w *primaryWatch) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err == nil {
+			w.dialed(conn.RemoteAddr().String())
+		}
+		return conn, err
+	}
+}
+
+// dialed counts a change when addr is not the address dialed before.
+func (w *primaryWatch) dialed(addr string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.addr != "" && addr != w.addr {
+		w.changes.Add(1)
+		w.log.Warn("redisstore: the Redis primary changed; pushed subscriptions move to it", "from", w.addr, "to", addr)
+	}
+	w.addr = addr
+}
+
+// Changes returns how many times the primary changed.
+func (w *primaryWatch) Changes() uint64 { return w.changes.Load() }
+
+// ProcessHook passes commands through.
+func (*primaryWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+// ProcessPipelineHook passes pipelines through.
+func (*primaryWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatstream/chatstream/internal/testredis"
 	"github.com/chatstream/chatstream/pipeline"
 	"github.com/chatstream/chatstream/pipeline/redisstore"
@@ -91,4 +93,81 @@ func TestSentinelFailover(t *testing.T) {
 		t.Error("no append was answered unavailable while the primary was down")
 	}
 	t.Logf("%d appends answered unavailable during the failover", refused)
+}
+
+// TestSentinelSwitchoverMovesPushes: after a switchover (SENTINEL FAILOVER
+// with the old primary still up, which answers a subscription's PINGs and
+// gets no pushes), a pushed subscription ends while the old primary still
+// calls itself primary, before Sentinel reconfigures it and closes its
+// clients. The next subscription listens on the new primary and hands out
+// what is stored there.
+func TestSentinelSwitchoverMovesPushes(t *testing.T) {
+	rs := testredis.StartReplicated(t)
+	sentinels := testredis.StartSentinels(t, rs, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := newBackend(t, redisstore.Config{
+		URL: "redis-sentinel://" + sentinels + "/" + testredis.SentinelMaster, Prefix: rs.Prefix, Partitions: 1,
+		Timeout: time.Second,
+	})
+	channel := b.Keys().BusChannel(0, 0)
+	old, replica := rs.Primary.Client(), rs.Replica.Client()
+	ch, err := b.Subscribe(ctx, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSubscribers(t, old, channel, 1)
+
+	sc := redis.NewSentinelClient(&redis.Options{Addr: strings.Split(sentinels, ",")[0]})
+	defer sc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// Refused until the sentinel has seen the replica in sync.
+		err := sc.Failover(ctx, testredis.SentinelMaster).Err()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SENTINEL FAILOVER: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	testredis.WaitSentinelPrimary(t, sentinels, rs.Replica)
+	wantClosed(t, ch, 30*time.Second, "after the switchover")
+	role, err := old.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role[0] != "master" {
+		t.Fatalf("the subscription ended when Sentinel made the old primary a %v, want it to end before", role[0])
+	}
+	waitSubscribers(t, old, channel, 0)
+
+	ch, err = b.Subscribe(ctx, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSubscribers(t, replica, channel, 1)
+	a := mustAppend(t, b, send("lobby", "r1", "after the switchover"))
+	wantUUIDs(t, ch, a.ID)
+}
+
+// waitSubscribers waits up to 10s for channel to have want subscribers on
+// the server of c.
+func waitSubscribers(t *testing.T, c *redis.Client, channel string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := c.PubSubShardNumSub(context.Background(), channel).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n[channel] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has %d subscribers on %s after 10s, want %d", channel, n[channel], c.Options().Addr, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
