@@ -20,6 +20,7 @@ import (
 	"github.com/chatstream/chatstream/auth"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
+	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	_ "github.com/chatstream/chatstream/pipeline/moderation/rules" // the rules kind
 	"github.com/chatstream/chatstream/ws"
@@ -30,6 +31,14 @@ const authSecret = "ws-test-secret-0123456789abcdef0123456789"
 // startAuth runs a gateway with --auth jwt (HS256 with authSecret) and the
 // rooms policy, if any.
 func startAuth(t *testing.T, cfg ws.Config, policy string, mods ...pipeline.Moderator) *harness {
+	t.Helper()
+	cfg.Auth = newAuth(t, policy)
+	return start(t, cfg, mods...)
+}
+
+// newAuth is the JWT verifier of startAuth, with policy as its rooms
+// policy ("" for none).
+func newAuth(t *testing.T, policy string) *auth.Authenticator {
 	t.Helper()
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
@@ -48,8 +57,7 @@ func startAuth(t *testing.T, cfg ws.Config, policy string, mods ...pipeline.Mode
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
-	cfg.Auth = a
-	return start(t, cfg, mods...)
+	return a
 }
 
 // token signs a token for sub valid for ttl with the extra claims.
@@ -247,6 +255,50 @@ func TestAuthTimeout(t *testing.T) {
 	code, reason := awaitClose(t, c)
 	if code != ws.CloseUnauthorized || !strings.Contains(reason, "time to authenticate") {
 		t.Fatalf("got close %d %q, want 4001 for the authentication timeout", code, reason)
+	}
+}
+
+// TestAuthExpiryAnswersSendsFirst: a send still waiting for the store
+// when the token expires is acked before the connection closes with 4002.
+func TestAuthExpiryAnswersSendsFirst(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	h := startStoring(t, harnessRoomMaxLen, ws.Config{Auth: newAuth(t, "")},
+		func(be *memstore.Backend) pipeline.Store { return &gatedStore{Backend: be, gate: gate} })
+	// jwt's exp has whole seconds, and the connection ends the leeway
+	// after exp: this token ends it within 1–2 s.
+	const ttl = 2*time.Second - auth.DefaultLeeway
+	c := newRawClient(t, h, "")
+	if err := c.conn.WriteJSON(map[string]any{"type": "auth", "token": token(t, "alice", ttl, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, func(f wstest.Frame) bool { return f.Type == ws.TypeAuthed })
+	if err := c.conn.WriteJSON(map[string]any{"type": "join", "room": "lobby"}); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, func(f wstest.Frame) bool { return f.Type == ws.TypeJoined })
+	if err := c.conn.WriteJSON(map[string]any{"type": "send", "room": "lobby", "text": "held", "ref": "a"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // past exp and the leeway
+	close(gate)
+	var answers []string
+	for _, f := range c.until(t, func(f wstest.Frame) bool { return f.Type == "ack" || f.Type == "error" }) {
+		if f.Type == "ack" || f.Type == "error" {
+			answers = append(answers, f.Type+":"+f.Ref)
+		}
+	}
+	if want := []string{"ack:a"}; !slices.Equal(answers, want) {
+		t.Fatalf("answers %q, want %q", answers, want)
+	}
+	for f := range c.frames { // until the connection ends
+		if f.Type != ws.TypeMessage { // the held message itself may be delivered
+			t.Fatalf("got %s after the ack, want the close", f.Raw)
+		}
+	}
+	var ce *websocket.CloseError
+	if !errors.As(c.err, &ce) || ce.Code != ws.CloseTokenExpired || ce.Text != "token expired" {
+		t.Fatalf("the connection ended with %v after the ack, want close 4002 token expired", c.err)
 	}
 }
 
