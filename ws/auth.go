@@ -200,9 +200,9 @@ func (c *Conn) expiresAt() time.Time {
 // authTimedOut closes the connection when err is a read that timed out at
 // the moment to authenticate by (4001) or at the token's expiry plus the
 // allowed clock skew (4002, expiresAt), and reports whether it did. At
-// expiry the sends read before it are answered first: the reader has
-// stopped, so nothing more is taken, and what was taken is acked (or
-// refused) before the close.
+// expiry the connection leaves its rooms and the sends read before it are
+// answered first: the reader has stopped, so nothing more is taken, and
+// what was taken is acked (or refused) before the close.
 func (c *Conn) authTimedOut(err error) bool {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
@@ -215,6 +215,7 @@ func (c *Conn) authTimedOut(err error) bool {
 		return true
 	case c.authed && !c.ident.Expires.IsZero() && !now.Before(c.expiresAt()):
 		c.log.Debug("token expired")
+		c.leaveRooms()
 		c.awaitSends()
 		c.close(CloseTokenExpired, "token expired", true)
 		return true

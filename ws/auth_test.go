@@ -20,7 +20,6 @@ import (
 	"github.com/chatstream/chatstream/auth"
 	"github.com/chatstream/chatstream/internal/wstest"
 	"github.com/chatstream/chatstream/pipeline"
-	"github.com/chatstream/chatstream/pipeline/memstore"
 	"github.com/chatstream/chatstream/pipeline/moderation"
 	_ "github.com/chatstream/chatstream/pipeline/moderation/rules" // the rules kind
 	"github.com/chatstream/chatstream/ws"
@@ -259,47 +258,37 @@ func TestAuthTimeout(t *testing.T) {
 }
 
 // TestAuthExpiryAnswersSendsFirst: a send still waiting for the store
-// when the token expires is acked before the connection closes with 4002.
+// when the token expires is acked before the connection closes with 4002,
+// and the connection gets no more messages of its rooms meanwhile.
 func TestAuthExpiryAnswersSendsFirst(t *testing.T) {
 	t.Parallel()
-	gate := make(chan struct{})
-	h := startStoring(t, harnessRoomMaxLen, ws.Config{Auth: newAuth(t, "")},
-		func(be *memstore.Backend) pipeline.Store { return &gatedStore{Backend: be, gate: gate} })
+	h, store, gate := startGated(t, ws.Config{Auth: newAuth(t, "")})
 	// jwt's exp has whole seconds, and the connection ends the leeway
-	// after exp: this token ends it within 1–2 s.
-	const ttl = 2*time.Second - auth.DefaultLeeway
+	// after exp: 2–3 s from now.
+	const ttl = 3*time.Second - auth.DefaultLeeway
 	c := newRawClient(t, h, "")
-	if err := c.conn.WriteJSON(map[string]any{"type": "auth", "token": token(t, "alice", ttl, nil)}); err != nil {
+	c.write(t, map[string]any{"type": "auth", "token": token(t, "alice", ttl, nil)})
+	authed := c.until(t, func(f wstest.Frame) bool { return f.Type == ws.TypeAuthed })
+	var a authedFields
+	if err := json.Unmarshal([]byte(authed[len(authed)-1].Raw), &a); err != nil {
 		t.Fatal(err)
 	}
-	c.until(t, func(f wstest.Frame) bool { return f.Type == ws.TypeAuthed })
-	if err := c.conn.WriteJSON(map[string]any{"type": "join", "room": "lobby"}); err != nil {
+	exp, err := time.Parse(time.RFC3339, a.Exp)
+	if err != nil {
 		t.Fatal(err)
 	}
+	c.write(t, map[string]any{"type": "join", "room": "lobby"})
 	c.until(t, func(f wstest.Frame) bool { return f.Type == ws.TypeJoined })
-	if err := c.conn.WriteJSON(map[string]any{"type": "send", "room": "lobby", "text": "held", "ref": "a"}); err != nil {
-		t.Fatal(err)
+	c.write(t, map[string]any{"type": "send", "room": "lobby", "text": "held", "ref": "a"})
+	store.waitQueued(t, 1)
+	if time.Now().After(exp.Add(auth.DefaultLeeway)) {
+		t.Fatalf("the send reached the store after the token expired (%s); the test needs a longer token", a.Exp)
 	}
-	time.Sleep(2500 * time.Millisecond) // past exp and the leeway
+	time.Sleep(time.Until(exp.Add(auth.DefaultLeeway + 300*time.Millisecond)))
+	h.deliverLive("lobby")
+	time.Sleep(100 * time.Millisecond) // time for it to arrive, were it sent
 	close(gate)
-	var answers []string
-	for _, f := range c.until(t, func(f wstest.Frame) bool { return f.Type == "ack" || f.Type == "error" }) {
-		if f.Type == "ack" || f.Type == "error" {
-			answers = append(answers, f.Type+":"+f.Ref)
-		}
-	}
-	if want := []string{"ack:a"}; !slices.Equal(answers, want) {
-		t.Fatalf("answers %q, want %q", answers, want)
-	}
-	for f := range c.frames { // until the connection ends
-		if f.Type != ws.TypeMessage { // the held message itself may be delivered
-			t.Fatalf("got %s after the ack, want the close", f.Raw)
-		}
-	}
-	var ce *websocket.CloseError
-	if !errors.As(c.err, &ce) || ce.Code != ws.CloseTokenExpired || ce.Text != "token expired" {
-		t.Fatalf("the connection ended with %v after the ack, want close 4002 token expired", c.err)
-	}
+	c.closesAfter(t, []string{"ack:a"}, ws.CloseTokenExpired, "token expired")
 }
 
 func TestAuthExpiryAndRefresh(t *testing.T) {

@@ -59,6 +59,9 @@ type Conn struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool
+	// resyncing is set by resync: the reader stops, and the connection
+	// closes with 1012 once the sends it read are answered.
+	resyncing atomic.Bool
 	// closeCode, closeReason and drain are written once, before done is
 	// closed, and read by the writer after.
 	closeCode   int
@@ -186,6 +189,18 @@ func (c *Conn) close(code int, reason string, drain bool) bool {
 		}
 	}
 	return first
+}
+
+// resync stops the connection's reader (its read deadline becomes now), so
+// that it leaves its rooms and closes with CloseResync once the sends it
+// read are answered (readEnded). It reports whether this call asked for it, on a connection
+// not closing already.
+func (c *Conn) resync() bool {
+	if c.closing.Load() || !c.resyncing.CompareAndSwap(false, true) {
+		return false
+	}
+	_ = c.ws.SetReadDeadline(time.Now()) // a failure means the connection is ending anyway
+	return true
 }
 
 // writer writes what is queued, then returns; once the connection is
@@ -376,10 +391,12 @@ func (c *Conn) reader() {
 			c.readEnded(err)
 			break
 		}
-		// Extend first, then check: a Shutdown that set the deadline to
-		// now in between is then seen here, not undone.
+		// Extend first, then check: a Shutdown or a resync that set the
+		// deadline to now in between is then seen here, not undone. (A
+		// read parked when the deadline passed can still return data
+		// that arrived before it ran, so the check is needed either way.)
 		_ = extend() // an error here surfaces on the next read
-		if c.gw.shutting.Load() {
+		if c.gw.shutting.Load() || c.resyncing.Load() {
 			c.readEnded(nil)
 			break
 		}
@@ -420,6 +437,15 @@ func (c *Conn) reader() {
 	c.gw.hub.removeConn(c, rooms)
 }
 
+// leaveRooms takes the connection out of its rooms' live delivery (the
+// reader's removeConn does it again, harmlessly): a connection that is to
+// close once its sends are answered gets no more messages meanwhile.
+func (c *Conn) leaveRooms() {
+	for r := range c.rooms {
+		c.gw.hub.leave(c, r)
+	}
+}
+
 // frameBufs holds the buffers frames are read into, one per frame being
 // handled, so that a frame read costs no allocation.
 var frameBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -440,7 +466,7 @@ func putFrameBuf(b *bytes.Buffer) {
 // undone, so the reader ends at once instead of after PongWait.
 func (c *Conn) extendDeadline() error {
 	err := c.ws.SetReadDeadline(c.readDeadline(time.Now()))
-	if c.gw.shutting.Load() {
+	if c.gw.shutting.Load() || c.resyncing.Load() {
 		return c.ws.SetReadDeadline(time.Now())
 	}
 	return err
@@ -454,6 +480,10 @@ func (c *Conn) readEnded(err error) {
 		// them at once) before the queue is flushed and closed.
 		c.awaitSends()
 		c.close(websocket.CloseGoingAway, "server shutting down", true)
+	case c.resyncing.Load():
+		c.leaveRooms()
+		c.awaitSends()
+		c.close(CloseResync, resyncReason, true)
 	case c.authTimedOut(err):
 	case errors.Is(err, websocket.ErrReadLimit):
 		// gorilla has already sent 1009; this only stops the writer.

@@ -265,7 +265,7 @@ func (h *Hub) Resync(match func(room string) bool) int {
 	}
 	n := 0
 	for c := range victims {
-		if c.close(CloseResync, "resync: reconnect and resume", true) {
+		if c.resync() {
 			n++
 		}
 	}
@@ -275,3 +275,6 @@ func (h *Hub) Resync(match func(room string) bool) int {
 // CloseResync is the close code of Hub.Resync (1012, "service restart"):
 // the client should reconnect and resume every room with since.
 const CloseResync = 1012
+
+// resyncReason is the reason of a CloseResync.
+const resyncReason = "resync: reconnect and resume"

@@ -89,6 +89,39 @@ func (c *rawClient) until(t *testing.T, match func(wstest.Frame) bool) []wstest.
 	}
 }
 
+// write sends v as a JSON text frame.
+func (c *rawClient) write(t *testing.T, v any) {
+	t.Helper()
+	if err := c.conn.WriteJSON(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// closesAfter reads the frames until the connection ends and checks that
+// the answers among them (ack or error, as type:ref) are want and that it
+// closed with code and reason; any frame other than an answer or presence
+// fails the test.
+func (c *rawClient) closesAfter(t *testing.T, want []string, code int, reason string) {
+	t.Helper()
+	var answers []string
+	for f := range c.frames { // until the connection ends
+		switch f.Type {
+		case "ack", "error":
+			answers = append(answers, f.Type+":"+f.Ref)
+		case ws.TypePresence:
+		default:
+			t.Fatalf("got %s, want only the answers %q and the close", f.Raw, want)
+		}
+	}
+	if !slices.Equal(answers, want) {
+		t.Fatalf("answers %q, want %q", answers, want)
+	}
+	var ce *websocket.CloseError
+	if !errors.As(c.err, &ce) || ce.Code != code || ce.Text != reason {
+		t.Fatalf("the connection ended with %v, want close %d %q after the answers", c.err, code, reason)
+	}
+}
+
 // TestFrameLimiterBoundsWork: every kind of client frame counts against
 // the connection's rate, those beyond it are discarded without an answer
 // (pings get no pong), and the whole flood gets at most one rate_limited
@@ -292,16 +325,10 @@ func TestRateLimitedAfterEarlierAcks(t *testing.T) {
 	h := startStoring(t, harnessRoomMaxLen, ws.Config{FrameRate: 0.01, FrameBurst: 2},
 		func(be *memstore.Backend) pipeline.Store { return &gatedStore{Backend: be, gate: gate} })
 	c := newRawClient(t, h, "alice")
-	write := func(v any) {
-		t.Helper()
-		if err := c.conn.WriteJSON(v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(map[string]any{"type": "join", "room": "r"})
+	c.write(t, map[string]any{"type": "join", "room": "r"})
 	c.until(t, func(f wstest.Frame) bool { return f.Type == "joined" })
-	write(map[string]any{"type": "send", "room": "r", "text": "held", "ref": "a"})
-	write(map[string]any{"type": "send", "room": "r", "text": "over the rate", "ref": "b"})
+	c.write(t, map[string]any{"type": "send", "room": "r", "text": "held", "ref": "a"})
+	c.write(t, map[string]any{"type": "send", "room": "r", "text": "over the rate", "ref": "b"})
 	timer := time.After(300 * time.Millisecond)
 	for held := true; held; {
 		select {
@@ -373,4 +400,60 @@ func TestSendWindowBytes(t *testing.T) {
 	if !slices.Equal(acks, want) {
 		t.Fatalf("acks %q, want %q", acks, want)
 	}
+}
+
+// TestResyncAnswersSendsFirst: a member closed by Hub.Resync while a send
+// of its still waits for the store reads nothing more, leaves its rooms,
+// gets that send's ack, and only then the close 1012.
+func TestResyncAnswersSendsFirst(t *testing.T) {
+	t.Parallel()
+	h, store, gate := startGated(t, ws.Config{})
+	c := newRawClient(t, h, "alice")
+	c.write(t, map[string]any{"type": "join", "room": "r"})
+	c.until(t, func(f wstest.Frame) bool { return f.Type == ws.TypeJoined })
+	c.write(t, map[string]any{"type": "send", "room": "r", "text": "held", "ref": "a"})
+	store.waitQueued(t, 1)
+	if n := h.hub.Resync(func(string) bool { return true }); n != 1 {
+		t.Fatalf("Resync affected %d connections, want 1", n)
+	}
+	// Read by no one: the reader has stopped.
+	c.write(t, map[string]any{"type": "send", "room": "r", "text": "after the resync", "ref": "b"})
+	time.Sleep(100 * time.Millisecond) // the reader sees the resync
+	h.deliverLive("r")
+	time.Sleep(200 * time.Millisecond) // time for it to arrive, were it sent
+	close(gate)
+	c.closesAfter(t, []string{"ack:a"}, ws.CloseResync, "resync: reconnect and resume")
+	if n := store.queued.Load(); n != 1 {
+		t.Fatalf("%d sends reached the store, want 1 (the one read before the resync)", n)
+	}
+}
+
+// startGated is startStoring with a gatedStore, whose gate it returns.
+func startGated(t *testing.T, cfg ws.Config) (*harness, *gatedStore, chan struct{}) {
+	t.Helper()
+	gate := make(chan struct{})
+	var store *gatedStore
+	h := startStoring(t, harnessRoomMaxLen, cfg, func(be *memstore.Backend) pipeline.Store {
+		store = &gatedStore{Backend: be, gate: gate}
+		return store
+	})
+	return h, store, gate
+}
+
+// waitQueued waits until n appends reached the store.
+func (s *gatedStore) waitQueued(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for s.queued.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d appends reached the store after %v, want %d", s.queued.Load(), wait, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// deliverLive hands the hub a live message of room, as the feed would: a
+// member gets it at once.
+func (h *harness) deliverLive(room string) {
+	h.hub.Deliver(pipeline.Message{ID: "live", Room: room, Seq: "9999999999999-0", User: "bob", Text: "live", TS: time.Now()})
 }
