@@ -106,15 +106,23 @@ func (w *primaryWatch) DialHook(next redis.DialHook) redis.DialHook {
 	}
 }
 
-// dialed counts a change when addr is not the address dialed before.
+// dialed counts a change when addr is not the address dialed before. It
+// compares resolved addresses, so it assumes that the primary's announced
+// address resolves to one IP (Sentinel announces IPs unless told to
+// announce hostnames): connections of one primary dialed to two IPs would
+// count as changes, each of which moves the subscriptions once more.
 func (w *primaryWatch) dialed(addr string) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.addr != "" && addr != w.addr {
-		w.changes.Add(1)
-		w.log.Warn("redisstore: the Redis primary changed; pushed subscriptions move to it", "from", w.addr, "to", addr)
-	}
+	from := w.addr
 	w.addr = addr
+	changed := from != "" && addr != from
+	if changed {
+		w.changes.Add(1)
+	}
+	w.mu.Unlock()
+	if changed {
+		w.log.Warn("the Redis primary changed; pushed subscriptions move to it", "from", from, "to", addr)
+	}
 }
 
 // Changes returns how many times the primary changed.

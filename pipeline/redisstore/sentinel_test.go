@@ -148,7 +148,17 @@ func TestSentinelSwitchoverMovesPushes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSubscribers(t, replica, channel, 1)
-	a := mustAppend(t, b, send("lobby", "r1", "after the switchover"))
+	// b's appends go to the new primary once its append client hears of
+	// the switch; a backend started now asks the sentinels, which all
+	// name it.
+	for _, addr := range strings.Split(sentinels, ",") {
+		testredis.WaitSentinelPrimary(t, addr, rs.Replica)
+	}
+	other := newBackend(t, redisstore.Config{
+		URL: "redis-sentinel://" + sentinels + "/" + testredis.SentinelMaster, Prefix: rs.Prefix, Partitions: 1,
+		Timeout: time.Second,
+	})
+	a := mustAppend(t, other, send("lobby", "r1", "after the switchover"))
 	wantUUIDs(t, ch, a.ID)
 }
 
