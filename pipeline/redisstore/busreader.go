@@ -82,9 +82,10 @@ type BusSubscriberConfig struct {
 	// PrimaryChanges, when set, counts the changes of the primary whose
 	// channel a Pushed subscription listens on: a Sentinel client moves
 	// its commands to a new primary after a failover, but not its open
-	// subscriptions. A subscription that sees the count change ends, as
-	// after a failed read, within a quarter of BlockTime; the caller
-	// subscribes again, on the new primary. Default nil: not watched.
+	// subscriptions. A subscription that sees the count change subscribes
+	// again, within a quarter of BlockTime, on the new primary, and reads
+	// the stream after the last entry it handed out; its channel stays
+	// open. Default nil: not watched.
 	PrimaryChanges func() uint64
 }
 
@@ -227,7 +228,12 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 	go func() {
 		defer s.running.Done()
 		if s.cfg.Pushed {
-			s.listen(ctx, topic, out, fields)
+			// A subscription left on an old primary listens again, on
+			// the new one, after the last entry it handed out: the
+			// channel stays open.
+			for after, moved := s.cfg.After, true; moved && ctx.Err() == nil; {
+				after, moved = s.listen(ctx, topic, after, out, fields)
+			}
 		} else {
 			s.follow(ctx, topic, out, fields)
 		}

@@ -27,13 +27,15 @@ const confirmTimeout = 5 * time.Second
 var errSilent = errors.New("redisstore: bus channel did not answer PING")
 
 // listen follows stream in Pushed mode: it subscribes to the stream's shard
-// channel, reads what the stream holds after the configured position, and
+// channel, reads what the stream holds after the position from, and
 // then hands out each push whose previous entry is the last one handed
 // out, reading the stream instead whenever a push shows that entries were
 // missed, and when the channel has been quiet for BlockTime. It returns
 // when ctx is done, a read or a receive fails, the channel does not answer
 // a PING, the channel is unsubscribed (its slot moved to another node
-// of a Cluster), or the primary changed (PrimaryChanges).
+// of a Cluster), or the primary changed (PrimaryChanges). It returns the
+// last entry handed out, and moved set when the primary changed: the
+// caller then listens again from there, on the new primary.
 //
 // It receives without a timeout (a receive cut by its timeout could leave
 // a push half read). A watchdog goroutine (see watch) PINGs a channel
@@ -43,7 +45,7 @@ var errSilent = errors.New("redisstore: bus channel did not answer PING")
 // connection while a message is handed out; Redis closes a connection
 // whose buffer outgrows its client-output-buffer-limit for pubsub, which
 // ends the subscription like a failed read.
-func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, fields watermill.LogFields) {
+func (s *BusSubscriber) listen(ctx context.Context, stream, from string, out *outlet, fields watermill.LogFields) (after string, moved bool) {
 	channel := stream + s.cfg.ChannelSuffix
 	// Counted before subscribing: a change while the subscription
 	// connects ends it, as it may have connected to the old primary.
@@ -68,6 +70,7 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 			if wd.moved.Load() {
 				// Logged once per change, by the client's primaryWatch.
 				s.log.Debug("subscribe again on the new primary", fields)
+				moved = true
 				return
 			}
 			if wd.silent.Load() {
@@ -84,7 +87,7 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 		fail(err)
 		return
 	}
-	after, first := s.cfg.After, true
+	after, first := from, true
 	catchUp := func() bool {
 		for {
 			res := s.read(ctx, stream, after, first, -1)
@@ -152,12 +155,14 @@ func (s *BusSubscriber) listen(ctx context.Context, stream string, out *outlet, 
 			}
 		}
 	}
+	return
 }
 
 // watchdog watches a pushed subscription's receives: a receive that has
 // waited BlockTime gets a PING sent, and one still waiting BlockTime after
 // that has its connection closed (silent set), which ends it. It also
-// closes the connection (moved set) once the primary changed.
+// closes the connection (moved set) once the primary changed, which makes
+// listen return for its caller to listen again.
 type watchdog struct {
 	// waiting is when the receive in progress started (Unix ns), 0
 	// while none is.

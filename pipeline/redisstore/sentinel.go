@@ -83,8 +83,8 @@ func redactURL(raw string) string {
 // dials the new primary for commands, but leaves open subscriptions on the
 // old one, which goes on answering them until Sentinel reconfigures it
 // (seconds later, or never while it is cut off). A pushed subscription
-// that sees the count change ends, and the caller subscribes again, on the
-// new primary (BusSubscriberConfig.PrimaryChanges).
+// that sees the count change subscribes again, on the new primary
+// (BusSubscriberConfig.PrimaryChanges).
 type primaryWatch struct {
 	log     *slog.Logger
 	changes atomic.Uint64

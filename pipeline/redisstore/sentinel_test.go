@@ -97,19 +97,20 @@ func TestSentinelFailover(t *testing.T) {
 
 // TestSentinelSwitchoverMovesPushes: after a switchover (SENTINEL FAILOVER
 // with the old primary still up, which answers a subscription's PINGs and
-// gets no pushes), a pushed subscription ends while the old primary still
-// calls itself primary, before Sentinel reconfigures it and closes its
-// clients. The next subscription listens on the new primary and hands out
-// what is stored there.
+// gets no pushes), a pushed subscription moves to the new primary while
+// the old one still calls itself primary, before Sentinel reconfigures it
+// and closes its clients. Its channel stays open, and it hands out what
+// was stored before and after the switch, each once.
 func TestSentinelSwitchoverMovesPushes(t *testing.T) {
 	rs := testredis.StartReplicated(t)
 	sentinels := testredis.StartSentinels(t, rs, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := newBackend(t, redisstore.Config{
+	cfg := redisstore.Config{
 		URL: "redis-sentinel://" + sentinels + "/" + testredis.SentinelMaster, Prefix: rs.Prefix, Partitions: 1,
 		Timeout: time.Second,
-	})
+	}
+	b := newBackend(t, cfg)
 	channel := b.Keys().BusChannel(0, 0)
 	old, replica := rs.Primary.Client(), rs.Replica.Client()
 	ch, err := b.Subscribe(ctx, 0, "")
@@ -117,6 +118,8 @@ func TestSentinelSwitchoverMovesPushes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSubscribers(t, old, channel, 1)
+	before := mustAppend(t, b, send("lobby", "r1", "before the switchover"))
+	wantUUIDs(t, ch, before.ID)
 
 	sc := redis.NewSentinelClient(&redis.Options{Addr: strings.Split(sentinels, ",")[0]})
 	defer sc.Close()
@@ -133,33 +136,46 @@ func TestSentinelSwitchoverMovesPushes(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	testredis.WaitSentinelPrimary(t, sentinels, rs.Replica)
-	wantClosed(t, ch, 30*time.Second, "after the switchover")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		n, err := replica.PubSubShardNumSub(ctx, channel).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n[channel] == 1 {
+			break
+		}
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatal("the subscription ended at the switchover, want it to move to the new primary")
+			}
+			t.Fatalf("got %s %q during the switchover, want nothing", m.UUID, m.Payload)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no subscriber on the new primary 30s after the switchover")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	role, err := old.Do(ctx, "ROLE").Slice()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if role[0] != "master" {
-		t.Fatalf("the subscription ended when Sentinel made the old primary a %v, want it to end before", role[0])
+		t.Fatalf("the subscription moved when Sentinel made the old primary a %v, want it to move before", role[0])
 	}
 	waitSubscribers(t, old, channel, 0)
 
-	ch, err = b.Subscribe(ctx, 0, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSubscribers(t, replica, channel, 1)
 	// b's appends go to the new primary once its append client hears of
 	// the switch; a backend started now asks the sentinels, which all
 	// name it.
 	for _, addr := range strings.Split(sentinels, ",") {
 		testredis.WaitSentinelPrimary(t, addr, rs.Replica)
 	}
-	other := newBackend(t, redisstore.Config{
-		URL: "redis-sentinel://" + sentinels + "/" + testredis.SentinelMaster, Prefix: rs.Prefix, Partitions: 1,
-		Timeout: time.Second,
-	})
-	a := mustAppend(t, other, send("lobby", "r1", "after the switchover"))
-	wantUUIDs(t, ch, a.ID)
+	after := mustAppend(t, newBackend(t, cfg), send("lobby", "r2", "after the switchover"))
+	wantUUIDs(t, ch, after.ID)
+	noMore(t, ch)
 }
 
 // waitSubscribers waits up to 10s for channel to have want subscribers on
