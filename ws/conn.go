@@ -191,16 +191,19 @@ func (c *Conn) close(code int, reason string, drain bool) bool {
 	return first
 }
 
-// resync stops the connection's reader (its read deadline becomes now), so
-// that it leaves its rooms and closes with CloseResync once the sends it
-// read are answered (readEnded). It reports whether this call asked for it, on a connection
-// not closing already.
-func (c *Conn) resync() bool {
-	if c.closing.Load() || !c.resyncing.CompareAndSwap(false, true) {
-		return false
-	}
-	_ = c.ws.SetReadDeadline(time.Now()) // a failure means the connection is ending anyway
-	return true
+// markResync marks the connection as closing after a resync (Hub.Resync)
+// and reports whether this call did, on a connection not closing already.
+func (c *Conn) markResync() bool {
+	return !c.closing.Load() && c.resyncing.CompareAndSwap(false, true)
+}
+
+// resync stops the reader of a connection markResync marked (its read
+// deadline becomes now), so that it leaves its rooms and closes with
+// CloseResync once the sends it read are answered (readEnded).
+func (c *Conn) resync() {
+	// On the net.Conn, as Shutdown does: gorilla leaves SetReadDeadline to
+	// the reader.
+	_ = c.ws.NetConn().SetReadDeadline(time.Now()) // a failure means the connection is ending anyway
 }
 
 // writer writes what is queued, then returns; once the connection is

@@ -228,9 +228,13 @@ func pendingSize(m pipeline.Message) int {
 	return fields + 2*len(m.Text) + len(m.Room) + len(m.ID) + len(m.Seq) + len(m.User) + len(m.Ref)
 }
 
-// queueTo queues m to c unless c already has it; frame is m's encoding or nil.
+// queueTo queues m to c unless c already has it or is closing after a
+// resync; frame is m's encoding or nil.
 // It returns the encoding for reuse.
 func (h *Hub) queueTo(c *Conn, mem *member, m pipeline.Message, frame []byte) []byte {
+	if c.resyncing.Load() { // closing after a gap: nothing more is delivered
+		return frame
+	}
 	seq, err := pipeline.ParseSeq(m.Seq)
 	if err != nil || !mem.last.Less(seq) {
 		return frame
@@ -247,29 +251,33 @@ func (h *Hub) queueTo(c *Conn, mem *member, m pipeline.Message, frame []byte) []
 
 // Resync closes, with 1012 and a reason, every connection that is a member
 // of a room for which match is true, so its client reconnects and resumes
-// each room from its last seq. It returns how many were closed. It is used
-// when this instance's feed lost messages of those rooms.
+// each room from its last seq. It returns how many it closed. It is used
+// when this instance's feed lost messages of those rooms. Nothing is
+// delivered to those connections once it returns (a message after the gap
+// would make the client resume after it); each stops reading, answers the
+// sends it read, and then closes (Conn.resync).
 func (h *Hub) Resync(match func(room string) bool) int {
-	victims := make(map[*Conn]bool)
+	var victims []*Conn
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
 		for room, members := range s.rooms {
 			if match(room) {
 				for c := range members {
-					victims[c] = true
+					// Marked under the room's lock: a Deliver of the
+					// room after this sees the mark (queueTo).
+					if c.markResync() {
+						victims = append(victims, c)
+					}
 				}
 			}
 		}
 		s.mu.Unlock()
 	}
-	n := 0
-	for c := range victims {
-		if c.resync() {
-			n++
-		}
+	for _, c := range victims {
+		c.resync()
 	}
-	return n
+	return len(victims)
 }
 
 // CloseResync is the close code of Hub.Resync (1012, "service restart"):

@@ -85,7 +85,8 @@ type BusSubscriberConfig struct {
 	// subscriptions. A subscription that sees the count change subscribes
 	// again, within a quarter of BlockTime, on the new primary, and reads
 	// the stream after the last entry it handed out; its channel stays
-	// open. Default nil: not watched.
+	// open (unless subscribing there fails: that ends it, as any failed
+	// read does). Default nil: not watched.
 	PrimaryChanges func() uint64
 }
 
@@ -230,7 +231,7 @@ func (s *BusSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 		if s.cfg.Pushed {
 			// A subscription left on an old primary listens again, on
 			// the new one, after the last entry it handed out: the
-			// channel stays open.
+			// channel stays open, unless that fails too.
 			for after, moved := s.cfg.After, true; moved && ctx.Err() == nil; {
 				after, moved = s.listen(ctx, topic, after, out, fields)
 			}
