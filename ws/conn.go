@@ -59,8 +59,9 @@ type Conn struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool
-	// resyncing is set by resync: the reader stops, and the connection
-	// closes with 1012 once the sends it read are answered.
+	// resyncing is set by markResync (Hub.Resync): nothing more is
+	// delivered, the reader stops, and the connection closes with 1012
+	// once the sends it read are answered.
 	resyncing atomic.Bool
 	// closeCode, closeReason and drain are written once, before done is
 	// closed, and read by the writer after.
