@@ -234,7 +234,8 @@ type batch struct {
 	// busLast[p] is the last seq this batcher stored in partition p's
 	// bus ("" before its first): the script tries the bus's next ID above
 	// it, so a call does not fail its first XADD on an ID the previous
-	// call used within the same millisecond.
+	// call used within the same millisecond, and looks for the bus's
+	// newest entry (which a push names) only after it.
 	busLast [MaxPartitions]string
 	// key is where a send record's key is built.
 	key []byte

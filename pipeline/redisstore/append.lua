@@ -4,11 +4,11 @@
 -- messages of a batch that belong to one partition in a Redis Cluster (a
 -- script's keys must share a slot), or the whole batch on a single Redis,
 -- so the per-call costs (the script call itself, TIME, each bus's epoch: an
--- EXISTS, and its newest entry when pushing: an XREVRANGE, each room's
--- epoch and TTL: a PTTL and a GET) are paid once per call, not once per
--- message; a message costs one SET (its send record, read and written at
--- once: SET NX GET, Redis 7.0 or later), two XADDs, and an SPUBLISH when
--- pushing.
+-- EXISTS, and its newest entry when pushing: an XREVRANGE after the
+-- caller's last ID, each room's epoch and TTL: a PTTL and a GET) are paid
+-- once per call, not once per message; a message costs one SET (its send
+-- record, read and written at once: SET NX GET, Redis 7.0 or later), two
+-- XADDs, and an SPUBLISH when pushing.
 --
 -- KEYS[2b-1]      bus b           <prefix>:{pNN}:bus           (b = 1..B)
 -- KEYS[2b]        bus b's epoch   <prefix>:{pNN}:bus:epoch
@@ -29,7 +29,8 @@
 -- ARGV[8+R+b] the last ID the caller stored in bus b, '' when it knows none:
 --         when it is of the current millisecond, the bus's next ID is tried
 --         above it, so that a call does not first try an ID that the
---         caller's previous call used (see the IDs below)
+--         caller's previous call used (see the IDs below); when pushing,
+--         the bus's newest entry is looked for only after it
 -- then 5 arguments per message, in the order to store them:
 --   room number r, send record number k (0: no ref, never deduplicated),
 --   message UUID, payload (text), metadata: a msgpack map header counting
@@ -108,7 +109,10 @@ local first_msg = 9 + nrooms + nbuses
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local now_prefix = string.format('%.0f-', now)
+-- The milliseconds as a string, from TIME's own strings (a number turned
+-- into one costs Redis more than the rest of this): the seconds, then the
+-- microseconds' first three of six digits.
+local now_prefix = t[1] .. string.sub('00000' .. t[2], -6, -4) .. '-'
 
 -- buses[b] = {key, ms, seq, prefix of ms, ID of its newest entry (read only
 -- when pushing)}, once bus b was seen in this call (and its epoch checked).
@@ -126,12 +130,30 @@ local function bus_of(b)
     local key = KEYS[2 * b - 1]
     -- The bus's epoch is kept, not read: one EXISTS of both keys tells
     -- whether it stands.
-    if redis.call('EXISTS', key, KEYS[2 * b]) ~= 2 then
+    local stands = redis.call('EXISTS', key, KEYS[2 * b]) == 2
+    if not stands then
       redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
     end
     bus = {key, 0, 0, '', '0-0'}
+    local last = ARGV[8 + nrooms + b]
     if push then
-      local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+      -- A push names the bus's newest entry. Where the bus stands and the
+      -- caller stored in it before, that is usually the caller's last ID
+      -- (an instance stores each partition's messages from one batcher),
+      -- so only an entry after it is asked for: none, usually, and an
+      -- empty reply costs Redis a third of what the entry does. A last ID
+      -- that is gone (the bus lost its newest entries in a failover) is
+      -- named as well: a subscriber that handled it handled all the bus
+      -- still holds before this push. (A bus lost and written again below
+      -- it, by a clock that went back, is a new epoch, which subscribers
+      -- find by checking the bus.)
+      local newest
+      if stands and last ~= '' then
+        bus[5] = last
+        newest = redis.call('XREVRANGE', key, '+', '(' .. last, 'COUNT', '1')
+      else
+        newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', '1')
+      end
       if newest[1] then
         bus[5] = newest[1][1]
       end
@@ -140,7 +162,7 @@ local function bus_of(b)
     -- older one is below now anyway, and a newer one is not used: if the
     -- clock went back, the XADD that fails on the bus's last ID finds it
     -- (follow); if the bus was lost, its new epoch forgets the old IDs.
-    local lms, lseq = string.match(ARGV[8 + nrooms + b], '^(%d+)-(%d+)$')
+    local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
     if lms and tonumber(lms) == now then
       bus[2], bus[3], bus[4] = now, tonumber(lseq), now_prefix
     end
@@ -153,9 +175,9 @@ end
 local function next_id(bus)
   if now > bus[2] then
     bus[2], bus[3], bus[4] = now, 0, now_prefix
-  else
-    bus[3] = bus[3] + 1
+    return now_prefix .. '0'
   end
+  bus[3] = bus[3] + 1
   return bus[4] .. bus[3]
 end
 

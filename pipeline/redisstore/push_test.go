@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -19,7 +20,9 @@ import (
 // stores, and only those, on its bus's shard channel; each push decodes
 // (parsePush) to exactly the bus entry stored, and names the bus entry
 // before it, also across calls and when that entry was stored without
-// pushes. With PollBus nothing is pushed.
+// pushes, before or after the backend's own last entry, and names none
+// once the bus was lost. With PollBus
+// nothing is pushed.
 func TestAppendPushes(t *testing.T) {
 	srv := testredis.Start(t)
 	ctx := context.Background()
@@ -59,6 +62,23 @@ func TestAppendPushes(t *testing.T) {
 		}
 		return a
 	}
+	// receive receives the next push and decodes it.
+	receive := func(what string) push {
+		t.Helper()
+		v, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		m, ok := v.(*redis.Message)
+		if !ok {
+			t.Fatalf("%s: got %T, want a message", what, v)
+		}
+		x, ok := parsePush(m.Payload)
+		if !ok {
+			t.Fatalf("%s does not decode: %q", what, m.Payload)
+		}
+		return x
+	}
 	unpushed := appendOK(quiet, msg("a", "", "not pushed"))
 	// One batch of several rooms, with a duplicate send that stores
 	// nothing: each stored message is pushed once, in order.
@@ -90,18 +110,7 @@ func TestAppendPushes(t *testing.T) {
 
 	prev := unpushed.Seq
 	for i, seq := range seqs {
-		v, err := ps.ReceiveTimeout(ctx, 5*time.Second)
-		if err != nil {
-			t.Fatalf("push %d: %v", i, err)
-		}
-		m, ok := v.(*redis.Message)
-		if !ok {
-			t.Fatalf("push %d: got %T, want a message", i, v)
-		}
-		x, ok := parsePush(m.Payload)
-		if !ok {
-			t.Fatalf("push %d does not decode: %q", i, m.Payload)
-		}
+		x := receive(fmt.Sprintf("push %d", i))
 		if x.prev != prev || x.id != seq {
 			t.Fatalf("push %d: prev %s seq %s, want prev %s seq %s", i, x.prev, x.id, prev, seq)
 		}
@@ -121,9 +130,27 @@ func TestAppendPushes(t *testing.T) {
 		prev = seq
 	}
 	// Nothing else was pushed.
-	appendOK(quiet, msg("a", "", "not pushed either"))
+	between := appendOK(quiet, msg("a", "", "not pushed either"))
 	if v, err := ps.ReceiveTimeout(ctx, 200*time.Millisecond); err == nil {
 		t.Fatalf("got %v, want no more pushes", v)
+	}
+	// The next push names the entry another writer stored after this
+	// backend's last, and the one after it this backend's last.
+	prev = between.Seq
+	for i := range 2 {
+		seq := appendOK(b, msg("c", "", "after another writer")).Seq
+		if x := receive("push after another writer"); x.prev != prev || x.id != seq {
+			t.Fatalf("push after another writer %d: prev %s seq %s, want prev %s seq %s", i, x.prev, x.id, prev, seq)
+		}
+		prev = seq
+	}
+	// A bus lost since: the push names no entry before it.
+	if err := srv.Client().Del(ctx, bus).Err(); err != nil {
+		t.Fatal(err)
+	}
+	seq := appendOK(b, msg("c", "", "after the loss")).Seq
+	if x := receive("push after the loss"); x.prev != "0-0" || x.id != seq {
+		t.Fatalf("push after the loss: prev %s seq %s, want prev 0-0 seq %s", x.prev, x.id, seq)
 	}
 }
 
