@@ -70,17 +70,17 @@
 -- missed entries (a push lost with its connection, or an entry stored by
 -- a writer that does not push), which it then reads from the bus.
 
--- epoch_of returns the epoch of a stream and whether it is fresh: made now
--- (ARGV[5] followed by suffix) because the stream has none or is gone
--- (exists is false).
-local function epoch_of(exists, key, suffix)
+-- epoch_of returns the epoch of room r's stream and whether it is fresh:
+-- made now (ARGV[5] '.' r) because the stream has none or is gone (exists
+-- is false).
+local function epoch_of(exists, key, r)
   if exists then
     local e = redis.call('GET', key)
     if e then
       return e, false
     end
   end
-  local fresh = ARGV[5] .. suffix
+  local fresh = ARGV[5] .. '.' .. r
   redis.call('SET', key, fresh)
   return fresh, true
 end
@@ -217,7 +217,7 @@ local function room_of(r)
     local bus = bus_of(tonumber(ARGV[8 + r]))
     local stream = KEYS[2 * nbuses + 2 * r - 1]
     local pttl = redis.call('PTTL', stream)
-    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * nbuses + 2 * r], '.' .. r)
+    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * nbuses + 2 * r], r)
     if fresh and ttl > 0 then
       -- Expires even if none of the room's messages is stored (the TTL
       -- pass below renews it for a room that stored one).
