@@ -64,11 +64,13 @@
 -- (SPUBLISH) on the shard channel named like its bus key followed by
 -- ARGV[8] (the database: channels are not per database), so in its slot,
 -- as: prev ' ' seq ' ' #uuid ' ' #metadata ' ' uuid metadata payload,
--- where prev is the ID of the bus entry before it (its newest entry,
--- '0-0' for none, when the call began). A subscriber that handled prev
--- handles the push as the next entry; any other prev tells it that it
--- missed entries (a push lost with its connection, or an entry stored by
--- a writer that does not push), which it then reads from the bus.
+-- where prev is the ID of the bus entry before it: its newest entry when
+-- the call began ('0-0' for none), or the caller's last ID when the bus
+-- holds nothing newer, even if that entry is gone (see bus_of). A
+-- subscriber that handled prev handles the push as the next entry; any
+-- other prev tells it that it missed entries (a push lost with its
+-- connection, or an entry stored by a writer that does not push), which it
+-- then reads from the bus.
 
 -- epoch_of returns the epoch of room r's stream and whether it is fresh:
 -- made now (ARGV[5] '.' r) because the stream has none or is gone (exists
@@ -114,8 +116,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- microseconds' first three of six digits.
 local now_prefix = t[1] .. string.sub('00000' .. t[2], -6, -4) .. '-'
 
--- buses[b] = {key, ms, seq, prefix of ms, ID of its newest entry (read only
--- when pushing)}, once bus b was seen in this call (and its epoch checked).
+-- buses[b] = {key, ms, seq, prefix of ms, the prev of its next push (read
+-- only when pushing)}, once bus b was seen in this call (and its epoch
+-- checked).
 -- (ms, seq) is the last ID used in the bus, or a bound below the next one
 -- to try; it starts at the last ID the caller stored there (ARGV) when that
 -- is of the current millisecond. The bus's last ID (as opposed to its newest
@@ -141,12 +144,12 @@ local function bus_of(b)
       -- caller stored in it before, that is usually the caller's last ID
       -- (an instance stores each partition's messages from one batcher),
       -- so only an entry after it is asked for: none, usually, and an
-      -- empty reply costs Redis a third of what the entry does. A last ID
-      -- that is gone (the bus lost its newest entries in a failover) is
-      -- named as well: a subscriber that handled it handled all the bus
-      -- still holds before this push. (A bus lost and written again below
-      -- it, by a clock that went back, is a new epoch, which subscribers
-      -- find by checking the bus.)
+      -- empty reply costs Redis a third of what the entry does. With none,
+      -- the last ID is named even if its entry is gone (deleted, or lost
+      -- in a failover): a subscriber that handled it takes the push as
+      -- next, and one at the newest entry left reads the bus after it,
+      -- which holds nothing before this push; either way it gets what it
+      -- got when the newest entry was named.
       local newest
       if stands and last ~= '' then
         bus[5] = last

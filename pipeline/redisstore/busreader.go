@@ -66,7 +66,8 @@ type BusSubscriberConfig struct {
 	// Pushed says that every writer of the stream also publishes each entry
 	// on the shard channel named like the stream followed by
 	// ChannelSuffix, in append.lua's push format, which names the entry
-	// before it. A subscription then listens
+	// before it (or an entry deleted since, with nothing after it). A
+	// subscription then listens
 	// on that channel (SSUBSCRIBE) instead of blocking reads: it reads the
 	// stream (without blocking) once subscribed, whenever a push names as
 	// the entry before it one that is not the last it handled (it missed

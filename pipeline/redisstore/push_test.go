@@ -19,10 +19,10 @@ import (
 // TestAppendPushes: by default the append script pushes every message it
 // stores, and only those, on its bus's shard channel; each push decodes
 // (parsePush) to exactly the bus entry stored, and names the bus entry
-// before it, also across calls and when that entry was stored without
-// pushes, before or after the backend's own last entry, and names none
-// once the bus was lost. With PollBus
-// nothing is pushed.
+// before it: across calls, when that entry was stored without pushes
+// (before the backend's first call, or after its last one), and when the
+// backend's last entry was deleted since, with nothing after it; it names
+// none once the bus was lost. With PollBus nothing is pushed.
 func TestAppendPushes(t *testing.T) {
 	srv := testredis.Start(t)
 	ctx := context.Background()
@@ -144,11 +144,20 @@ func TestAppendPushes(t *testing.T) {
 		}
 		prev = seq
 	}
+	// The backend's last entry deleted, with nothing after it: the push
+	// names it (a subscriber that handled it takes the push as next).
+	if err := srv.Client().XDel(ctx, bus, prev).Err(); err != nil {
+		t.Fatal(err)
+	}
+	seq := appendOK(b, msg("c", "", "after a deletion")).Seq
+	if x := receive("push after a deletion"); x.prev != prev || x.id != seq {
+		t.Fatalf("push after a deletion: prev %s seq %s, want prev %s seq %s", x.prev, x.id, prev, seq)
+	}
 	// A bus lost since: the push names no entry before it.
 	if err := srv.Client().Del(ctx, bus).Err(); err != nil {
 		t.Fatal(err)
 	}
-	seq := appendOK(b, msg("c", "", "after the loss")).Seq
+	seq = appendOK(b, msg("c", "", "after the loss")).Seq
 	if x := receive("push after the loss"); x.prev != "0-0" || x.id != seq {
 		t.Fatalf("push after the loss: prev %s seq %s, want prev 0-0 seq %s", x.prev, x.id, seq)
 	}
