@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
@@ -232,10 +233,12 @@ type batch struct {
 	roomNo  map[string]int
 	roomBus []int
 	// busLast[p] is the last seq this batcher stored in partition p's
-	// bus ("" before its first): the script tries the bus's next ID above
-	// it, so a call does not fail its first XADD on an ID the previous
-	// call used within the same millisecond, and looks for the bus's
-	// newest entry (which a push names) only after it.
+	// bus ("" before its first). The script is given it, or the newest
+	// entry the instance heard of there when that is newer (another
+	// instance stored it): it tries the bus's next ID above it, so a call
+	// does not fail its first XADD on an ID already used within the same
+	// millisecond, and looks for the bus's newest entry (which a push
+	// names) only after it.
 	busLast [MaxPartitions]string
 	// key is where a send record's key is built.
 	key []byte
@@ -362,7 +365,7 @@ func (bt *batch) build() {
 			args = append(args, n)
 		}
 		for _, p := range bt.busPart {
-			args = append(args, bt.busLast[p])
+			args = append(args, b.heard[p].newer(bt.busLast[p]))
 		}
 		sent := 0
 		for _, i := range c.reqs {
@@ -522,3 +525,31 @@ type noRetryCmd struct{ *redis.Cmd }
 
 // NoRetry tells go-redis not to send the call again (redis.Cmder).
 func (noRetryCmd) NoRetry() bool { return true }
+
+// heardID is the newest entry of a bus that the instance heard of (its
+// pushed subscription): written by the subscription, read by the batcher.
+type heardID struct {
+	mu sync.Mutex
+	id string
+}
+
+// set records id, the newest entry heard of: entries are heard in the
+// bus's order, so it replaces the one before (also one of a bus that was
+// lost, whose IDs may have been higher).
+func (h *heardID) set(id string) {
+	h.mu.Lock()
+	h.id = id
+	h.mu.Unlock()
+}
+
+// newer returns the newer of last, the last entry the caller stored, and
+// the one heard of ("" where neither is known).
+func (h *heardID) newer(last string) string {
+	h.mu.Lock()
+	id := h.id
+	h.mu.Unlock()
+	if id == "" || last != "" && pipeline.CompareSeq(id, last) <= 0 {
+		return last
+	}
+	return id
+}

@@ -26,11 +26,12 @@
 --         channel named like its bus key followed by ARGV[8] (see Pushes
 --         below)
 -- ARGV[8+r] the bus number b of room r (its partition's)
--- ARGV[8+R+b] the last ID the caller stored in bus b, '' when it knows none:
+-- ARGV[8+R+b] the caller's last ID in bus b: the newest entry it knows the
+--         bus holds (one it stored, or heard of), '' when it knows none:
 --         when it is of the current millisecond, the bus's next ID is tried
---         above it, so that a call does not first try an ID that the
---         caller's previous call used (see the IDs below); when pushing,
---         the bus's newest entry is looked for only after it
+--         above it, so that a call does not first try an ID already used
+--         (see the IDs below); when pushing, the bus's newest entry is
+--         looked for only after it
 -- then 5 arguments per message, in the order to store them:
 --   room number r, send record number k (0: no ref, never deduplicated),
 --   message UUID, payload (text), metadata: a msgpack map header counting
@@ -120,8 +121,8 @@ local now_prefix = t[1] .. string.sub('00000' .. t[2], -6, -4) .. '-'
 -- only when pushing)}, once bus b was seen in this call (and its epoch
 -- checked).
 -- (ms, seq) is the last ID used in the bus, or a bound below the next one
--- to try; it starts at the last ID the caller stored there (ARGV) when that
--- is of the current millisecond. The bus's last ID (as opposed to its newest
+-- to try; it starts at the caller's last ID there (ARGV) when that is of
+-- the current millisecond. The bus's last ID (as opposed to its newest
 -- entry, read for pushes) is not read unless an XADD finds it higher (another caller stored since, or the clock went back),
 -- and a room's only if its stream is ahead of its bus (it was lost, or
 -- written by hand).
@@ -141,15 +142,16 @@ local function bus_of(b)
     local last = ARGV[8 + nrooms + b]
     if push then
       -- A push names the bus's newest entry. Where the bus stands and the
-      -- caller stored in it before, that is usually the caller's last ID
-      -- (an instance stores each partition's messages from one batcher),
-      -- so only an entry after it is asked for: none, usually, and an
-      -- empty reply costs Redis a third of what the entry does. With none,
-      -- the last ID is named even if its entry is gone (deleted, or lost
-      -- in a failover): a subscriber that handled it takes the push as
-      -- next, and one at the newest entry left reads the bus after it,
-      -- which holds nothing before this push; either way it gets what it
-      -- got when the newest entry was named.
+      -- caller knows an entry of it, that is usually the caller's last ID
+      -- (an instance stores each partition's messages from one batcher,
+      -- and hears of the others' from its subscription), so only an entry
+      -- after it is asked for: none, usually, and an empty reply costs
+      -- Redis a third of what the entry does. With none, the last ID is
+      -- named even if its entry is gone (deleted, or lost in a failover):
+      -- a subscriber that handled it takes the push as next, and one at
+      -- the newest entry left reads the bus after it, which holds nothing
+      -- before this push; either way it gets what it got when the newest
+      -- entry was named.
       local newest
       if stands and last ~= '' then
         bus[5] = last

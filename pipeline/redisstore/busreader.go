@@ -89,6 +89,12 @@ type BusSubscriberConfig struct {
 	// open (unless subscribing there fails: that ends it, as any failed
 	// read does). Default nil: not watched.
 	PrimaryChanges func() uint64
+	// Heard, when set, is called by a Pushed subscription with the ID of
+	// each entry it learns is in the stream, in the stream's order, as soon
+	// as it does (before handing the entry out): each push that follows on
+	// from its position, and the last entry of each read. It runs in the
+	// subscription's goroutine and must return at once. Default nil.
+	Heard func(id string)
 }
 
 func (c *BusSubscriberConfig) setDefaults() {

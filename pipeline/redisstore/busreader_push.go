@@ -102,6 +102,7 @@ func (s *BusSubscriber) listen(ctx context.Context, stream, from string, out *ou
 			position := after
 			if n := len(res.entries); n > 0 {
 				after = res.entries[n-1].ID
+				s.heard(after)
 			}
 			if !s.handOut(ctx, res, position, out) {
 				return false
@@ -131,6 +132,7 @@ func (s *BusSubscriber) listen(ctx context.Context, stream, from string, out *ou
 				// Handed out already, by a read.
 			case ok && x.prev == after:
 				after = x.id
+				s.heard(after)
 				if !s.deliver(ctx, x.toMessage(), out) {
 					return
 				}
@@ -303,4 +305,11 @@ func (x push) entry() redis.XMessage {
 		"metadata":                x.metadata,
 		"payload":                 x.payload,
 	}}
+}
+
+// heard tells the subscription's Heard, if any, that the stream holds id.
+func (s *BusSubscriber) heard(id string) {
+	if s.cfg.Heard != nil {
+		s.cfg.Heard(id)
+	}
 }

@@ -60,6 +60,9 @@ func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *m
 	if b.primary != nil {
 		cfg.PrimaryChanges = b.primary.Changes
 	}
+	if cfg.Pushed {
+		cfg.Heard = b.heard[p].set
+	}
 	sub, err := NewBusSubscriber(cfg, b.subClient, b.wlog)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: subscriber: %w", err)

@@ -1,9 +1,13 @@
 package redisstore
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,4 +184,129 @@ func TestPushMessageUndecodable(t *testing.T) {
 	if want := entryMessage(x.entry()); !sameMessage(got, want) {
 		t.Fatalf("message %v, the entry's %v", got.Metadata, want.Metadata)
 	}
+}
+
+// TestAppendAsksAfterHeard: once an instance's pushed subscription heard of
+// an entry another instance stored after its own last one, its next append
+// gives the script that entry as its last ID: the script asks for the bus's
+// newest entry only after it (an empty reply), and the push still names it.
+func TestAppendAsksAfterHeard(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 1, Logger: slog.New(slog.DiscardHandler)}
+	backends := make([]*Backend, 2)
+	for i := range backends {
+		b, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = b.Close() }()
+		backends[i] = b
+	}
+	b, other := backends[0], backends[1]
+	sub, err := b.Subscribe(ctx, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := func(b *Backend, text string) string {
+		t.Helper()
+		m := message.NewMessage(uuid.NewString(), []byte(text))
+		m.Metadata.Set(pipeline.MetaRoom, "lobby")
+		m.Metadata.Set(pipeline.MetaUser, "alice")
+		a, err := b.Append(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Seq
+	}
+	// handled waits until b's subscription handed out seq.
+	handled := func(seq string) {
+		t.Helper()
+		for {
+			select {
+			case m, ok := <-sub:
+				if !ok {
+					t.Fatal("the subscription ended")
+				}
+				m.Ack()
+				if m.Metadata.Get(pipeline.MetaSeq) == seq {
+					return
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("the subscription did not hand out %s", seq)
+			}
+		}
+	}
+	handled(store(b, "mine"))
+	theirs := store(other, "theirs")
+	handled(theirs)
+
+	lines := monitor(ctx, t, srv)
+	marker := srv.Prefix + ":monitor-ready"
+	for ready := false; !ready; {
+		if err := srv.Client().Exists(ctx, marker).Err(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case l := <-lines:
+			ready = strings.Contains(l, marker)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	next := store(b, "next")
+	handled(next)
+	bus := strconv.Quote(b.keys.Bus(0))
+	want := `"XREVRANGE" ` + bus + ` "+" "(` + theirs + `"`
+	for {
+		select {
+		case l := <-lines:
+			if strings.Contains(l, `"XREVRANGE" `+bus) {
+				if !strings.Contains(l, want) {
+					t.Fatalf("the script ran %s, want %s", l, want)
+				}
+				return
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the script's XREVRANGE was not seen")
+		}
+	}
+}
+
+// monitor runs MONITOR on its own connection to srv until ctx is done and
+// returns the lines it reads: each command Redis runs, scripts' included.
+func monitor(ctx context.Context, t *testing.T, srv *testredis.Server) <-chan string {
+	t.Helper()
+	opt, err := redis.ParseURL(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial(opt.Network, opt.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	t.Cleanup(func() { stop(); _ = conn.Close() })
+	if opt.Password != "" {
+		_, err = fmt.Fprintf(conn, "AUTH %s %s\r\n", cmp.Or(opt.Username, "default"), opt.Password)
+	}
+	if err == nil {
+		_, err = conn.Write([]byte("MONITOR\r\n"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1000)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(conn)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return lines
 }

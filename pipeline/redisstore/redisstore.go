@@ -313,6 +313,9 @@ type Backend struct {
 	// primary counts the primary changes of a Sentinel client (nil
 	// otherwise), which end pushed subscriptions left on the old one.
 	primary *primaryWatch
+	// heard[p] is the newest entry of partition p's bus that this
+	// instance's pushed subscription heard of.
+	heard [MaxPartitions]heardID
 
 	// lanes queue appends for the batcher goroutines, one lane each
 	// (partition p's in lanes[p % InFlight]); a batcher sends whatever has
