@@ -533,9 +533,12 @@ type heardID struct {
 	id string
 }
 
-// set records id, the newest entry heard of: entries are heard in the
-// bus's order, so it replaces the one before (also one of a bus that was
-// lost, whose IDs may have been higher).
+// set records id, the newest entry heard of: a subscription hears of
+// entries in the bus's order, so id replaces the one before. (Two
+// subscriptions of one partition, as while one is restarted, may make it
+// go back; and the ID of a bus that was lost stays until the subscription
+// hears of the new bus's entries. Either costs the script a full read of
+// the newest entry, never a wrong prev: see append.lua.)
 func (h *heardID) set(id string) {
 	h.mu.Lock()
 	h.id = id

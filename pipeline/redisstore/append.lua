@@ -166,7 +166,8 @@ local function bus_of(b)
     -- The caller's last ID matters only within this millisecond: an
     -- older one is below now anyway, and a newer one is not used: if the
     -- clock went back, the XADD that fails on the bus's last ID finds it
-    -- (follow); if the bus was lost, its new epoch forgets the old IDs.
+    -- (follow). (One of a lost bus in this millisecond only raises the
+    -- next ID.)
     local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
     if lms and tonumber(lms) == now then
       bus[2], bus[3], bus[4] = now, tonumber(lseq), now_prefix

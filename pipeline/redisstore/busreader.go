@@ -65,10 +65,10 @@ type BusSubscriberConfig struct {
 	ReportGapsAt int
 	// Pushed says that every writer of the stream also publishes each entry
 	// on the shard channel named like the stream followed by
-	// ChannelSuffix, in append.lua's push format, which names the entry
-	// before it (or an entry deleted since, with nothing after it). A
-	// subscription then listens
-	// on that channel (SSUBSCRIBE) instead of blocking reads: it reads the
+	// ChannelSuffix, in append.lua's push format, which names an ID with
+	// nothing stored after it before the entry (the entry before it, or
+	// one deleted or lost since). A subscription then listens on that
+	// channel (SSUBSCRIBE) instead of blocking reads: it reads the
 	// stream (without blocking) once subscribed, whenever a push names as
 	// the entry before it one that is not the last it handled (it missed
 	// entries: a writer that does not push, or pushes lost), and after
@@ -91,7 +91,8 @@ type BusSubscriberConfig struct {
 	PrimaryChanges func() uint64
 	// Heard, when set, is called by a Pushed subscription with the ID of
 	// each entry it learns is in the stream, in the stream's order, as soon
-	// as it does (before handing the entry out): each push that follows on
+	// as it reads it (before handing the entry out; pushes wait in the
+	// connection while an entry is handed out): each push that follows on
 	// from its position, and the last entry of each read. It runs in the
 	// subscription's goroutine and must return at once. Default nil.
 	Heard func(id string)

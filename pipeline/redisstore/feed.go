@@ -33,6 +33,9 @@ const MetaUndecodable = "_chatstream_undecodable"
 // The channel closes when ctx is done or a read fails; the reader then
 // stops within blockTime.
 func (b *Backend) Subscribe(ctx context.Context, p int, after string) (<-chan *message.Message, error) {
+	if p < 0 || p >= b.cfg.Partitions {
+		return nil, fmt.Errorf("redisstore: subscribe: partition %d of %d", p, b.cfg.Partitions)
+	}
 	bus := b.keys.Bus(p)
 	// Reading the bus's last ID also proves that Redis answers, so a
 	// subscription is opened only when it can read: during an outage

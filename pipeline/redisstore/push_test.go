@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -189,7 +190,7 @@ func TestPushMessageUndecodable(t *testing.T) {
 // TestAppendAsksAfterHeard: once an instance's pushed subscription heard of
 // an entry another instance stored after its own last one, its next append
 // gives the script that entry as its last ID: the script asks for the bus's
-// newest entry only after it (an empty reply), and the push still names it.
+// newest entry only after it (an empty reply), and the push names it.
 func TestAppendAsksAfterHeard(t *testing.T) {
 	srv := testredis.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -243,32 +244,53 @@ func TestAppendAsksAfterHeard(t *testing.T) {
 	handled(theirs)
 
 	lines := monitor(ctx, t, srv)
+	deadline := time.After(10 * time.Second)
+	// line returns the next command Redis ran, or "" after wait.
+	line := func(wait time.Duration) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("MONITOR ended")
+			}
+			return l
+		case <-time.After(wait):
+			return ""
+		case <-deadline:
+			t.Fatal("MONITOR did not show the commands in time")
+		}
+		return ""
+	}
+	// Commands run after MONITOR answered may still come before it
+	// watches: a marker command shows when it does.
 	marker := srv.Prefix + ":monitor-ready"
 	for ready := false; !ready; {
 		if err := srv.Client().Exists(ctx, marker).Err(); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case l := <-lines:
+		for l := line(100 * time.Millisecond); l != "" && !ready; l = line(100 * time.Millisecond) {
 			ready = strings.Contains(l, marker)
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	next := store(b, "next")
 	handled(next)
 	bus := strconv.Quote(b.keys.Bus(0))
-	want := `"XREVRANGE" ` + bus + ` "+" "(` + theirs + `"`
-	for {
-		select {
-		case l := <-lines:
-			if strings.Contains(l, `"XREVRANGE" `+bus) {
-				if !strings.Contains(l, want) {
-					t.Fatalf("the script ran %s, want %s", l, want)
-				}
-				return
+	wantRead := `"XREVRANGE" ` + bus + ` "+" "(` + theirs + `" "COUNT"`
+	wantPush := `"SPUBLISH" "` + b.keys.Bus(0) + b.channelSuffix + `" "` + theirs + " " + next + " "
+	var read, pushed bool
+	for !read || !pushed {
+		l := line(time.Second)
+		switch {
+		case strings.Contains(l, `"XREVRANGE" `+bus):
+			if !strings.Contains(l, wantRead) {
+				t.Fatalf("the script ran %s, want %s", l, wantRead)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("the script's XREVRANGE was not seen")
+			read = true
+		case strings.Contains(l, `"SPUBLISH" `):
+			if !strings.Contains(l, wantPush) {
+				t.Fatalf("the script ran %s, want %s", l, wantPush)
+			}
+			pushed = true
 		}
 	}
 }
@@ -281,25 +303,40 @@ func monitor(ctx context.Context, t *testing.T, srv *testredis.Server) <-chan st
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.Dial(opt.Network, opt.Addr)
+	var conn net.Conn
+	if opt.TLSConfig != nil {
+		conn, err = tls.Dial(opt.Network, opt.Addr, opt.TLSConfig)
+	} else {
+		conn, err = net.Dial(opt.Network, opt.Addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	t.Cleanup(func() { stop(); _ = conn.Close() })
+	rd := bufio.NewReader(conn)
+	// command sends a command and checks that Redis answers +OK.
+	command := func(args string) {
+		t.Helper()
+		if _, err := fmt.Fprintf(conn, "%s\r\n", args); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply != "+OK\r\n" {
+			t.Fatalf("%s: Redis answered %q", strings.Fields(args)[0], reply)
+		}
+	}
 	if opt.Password != "" {
-		_, err = fmt.Fprintf(conn, "AUTH %s %s\r\n", cmp.Or(opt.Username, "default"), opt.Password)
+		command("AUTH " + cmp.Or(opt.Username, "default") + " " + opt.Password)
 	}
-	if err == nil {
-		_, err = conn.Write([]byte("MONITOR\r\n"))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	command("MONITOR")
 	lines := make(chan string, 1000)
 	go func() {
 		defer close(lines)
-		sc := bufio.NewScanner(conn)
+		sc := bufio.NewScanner(rd)
 		for sc.Scan() {
 			select {
 			case lines <- sc.Text():
@@ -309,4 +346,19 @@ func monitor(ctx context.Context, t *testing.T, srv *testredis.Server) <-chan st
 		}
 	}()
 	return lines
+}
+
+// A partition outside the backend's is refused, not followed.
+func TestSubscribeRefusesUnknownPartition(t *testing.T) {
+	srv := testredis.Start(t)
+	b, err := New(Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 2, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	for _, p := range []int{-1, 2, MaxPartitions} {
+		if _, err := b.Subscribe(context.Background(), p, ""); err == nil {
+			t.Errorf("partition %d of 2: subscribed, want an error", p)
+		}
+	}
 }
