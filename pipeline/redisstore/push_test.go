@@ -337,6 +337,9 @@ func monitor(ctx context.Context, t *testing.T, srv *testredis.Server) <-chan st
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(rd)
+		// On a shared Redis other tests' commands pass by too, some of
+		// them long (a line holds a whole command).
+		sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
 		for sc.Scan() {
 			select {
 			case lines <- sc.Text():
