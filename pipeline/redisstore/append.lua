@@ -67,26 +67,20 @@
 -- as: prev ' ' seq ' ' #uuid ' ' #metadata ' ' uuid metadata payload,
 -- where prev is the ID of the bus entry before it: its newest entry when
 -- the call began ('0-0' for none), or the caller's last ID when the bus
--- holds nothing newer, even if that entry is gone (see bus_of). A
+-- holds nothing newer, even if that entry is gone (see store_one). A
 -- subscriber that handled prev handles the push as the next entry; any
 -- other prev tells it that it missed entries (a push lost with its
 -- connection, or an entry stored by a writer that does not push), which it
 -- then reads from the bus.
 
--- epoch_of returns the epoch of room r's stream and whether it is fresh:
--- made now (ARGV[5] '.' r) because the stream has none or is gone (exists
--- is false).
-local function epoch_of(exists, key, r)
-  if exists then
-    local e = redis.call('GET', key)
-    if e then
-      return e, false
-    end
-  end
-  local fresh = ARGV[5] .. '.' .. r
-  redis.call('SET', key, fresh)
-  return fresh, true
-end
+-- What the script costs Redis is mostly its commands. Of its own work,
+-- what counts is what runs for every call and every message, and in
+-- Redis's Lua a few things cost far more than the rest: a function
+-- defined below is made anew on every call; every new string is hashed
+-- byte by byte (about 11 machine instructions a byte); a tonumber parses
+-- its string twice (about 800 instructions), and a number turned into a
+-- string costs twice that. So there are three functions, state is kept in
+-- few tables, IDs are built from strings, and numbers are read once.
 
 -- mpstr encodes s as a msgpack string.
 local function mpstr(s)
@@ -102,95 +96,11 @@ local function mpstr(s)
     math.floor(n / 256) % 256, n % 256) .. s
 end
 
-local ttl = tonumber(ARGV[3])
-local window = ARGV[4]
-local nbuses = tonumber(ARGV[6])
-local nrooms = tonumber(ARGV[7])
-local push = ARGV[8] ~= ''
-local first_msg = 9 + nrooms + nbuses
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
--- The milliseconds as a string, from TIME's own strings (a number turned
--- into one costs Redis more than the rest of this): the seconds, then the
--- microseconds' first three of six digits.
-local now_prefix = t[1] .. string.sub('00000' .. t[2], -6, -4) .. '-'
-
--- buses[b] = {key, ms, seq, prefix of ms, the prev of its next push (read
--- only when pushing)}, once bus b was seen in this call (and its epoch
--- checked).
--- (ms, seq) is the last ID used in the bus, or a bound below the next one
--- to try; it starts at the caller's last ID there (ARGV) when that is of
--- the current millisecond. The bus's last ID (as opposed to its newest
--- entry, read for pushes) is not read unless an XADD finds it higher (another caller stored since, or the clock went back),
--- and a room's only if its stream is ahead of its bus (it was lost, or
--- written by hand).
-local buses = {}
-
-local function bus_of(b)
-  local bus = buses[b]
-  if not bus then
-    local key = KEYS[2 * b - 1]
-    -- The bus's epoch is kept, not read: one EXISTS of both keys tells
-    -- whether it stands.
-    local stands = redis.call('EXISTS', key, KEYS[2 * b]) == 2
-    if not stands then
-      redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
-    end
-    bus = {key, 0, 0, '', '0-0'}
-    local last = ARGV[8 + nrooms + b]
-    if push then
-      -- A push names the bus's newest entry. Where the bus stands and the
-      -- caller knows an entry of it, that is usually the caller's last ID
-      -- (an instance stores each partition's messages from one batcher,
-      -- and hears of the others' from its subscription), so only an entry
-      -- after it is asked for: none, usually, and an empty reply costs
-      -- Redis a third of what the entry does. With none, the last ID is
-      -- named even if its entry is gone (deleted, or lost in a failover):
-      -- a subscriber that handled it takes the push as next, and one at
-      -- the newest entry left reads the bus after it, which holds nothing
-      -- before this push; either way it gets what it got when the newest
-      -- entry was named.
-      local newest
-      if stands and last ~= '' then
-        bus[5] = last
-        newest = redis.call('XREVRANGE', key, '+', '(' .. last, 'COUNT', '1')
-      else
-        newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', '1')
-      end
-      if newest[1] then
-        bus[5] = newest[1][1]
-      end
-    end
-    -- The caller's last ID matters only within this millisecond: an
-    -- older one is below now anyway, and a newer one is not used: if the
-    -- clock went back, the XADD that fails on the bus's last ID finds it
-    -- (follow). (One of a lost bus in this millisecond only raises the
-    -- next ID.)
-    local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-    if lms and tonumber(lms) == now then
-      bus[2], bus[3], bus[4] = now, tonumber(lseq), now_prefix
-    end
-    buses[b] = bus
-  end
-  return bus
-end
-
--- next_id moves the bus's (ms, seq) to the next ID and returns it.
-local function next_id(bus)
-  if now > bus[2] then
-    bus[2], bus[3], bus[4] = now, 0, now_prefix
-    return now_prefix .. '0'
-  end
-  bus[3] = bus[3] + 1
-  return bus[4] .. bus[3]
-end
-
 -- follow makes the bus's next ID follow the stream's last ID: the last one
 -- it generated (XINFO STREAM's last-generated-id), which is above its
 -- newest entry when its newest entries were deleted (this script deletes
--- the bus entry of a message it could not store in its room).
+-- the bus entry of a message it could not store in its room). It returns
+-- the bus's next ID.
 local function follow(bus, stream)
   local info = redis.call('XINFO', 'STREAM', stream)
   local last
@@ -201,107 +111,173 @@ local function follow(bus, stream)
     end
   end
   local lms, lseq = string.match(last or '', '^(%d+)-(%d+)$')
-  if not lms then
-    return
+  if lms then
+    lms, lseq = tonumber(lms), tonumber(lseq)
+    local ms = tonumber(string.sub(bus[2], 1, -2))
+    if lms > ms or (lms == ms and lseq > bus[3]) then
+      bus[2], bus[3] = string.format('%.0f-', lms), lseq
+    end
   end
-  lms, lseq = tonumber(lms), tonumber(lseq)
-  if lms > bus[2] or (lms == bus[2] and lseq > bus[3]) then
-    bus[2], bus[3], bus[4] = lms, lseq, string.format('%.0f-', lms)
-  end
+  bus[3] = bus[3] + 1
+  return bus[2] .. bus[3]
 end
 
--- rooms[r] = {epoch, the start of a send record (a msgpack array header
--- and the epoch), epoch is fresh, stored a message, room checked against its
--- bus, PTTL of its stream (-2: none), the end of an entry's metadata without
--- the seq (the epoch entry and the seq's key), its stream's key, its bus
--- (buses[b])}, once room r was seen in this call.
-local rooms = {}
+local t = redis.call('TIME')
 
-local function room_of(r)
+-- The current millisecond as an ID's prefix, from TIME's own strings: the
+-- seconds, then the microseconds' first three of six digits.
+local now_prefix = t[1] .. string.sub('00000' .. t[2], -6, -4) .. '-'
+
+-- buses[b] = {key, prefix, seq, prev}, once bus b was seen in this call
+-- (and its epoch checked): prefix .. seq is the last ID used in the bus
+-- (prefix is its milliseconds and '-'), or a bound below the next one to
+-- try (seq -1: the next is prefix .. '0'); prev is the ID a push names
+-- (read only when pushing). It starts in the current millisecond, above
+-- the caller's last ID there (ARGV). The bus's last ID (as opposed to its
+-- newest entry, read for pushes) is not read unless an XADD finds it
+-- higher (another caller stored since, or the clock went back), and a
+-- room's only if its stream is ahead of its bus (it was lost, or written
+-- by hand).
+--
+-- rooms[r] = {epoch, the start of a send record (a msgpack array header
+-- and the epoch), epoch is fresh, stored a message, room checked against
+-- its bus, PTTL of its stream (-2: none), the end of an entry's metadata
+-- without the seq (the epoch entry and the seq's key), its stream's key,
+-- its bus (buses[b])}, once room r was seen in this call.
+local buses, rooms = {}, {}
+
+-- Numbers are read from the arguments once. (An argument used as an index
+-- is turned into a number by the arithmetic, which parses it once.)
+local nbuses, nrooms = tonumber(ARGV[6]), tonumber(ARGV[7])
+
+-- store_one stores the message whose arguments start at ARGV[a]; it
+-- returns the message's reply entry.
+local function store_one(a)
+  local r = ARGV[a] + 0
   local room = rooms[r]
   if not room then
-    local bus = bus_of(tonumber(ARGV[8 + r]))
+    local b = ARGV[8 + r] + 0
+    local bus = buses[b]
+    if not bus then
+      local key = KEYS[2 * b - 1]
+      -- The bus's epoch is kept, not read: one EXISTS of both keys tells
+      -- whether it stands.
+      local stands = redis.call('EXISTS', key, KEYS[2 * b]) == 2
+      if not stands then
+        redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
+      end
+      local last = ARGV[8 + nrooms + b]
+      bus = {key, now_prefix, -1, '0-0'}
+      if ARGV[8] ~= '' then
+        -- A push names the bus's newest entry. Where the bus stands and
+        -- the caller knows an entry of it, that is usually the caller's
+        -- last ID (an instance stores each partition's messages from one
+        -- batcher, and hears of the others' from its subscription), so
+        -- only an entry after it is asked for: none, usually, and an
+        -- empty reply costs Redis a third of what the entry does. With
+        -- none, the last ID is named even if its entry is gone (deleted,
+        -- or lost in a failover): a subscriber that handled it takes the
+        -- push as next, and one at the newest entry left reads the bus
+        -- after it, which holds nothing before this push; either way it
+        -- gets what it got when the newest entry was named.
+        local newest
+        if stands and last ~= '' then
+          bus[4] = last
+          newest = redis.call('XREVRANGE', key, '+', '(' .. last, 'COUNT', '1')
+        else
+          newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', '1')
+        end
+        if newest[1] then
+          bus[4] = newest[1][1]
+        end
+      end
+      -- The caller's last ID matters only within this millisecond: an
+      -- older one is below now anyway, and a newer one is not used: if
+      -- the clock went back, the XADD that fails on the bus's last ID
+      -- finds it (follow). (One of a lost bus in this millisecond only
+      -- raises the next ID.)
+      if string.sub(last, 1, #now_prefix) == now_prefix then
+        local lseq = string.match(last, '^%d+$', #now_prefix + 1)
+        if lseq then
+          bus[3] = tonumber(lseq)
+        end
+      end
+      buses[b] = bus
+    end
     local stream = KEYS[2 * nbuses + 2 * r - 1]
+    local ekey = KEYS[2 * nbuses + 2 * r]
     local pttl = redis.call('PTTL', stream)
-    local epoch, fresh = epoch_of(pttl ~= -2, KEYS[2 * nbuses + 2 * r], r)
-    if fresh and ttl > 0 then
-      -- Expires even if none of the room's messages is stored (the TTL
-      -- pass below renews it for a room that stored one).
-      redis.call('PEXPIRE', KEYS[2 * nbuses + 2 * r], ttl)
+    -- A stream with no epoch, or gone, gets a fresh one (ARGV[5] '.' r).
+    local epoch = pttl ~= -2 and redis.call('GET', ekey)
+    local fresh = not epoch
+    if fresh then
+      epoch = ARGV[5] .. '.' .. r
+      redis.call('SET', ekey, epoch)
+      if ARGV[3] + 0 > 0 then
+        -- Expires even if none of the room's messages is stored (the
+        -- TTL pass below renews it for a room that stored one).
+        redis.call('PEXPIRE', ekey, ARGV[3])
+      end
     end
     local mp = mpstr(epoch)
     room = {epoch, '\147' .. mp, fresh, false, false, pttl, '\165epoch' .. mp .. '\163seq', stream, bus}
     rooms[r] = room
   end
-  return room
-end
-
--- too_small reports an XADD refused for an ID at or below the stream's
--- last: it changed nothing.
-local function too_small(res)
-  return type(res) == 'table' and string.find(res.err, 'equal or smaller', 1, true)
-end
-
--- xadd adds the entry to stream; it returns the ID, or the error as a
--- table.
-local function xadd(stream, maxlen, id, uuid, payload, md)
-  return redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, id,
-    '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-end
-
--- store_one stores the message whose arguments start at ARGV[a]; it
--- returns the message's reply entry.
-local function store_one(a)
-  local r = tonumber(ARGV[a])
-  local k = tonumber(ARGV[a + 1])
-  local uuid, payload, md0 = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local room = room_of(r)
   local stream, bus = room[8], room[9]
   local key = bus[1]
-  local before_ms, before_seq, before_prefix = bus[2], bus[3], bus[4]
-  local id = next_id(bus)
+  local seq = bus[3] + 1
+  bus[3] = seq
+  local id
+  if seq == 0 then
+    id = bus[2] .. '0'
+  else
+    id = bus[2] .. seq
+  end
   local mid = mpstr(id)
+  local uuid, payload, md0 = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local sent, head, recorded
-  if k > 0 then
-    -- The record is {epoch, uuid, seq}. One SET both reads an earlier
+  if ARGV[a + 1] ~= '0' then
+    -- The record is {epoch, uuid, seq} (room[2], head, mid). One SET both reads an earlier
     -- record and, when there is none, writes this one.
-    sent = KEYS[2 * nbuses + 2 * nrooms + k]
-    head = room[2] .. mpstr(uuid)
-    local rec = redis.call('SET', sent, head .. mid, 'NX', 'GET', 'PX', window)
+    sent = KEYS[2 * nbuses + 2 * nrooms + ARGV[a + 1]]
+    head = mpstr(uuid)
+    local rec = redis.call('SET', sent, room[2] .. head .. mid, 'NX', 'GET', 'PX', ARGV[4])
     if rec then
       -- A record of an earlier epoch names a message that is lost, so
       -- the send is stored again.
       local ok, p = pcall(cmsgpack.unpack, rec)
       if ok and type(p) == 'table' and p[1] == room[1] then
-        bus[2], bus[3], bus[4] = before_ms, before_seq, before_prefix -- id is not used
         return '=' .. p[3] .. ' ' .. p[2]
       end
-      redis.call('SET', sent, head .. mid, 'PX', window)
+      redis.call('SET', sent, room[2] .. head .. mid, 'PX', ARGV[4])
     end
     recorded = id
   end
 
+  -- An XADD of an ID at or below the stream's last is refused and changes
+  -- nothing; only then is the stream's last ID read (follow).
   local md = md0 .. room[7] .. mid
-  local res = xadd(key, ARGV[2], id, uuid, payload, md)
-  if too_small(res) then
-    follow(bus, key)
-    id = next_id(bus)
-    mid = mpstr(id)
-    md = md0 .. room[7] .. mid
-    res = xadd(key, ARGV[2], id, uuid, payload, md)
+  local res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+    '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
+  if type(res) == 'table' and string.find(res.err, 'equal or smaller', 1, true) then
+    id = follow(bus, key)
+    md = md0 .. room[7] .. mpstr(id)
+    res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+      '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
   end
   if type(res) ~= 'table' then
-    res = xadd(stream, ARGV[1], id, uuid, payload, md)
-    if too_small(res) and not room[5] then
+    res = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id,
+      '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
+    if type(res) == 'table' and not room[5] and string.find(res.err, 'equal or smaller', 1, true) then
       -- The room is ahead of the bus: store in both above it.
       redis.call('XDEL', key, id)
-      follow(bus, stream)
-      id = next_id(bus)
-      mid = mpstr(id)
-      md = md0 .. room[7] .. mid
-      res = xadd(key, ARGV[2], id, uuid, payload, md)
+      id = follow(bus, stream)
+      md = md0 .. room[7] .. mpstr(id)
+      res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+        '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
       if type(res) ~= 'table' then
-        res = xadd(stream, ARGV[1], id, uuid, payload, md)
+        res = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id,
+          '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
       end
     end
     room[5] = true
@@ -318,50 +294,51 @@ local function store_one(a)
   end
   room[4] = true
   if sent and recorded ~= id then
-    redis.call('SET', sent, head .. mid, 'PX', window)
+    redis.call('SET', sent, room[2] .. head .. mpstr(id), 'PX', ARGV[4])
   end
-  if push then
-    redis.call('SPUBLISH', key .. ARGV[8], bus[5] .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
-    bus[5] = id
+  if ARGV[8] ~= '' then
+    redis.call('SPUBLISH', key .. ARGV[8], bus[4] .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
+    bus[4] = id
   end
   return id
 end
 
--- The rooms' epochs come first in the reply; they are filled in at the end.
-local out = {}
+-- The reply: the rooms' epochs ('' until a room is seen), then the
+-- messages' entries.
+local reply = {}
 for r = 1, nrooms do
-  out[r] = ''
+  reply[r] = ''
 end
-for a = first_msg, #ARGV, 5 do
+local n = nrooms
+for a = 9 + nrooms + nbuses, #ARGV, 5 do
   local ok, res = pcall(store_one, a)
-  if ok then
-    out[#out + 1] = res
-  else
+  if not ok then
     if type(res) == 'table' then
       res = res.err
     end
-    out[#out + 1] = '!' .. tostring(res)
+    res = '!' .. tostring(res)
   end
-end
-for r, room in pairs(rooms) do
-  out[r] = room[1]
+  n = n + 1
+  reply[n] = res
 end
 
 -- Every room that stored a message outlives it by at least 99% of the
 -- TTL: its TTL is set again once it has run down by 1% (so a busy room
 -- costs no write here; its PTTL was read when it was first seen).
 for r, room in pairs(rooms) do
+  reply[r] = room[1]
   if room[4] then
-    local stream, key = room[8], KEYS[2 * nbuses + 2 * r]
+    local stream, ekey = room[8], KEYS[2 * nbuses + 2 * r]
+    local ttl = ARGV[3] + 0
     if ttl > 0 then
       if room[3] or room[6] < ttl - ttl / 100 then
         redis.call('PEXPIRE', stream, ttl)
-        redis.call('PEXPIRE', key, ttl)
+        redis.call('PEXPIRE', ekey, ttl)
       end
-    elseif room[6] ~= -1 or redis.call('PTTL', key) ~= -1 then
+    elseif room[6] ~= -1 or redis.call('PTTL', ekey) ~= -1 then
       redis.call('PERSIST', stream)
-      redis.call('PERSIST', key)
+      redis.call('PERSIST', ekey)
     end
   end
 end
-return out
+return reply

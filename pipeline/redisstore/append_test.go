@@ -383,7 +383,8 @@ func commandStat(t *testing.T, c *redis.Client, cmd string) (calls, failed int) 
 // TestAppendCallsStartAfterTheirLastID: one instance's script calls that
 // follow each other within a millisecond on one bus take the next IDs
 // above the last one stored, instead of first trying an ID the previous
-// call used: no XADD fails and no bus's last ID is read.
+// call used: no XADD fails and no bus's last ID is read. Each
+// millisecond's IDs start at 0.
 func TestAppendCallsStartAfterTheirLastID(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
@@ -392,13 +393,16 @@ func TestAppendCallsStartAfterTheirLastID(t *testing.T) {
 	}
 	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 1})
 	c := srv.Client()
-	mustAppend(t, b, send("lobby", "", "warm-up")) // loads the script
+	warm := mustAppend(t, b, send("lobby", "", "warm-up")) // loads the script
 	if err := c.ConfigResetStat(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	const n = 1000
 	sharedMS := 0
-	var last pipeline.Seq
+	last, err := pipeline.ParseSeq(warm.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range n {
 		a := mustAppend(t, b, send("lobby", fmt.Sprintf("c-%d", i), "m"))
 		seq, err := pipeline.ParseSeq(a.Seq)
@@ -410,6 +414,9 @@ func TestAppendCallsStartAfterTheirLastID(t *testing.T) {
 		}
 		if seq.MS == last.MS {
 			sharedMS++
+		} else if seq.N != 0 {
+			// The first ID of a millisecond is <ms>-0, as Redis's own.
+			t.Fatalf("append %d: seq %s is the first of its millisecond, want %d-0", i, a.Seq, seq.MS)
 		}
 		last = seq
 	}
