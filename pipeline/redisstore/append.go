@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -353,6 +354,12 @@ func (bt *batch) build() {
 			r.roomNo = n
 		}
 		c.rooms = len(bt.roomBus)
+		// Each bus's messages together, and within them each room's, in
+		// their order: the script keeps the bus and the room at hand, and
+		// reads one again when it comes back.
+		if !slices.IsSortedFunc(c.reqs, bt.busRoomOrder) {
+			slices.SortStableFunc(c.reqs, bt.busRoomOrder)
+		}
 		for _, i := range c.reqs {
 			if r := &bt.reqs[i]; r.ref != "" {
 				bt.key = appendSentKey(bt.key[:0], b.tags[r.part], r.room, r.user, r.ref)
@@ -381,6 +388,16 @@ func (bt *batch) build() {
 		c.args = args[start:len(args):len(args)]
 	}
 	bt.args = args
+}
+
+// busRoomOrder orders the batch's appends i and j by bus, then by room
+// (numbered by build).
+func (bt *batch) busRoomOrder(i, j int) int {
+	ri, rj := &bt.reqs[i], &bt.reqs[j]
+	if d := bt.busNo[ri.part] - bt.busNo[rj.part]; d != 0 {
+		return d
+	}
+	return ri.roomNo - rj.roomNo
 }
 
 // run stores the batch and answers each of its appends.

@@ -32,7 +32,9 @@
 --         above it, so that a call does not first try an ID already used
 --         (see the IDs below); when pushing, the bus's newest entry is
 --         looked for only after it
--- then 5 arguments per message, in the order to store them:
+-- then 5 arguments per message, in the order to store them, those of one
+--   bus together and within them those of one room (a bus or a room that
+--   comes back is stored the same, but read again):
 --   room number r, send record number k (0: no ref, never deduplicated),
 --   message UUID, payload (text), metadata: a msgpack map header counting
 --   two entries more than follow it (the script appends seq and epoch).
@@ -75,12 +77,16 @@
 
 -- What the script costs Redis is mostly its commands. Of its own work,
 -- what counts is what runs for every call and every message, and in
--- Redis's Lua a few things cost far more than the rest: a function
--- defined below is made anew on every call; every new string is hashed
--- byte by byte (about 11 machine instructions a byte); a tonumber parses
--- its string twice (about 800 instructions), and a number turned into a
--- string costs twice that. So there are three functions, state is kept in
--- few tables, IDs are built from strings, and numbers are read once.
+-- Redis's Lua a few things cost far more than the rest: a function or a
+-- table is made anew on every call (about 2,500 machine instructions
+-- each), and a pcall costs twice that; every new string is hashed byte by
+-- byte (about 11 instructions a byte); a tonumber parses its string twice
+-- (about 800), and a number turned into a string costs twice that. So the
+-- script is one loop over the messages, which keeps the state of the bus
+-- and the room at hand in locals (they come grouped), catches errors with
+-- redis.pcall where a command can fail (an error reply is a table with an
+-- err field, which no other reply has: indexing a string gives nil too, and
+-- costs less than type), builds IDs from strings, and reads numbers once.
 
 -- mpstr encodes s as a msgpack string.
 local function mpstr(s)
@@ -96,12 +102,13 @@ local function mpstr(s)
     math.floor(n / 256) % 256, n % 256) .. s
 end
 
--- follow makes the bus's next ID follow the stream's last ID: the last one
--- it generated (XINFO STREAM's last-generated-id), which is above its
--- newest entry when its newest entries were deleted (this script deletes
--- the bus entry of a message it could not store in its room). It returns
--- the bus's next ID.
-local function follow(bus, stream)
+-- follow returns the next ID to try in a bus whose last ID used is prefix
+-- .. seq (see below), above stream's last ID: the last one it generated
+-- (XINFO STREAM's last-generated-id), which is above its newest entry when
+-- its newest entries were deleted (this script deletes the bus entry of a
+-- message it could not store in its room). It returns the ID's prefix and
+-- seq, and the ID.
+local function follow(stream, prefix, seq)
   local info = redis.call('XINFO', 'STREAM', stream)
   local last
   for i = 1, #info, 2 do
@@ -113,13 +120,12 @@ local function follow(bus, stream)
   local lms, lseq = string.match(last or '', '^(%d+)-(%d+)$')
   if lms then
     lms, lseq = tonumber(lms), tonumber(lseq)
-    local ms = tonumber(string.sub(bus[2], 1, -2))
-    if lms > ms or (lms == ms and lseq > bus[3]) then
-      bus[2], bus[3] = string.format('%.0f-', lms), lseq
+    local ms = tonumber(string.sub(prefix, 1, -2))
+    if lms > ms or (lms == ms and lseq > seq) then
+      prefix, seq = string.format('%.0f-', lms), lseq
     end
   end
-  bus[3] = bus[3] + 1
-  return bus[2] .. bus[3]
+  return prefix, seq + 1, prefix .. (seq + 1)
 end
 
 local t = redis.call('TIME')
@@ -128,38 +134,66 @@ local t = redis.call('TIME')
 -- seconds, then the microseconds' first three of six digits.
 local now_prefix = t[1] .. string.sub('00000' .. t[2], -6, -4) .. '-'
 
--- buses[b] = {key, prefix, seq, prev}, once bus b was seen in this call
--- (and its epoch checked): prefix .. seq is the last ID used in the bus
--- (prefix is its milliseconds and '-'), or a bound below the next one to
--- try (seq -1: the next is prefix .. '0'); prev is the ID a push names
--- (read only when pushing). It starts in the current millisecond, above
--- the caller's last ID there (ARGV). The bus's last ID (as opposed to its
--- newest entry, read for pushes) is not read unless an XADD finds it
+-- (Arithmetic turns a string into a number at half a tonumber's cost.)
+local nbuses, nrooms, ttl = ARGV[6] + 0, ARGV[7] + 0, ARGV[3] + 0
+local push = ARGV[8] ~= ''
+
+-- The reply: the rooms' epochs ('' until a room is read), then the
+-- messages' entries.
+local reply = {}
+for r = 1, nrooms do
+  reply[r] = ''
+end
+local n = nrooms
+
+-- The bus at hand: its number as in ARGV (bno), key, the error that fails
+-- its messages when it could not be read, the prev of its next push (read
+-- only when pushing), and prefix .. seq: the last ID used in it, or a bound
+-- below the next one to try (seq -1: the next is prefix .. '0'; prefix is
+-- the ID's milliseconds and '-'). IDs start in the current millisecond,
+-- above the caller's last ID there (ARGV). The bus's last ID (as opposed to
+-- its newest entry, read for pushes) is not read unless an XADD finds it
 -- higher (another caller stored since, or the clock went back), and a
--- room's only if its stream is ahead of its bus (it was lost, or written
--- by hand).
---
--- rooms[r] = {epoch, the start of a send record (a msgpack array header
--- and the epoch), epoch is fresh, stored a message, room checked against
--- its bus, PTTL of its stream (-2: none), the end of an entry's metadata
--- without the seq (the epoch entry and the seq's key), its stream's key,
--- its bus (buses[b])}, once room r was seen in this call.
-local buses, rooms = {}, {}
+-- room's only if its stream is ahead of its bus (it was lost, or written by
+-- hand).
+local bno, key, bus_err, prev, prefix, seq
+-- The room at hand: its number as in ARGV (rno; false before the first),
+-- stream, epoch key, the error that fails its messages when it could not
+-- be read, epoch, whether it is fresh, the stream's PTTL (-2: none), the
+-- start of a send record (a msgpack array header and the epoch), the end of
+-- an entry's metadata without the seq (the epoch entry and the seq's key),
+-- whether it stored a message, and whether it was checked against its bus.
+local rno, stream, ekey, room_err, epoch, fresh, pttl, rec_head, md_tail, stored, checked = false
 
--- Numbers are read from the arguments once. (An argument used as an index
--- is turned into a number by the arithmetic, which parses it once.)
-local nbuses, nrooms = tonumber(ARGV[6]), tonumber(ARGV[7])
-
--- store_one stores the message whose arguments start at ARGV[a]; it
--- returns the message's reply entry.
-local function store_one(a)
-  local r = ARGV[a] + 0
-  local room = rooms[r]
-  if not room then
-    local b = ARGV[8 + r] + 0
-    local bus = buses[b]
-    if not bus then
-      local key = KEYS[2 * b - 1]
+-- One round more than there are messages, with ARGV[a] nil, finishes the
+-- last room.
+for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
+  local this_room = ARGV[a]
+  if this_room ~= rno then
+    -- Every room that stored a message outlives it by at least 99% of the
+    -- TTL: its TTL is set again once it has run down by 1% (so a busy room
+    -- costs no write here; its PTTL was read when it was first seen).
+    if stored then
+      if ttl > 0 then
+        if fresh or pttl < ttl - ttl / 100 then
+          redis.call('PEXPIRE', stream, ttl)
+          redis.call('PEXPIRE', ekey, ttl)
+        end
+      elseif pttl ~= -1 or redis.call('PTTL', ekey) ~= -1 then
+        redis.call('PERSIST', stream)
+        redis.call('PERSIST', ekey)
+      end
+    end
+    if not this_room then
+      break
+    end
+    rno, room_err, stored, checked = this_room, nil, false, false
+    local r = this_room + 0
+    local this_bus = ARGV[8 + r]
+    if this_bus ~= bno then
+      bno = this_bus
+      local b = this_bus + 0
+      key = KEYS[2 * b - 1]
       -- The bus's epoch is kept, not read: one EXISTS of both keys tells
       -- whether it stands.
       local stands = redis.call('EXISTS', key, KEYS[2 * b]) == 2
@@ -167,8 +201,8 @@ local function store_one(a)
         redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
       end
       local last = ARGV[8 + nrooms + b]
-      bus = {key, now_prefix, -1, '0-0'}
-      if ARGV[8] ~= '' then
+      bus_err, prev, prefix, seq = nil, '0-0', now_prefix, -1
+      if push then
         -- A push names the bus's newest entry. Where the bus stands and
         -- the caller knows an entry of it, that is usually the caller's
         -- last ID (an instance stores each partition's messages from one
@@ -182,13 +216,15 @@ local function store_one(a)
         -- gets what it got when the newest entry was named.
         local newest
         if stands and last ~= '' then
-          bus[4] = last
-          newest = redis.call('XREVRANGE', key, '+', '(' .. last, 'COUNT', '1')
+          prev = last
+          newest = redis.pcall('XREVRANGE', key, '+', '(' .. last, 'COUNT', '1')
         else
-          newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', '1')
+          newest = redis.pcall('XREVRANGE', key, '+', '-', 'COUNT', '1')
         end
-        if newest[1] then
-          bus[4] = newest[1][1]
+        if newest.err then
+          bus_err = newest.err
+        elseif newest[1] then
+          prev = newest[1][1]
         end
       end
       -- The caller's last ID matters only within this millisecond: an
@@ -199,146 +235,125 @@ local function store_one(a)
       if string.sub(last, 1, #now_prefix) == now_prefix then
         local lseq = string.match(last, '^%d+$', #now_prefix + 1)
         if lseq then
-          bus[3] = tonumber(lseq)
+          seq = tonumber(lseq)
         end
       end
-      buses[b] = bus
     end
-    local stream = KEYS[2 * nbuses + 2 * r - 1]
-    local ekey = KEYS[2 * nbuses + 2 * r]
-    local pttl = redis.call('PTTL', stream)
-    -- A stream with no epoch, or gone, gets a fresh one (ARGV[5] '.' r).
-    local epoch = pttl ~= -2 and redis.call('GET', ekey)
-    local fresh = not epoch
-    if fresh then
-      epoch = ARGV[5] .. '.' .. r
-      redis.call('SET', ekey, epoch)
-      if ARGV[3] + 0 > 0 then
-        -- Expires even if none of the room's messages is stored (the
-        -- TTL pass below renews it for a room that stored one).
-        redis.call('PEXPIRE', ekey, ARGV[3])
+    if not bus_err then
+      stream, ekey = KEYS[2 * nbuses + 2 * r - 1], KEYS[2 * nbuses + 2 * r]
+      pttl = redis.call('PTTL', stream)
+      -- A stream with no epoch, or gone, gets a fresh one (ARGV[5] '.' r).
+      epoch = pttl ~= -2 and redis.pcall('GET', ekey)
+      if epoch and epoch.err then
+        room_err = epoch.err
+      else
+        fresh = not epoch
+        if fresh then
+          epoch = ARGV[5] .. '.' .. r
+          redis.call('SET', ekey, epoch)
+          if ttl > 0 then
+            -- Expires even if none of the room's messages is stored
+            -- (renewed above for a room that stored one).
+            redis.call('PEXPIRE', ekey, ttl)
+          end
+        end
+        reply[r] = epoch
+        local mp = mpstr(epoch)
+        rec_head, md_tail = '\147' .. mp, '\165epoch' .. mp .. '\163seq'
       end
     end
-    local mp = mpstr(epoch)
-    room = {epoch, '\147' .. mp, fresh, false, false, pttl, '\165epoch' .. mp .. '\163seq', stream, bus}
-    rooms[r] = room
-  end
-  local stream, bus = room[8], room[9]
-  local key = bus[1]
-  local seq = bus[3] + 1
-  bus[3] = seq
-  local id
-  if seq == 0 then
-    id = bus[2] .. '0'
-  else
-    id = bus[2] .. seq
-  end
-  local mid = mpstr(id)
-  local uuid, payload, md0 = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local sent, head, recorded
-  if ARGV[a + 1] ~= '0' then
-    -- The record is {epoch, uuid, seq} (room[2], head, mid). One SET both reads an earlier
-    -- record and, when there is none, writes this one.
-    sent = KEYS[2 * nbuses + 2 * nrooms + ARGV[a + 1]]
-    head = mpstr(uuid)
-    local rec = redis.call('SET', sent, room[2] .. head .. mid, 'NX', 'GET', 'PX', ARGV[4])
-    if rec then
-      -- A record of an earlier epoch names a message that is lost, so
-      -- the send is stored again.
-      local ok, p = pcall(cmsgpack.unpack, rec)
-      if ok and type(p) == 'table' and p[1] == room[1] then
-        return '=' .. p[3] .. ' ' .. p[2]
-      end
-      redis.call('SET', sent, room[2] .. head .. mid, 'PX', ARGV[4])
-    end
-    recorded = id
   end
 
-  -- An XADD of an ID at or below the stream's last is refused and changes
-  -- nothing; only then is the stream's last ID read (follow).
-  local md = md0 .. room[7] .. mid
-  local res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
-    '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-  if type(res) == 'table' and string.find(res.err, 'equal or smaller', 1, true) then
-    id = follow(bus, key)
-    md = md0 .. room[7] .. mpstr(id)
-    res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
-      '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-  end
-  if type(res) ~= 'table' then
-    res = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id,
-      '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-    if type(res) == 'table' and not room[5] and string.find(res.err, 'equal or smaller', 1, true) then
-      -- The room is ahead of the bus: store in both above it.
-      redis.call('XDEL', key, id)
-      id = follow(bus, stream)
-      md = md0 .. room[7] .. mpstr(id)
-      res = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+  local res = bus_err or room_err
+  if res then
+    res = '!' .. res
+  else
+    seq = seq + 1
+    local id
+    if seq == 0 then
+      id = prefix .. '0'
+    else
+      id = prefix .. seq
+    end
+    local uuid, payload, md0 = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    -- (mpstr's first case, without the call, for what runs per message)
+    local mid = #id < 32 and string.char(0xa0 + #id) .. id or mpstr(id)
+    local sent, head, recorded
+    if ARGV[a + 1] ~= '0' then
+      -- The record is {epoch, uuid, seq} (rec_head, head, mid). One SET
+      -- both reads an earlier record and, when there is none, writes
+      -- this one.
+      sent = KEYS[2 * nbuses + 2 * nrooms + ARGV[a + 1]]
+      head = mpstr(uuid)
+      local rec = redis.pcall('SET', sent, rec_head .. head .. mid, 'NX', 'GET', 'PX', ARGV[4])
+      recorded = id
+      if rec and rec.err then
+        sent, res = nil, '!' .. rec.err
+      elseif rec then
+        -- A record of an earlier epoch names a message that is lost, so
+        -- the send is stored again.
+        local ok, p = pcall(cmsgpack.unpack, rec)
+        if ok and type(p) == 'table' and p[1] == epoch then
+          res = '=' .. p[3] .. ' ' .. p[2]
+        else
+          redis.call('SET', sent, rec_head .. head .. mid, 'PX', ARGV[4])
+        end
+      end
+    end
+
+    if not res then
+      -- An XADD of an ID at or below the stream's last is refused and
+      -- changes nothing; only then is the stream's last ID read (follow).
+      local md = md0 .. md_tail .. mid
+      local xa = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
         '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-      if type(res) ~= 'table' then
-        res = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id,
+      if xa.err and string.find(xa.err, 'equal or smaller', 1, true) then
+        prefix, seq, id = follow(key, prefix, seq)
+        md = md0 .. md_tail .. mpstr(id)
+        xa = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
           '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
       end
+      if not xa.err then
+        xa = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id,
+          '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
+        if xa.err and not checked and string.find(xa.err, 'equal or smaller', 1, true) then
+          -- The room is ahead of the bus: store in both above it.
+          redis.call('XDEL', key, id)
+          prefix, seq, id = follow(stream, prefix, seq)
+          md = md0 .. md_tail .. mpstr(id)
+          xa = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
+            '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
+          if not xa.err then
+            xa = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[1], id,
+              '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
+          end
+        end
+        checked = true
+        if xa.err then
+          -- Nothing of the message stays: none is delivered without
+          -- history.
+          redis.call('XDEL', key, id)
+        end
+      end
+      if xa.err then
+        if sent then
+          redis.call('DEL', sent)
+        end
+        res = '!' .. xa.err
+      else
+        stored = true
+        if sent and recorded ~= id then
+          redis.call('SET', sent, rec_head .. head .. mpstr(id), 'PX', ARGV[4])
+        end
+        if push then
+          redis.call('SPUBLISH', key .. ARGV[8], prev .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
+          prev = id
+        end
+        res = id
+      end
     end
-    room[5] = true
-    if type(res) == 'table' then
-      -- Nothing of the message stays: none is delivered without history.
-      redis.call('XDEL', key, id)
-    end
-  end
-  if type(res) == 'table' then
-    if sent then
-      redis.call('DEL', sent)
-    end
-    error(res.err)
-  end
-  room[4] = true
-  if sent and recorded ~= id then
-    redis.call('SET', sent, room[2] .. head .. mpstr(id), 'PX', ARGV[4])
-  end
-  if ARGV[8] ~= '' then
-    redis.call('SPUBLISH', key .. ARGV[8], bus[4] .. ' ' .. id .. ' ' .. #uuid .. ' ' .. #md .. ' ' .. uuid .. md .. payload)
-    bus[4] = id
-  end
-  return id
-end
-
--- The reply: the rooms' epochs ('' until a room is seen), then the
--- messages' entries.
-local reply = {}
-for r = 1, nrooms do
-  reply[r] = ''
-end
-local n = nrooms
-for a = 9 + nrooms + nbuses, #ARGV, 5 do
-  local ok, res = pcall(store_one, a)
-  if not ok then
-    if type(res) == 'table' then
-      res = res.err
-    end
-    res = '!' .. tostring(res)
   end
   n = n + 1
   reply[n] = res
-end
-
--- Every room that stored a message outlives it by at least 99% of the
--- TTL: its TTL is set again once it has run down by 1% (so a busy room
--- costs no write here; its PTTL was read when it was first seen).
-for r, room in pairs(rooms) do
-  reply[r] = room[1]
-  if room[4] then
-    local stream, ekey = room[8], KEYS[2 * nbuses + 2 * r]
-    local ttl = ARGV[3] + 0
-    if ttl > 0 then
-      if room[3] or room[6] < ttl - ttl / 100 then
-        redis.call('PEXPIRE', stream, ttl)
-        redis.call('PEXPIRE', ekey, ttl)
-      end
-    elseif room[6] ~= -1 or redis.call('PTTL', ekey) ~= -1 then
-      redis.call('PERSIST', stream)
-      redis.call('PERSIST', ekey)
-    end
-  end
 end
 return reply
