@@ -34,11 +34,13 @@ type Store interface {
 	// AppendAsync queues msg to be appended as Append does and returns at
 	// once; done is called exactly once with Append's result, possibly
 	// before AppendAsync returns and possibly from another goroutine.
-	// Messages queued one after another (one call returns before the
-	// next begins, from one goroutine or from several taking turns under
-	// a lock) are stored in the order queued, so a caller can keep many
-	// appends in flight without losing a room's order. When the backend's queue is full it returns ErrOverloaded at
-	// once and done is not called: the caller refuses rather than waits.
+	// Messages of one room queued one after another (one call returns
+	// before the next begins, from one goroutine or from several taking
+	// turns under a lock) are stored in the order queued, so a caller can
+	// keep many appends in flight without losing a room's order; messages
+	// of different rooms may be stored in another order. When the
+	// backend's queue is full it returns ErrOverloaded at once and done is
+	// not called: the caller refuses rather than waits.
 	AppendAsync(msg *message.Message, done func(Appended, error)) error
 }
 
