@@ -254,12 +254,13 @@ const maxRoomKeys = 4096
 
 // scriptCall is one append script call: the messages of a batch of one
 // partition in a Redis Cluster, or the whole batch on a single Redis, in
-// batch order.
+// batch order until build orders them by bus and room.
 type scriptCall struct {
 	// args is the whole command: EVALSHA, the SHA, the key count, the
 	// keys, the script's arguments.
 	args []any
-	// reqs are the batch's indexes of the call's messages, in order.
+	// reqs are the batch's indexes of the call's messages, in the order
+	// they are stored: each room's in batch order.
 	reqs []int
 	// rooms is the number of rooms of the call.
 	rooms int

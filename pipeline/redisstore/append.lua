@@ -69,7 +69,7 @@
 -- as: prev ' ' seq ' ' #uuid ' ' #metadata ' ' uuid metadata payload,
 -- where prev is the ID of the bus entry before it: its newest entry when
 -- the call began ('0-0' for none), or the caller's last ID when the bus
--- holds nothing newer, even if that entry is gone (see store_one). A
+-- holds nothing newer, even if that entry is gone (see the loop). A
 -- subscriber that handled prev handles the push as the next entry; any
 -- other prev tells it that it missed entries (a push lost with its
 -- connection, or an entry stored by a writer that does not push), which it
@@ -78,10 +78,10 @@
 -- What the script costs Redis is mostly its commands. Of its own work,
 -- what counts is what runs for every call and every message, and in
 -- Redis's Lua a few things cost far more than the rest: a function or a
--- table is made anew on every call (about 2,500 machine instructions
--- each), and a pcall costs twice that; every new string is hashed byte by
+-- table is made anew on every call (about 2,000 machine instructions
+-- each), a pcall costs 5,000; every new string is hashed byte by
 -- byte (about 11 instructions a byte); a tonumber parses its string twice
--- (about 800), and a number turned into a string costs twice that. So the
+-- (about 1,500), and a number turned into a string costs more. So the
 -- script is one loop over the messages, which keeps the state of the bus
 -- and the room at hand in locals (they come grouped), catches errors with
 -- redis.pcall where a command can fail (an error reply is a table with an
@@ -155,8 +155,10 @@ local n = nrooms
 -- its newest entry, read for pushes) is not read unless an XADD finds it
 -- higher (another caller stored since, or the clock went back), and a
 -- room's only if its stream is ahead of its bus (it was lost, or written by
--- hand).
-local bno, key, bus_err, prev, prefix, seq
+-- hand). bus_last is the last ID the call stored in it, and left[b] the
+-- last one it stored in bus b before turning to another (made only then):
+-- a bus that comes back takes up from there.
+local bno, key, bus_err, prev, prefix, seq, bus_last, left
 -- The room at hand: its number as in ARGV (rno; false before the first),
 -- stream, epoch key, the error that fails its messages when it could not
 -- be read, epoch, whether it is fresh, the stream's PTTL (-2: none), the
@@ -172,7 +174,7 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
   if this_room ~= rno then
     -- Every room that stored a message outlives it by at least 99% of the
     -- TTL: its TTL is set again once it has run down by 1% (so a busy room
-    -- costs no write here; its PTTL was read when it was first seen).
+    -- costs no write here; its PTTL was read when it came to hand).
     if stored then
       if ttl > 0 then
         if fresh or pttl < ttl - ttl / 100 then
@@ -191,7 +193,11 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
     local r = this_room + 0
     local this_bus = ARGV[8 + r]
     if this_bus ~= bno then
-      bno = this_bus
+      if bus_last then
+        left = left or {}
+        left[bno] = bus_last
+      end
+      bno, bus_last = this_bus, nil
       local b = this_bus + 0
       key = KEYS[2 * b - 1]
       -- The bus's epoch is kept, not read: one EXISTS of both keys tells
@@ -200,7 +206,7 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
       if not stands then
         redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
       end
-      local last = ARGV[8 + nrooms + b]
+      local last = left and left[this_bus] or ARGV[8 + nrooms + b]
       bus_err, prev, prefix, seq = nil, '0-0', now_prefix, -1
       if push then
         -- A push names the bus's newest entry. Where the bus stands and
@@ -291,9 +297,11 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
         sent, res = nil, '!' .. rec.err
       elseif rec then
         -- A record of an earlier epoch names a message that is lost, so
-        -- the send is stored again.
+        -- the send is stored again (and so is one of a record that is not
+        -- this script's).
         local ok, p = pcall(cmsgpack.unpack, rec)
-        if ok and type(p) == 'table' and p[1] == epoch then
+        if ok and type(p) == 'table' and p[1] == epoch and type(p[2]) == 'string' and type(p[3]) == 'string' then
+          seq = seq - 1 -- id is not used
           res = '=' .. p[3] .. ' ' .. p[2]
         else
           redis.call('SET', sent, rec_head .. head .. mid, 'PX', ARGV[4])
@@ -341,7 +349,7 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
         end
         res = '!' .. xa.err
       else
-        stored = true
+        stored, bus_last = true, id
         if sent and recorded ~= id then
           redis.call('SET', sent, rec_head .. head .. mpstr(id), 'PX', ARGV[4])
         end

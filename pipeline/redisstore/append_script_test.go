@@ -20,7 +20,10 @@ import (
 // are stored as grouped ones are: each room in order under its bus's IDs,
 // each entry's metadata naming its seq and its room's epoch, each bus's
 // pushes naming the entry before, and a send repeated after its room came
-// back twice answered as a duplicate.
+// back twice answered as a duplicate. A bus that comes back takes up its
+// IDs and its pushes' prev where the call left it, even when the caller's
+// last ID there is above what it holds (its newest entries were lost): each
+// bus's IDs are consecutive, a duplicate using none, and no XADD is refused.
 func TestAppendScriptRoomsComeBack(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
@@ -33,9 +36,16 @@ func TestAppendScriptRoomsComeBack(t *testing.T) {
 	buses := []string{p + "bus1", p + "bus2"}
 	rooms := []string{p + "room1", p + "room2", p + "room3"}
 	roomBus := []int{1, 2, 1}
-	msgs := []scriptMsg{{1, "a"}, {2, "b"}, {3, ""}, {1, ""}, {2, "c"}, {3, "d"}, {1, "a"}, {2, ""}}
+	msgs := []scriptMsg{{1, "a"}, {2, "b"}, {3, ""}, {1, ""}, {2, "c"}, {3, "d"}, {1, "a"}, {1, ""}, {2, ""}}
 	const dup, original = 6, 0
-	keys, args, uuids := scriptArgs(p, suffix, buses, rooms, roomBus, msgs)
+	// Bus 1 stands and holds 1-1; its caller last stored 2-0, since lost.
+	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: buses[0], ID: "1-1", Values: []any{"x", "y"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, buses[0]+":epoch", "eb", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	keys, args, uuids := scriptArgs(p, suffix, buses, []string{"2-0", ""}, rooms, roomBus, msgs)
 
 	ps := c.SSubscribe(ctx, buses[0]+suffix, buses[1]+suffix)
 	defer func() { _ = ps.Close() }()
@@ -44,9 +54,25 @@ func TestAppendScriptRoomsComeBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if srv.Private() {
+		if err := c.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	res, err := c.Eval(ctx, appendLua, keys, args...).StringSlice()
 	if err != nil || len(res) != len(rooms)+len(msgs) {
 		t.Fatalf("script replied %q, %v; want %d entries", res, err, len(rooms)+len(msgs))
+	}
+	if srv.Private() {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil || !strings.Contains(info, "cmdstat_xadd:") {
+			t.Fatalf("command statistics %q, %v", info, err)
+		}
+		for line := range strings.SplitSeq(info, "\r\n") {
+			if strings.HasPrefix(line, "cmdstat_xadd:") && !strings.HasSuffix(line, ",failed_calls=0") {
+				t.Errorf("XADDs: %s; want none refused", line)
+			}
+		}
 	}
 	epochs, seqs := res[:len(rooms)], res[len(rooms):]
 	for r, e := range epochs {
@@ -72,9 +98,17 @@ func TestAppendScriptRoomsComeBack(t *testing.T) {
 		want[bus] = append(want[bus], i)
 	}
 	for stream, idx := range want {
-		xs, err := c.XRange(ctx, stream, "-", "+").Result()
+		xs, err := c.XRange(ctx, stream, "(1-1", "+").Result()
 		if err != nil || len(xs) != len(idx) {
 			t.Fatalf("%s holds %v, %v; want messages %v", stream, xs, err, idx)
+		}
+		if stream == buses[0] || stream == buses[1] {
+			first, _ := pipeline.ParseSeq(xs[0].ID)
+			for j, x := range xs {
+				if want := (pipeline.Seq{MS: first.MS, N: uint64(j)}).String(); x.ID != want {
+					t.Fatalf("%s's entry %d is %s, want %s (a call's IDs in a bus are consecutive)", stream, j, x.ID, want)
+				}
+			}
 		}
 		for j, x := range xs {
 			i := idx[j]
@@ -87,7 +121,7 @@ func TestAppendScriptRoomsComeBack(t *testing.T) {
 	}
 
 	// Each bus's pushes follow on from each other, in its order.
-	prev := map[string]string{buses[0] + suffix: "0-0", buses[1] + suffix: "0-0"}
+	prev := map[string]string{buses[0] + suffix: "2-0", buses[1] + suffix: "0-0"}
 	next := map[string][]int{buses[0] + suffix: want[buses[0]], buses[1] + suffix: want[buses[1]]}
 	for range len(want[buses[0]]) + len(want[buses[1]]) {
 		var got string
@@ -112,7 +146,9 @@ func TestAppendScriptRoomsComeBack(t *testing.T) {
 
 // TestAppendScriptFailuresAreOwn: a bus, a room's epoch or a send record
 // whose key holds something else fails the messages that need it, each
-// answered with the error, and the others of the call are stored.
+// answered with the error, and the others of the call are stored. A send
+// record that is not the script's (a msgpack array of the room's epoch
+// alone) fails nothing: the send is stored and the record rewritten.
 func TestAppendScriptFailuresAreOwn(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
@@ -122,8 +158,8 @@ func TestAppendScriptFailuresAreOwn(t *testing.T) {
 	buses := []string{p + "bus1", p + "bus2"}
 	rooms := []string{p + "room1", p + "room2", p + "room3"}
 	roomBus := []int{1, 2, 2}
-	msgs := []scriptMsg{{1, "a"}, {2, "b"}, {2, "c"}, {3, ""}, {2, ""}}
-	keys, args, _ := scriptArgs(p, ":push", buses, rooms, roomBus, msgs)
+	msgs := []scriptMsg{{1, "a"}, {2, "b"}, {2, "c"}, {3, ""}, {2, ""}, {2, "e"}}
+	keys, args, _ := scriptArgs(p, ":push", buses, []string{"", ""}, rooms, roomBus, msgs)
 	for _, k := range []string{
 		buses[0],            // bus 1, so room 1: message 0
 		rooms[2] + ":epoch", // room 3: message 3
@@ -132,6 +168,9 @@ func TestAppendScriptFailuresAreOwn(t *testing.T) {
 		if err := c.HSet(ctx, k, "not", "this").Err(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := c.Set(ctx, p+"sent:2:e", "\x91\xa4e1.2", 0).Err(); err != nil { // room 2's fresh epoch
+		t.Fatal(err)
 	}
 	// Room 3 stands, so its epoch is read (a room that does not gets a
 	// fresh epoch in place of whatever its key held).
@@ -154,8 +193,11 @@ func TestAppendScriptFailuresAreOwn(t *testing.T) {
 			}
 		}
 	}
-	if xs, err := c.XRange(ctx, buses[1], "-", "+").Result(); err != nil || len(xs) != 2 || xs[0].ID != replies[1] || xs[1].ID != replies[4] {
-		t.Fatalf("bus 2 holds %v, %v; want messages 1 and 4", xs, err)
+	if xs, err := c.XRange(ctx, buses[1], "-", "+").Result(); err != nil || len(xs) != 3 || xs[0].ID != replies[1] || xs[1].ID != replies[4] || xs[2].ID != replies[5] {
+		t.Fatalf("bus 2 holds %v, %v; want messages 1, 4 and 5", xs, err)
+	}
+	if rec, err := c.Get(ctx, p+"sent:2:e").Result(); err != nil || !strings.HasPrefix(rec, "\x93\xa4e1.2") || !strings.HasSuffix(rec, replies[5]) {
+		t.Fatalf("message 5's send record %q, %v; want {epoch, uuid, seq}", rec, err)
 	}
 	// Room 1 is left as it was: its bus failed before it was read.
 	if n, err := c.Exists(ctx, rooms[0], rooms[0]+":epoch").Result(); err != nil || n != 0 || res[0] != "" {
@@ -174,10 +216,10 @@ type scriptMsg struct {
 }
 
 // scriptArgs lays out an append.lua call (see its header) of msgs, with keys
-// named after p: room r's bus is roomBus[r-1] (1-based); the callers know no
-// last IDs; each entry's metadata holds only what the script adds. It
-// returns the keys, the arguments, and the messages' UUIDs.
-func scriptArgs(p, suffix string, buses, rooms []string, roomBus []int, msgs []scriptMsg) (keys []string, args []any, uuids []string) {
+// named after p: room r's bus is roomBus[r-1] (1-based); the caller's last
+// ID in bus b is last[b-1]; each entry's metadata holds only what the script
+// adds. It returns the keys, the arguments, and the messages' UUIDs.
+func scriptArgs(p, suffix string, buses, last, rooms []string, roomBus []int, msgs []scriptMsg) (keys []string, args []any, uuids []string) {
 	for _, b := range buses {
 		keys = append(keys, b, b+":epoch")
 	}
@@ -188,8 +230,8 @@ func scriptArgs(p, suffix string, buses, rooms []string, roomBus []int, msgs []s
 	for _, b := range roomBus {
 		args = append(args, b)
 	}
-	for range buses {
-		args = append(args, "")
+	for _, l := range last {
+		args = append(args, l)
 	}
 	for i, m := range msgs {
 		k := 0
