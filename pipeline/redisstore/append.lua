@@ -3,12 +3,12 @@
 -- its room already holds the same send (idempotency). One call takes the
 -- messages of a batch that belong to one partition in a Redis Cluster (a
 -- script's keys must share a slot), or the whole batch on a single Redis,
--- so the per-call costs (the script call itself, TIME, each bus's newest
--- entry when pushing: an XREVRANGE after the caller's last ID, each room's
--- epoch and TTL: a PTTL and a GET) are paid once per call, not once per
--- message; a message costs one SET (its send record, read and written at
--- once: SET NX GET, Redis 7.0 or later), two XADDs, and an SPUBLISH when
--- pushing.
+-- so the per-call costs (the script call itself, TIME, each bus's epoch: an
+-- EXISTS, and its newest entry when pushing: an XREVRANGE after the
+-- caller's last ID, each room's epoch and TTL: a PTTL and a GET) are paid
+-- once per call, not once per message; a message costs one SET (its send
+-- record, read and written at once: SET NX GET, Redis 7.0 or later), two
+-- XADDs, and an SPUBLISH when pushing.
 --
 -- KEYS[2b-1]      bus b           <prefix>:{pNN}:bus           (b = 1..B)
 -- KEYS[2b]        bus b's epoch   <prefix>:{pNN}:bus:epoch
@@ -47,11 +47,8 @@
 -- message that could not be stored (the others are). Seqs never start with
 -- '=' or '!' nor contain a space.
 --
--- Epochs: a room stream whose epoch key is missing, or whose epoch key
--- outlived the stream (the stream was deleted or lost), gets the fresh
--- epoch; a bus gets one when it is gone (its epoch key is written, not
--- read: one deleted alone stays missing, which BusState reports as a
--- change, until the bus is lost; Redis must not evict keys). The
+-- Epochs: a stream whose epoch key is missing, or whose epoch key outlived
+-- the stream (the stream was deleted or lost), gets the fresh epoch. The
 -- room stream and its epoch key share one TTL, kept here for every room that
 -- stored a message, so they expire together; so after any loss the next
 -- message starts a new epoch.
@@ -203,11 +200,17 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
       bno, bus_last = this_bus, nil
       local b = this_bus + 0
       key = KEYS[2 * b - 1]
+      -- The bus's epoch is kept, not read: one EXISTS of both keys tells
+      -- whether it stands.
+      local stands = redis.call('EXISTS', key, KEYS[2 * b]) == 2
+      if not stands then
+        redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
+      end
       local last = left and left[this_bus] or ARGV[8 + nrooms + b]
       bus_err, prev, prefix, seq = nil, '0-0', now_prefix, -1
       if push then
-        -- A push names the bus's newest entry. Where the caller knows an
-        -- entry of the bus, that is usually the caller's
+        -- A push names the bus's newest entry. Where the bus stands and
+        -- the caller knows an entry of it, that is usually the caller's
         -- last ID (an instance stores each partition's messages from one
         -- batcher, and hears of the others' from its subscription), so
         -- only an entry after it is asked for: none, usually, and an
@@ -218,7 +221,7 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
         -- after it, which holds nothing before this push; either way it
         -- gets what it got when the newest entry was named.
         local newest
-        if last ~= '' then
+        if stands and last ~= '' then
           prev = last
           newest = redis.pcall('XREVRANGE', key, '+', '(' .. last, 'COUNT', '1')
         else
@@ -310,17 +313,8 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
       -- An XADD of an ID at or below the stream's last is refused and
       -- changes nothing; only then is the stream's last ID read (follow).
       local md = md0 .. md_tail .. mid
-      local xa = redis.pcall('XADD', key, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[2], id,
+      local xa = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
         '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-      if not xa then
-        -- The bus is gone (lost, or never written): it gets a fresh
-        -- epoch, and its first push names no entry before it. (Its epoch
-        -- key is kept, not read; a bus that stands keeps its epoch.)
-        redis.call('SET', KEYS[2 * bno], ARGV[5] .. '.b' .. bno)
-        prev = '0-0'
-        xa = redis.pcall('XADD', key, 'MAXLEN', '~', ARGV[2], id,
-          '_watermill_message_uuid', uuid, 'payload', payload, 'metadata', md)
-      end
       if xa.err and string.find(xa.err, 'equal or smaller', 1, true) then
         prefix, seq, id = follow(key, prefix, seq)
         md = md0 .. md_tail .. mpstr(id)
