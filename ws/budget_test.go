@@ -504,10 +504,11 @@ func TestHistoryBudget(t *testing.T) {
 func TestHistoryBudgetSpread(t *testing.T) {
 	t.Parallel()
 	const page = 4 << 10
-	// A page's refill (about 0.9 s) is the debt the herd below finds, long
-	// enough for all of it to arrive while it is unpaid on a slow machine.
-	const rate = 4 << 10
-	// The burst (8 s of refill) bounds how far apart a spell's refusals
+	// A page's refill (about 2 s) is the debt the herd below finds, long
+	// enough for all of it to arrive while it is unpaid on a slow machine
+	// busy with other tests (half that was not, once).
+	const rate = 2 << 10
+	// The burst (16 s of refill) bounds how far apart a spell's refusals
 	// are spread: more than the herd below needs.
 	cfg := ws.Config{MaxPageBytes: page, HistoryBurst: 8 * page, HistoryRate: rate, FrameRate: 1000, FrameBurst: 1000}
 	h := startKeeping(t, 1000, cfg)
