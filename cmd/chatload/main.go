@@ -48,6 +48,7 @@ type cli struct {
 	Drain           *time.Duration `placeholder:"D" help:"Longest wait for acks and deliveries in flight after it (default ${default_drain}; at most ${max_drain})."`
 	MaxMessages     *int           `placeholder:"N" help:"Most messages sent, warm-up included (default rate × (warm-up + duration); at most ${max_messages})."`
 	DialConcurrency *int           `placeholder:"N" help:"Connections opened at once (default ${default_dial_concurrency})."`
+	Protocol        string         `default:"chatstream" enum:"chatstream,centrifugo" help:"Protocol the clients speak: chatstream, or centrifugo to measure a Centrifugo server with the same scenarios (Centrifugo's JSON protocol: anonymous connect, a subscribe per room, publish; see docs/PERFORMANCE.md)."`
 	ServerPID       []int          `name:"server-pid" sep:"," placeholder:"PID" help:"Server process ids, comma separated: report their CPU (% of one core over the measured phase) and RSS (before and after) from /proc."`
 	JSON            bool           `name:"json" help:"Print the result as JSON instead of a table."`
 	CPUProfile      string         `name:"cpuprofile" type:"path" placeholder:"FILE" help:"Write a CPU profile of chatload itself, from connect to the end of the run, to FILE (go tool pprof)."`
@@ -191,6 +192,7 @@ func config(c cli) (loadgen.Config, error) {
 		cfg.Rate = 0 // --senders 0 alone makes an idle run
 	}
 	cfg.ServerPIDs = c.ServerPID
+	cfg.Protocol = c.Protocol
 	return cfg, nil
 }
 

@@ -50,6 +50,8 @@ func TestConfigFromFlags(t *testing.T) {
 		{"scaled", []string{"--scenario", "R", "--scale", "0.1"}, "scenario R: 50 rooms, 500 receivers, 10 senders, 100 msg/s, 100-byte texts; warm-up 2s, measured 10s, drain ≤ 5s"},
 		{"idle", []string{"--scenario", "I"}, "scenario I: 1000 rooms, 10000 receivers, idle for 5s"},
 		{"idle by flag", []string{"--senders", "0", "--conns", "7"}, "1 room, 7 receivers, idle for 10s"},
+		{"centrifugo", []string{"--scenario", "R", "--protocol", "centrifugo"},
+			"scenario R: 500 rooms, 5000 receivers, 100 senders, 1000 msg/s, 100-byte texts; warm-up 2s, measured 10s, drain ≤ 5s; Centrifugo's protocol"},
 		{"old flags", []string{"--conns", "1000", "--senders", "10", "--rate", "200", "--duration", "8s"},
 			"1 room, 1000 receivers, 10 senders, 200 msg/s, 100-byte texts; warm-up 0s, measured 8s, drain ≤ 5s"},
 	} {

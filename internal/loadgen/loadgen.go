@@ -15,8 +15,10 @@
 // counters, bitsets and latency histogram until it returns (only its
 // delivery count is shared, atomically, with the drain); one sending
 // goroutine per sender, the only writer of its socket until the run closes
-// it; and the caller's, which paces the phases and, once every other
-// goroutine has returned, merges their counters into the Result.
+// it (but for the answers to Centrifugo's pings, which the sender's reader
+// writes under its write lock); and the caller's, which paces the phases
+// and, once every other goroutine has returned, merges their counters into
+// the Result.
 package loadgen
 
 import (
@@ -161,6 +163,9 @@ type Config struct {
 	// DialConcurrency is the number of connections opened at once. Default
 	// DefaultDialConcurrency.
 	DialConcurrency int `json:"dial_concurrency"`
+	// Protocol is the protocol the clients speak: ProtocolChatstream or
+	// ProtocolCentrifugo. Default ProtocolChatstream.
+	Protocol string `json:"protocol"`
 }
 
 // WithDefaults returns c with every zero field set to its default, as Run
@@ -195,6 +200,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DialConcurrency == 0 {
 		c.DialConcurrency = DefaultDialConcurrency
+	}
+	if c.Protocol == "" {
+		c.Protocol = ProtocolChatstream
 	}
 }
 
@@ -238,6 +246,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("loadgen: max messages %d, want 0 to %d", c.MaxMessages, MaxMessagesLimit)
 	case c.DialConcurrency < 1:
 		return fmt.Errorf("loadgen: dial concurrency %d, want at least 1", c.DialConcurrency)
+	case c.Protocol != "" && c.Protocol != ProtocolChatstream && c.Protocol != ProtocolCentrifugo:
+		return fmt.Errorf("loadgen: protocol %q, want %s or %s", c.Protocol, ProtocolChatstream, ProtocolCentrifugo)
 	}
 	for _, pid := range c.ServerPIDs {
 		if pid <= 0 {
@@ -276,6 +286,16 @@ type sender struct {
 	rooms []int // rooms joined; a room's position is its slot
 
 	warmupSent, sent, writeErrors int64
+
+	// writeMu orders the sending goroutine's writes with the reader's
+	// answers to Centrifugo's pings.
+	writeMu sync.Mutex
+	// nextID is the last Centrifugo command id used, owned by the
+	// sending goroutine; pending holds the publishes not yet answered,
+	// by id.
+	nextID    uint32
+	pendingMu sync.Mutex
+	pending   map[uint32]pendingSend
 
 	acked   []bitset // measured messages acked, by slot, by number
 	acks    int64
@@ -357,15 +377,19 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	r.measuredStart = t0.Add(cfg.Warmup)
 	readDeadline := r.measuredStart.Add(cfg.Duration + cfg.Drain + ReadSlack)
 	var readers sync.WaitGroup
+	onReceiverLine, onSenderLine := r.onReceiverLine, r.onSenderLine
+	if cfg.Protocol == ProtocolCentrifugo {
+		onReceiverLine, onSenderLine = r.onCentrifugoReceiverLine, r.onCentrifugoSenderLine
+	}
 	for _, rc := range r.receivers {
 		_ = rc.ws.SetReadDeadline(readDeadline) // an error shows on the next read
 		readers.Go(func() {
-			rc.closed = r.readLoop(rc.ws, func(line []byte, now time.Time) { r.onReceiverLine(rc, line, now) })
+			rc.closed = r.readLoop(rc.ws, func(line []byte, now time.Time) { onReceiverLine(rc, line, now) })
 		})
 	}
 	for _, s := range r.senders {
 		_ = s.ws.SetReadDeadline(readDeadline) // an error shows on the next read
-		readers.Go(func() { s.closed = r.readLoop(s.ws, func(line []byte, now time.Time) { r.onSenderLine(s, line, now) }) })
+		readers.Go(func() { s.closed = r.readLoop(s.ws, func(line []byte, now time.Time) { onSenderLine(s, line, now) }) })
 	}
 	var senders sync.WaitGroup
 	for _, s := range r.senders {
@@ -411,7 +435,7 @@ func (r *run) connect(ctx context.Context) error {
 	defer cancel()
 	err := r.each(ctx, r.cfg.Conns, func(ctx context.Context, i int) error {
 		room := i % r.cfg.Rooms
-		ws, err := r.dialJoin(ctx, r.urls[i%len(r.urls)], r.id+"-r"+strconv.Itoa(i), []int{room})
+		ws, err := r.dial(ctx, r.urls[i%len(r.urls)], r.id+"-r"+strconv.Itoa(i), []int{room})
 		if err != nil {
 			return err
 		}
@@ -426,11 +450,15 @@ func (r *run) connect(ctx context.Context) error {
 		for room := s % r.group; room < r.cfg.Rooms; room += r.group {
 			rooms = append(rooms, room)
 		}
-		ws, err := r.dialJoin(ctx, r.urls[(r.cfg.Conns+s)%len(r.urls)], r.id+"-s"+strconv.Itoa(s), rooms)
+		ws, err := r.dial(ctx, r.urls[(r.cfg.Conns+s)%len(r.urls)], r.id+"-s"+strconv.Itoa(s), rooms)
 		if err != nil {
 			return err
 		}
 		r.senders[s] = &sender{index: s, ws: ws, rooms: rooms, acked: make([]bitset, len(rooms)), refused: make(map[string]int64)}
+		if r.cfg.Protocol == ProtocolCentrifugo {
+			r.senders[s].nextID = uint32(len(rooms) + 1) // the connect and the subscribes
+			r.senders[s].pending = make(map[uint32]pendingSend)
+		}
 		return nil
 	})
 }
@@ -476,13 +504,21 @@ type joinReply struct {
 	Message string `json:"message"`
 }
 
-// dialJoin opens a connection as user and joins rooms one at a time, each
-// with no history, waiting for each joined, so that no delivery is expected
-// before membership.
-func (r *run) dialJoin(ctx context.Context, url, user string, rooms []int) (*websocket.Conn, error) {
+// dial opens a connection as user and joins it to rooms in the run's
+// protocol.
+func (r *run) dial(ctx context.Context, url, user string, rooms []int) (*websocket.Conn, error) {
+	if r.cfg.Protocol == ProtocolCentrifugo {
+		return r.dialCentrifugo(ctx, url, user, rooms)
+	}
+	return r.dialJoin(ctx, url, user, rooms)
+}
+
+// open dials url+path within JoinTimeout and gives the connection the
+// read limit, and read and write deadlines JoinTimeout away for the joins.
+func (r *run) open(ctx context.Context, url, path string) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, JoinTimeout)
 	defer cancel()
-	ws, resp, err := r.dialer.DialContext(ctx, url+"/ws?user="+user, nil)
+	ws, resp, err := r.dialer.DialContext(ctx, url+path, nil)
 	if err != nil {
 		return nil, dialError(url, resp, err)
 	}
@@ -490,6 +526,17 @@ func (r *run) dialJoin(ctx context.Context, url, user string, rooms []int) (*web
 	deadline := time.Now().Add(JoinTimeout)
 	_ = ws.SetReadDeadline(deadline)  // an error shows on the next read
 	_ = ws.SetWriteDeadline(deadline) // an error shows on the next write
+	return ws, nil
+}
+
+// dialJoin opens a connection as user and joins rooms one at a time, each
+// with no history, waiting for each joined, so that no delivery is expected
+// before membership.
+func (r *run) dialJoin(ctx context.Context, url, user string, rooms []int) (*websocket.Conn, error) {
+	ws, err := r.open(ctx, url, "/ws?user="+user)
+	if err != nil {
+		return nil, err
+	}
 	for _, room := range rooms {
 		name := r.roomName(room)
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"join","room":"`+name+`","history":0}`)); err != nil {
@@ -523,19 +570,25 @@ func awaitJoined(ws *websocket.Conn, room string) error {
 		}
 		return true
 	}
+	if err := readUntil(ws, joined); err != nil {
+		return err
+	}
+	return answer
+}
+
+// readUntil hands ws's messages to handle until it returns false, or
+// reading fails.
+func readUntil(ws *websocket.Conn, handle func(data []byte) bool) error {
 	if fc, ok := ws.NetConn().(*frameConn); ok {
-		if err := fc.messages(ws, ReadLimit, joined); err != nil {
-			return err
-		}
-		return answer
+		return fc.messages(ws, ReadLimit, handle)
 	}
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
 			return err
 		}
-		if !joined(data) {
-			return answer
+		if !handle(data) {
+			return nil
 		}
 	}
 }
@@ -573,6 +626,7 @@ func (r *run) sendLoop(ctx context.Context, s *sender, t0 time.Time) {
 	end := r.measuredStart.Add(r.cfg.Duration)
 	warm, next := 0, make([]int, len(s.rooms)) // message numbers: warm-up, and measured by slot
 	buf := make([]byte, 0, 128+r.cfg.TextSize)
+	centrifugo := r.cfg.Protocol == ProtocolCentrifugo
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for k := 0; ; k++ {
@@ -597,9 +651,16 @@ func (r *run) sendLoop(ctx context.Context, s *sender, t0 time.Time) {
 			phase, n = phaseWarmup, warm
 		}
 		now := time.Now()
-		buf = r.appendSend(buf[:0], s.index, s.rooms[slot], slot, n, phase, now.Sub(r.base))
+		if centrifugo {
+			buf = r.appendPublish(buf[:0], s, s.rooms[slot], slot, n, phase, now.Sub(r.base))
+		} else {
+			buf = r.appendSend(buf[:0], s.index, s.rooms[slot], slot, n, phase, now.Sub(r.base))
+		}
+		s.writeMu.Lock()
 		_ = s.ws.SetWriteDeadline(now.Add(WriteWait)) // an error shows on the write
-		if err := s.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
+		err := s.ws.WriteMessage(websocket.TextMessage, buf)
+		s.writeMu.Unlock()
+		if err != nil {
 			s.writeErrors++
 			return
 		}
@@ -624,6 +685,15 @@ func (r *run) appendSend(buf []byte, sender, room, slot, n int, phase byte, at t
 	buf = append(buf, '-')
 	buf = strconv.AppendInt(buf, int64(room), 10)
 	buf = append(buf, `","text":"`...)
+	buf = appendText(buf, r.cfg.TextSize, sender, n, phase, at)
+	buf = append(buf, `","ref":"`...)
+	buf = appendRef(buf, phase, slot, n, at)
+	return append(buf, `"}`...)
+}
+
+// appendText appends a message's text of size bytes: "<phase> <ns>
+// <sender> <n> " padded with x.
+func appendText(buf []byte, size, sender, n int, phase byte, at time.Duration) []byte {
 	start := len(buf)
 	buf = append(buf, phase, ' ')
 	buf = strconv.AppendInt(buf, int64(at), 10)
@@ -632,17 +702,20 @@ func (r *run) appendSend(buf []byte, sender, room, slot, n int, phase byte, at t
 	buf = append(buf, ' ')
 	buf = strconv.AppendInt(buf, int64(n), 10)
 	buf = append(buf, ' ')
-	for len(buf)-start < r.cfg.TextSize {
+	for len(buf)-start < size {
 		buf = append(buf, 'x')
 	}
-	buf = append(buf, `","ref":"`...)
+	return buf
+}
+
+// appendRef appends a send's ref: "<phase><slot>.<n>.<ns>".
+func appendRef(buf []byte, phase byte, slot, n int, at time.Duration) []byte {
 	buf = append(buf, phase)
 	buf = strconv.AppendInt(buf, int64(slot), 10)
 	buf = append(buf, '.')
 	buf = strconv.AppendInt(buf, int64(n), 10)
 	buf = append(buf, '.')
-	buf = strconv.AppendInt(buf, int64(at), 10)
-	return append(buf, `"}`...)
+	return strconv.AppendInt(buf, int64(at), 10)
 }
 
 // readLoop reads ws's messages until it fails, handing each frame line to
@@ -759,6 +832,11 @@ func (r *run) onReceiverLine(rc *receiver, line []byte, now time.Time) {
 		}
 		text = []byte(f.Text)
 	}
+	r.delivery(rc, text, now)
+}
+
+// delivery counts a message with text that reached receiver rc at now.
+func (r *run) delivery(rc *receiver, text []byte, now time.Time) {
 	phase, at, sender, n, ok := parseText(text)
 	if !ok || sender >= len(r.senders) {
 		rc.foreign++
@@ -788,14 +866,9 @@ func (r *run) onSenderLine(s *sender, line []byte, now time.Time) {
 	if bytes.HasPrefix(line, ackPrefix) {
 		ref, _ := stringField(line, refKey)
 		phase, slot, n, at, ok := parseRef(ref)
-		if !ok || phase != phaseMeasured || slot >= len(s.rooms) {
-			return
+		if ok {
+			r.acked(s, phase, slot, n, at, now)
 		}
-		s.latency.record(now.Sub(r.base) - at)
-		s.acks++
-		s.acked[slot].add(n)
-		r.answered.Add(1)
-		r.expected.Add(r.inRoom[s.rooms[slot]])
 		return
 	}
 	var f serverFrame
@@ -812,6 +885,19 @@ func (r *run) onSenderLine(s *sender, line []byte, now time.Time) {
 		return // the frame rate's rate_limited has no ref: counted by when it came
 	}
 	s.refused[f.Code]++
+}
+
+// acked counts the ack, at now, of sender s's message n to its room in
+// slot, sent at at; warm-up acks are not counted.
+func (r *run) acked(s *sender, phase byte, slot, n int, at time.Duration, now time.Time) {
+	if phase != phaseMeasured || slot >= len(s.rooms) {
+		return
+	}
+	s.latency.record(now.Sub(r.base) - at)
+	s.acks++
+	s.acked[slot].add(n)
+	r.answered.Add(1)
+	r.expected.Add(r.inRoom[s.rooms[slot]])
 }
 
 // parseText reads the header of a text made by appendSend:

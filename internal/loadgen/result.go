@@ -226,10 +226,13 @@ func (c Config) Describe() string {
 	fmt.Fprintf(&b, "%s, %s", plural(c.Rooms, "room"), plural(c.Conns, "receiver"))
 	if c.Senders == 0 {
 		fmt.Fprintf(&b, ", idle for %v", c.Duration)
-		return b.String()
+	} else {
+		fmt.Fprintf(&b, ", %s, %g msg/s, %d-byte texts; warm-up %v, measured %v, drain ≤ %v",
+			plural(c.Senders, "sender"), c.Rate, c.TextSize, c.Warmup, c.Duration, c.Drain)
 	}
-	fmt.Fprintf(&b, ", %s, %g msg/s, %d-byte texts; warm-up %v, measured %v, drain ≤ %v",
-		plural(c.Senders, "sender"), c.Rate, c.TextSize, c.Warmup, c.Duration, c.Drain)
+	if c.Protocol == ProtocolCentrifugo {
+		b.WriteString("; Centrifugo's protocol")
+	}
 	return b.String()
 }
 
