@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -168,8 +169,16 @@ func (r *run) onCentrifugoSenderLine(s *sender, line []byte, now time.Time) {
 		s.writeMu.Unlock()
 		return
 	}
+	// A publish's reply, {"id":N,"publish":{}}, is read without a JSON
+	// decode, as chatstream's acks are.
 	var f centrifugoReply
-	if json.Unmarshal(line, &f) != nil || f.ID == 0 {
+	if id, rest, ok := cutNumber(bytes.TrimPrefix(line, centrifugoIDPrefix), ','); ok && bytes.HasPrefix(line, centrifugoIDPrefix) &&
+		bytes.HasPrefix(rest, centrifugoPublishKey) && id <= math.MaxUint32 {
+		f.ID = uint32(id)
+	} else if json.Unmarshal(line, &f) != nil {
+		return
+	}
+	if f.ID == 0 {
 		return
 	}
 	s.pendingMu.Lock()
@@ -186,6 +195,11 @@ func (r *run) onCentrifugoSenderLine(s *sender, line []byte, now time.Time) {
 		s.refused[strconv.Itoa(f.Error.Code)]++
 	}
 }
+
+var (
+	centrifugoIDPrefix   = []byte(`{"id":`)
+	centrifugoPublishKey = []byte(`"publish":`)
+)
 
 // answerPing answers a Centrifugo ping on ws, whose writes the caller
 // owns. A failed answer is not reported: the server then closes the

@@ -11,7 +11,9 @@
 // measured sends still in flight). Every phase is bounded in time, sends
 // are bounded in count, and only loopback addresses are dialled.
 //
-// Goroutines: one reader per connection, which owns that connection's
+// Goroutines: one reader per connection, from when it is joined (so that
+// the server's pings are answered however long the connect phase takes),
+// which owns that connection's
 // counters, bitsets and latency histogram until it returns (only its
 // delivery count is shared, atomically, with the drain); one sending
 // goroutine per sender, the only writer of its socket until the run closes
@@ -316,8 +318,17 @@ type run struct {
 	receivers []*receiver
 	senders   []*sender
 
-	// base is the origin of send times in texts and refs (monotonic).
+	// base is the origin of send times in texts and refs (monotonic);
+	// set before any reader starts.
 	base time.Time
+	// readers are the connections' read goroutines, each started once its
+	// connection is joined, so that the server's pings are answered
+	// however long the connect phase takes.
+	readers sync.WaitGroup
+	// onReceiverLine and onSenderLine handle a line of a receiver's and a
+	// sender's in the run's protocol.
+	onReceiverLine func(rc *receiver, line []byte, now time.Time)
+	onSenderLine   func(s *sender, line []byte, now time.Time)
 	// measuredStart is when the measured phase starts; set before the
 	// senders start and read-only after.
 	measuredStart time.Time
@@ -365,31 +376,28 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer r.closeAll()
+	r.onReceiverLine, r.onSenderLine = r.onChatstreamReceiverLine, r.onChatstreamSenderLine
+	if cfg.Protocol == ProtocolCentrifugo {
+		r.onReceiverLine, r.onSenderLine = r.onCentrifugoReceiverLine, r.onCentrifugoSenderLine
+	}
+	r.base = time.Now()
 	connectStart := time.Now()
 	if err := r.connect(ctx); err != nil {
+		r.stopping.Store(true)
+		r.closeAll()
+		r.readers.Wait()
 		return Result{}, err
 	}
 	res := Result{Config: cfg, Connections: cfg.Conns + cfg.Senders, ConnectTime: time.Since(connectStart)}
 
-	r.base = time.Now()
-	t0 := r.base.Add(startDelay)
+	t0 := time.Now().Add(startDelay)
 	r.measuredStart = t0.Add(cfg.Warmup)
 	readDeadline := r.measuredStart.Add(cfg.Duration + cfg.Drain + ReadSlack)
-	var readers sync.WaitGroup
-	onReceiverLine, onSenderLine := r.onReceiverLine, r.onSenderLine
-	if cfg.Protocol == ProtocolCentrifugo {
-		onReceiverLine, onSenderLine = r.onCentrifugoReceiverLine, r.onCentrifugoSenderLine
-	}
 	for _, rc := range r.receivers {
 		_ = rc.ws.SetReadDeadline(readDeadline) // an error shows on the next read
-		readers.Go(func() {
-			rc.closed = r.readLoop(rc.ws, func(line []byte, now time.Time) { onReceiverLine(rc, line, now) })
-		})
 	}
 	for _, s := range r.senders {
 		_ = s.ws.SetReadDeadline(readDeadline) // an error shows on the next read
-		readers.Go(func() { s.closed = r.readLoop(s.ws, func(line []byte, now time.Time) { onSenderLine(s, line, now) }) })
 	}
 	var senders sync.WaitGroup
 	for _, s := range r.senders {
@@ -418,7 +426,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	r.stopping.Store(true)
 	r.closeAll()
-	readers.Wait()
+	r.readers.Wait()
 	r.collect(&res, sendEnd)
 	if err := errors.Join(startErr, endErr); err != nil {
 		res.Warnings = append(res.Warnings, "server statistics: "+err.Error())
@@ -439,7 +447,11 @@ func (r *run) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.receivers[i] = &receiver{ws: ws, room: room}
+		rc := &receiver{ws: ws, room: room}
+		r.receivers[i] = rc
+		r.readers.Go(func() {
+			rc.closed = r.readLoop(ws, func(line []byte, now time.Time) { r.onReceiverLine(rc, line, now) })
+		})
 		return nil
 	})
 	if err != nil {
@@ -454,11 +466,15 @@ func (r *run) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.senders[s] = &sender{index: s, ws: ws, rooms: rooms, acked: make([]bitset, len(rooms)), refused: make(map[string]int64)}
+		snd := &sender{index: s, ws: ws, rooms: rooms, acked: make([]bitset, len(rooms)), refused: make(map[string]int64)}
 		if r.cfg.Protocol == ProtocolCentrifugo {
-			r.senders[s].nextID = uint32(len(rooms) + 1) // the connect and the subscribes
-			r.senders[s].pending = make(map[uint32]pendingSend)
+			snd.nextID = uint32(len(rooms) + 1) // the connect and the subscribes
+			snd.pending = make(map[uint32]pendingSend)
 		}
+		r.senders[s] = snd
+		r.readers.Go(func() {
+			snd.closed = r.readLoop(ws, func(line []byte, now time.Time) { r.onSenderLine(snd, line, now) })
+		})
 		return nil
 	})
 }
@@ -505,12 +521,19 @@ type joinReply struct {
 }
 
 // dial opens a connection as user and joins it to rooms in the run's
-// protocol.
+// protocol. Its read deadline is then the end of the longest connect
+// phase, until the run sets its own.
 func (r *run) dial(ctx context.Context, url, user string, rooms []int) (*websocket.Conn, error) {
+	dial := r.dialJoin
 	if r.cfg.Protocol == ProtocolCentrifugo {
-		return r.dialCentrifugo(ctx, url, user, rooms)
+		dial = r.dialCentrifugo
 	}
-	return r.dialJoin(ctx, url, user, rooms)
+	ws, err := dial(ctx, url, user, rooms)
+	if err != nil {
+		return nil, err
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(ConnectTimeout + ReadSlack)) // an error shows on the next read
+	return ws, nil
 }
 
 // open dials url+path within JoinTimeout and gives the connection the
@@ -818,10 +841,10 @@ type serverFrame struct {
 	Text string `json:"text"`
 }
 
-// onReceiverLine handles one frame on a receiver. Message frames, the bulk
+// onChatstreamReceiverLine handles one frame on a receiver. Message frames, the bulk
 // of the traffic, are recognised without a JSON decode so that the
 // generator's CPU stays small next to the server's.
-func (r *run) onReceiverLine(rc *receiver, line []byte, now time.Time) {
+func (r *run) onChatstreamReceiverLine(rc *receiver, line []byte, now time.Time) {
 	var text []byte
 	if bytes.HasPrefix(line, messagePrefix) {
 		text, _ = stringField(line, textKey)
@@ -857,9 +880,9 @@ func (r *run) delivery(rc *receiver, text []byte, now time.Time) {
 	}
 }
 
-// onSenderLine handles one frame on a sender: acks and refusals of its
+// onChatstreamSenderLine handles one frame on a sender: acks and refusals of its
 // measured sends. Its own rooms' messages are skipped.
-func (r *run) onSenderLine(s *sender, line []byte, now time.Time) {
+func (r *run) onChatstreamSenderLine(s *sender, line []byte, now time.Time) {
 	if bytes.HasPrefix(line, messagePrefix) {
 		return
 	}
