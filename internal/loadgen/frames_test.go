@@ -173,7 +173,8 @@ func TestFrameConnDeadline(t *testing.T) {
 }
 
 // TestFrameConnRefused keeps a refused handshake's reason readable: the
-// body after the response's header reaches the websocket library.
+// body after the response's header reaches the websocket library. The hint
+// to chatstream's flags is given only where the server is chatstream.
 func TestFrameConnRefused(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "too many connections from 127.0.0.1", http.StatusServiceUnavailable)
@@ -181,12 +182,15 @@ func TestFrameConnRefused(t *testing.T) {
 	t.Cleanup(srv.Close)
 	d := websocket.Dialer{NetDialContext: frameDialer(&net.Dialer{Timeout: JoinTimeout})}
 	url := "ws" + strings.TrimPrefix(srv.URL, "http")
-	_, resp, err := d.DialContext(context.Background(), url+"/ws", nil)
-	if err == nil {
-		t.Fatal("handshake succeeded")
-	}
-	if msg := dialError(url, resp, err).Error(); !strings.Contains(msg, "too many connections from 127.0.0.1") || !strings.Contains(msg, "--max-conns-per-ip") {
-		t.Fatalf("dial error %q lacks the server's reason or the hint", msg)
+	for _, chatstream := range []bool{true, false} {
+		_, resp, err := d.DialContext(context.Background(), url+"/ws", nil)
+		if err == nil {
+			t.Fatal("handshake succeeded")
+		}
+		msg := dialError(url, resp, err, chatstream).Error()
+		if !strings.Contains(msg, "too many connections from 127.0.0.1") || strings.Contains(msg, "--max-conns-per-ip") != chatstream {
+			t.Errorf("dial error %q (chatstream server %v) lacks the server's reason, or has the hint to chatstream's flags where it should not or lacks it where it should", msg, chatstream)
+		}
 	}
 }
 

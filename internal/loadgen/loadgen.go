@@ -543,7 +543,7 @@ func (r *run) open(ctx context.Context, url, path string) (*websocket.Conn, erro
 	defer cancel()
 	ws, resp, err := r.dialer.DialContext(ctx, url+path, nil)
 	if err != nil {
-		return nil, dialError(url, resp, err)
+		return nil, dialError(url, resp, err, r.cfg.Protocol == ProtocolChatstream)
 	}
 	ws.SetReadLimit(ReadLimit)
 	deadline := time.Now().Add(JoinTimeout)
@@ -617,14 +617,14 @@ func readUntil(ws *websocket.Conn, handle func(data []byte) bool) error {
 }
 
 // dialError explains a failed dial; a refused handshake names the server
-// limits to lift.
-func dialError(url string, resp *http.Response, err error) error {
+// limits to lift, when the server is chatstream.
+func dialError(url string, resp *http.Response, err error, chatstream bool) error {
 	if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil {
 		return fmt.Errorf("loadgen: dial %s: %w", url, err)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 256)) // best effort: the reason for people
 	hint := ""
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+	if chatstream && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 		hint = " (the server limits connections and handshakes per address; start it with --max-conns-per-ip and --handshake-burst above the run's connections, see docs/PERFORMANCE.md)"
 	}
 	return fmt.Errorf("loadgen: dial %s: %w: %s: %s%s", url, err, resp.Status, bytes.TrimSpace(body), hint)
