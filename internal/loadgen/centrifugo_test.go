@@ -108,6 +108,9 @@ func TestCentrifugoRun(t *testing.T) {
 	if res.Config.Protocol != loadgen.ProtocolCentrifugo {
 		t.Errorf("result's protocol %q, want %q", res.Config.Protocol, loadgen.ProtocolCentrifugo)
 	}
+	if len(res.Refused) != 0 {
+		t.Errorf("refused %v, want no codes: chatstream's are not Centrifugo's", res.Refused)
+	}
 }
 
 // TestCentrifugoRefusals: a refused publish is counted under Centrifugo's

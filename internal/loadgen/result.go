@@ -31,9 +31,10 @@ type Result struct {
 	Sent           int64   `json:"sent"`
 	SendsPerSecond float64 `json:"sends_per_second"`
 	// Acked counts measured sends acknowledged; Refused the error frames
-	// answering them, by code (unavailable and rate_limited always
-	// present; a rate_limited of the frame rate has no ref and is counted
-	// by when it came); Unanswered the sends with neither (a frame the
+	// answering them, by code (chatstream's unavailable and rate_limited
+	// always present on a chatstream run; a rate_limited of the frame rate
+	// has no ref and is counted by when it came; Centrifugo's codes are
+	// numbers); Unanswered the sends with neither (a frame the
 	// server's frame rate discarded, or one still in flight when the drain
 	// ended); WriteErrors the sends that could not be written.
 	Acked       int64            `json:"acked"`
@@ -108,7 +109,10 @@ type ServerStats struct {
 // collect merges the goroutines' counters into res. Call it after every
 // reader and sender has returned.
 func (r *run) collect(res *Result, sendEnd time.Time) {
-	res.Refused = map[string]int64{"unavailable": 0, "rate_limited": 0}
+	res.Refused = map[string]int64{}
+	if r.cfg.Protocol != ProtocolCentrifugo {
+		res.Refused["unavailable"], res.Refused["rate_limited"] = 0, 0
+	}
 	res.Disconnects = map[string]int64{}
 	for _, s := range r.senders {
 		res.WarmupSent += s.warmupSent
