@@ -79,9 +79,11 @@ func (r *run) dialCentrifugo(ctx context.Context, url, user string, rooms []int)
 }
 
 // awaitCentrifugoReply reads frames until the reply to command id, and
-// returns its error. Pings are answered.
+// returns its error. Pings are answered, those in the reply's message too
+// (the server batches several lines in one message).
 func awaitCentrifugoReply(ws *websocket.Conn, id uint32) error {
 	var answer error
+	found := false
 	replied := func(data []byte) bool {
 		for line := range bytes.SplitSeq(data, []byte{'\n'}) {
 			if bytes.Equal(line, centrifugoPing) {
@@ -89,15 +91,15 @@ func awaitCentrifugoReply(ws *websocket.Conn, id uint32) error {
 				continue
 			}
 			var f centrifugoReply
-			if json.Unmarshal(line, &f) != nil || f.ID != id {
+			if found || json.Unmarshal(line, &f) != nil || f.ID != id {
 				continue
 			}
+			found = true
 			if f.Error != nil {
 				answer = fmt.Errorf("server answered %d: %s", f.Error.Code, f.Error.Message)
 			}
-			return false
 		}
-		return true
+		return !found
 	}
 	if err := readUntil(ws, replied); err != nil {
 		return err

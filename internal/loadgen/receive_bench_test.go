@@ -42,7 +42,7 @@ func BenchmarkReceiverLine(b *testing.B) {
 	now := r.base.Add(time.Second)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		r.onReceiverLine(rc, lines[i%len(lines)], now)
+		r.onChatstreamReceiverLine(rc, lines[i%len(lines)], now)
 	}
 	if rc.deliveries == 0 {
 		b.Fatal("no delivery recorded")
@@ -93,7 +93,7 @@ func benchReceive(b *testing.B, dialer *websocket.Dialer) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	start <- b.N
-	closed := r.readLoop(ws, func(line []byte, now time.Time) { r.onReceiverLine(rc, line, now) })
+	closed := r.readLoop(ws, func(line []byte, now time.Time) { r.onChatstreamReceiverLine(rc, line, now) })
 	b.StopTimer()
 	if rc.deliveries != int64(b.N) || closed != "1000" {
 		b.Fatalf("%d deliveries, closed %q; want %d and 1000", rc.deliveries, closed, b.N)
