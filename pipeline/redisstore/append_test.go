@@ -79,7 +79,8 @@ func scriptCalls(t *testing.T, c *redis.Client) int {
 // TestAppendBatchInOneCall: appends of several rooms of one partition that
 // reach Redis together are stored by one script call each batch, every
 // room in the order queued, with a send repeated within the batch stored
-// once; when the bus is ahead of the clock, the whole batch follows it.
+// once; when the bus is ahead of the clock, the whole batch follows it,
+// having read its newest entry.
 // The rooms' messages come interleaved, and each call reads each room
 // once (the script is given them grouped by room).
 func TestAppendBatchInOneCall(t *testing.T) {
@@ -118,6 +119,11 @@ func TestAppendBatchInOneCall(t *testing.T) {
 	}
 	if reads, _ := commandStat(t, c, "pttl"); reads > calls*len(rooms) {
 		t.Errorf("%d script calls read rooms %d times, want at most %d (once per room and call)", calls, reads, calls*len(rooms))
+	}
+	// The bus's newest entry is its last ID: read with XREVRANGE, never
+	// with the dearer XINFO STREAM.
+	if infos, _ := commandStat(t, c, "xinfo|stream"); infos != 0 {
+		t.Errorf("%d XINFO STREAMs to follow a bus whose newest entry is its last ID, want none", infos)
 	}
 	last := map[string]string{} // room's last seq
 	newest := future.String()
@@ -469,10 +475,11 @@ func TestAppendAfterFailedAppends(t *testing.T) {
 	const rounds = 100
 	var last pipeline.Seq
 	for i := range rounds {
-		// Two failures in one call: the second's ID is two above the
-		// bus's newest remaining entry.
+		// Three failures in one call: the last one's ID is three above
+		// the bus's newest remaining entry, more than one step of the
+		// script's look at that entry can make up.
 		for j, r := range appendAll(t, srv, b, []*message.Message{
-			send(broken, fmt.Sprint("b-", i), "lost"), send(broken, fmt.Sprint("c-", i), "lost"),
+			send(broken, fmt.Sprint("b-", i), "lost"), send(broken, fmt.Sprint("c-", i), "lost"), send(broken, fmt.Sprint("d-", i), "lost"),
 		}) {
 			if r.err == nil || !strings.Contains(r.err.Error(), "WRONGTYPE") {
 				t.Fatalf("round %d: append %d to a room whose key is a string: %v; want WRONGTYPE", i, j, r.err)
