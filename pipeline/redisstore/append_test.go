@@ -460,6 +460,51 @@ func TestAppendCallsStartAfterTheirLastID(t *testing.T) {
 // still store its message above that ID, not be refused because the bus's
 // newest remaining entry is below it.
 func TestAppendAfterFailedAppends(t *testing.T) {
+	t.Run("same millisecond", testAppendAfterFailedAppends)
+	t.Run("deleted tail ahead", testAppendAfterDeletedTail)
+}
+
+// testAppendAfterDeletedTail: a bus ahead of the clock whose newest
+// entries were deleted is followed above the last ID it generated, not
+// above its newest remaining entry: the script's look at that entry is
+// refused, and it reads the last generated ID (XINFO STREAM), once.
+func testAppendAfterDeletedTail(t *testing.T) {
+	t.Parallel()
+	srv := testredis.Start(t)
+	if !srv.Private() {
+		t.Skip("counting commands needs a private redis-server")
+	}
+	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 1})
+	c := srv.Client()
+	ctx := context.Background()
+	mustAppend(t, b, send("lobby", "", "warm-up")) // loads the script
+	ahead := uint64(time.Now().Add(time.Hour).UnixMilli())
+	bus := b.Keys().Bus(0)
+	for n := uint64(1); n <= 3; n++ {
+		id := pipeline.Seq{MS: ahead, N: n}.String()
+		if err := c.XAdd(ctx, &redis.XAddArgs{Stream: bus, ID: id, Values: []any{"x", "y"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.XDel(ctx, bus, pipeline.Seq{MS: ahead, N: 2}.String(), pipeline.Seq{MS: ahead, N: 3}.String()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := b.Append(ctx, send("lobby", "after", "kept"))
+	if err != nil {
+		t.Fatalf("append after a deleted tail: %v", err)
+	}
+	if want := (pipeline.Seq{MS: ahead, N: 4}).String(); a.Seq != want {
+		t.Errorf("seq %s, want %s: above the last generated ID", a.Seq, want)
+	}
+	if infos, _ := commandStat(t, c, "xinfo|stream"); infos != 1 {
+		t.Errorf("%d XINFO STREAMs, want 1: after the newest entry was refused", infos)
+	}
+}
+
+func testAppendAfterFailedAppends(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
 	if !srv.Private() {
@@ -476,8 +521,8 @@ func TestAppendAfterFailedAppends(t *testing.T) {
 	var last pipeline.Seq
 	for i := range rounds {
 		// Three failures in one call: the last one's ID is three above
-		// the bus's newest remaining entry, more than one step of the
-		// script's look at that entry can make up.
+		// the bus's newest remaining entry, more than two looks at that
+		// entry (one ID higher each) would reach.
 		for j, r := range appendAll(t, srv, b, []*message.Message{
 			send(broken, fmt.Sprint("b-", i), "lost"), send(broken, fmt.Sprint("c-", i), "lost"), send(broken, fmt.Sprint("d-", i), "lost"),
 		}) {
