@@ -59,6 +59,9 @@
 -- goes backwards within an epoch, even if the server's clock does. The
 -- last IDs are not read up front: an XADD of an ID at or below a stream's
 -- last fails without effect, and only then is that stream's last ID read.
+-- (When pushing, the bus's newest entry, read for the push, is above the
+-- caller's last ID when another writer stored since; the next ID is then
+-- tried above it.)
 -- Every room entry is written by this script, so a room's IDs are a subset
 -- of its bus's IDs, and a subscriber that knows the seq of the last message
 -- it handled knows its position in the bus.
@@ -102,6 +105,20 @@ local function mpstr(s)
     math.floor(n / 256) % 256, n % 256) .. s
 end
 
+-- above returns the prefix and seq of the ID last (an entry's, or nil) when
+-- it is above prefix .. seq, else prefix and seq.
+local function above(last, prefix, seq)
+  local lms, lseq = string.match(last or '', '^(%d+)-(%d+)$')
+  if lms then
+    lms, lseq = tonumber(lms), tonumber(lseq)
+    local ms = tonumber(string.sub(prefix, 1, -2))
+    if lms > ms or (lms == ms and lseq > seq) then
+      return string.format('%.0f-', lms), lseq
+    end
+  end
+  return prefix, seq
+end
+
 -- follow returns the next ID to try in a bus whose last ID used is prefix
 -- .. seq (see below), above stream's last ID. Unless full, that is the ID
 -- of its newest entry (XREVRANGE … COUNT 1, which costs Redis about half
@@ -125,14 +142,7 @@ local function follow(stream, prefix, seq, full)
     local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', '1')
     last = newest[1] and newest[1][1]
   end
-  local lms, lseq = string.match(last or '', '^(%d+)-(%d+)$')
-  if lms then
-    lms, lseq = tonumber(lms), tonumber(lseq)
-    local ms = tonumber(string.sub(prefix, 1, -2))
-    if lms > ms or (lms == ms and lseq > seq) then
-      prefix, seq = string.format('%.0f-', lms), lseq
-    end
-  end
+  prefix, seq = above(last, prefix, seq)
   return prefix, seq + 1, prefix .. (seq + 1)
 end
 
@@ -241,16 +251,32 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
           prev = newest[1][1]
         end
       end
-      -- The caller's last ID matters only within this millisecond: an
-      -- older one is below now anyway, and a newer one is not used: if
-      -- the clock went back, the XADD that fails on the bus's last ID
-      -- finds it (follow). (One of a lost bus in this millisecond only
-      -- raises the next ID.)
-      if string.sub(last, 1, #now_prefix) == now_prefix then
-        local lseq = string.match(last, '^%d+$', #now_prefix + 1)
-        if lseq then
-          seq = tonumber(lseq)
+      -- The next ID is tried above the newest entry the caller knows the
+      -- bus holds, when that is of this millisecond or later (an older
+      -- one is below now anyway): the bus's newest entry after the
+      -- caller's last ID, read for the push (another writer's), else the
+      -- caller's last ID. So no XADD is first refused on an ID already
+      -- taken, nor on a bus that stands ahead of the clock (the clock
+      -- went back), and the bus is not followed. A lost bus forgets the
+      -- clock of its lost entries: the caller's last ID ahead of the
+      -- clock is not used (one of this millisecond only raises the next
+      -- ID). The usual cases cost little: an ID of this millisecond is
+      -- read from its digits, and one of an earlier millisecond is told
+      -- by a string comparison (IDs of this century have 13 digits
+      -- before the '-', which any collation orders as numbers; one that
+      -- says otherwise only costs above's exact comparison, or a
+      -- follow).
+      local known = prev
+      if known == '0-0' then
+        known = last
+      end
+      if string.sub(known, 1, #now_prefix) == now_prefix then
+        local kseq = string.match(known, '^%d+$', #now_prefix + 1)
+        if kseq then
+          seq = tonumber(kseq)
         end
+      elseif stands and not (known < now_prefix) then
+        prefix, seq = above(known, prefix, seq)
       end
     end
     if not bus_err then

@@ -79,7 +79,7 @@ func scriptCost(b *testing.B, srv *testredis.Server) func(msgs int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var usec, scripts, cmds float64
+		var usec, scripts, cmds, refused float64
 		for name, stats := range infoFields(info) {
 			script := name == "cmdstat_evalsha" || name == "cmdstat_eval"
 			for kv := range strings.SplitSeq(stats, ",") {
@@ -92,6 +92,8 @@ func scriptCost(b *testing.B, srv *testredis.Server) func(msgs int) {
 					scripts += f
 				case k == "calls" && name != "cmdstat_info" && name != "cmdstat_config":
 					cmds += f
+				case name == "cmdstat_xadd" && k == "failed_calls":
+					refused += f
 				}
 			}
 		}
@@ -100,6 +102,9 @@ func scriptCost(b *testing.B, srv *testredis.Server) func(msgs int) {
 		b.ReportMetric((cpu1-cpu0)*1e6/n, "redis-cpu-µs/msg")
 		b.ReportMetric(scripts/n, "scripts/msg")
 		b.ReportMetric(cmds/n, "cmds/msg")
+		// XADDs refused on an ID already used (another writer's): each
+		// costs a look at the bus's newest entry and another XADD.
+		b.ReportMetric(refused/n, "refused-xadds/msg")
 	}
 }
 
@@ -143,20 +148,40 @@ func BenchmarkAppendInFlight(b *testing.B) {
 	}
 }
 
-func benchAppend(b *testing.B, callers, inFlight int) {
+// BenchmarkAppendInstances measures 16 callers' appends through two
+// instances (two backends on one Redis, callers taking them in turn), so
+// that each bus stores both instances' messages, interleaved, as with
+// several gateways.
+func BenchmarkAppendInstances(b *testing.B) {
+	b.Run("instances=2", func(b *testing.B) { benchAppend(b, 16, 0, 2) })
+}
+
+// benchAppend runs callers' appends; a third argument runs that many
+// instances on one Redis.
+func benchAppend(b *testing.B, callers, inFlight int, instances ...int) {
 	text := make([]byte, 256)
 	for i := range text {
 		text[i] = 'a' + byte(i%26)
 	}
 	be, srv := benchBackendServer(b, inFlight)
+	bes := []*redisstore.Backend{be}
+	for len(instances) > 0 && len(bes) < instances[0] {
+		other, err := redisstore.New(redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, BusMaxLen: 1 << 22, InFlight: inFlight})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = other.Close() })
+		bes = append(bes, other)
+	}
 	ctx := context.Background()
-	var n atomic.Int64
+	var n, caller atomic.Int64
 	b.SetParallelism(callers) // GOMAXPROCS × callers goroutines
 	b.ReportAllocs()
 	report := scriptCost(b, srv)
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
+		be := bes[int(caller.Add(1))%len(bes)]
 		for pb.Next() {
 			i := n.Add(1)
 			if _, err := be.Append(ctx, benchMessage(fmt.Sprintf("room-%d", i%64), text)); err != nil {
