@@ -31,7 +31,8 @@
 --         when it is of the current millisecond, the bus's next ID is tried
 --         above it, so that a call does not first try an ID already used
 --         (see the IDs below); when pushing, the bus's newest entry is
---         looked for only after it
+--         looked for only after it, and the next ID tried above that
+--         entry when there is one of this millisecond or later
 -- then 5 arguments per message, in the order to store them, those of one
 --   bus together and within them those of one room (a bus or a room that
 --   comes back is stored the same, but read again):
@@ -169,9 +170,10 @@ local n = nrooms
 -- only when pushing), and prefix .. seq: the last ID used in it, or a bound
 -- below the next one to try (seq -1: the next is prefix .. '0'; prefix is
 -- the ID's milliseconds and '-'). IDs start in the current millisecond,
--- above the caller's last ID there (ARGV). The bus's last ID (as opposed to
--- its newest entry, read for pushes) is not read unless an XADD finds it
--- higher (another caller stored since, or the clock went back), and a
+-- above the caller's last ID there (ARGV), or above the bus's newest entry
+-- when one was read (for a push) of this millisecond or later. The bus's
+-- last ID is not read otherwise unless an XADD finds it higher (another
+-- caller stored since, or the clock went back), and a
 -- room's only if its stream is ahead of its bus (it was lost, or written by
 -- hand). bus_last is the last ID the call stored in it, and left[b] the
 -- last one it stored in bus b before turning to another (made only then):
@@ -224,7 +226,8 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
       if not stands then
         redis.call('SET', KEYS[2 * b], ARGV[5] .. '.b' .. b)
       end
-      local last = left and left[this_bus] or ARGV[8 + nrooms + b]
+      local own = left and left[this_bus]
+      local last = own or ARGV[8 + nrooms + b]
       bus_err, prev, prefix, seq = nil, '0-0', now_prefix, -1
       if push then
         -- A push names the bus's newest entry. Where the bus stands and
@@ -253,13 +256,15 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
       end
       -- The next ID is tried above the newest entry the caller knows the
       -- bus holds, when that is of this millisecond or later (an older
-      -- one is below now anyway): the bus's newest entry after the
-      -- caller's last ID, read for the push (another writer's), else the
-      -- caller's last ID. So no XADD is first refused on an ID already
-      -- taken, nor on a bus that stands ahead of the clock (the clock
-      -- went back), and the bus is not followed. A lost bus forgets the
-      -- clock of its lost entries: the caller's last ID ahead of the
-      -- clock is not used (one of this millisecond only raises the next
+      -- one is below now anyway), so that no XADD is first refused on an
+      -- ID already taken and the bus is not followed: the bus's newest
+      -- entry after the caller's last ID, read for the push (another
+      -- writer's), else the caller's last ID. An ID of a later
+      -- millisecond (a bus ahead of the clock: the clock went back) is
+      -- used only when it was read from the bus, or stored by this call:
+      -- the caller's may be that of a bus that was lost, whose new
+      -- epoch must not take up the lost one's clock (nor name it as a
+      -- push's prev entry; one of this millisecond only raises the next
       -- ID). The usual cases cost little: an ID of this millisecond is
       -- read from its digits, and one of an earlier millisecond is told
       -- by a string comparison (IDs of this century have 13 digits
@@ -275,7 +280,7 @@ for a = 9 + nrooms + nbuses, #ARGV + 1, 5 do
         if kseq then
           seq = tonumber(kseq)
         end
-      elseif stands and not (known < now_prefix) then
+      elseif (known ~= last or own) and not (known < now_prefix) then
         prefix, seq = above(known, prefix, seq)
       end
     end

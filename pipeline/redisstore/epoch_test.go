@@ -17,7 +17,9 @@ import (
 // TestFlushAllStartsNewEpochs: after Redis loses everything (FLUSHALL, as
 // a restart without persistence), the next append starts a new epoch for
 // the room and its bus; its seq may be lower than before; a send
-// remembered before is stored again, its original being lost.
+// remembered before is stored again, its original being lost. Another
+// instance's appends after it stay in the new epoch's clock too, though
+// that instance last stored further ahead.
 func TestFlushAllStartsNewEpochs(t *testing.T) {
 	t.Parallel()
 	srv := testredis.Start(t)
@@ -25,6 +27,7 @@ func TestFlushAllStartsNewEpochs(t *testing.T) {
 		t.Skip("FLUSHALL needs a private redis-server")
 	}
 	b := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 4})
+	other := newBackend(t, redisstore.Config{URL: srv.URL, Prefix: srv.Prefix, Partitions: 4})
 	ctx := context.Background()
 	p := pipeline.PartitionOf("lobby", b.Partitions())
 	// A seq far in the future, as if the clock had run ahead before the loss.
@@ -33,11 +36,14 @@ func TestFlushAllStartsNewEpochs(t *testing.T) {
 	if err := srv.Client().XAdd(ctx, &redis.XAddArgs{Stream: b.Keys().Bus(p), ID: future.String(), Values: []any{"x", "y"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
+	mustAppend(t, other, send("lobby", "", "other's, before"))
 	before := mustAppend(t, b, send("lobby", "c-1", "before"))
 	busBefore, err := b.BusState(ctx, p)
 	if err != nil || busBefore.Epoch == "" || busBefore.Last != before.Seq {
 		t.Fatalf("bus state before = %+v, %v", busBefore, err)
 	}
+	// The other instance's last ID is now before's: FLUSHALL loses it.
+	otherBefore := mustAppend(t, other, send("lobby", "", "other's, last before"))
 	if err := srv.Client().FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +60,13 @@ func TestFlushAllStartsNewEpochs(t *testing.T) {
 	busAfter, err := b.BusState(ctx, p)
 	if err != nil || busAfter.Epoch == "" || busAfter.Epoch == busBefore.Epoch || busAfter.Last != after.Seq {
 		t.Fatalf("bus state after = %+v, %v; want a new epoch (was %q), last %s", busAfter, err, busBefore.Epoch, after.Seq)
+	}
+	// The bus stands again, and the other instance's last ID, of the lost
+	// bus, is ahead of the clock: its next message is stored in the new
+	// epoch's clock, after the message before it, not after its lost one.
+	later := mustAppend(t, other, send("lobby", "", "other's, after"))
+	if later.Epoch != after.Epoch || pipeline.CompareSeq(later.Seq, after.Seq) <= 0 || pipeline.CompareSeq(later.Seq, before.Seq) >= 0 {
+		t.Fatalf("other instance after FLUSHALL: %+v; want epoch %s, seq above %s and below the lost %s (its last was %s)", later, after.Epoch, after.Seq, before.Seq, otherBefore.Seq)
 	}
 }
 
