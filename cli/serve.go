@@ -36,7 +36,7 @@ type serveCmd struct {
 	FrameRate         float64       `default:"${default_frame_rate}" env:"CHATSTREAM_FRAME_RATE" help:"Frames per second one connection may send (sustained)."`
 	FrameBurst        int           `default:"${default_frame_burst}" env:"CHATSTREAM_FRAME_BURST" help:"Frames one connection may send in a burst."`
 	PongWait          time.Duration `default:"${default_pong_wait}" env:"CHATSTREAM_PONG_WAIT" help:"How long a silent connection is kept; pings go out at 9/10 of it."`
-	WriteWait         time.Duration `default:"${default_write_wait}" env:"CHATSTREAM_WRITE_WAIT" help:"Deadline of each socket write."`
+	WriteWait         time.Duration `default:"${default_write_wait}" env:"CHATSTREAM_WRITE_WAIT" help:"Longest a socket write may take; a longer one drops the connection."`
 	MaxConns          int           `default:"0" env:"CHATSTREAM_MAX_CONNS" help:"WebSockets this instance holds at once; more are refused with 503. 0: the open-file limit minus max(100, limit/10), leaving room for health checks and Redis (${derived_max_conns} here)."`
 	MaxConnsPerIP     int           `default:"${default_max_conns_per_ip}" env:"CHATSTREAM_MAX_CONNS_PER_IP" help:"WebSockets one client address holds at once (an IPv6 /64 counts as one address); more are refused with 429."`
 	HandshakeRate     float64       `default:"${default_handshake_rate}" env:"CHATSTREAM_HANDSHAKE_RATE" help:"WebSocket handshakes per second one client address may make (sustained); more are refused with 429."`

@@ -54,6 +54,9 @@ type Conn struct {
 	pingDue bool
 	// nextPing is when the gateway's pinger pings next (Unix nanoseconds).
 	nextPing atomic.Int64
+	// writeSince is the gateway's clock when the batch being written
+	// began, 0 when none is (see writeBatch).
+	writeSince atomic.Int64
 
 	// done is closed once, by close, to make the writer finish.
 	done      chan struct{}
@@ -305,6 +308,7 @@ func (c *Conn) takeLocked() [][]byte {
 func (c *Conn) finish() {
 	defer c.gw.conns.Done()
 	defer c.release()
+	defer c.gw.forget(c)
 	cfg := &c.gw.cfg
 	if c.drain {
 		for {
@@ -330,11 +334,12 @@ func (c *Conn) finish() {
 }
 
 // writeBatch writes the frames of batch as one text message, separated by
-// newlines.
+// newlines. It sets no write deadline, which the socket would arm anew for
+// every message: it stamps the batch with the gateway's clock, and the
+// gateway's pinger cuts a write that lasts longer than WriteWait.
 func (c *Conn) writeBatch(batch [][]byte) error {
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.gw.cfg.WriteWait)); err != nil {
-		return err
-	}
+	c.writeSince.Store(c.gw.clock.Load())
+	defer c.writeSince.Store(0)
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err

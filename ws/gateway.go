@@ -82,7 +82,10 @@ type Config struct {
 	// MaxBatchBytes caps the frames the writer joins into one WebSocket
 	// message. Default 64 KiB.
 	MaxBatchBytes int
-	// WriteWait is the deadline of every write. Default 10s.
+	// WriteWait bounds every write to a connection: one that has not
+	// completed within WriteWait drops the connection. Writes are checked
+	// every WriteWait/4 (or PingPeriod/10 when that is shorter), so a
+	// stuck one is cut within 1.5 × WriteWait. Default 10s.
 	WriteWait time.Duration
 	// PongWait is how long a connection may stay silent; every pong or frame
 	// extends it. Default 60s.
@@ -304,6 +307,15 @@ type Gateway struct {
 	histFail *faillog.Log
 	// workers handle the connections' frames.
 	workers *workers
+
+	// live holds every connection from its upgrade until its writer has
+	// finished it, and clock is the pinger's clock (the Unix nanoseconds
+	// of its latest tick). A writer stamps each batch with the clock
+	// (Conn.writeSince) instead of giving it a deadline, and the pinger
+	// cuts a write stamped more than WriteWait and a tick ago.
+	liveMu sync.Mutex
+	live   map[*Conn]struct{}
+	clock  atomic.Int64
 }
 
 // NewGateway returns a gateway that registers connections in hub, submits
@@ -313,7 +325,8 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger, histFail: faillog.New(cfg.Logger, "history reads", 0)}
+	g := &Gateway{cfg: cfg, hub: hub, sub: sub, hist: hist, log: cfg.Logger, histFail: faillog.New(cfg.Logger, "history reads", 0), live: make(map[*Conn]struct{})}
+	g.clock.Store(time.Now().UnixNano())
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.drained, g.stopDrain = context.WithCancel(context.Background())
 	g.workers = newWorkers(g.ctx.Done())
@@ -392,6 +405,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rooms:      make(map[string]struct{}),
 		authBy:     time.Now().Add(g.cfg.AuthTimeout),
 	}
+	g.liveMu.Lock()
+	g.live[c] = struct{}{}
+	g.liveMu.Unlock()
 	if authed {
 		c.becomeAuthed(ident)
 	}
@@ -413,11 +429,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.reader()
 }
 
-// pinger pings every connection once per PingPeriod until the gateway
-// shuts down. One goroutine serves every connection, so an idle one holds
-// no timer; each is pinged up to a tick early, never late.
+// pinger pings every connection once per PingPeriod, and cuts the writes
+// stuck for longer than WriteWait, until the gateway shuts down. One
+// goroutine serves every connection, so an idle one holds no timer; each
+// is pinged up to a tick early, never late.
 func (g *Gateway) pinger() {
-	tick := max(g.cfg.PingPeriod/10, time.Millisecond)
+	tick := max(min(g.cfg.PingPeriod/10, g.cfg.WriteWait/4), time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -425,14 +442,55 @@ func (g *Gateway) pinger() {
 		case <-g.ctx.Done():
 			return
 		case now := <-t.C:
+			g.clock.Store(now.UnixNano())
 			due := now.Add(tick).UnixNano()
 			for _, c := range g.hub.allConns() {
 				if next := c.nextPing.Load(); next <= due && c.nextPing.CompareAndSwap(next, now.Add(g.cfg.PingPeriod).UnixNano()) {
 					c.ping()
 				}
 			}
+			// A batch is stamped with the clock of the tick before it
+			// began, up to a tick early: one stamped before this began
+			// at least WriteWait ago.
+			g.cutWrites(now.Add(-g.cfg.WriteWait - tick).UnixNano())
 		}
 	}
+}
+
+// cutWrites fails the write of every connection whose batch is stamped
+// before (see Conn.writeSince): its socket's write deadline is set in the
+// past, which ends the write at once with an error, and the writer drops
+// the connection. The WebSocket library clears the socket's deadline
+// before each of its socket writes, so a cut that lands between two of
+// them does not hold; the batch keeps its stamp and the next tick cuts it
+// again.
+func (g *Gateway) cutWrites(before int64) {
+	type stamped struct {
+		c     *Conn
+		since int64
+	}
+	var stuck []stamped
+	g.liveMu.Lock()
+	for c := range g.live {
+		if since := c.writeSince.Load(); since != 0 && since < before {
+			stuck = append(stuck, stamped{c, since})
+		}
+	}
+	g.liveMu.Unlock()
+	for _, s := range stuck {
+		// Not if the batch ended meanwhile: the next one is not late.
+		if s.c.writeSince.Load() == s.since {
+			s.c.log.Debug("dropping the connection: a write took longer than the write wait", "write_wait", g.cfg.WriteWait)
+			_ = s.c.ws.NetConn().SetWriteDeadline(time.Unix(1, 0)) // a failure means the connection is ending anyway
+		}
+	}
+}
+
+// forget takes c out of live once its writer has finished it.
+func (g *Gateway) forget(c *Conn) {
+	g.liveMu.Lock()
+	delete(g.live, c)
+	g.liveMu.Unlock()
 }
 
 // Shutdown stops reading from every connection, lets in-flight sends finish,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -20,6 +21,13 @@ import (
 // returns the gateway, the client and the server's Conn for it.
 func startOne(t *testing.T) (*Gateway, *websocket.Conn, *Conn) {
 	t.Helper()
+	return startOneWith(t, Config{})
+}
+
+// startOneWith is startOne with the gateway's cfg (its Logger is set
+// here).
+func startOneWith(t *testing.T, cfg Config) (*Gateway, *websocket.Conn, *Conn) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	be, err := memstore.New(memstore.Config{Logger: log})
 	if err != nil {
@@ -33,7 +41,8 @@ func startOne(t *testing.T) (*Gateway, *websocket.Conn, *Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := NewGateway(Config{Logger: log}, hub, p, be)
+	cfg.Logger = log
+	g, err := NewGateway(cfg, hub, p, be)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,5 +137,85 @@ func TestPingAfterShutdownKeepsNoDeadline(t *testing.T) {
 			t.Fatalf("read ended with %v, want 1001 (the ping pushed the deadline out)", err)
 		}
 		return
+	}
+}
+
+// TestStuckWriteDropsConnection: a client that stops reading while the
+// server writes to it blocks the server's write once the sockets' buffers
+// are full. Writes carry no deadline of their own: the gateway's pinger
+// must cut a write that lasts longer than WriteWait and drop the
+// connection, whether its reader still runs or has ended (the client shut
+// its side down: the connection leaves the hub at once, but its writer is
+// still stuck), and not count it as slow (its queue was within budget).
+func TestStuckWriteDropsConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// shuts makes the client shut down its side of the TCP
+		// connection once the write is stuck, which ends the server's
+		// reader at once (a close frame would wait for the writer: the
+		// reader answers it).
+		shuts bool
+	}{
+		{name: "reader running"},
+		{name: "reader ended", shuts: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const writeWait = 200 * time.Millisecond
+			g, cl, c := startOneWith(t, Config{
+				WriteWait: writeWait,
+				// No ping or silence ends the connection within the test.
+				PongWait: 10 * time.Minute, PingPeriod: 9 * time.Minute,
+				SendQueue: 1024, SendQueueBytes: 64 << 20,
+			})
+			tcp, ok := cl.NetConn().(*net.TCPConn)
+			if !ok {
+				t.Fatalf("connection is a %T, not TCP", cl.NetConn())
+			}
+			if err := tcp.SetReadBuffer(64 << 10); err != nil {
+				t.Fatal(err)
+			}
+			// 16 MiB: more than the two sockets' buffers hold, so the
+			// writer blocks; one frame a batch (MaxBatchBytes).
+			frame := []byte(`{"type":"message","text":"` + strings.Repeat("x", 64<<10-64) + `"}`)
+			for range 256 {
+				c.enqueue(frame)
+			}
+			waitUntil(t, "a write to block", func() bool {
+				since := c.writeSince.Load()
+				return since != 0 && time.Now().UnixNano()-since > int64(writeWait/2)
+			})
+			if tc.shuts {
+				if err := tcp.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				waitUntil(t, "the connection to leave the hub", func() bool { return g.hub.Conns() == 0 })
+			}
+			waitUntil(t, "the connection to be finished", func() bool {
+				g.liveMu.Lock()
+				defer g.liveMu.Unlock()
+				return len(g.live) == 0
+			})
+			if n := g.hub.SlowDisconnects(); n != 0 {
+				t.Errorf("%d slow disconnects, want 0: the write was cut, the queue was within budget", n)
+			}
+			// The server has dropped the TCP connection: reading what the
+			// buffers hold ends in an error, not in waiting.
+			_ = tcp.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err := io.Copy(io.Discard, tcp)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the client's connection is still open")
+			}
+		})
+	}
+}
+
+// waitUntil polls cond until it holds, failing after 5 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
