@@ -28,8 +28,9 @@ const closeGrace = time.Second
 
 // Conn is one WebSocket connection. Its reader goroutine reads frames and
 // waits while a gateway worker handles each (workers.go), so frames are
-// handled one at a time, in order, and own rooms as the reader would. Writes run on a writer goroutine that exists only while there
-// is something to write (frames, a ping, the close): an idle connection
+// handled one at a time, in order, and own rooms as the reader would. Its
+// writer runs only while there is something to write (frames, a ping, the
+// close), on a goroutine of the gateway's writer pool: an idle connection
 // holds no writer goroutine or timer, and of its queue at most two small
 // arrays (see mu). Other goroutines only call enqueue, ping and close.
 type Conn struct {
@@ -73,7 +74,7 @@ type Conn struct {
 	drain       bool
 	// sendMu guards sends and acking; sendCond is signalled whenever a
 	// send is answered. sends are the sends read and not yet answered, in
-	// order (nil when none); acking is set while the acker goroutine runs.
+	// order (nil when none); acking is set while the acker runs.
 	sendMu   sync.Mutex
 	sendCond *sync.Cond
 	sends    []*sendWait
@@ -136,7 +137,7 @@ func (c *Conn) enqueue(frame []byte) {
 	c.mu.Unlock()
 	c.gw.hub.notePeak(cur + n)
 	if start {
-		go c.writer()
+		c.gw.writers.start(c)
 	}
 }
 
@@ -147,7 +148,7 @@ func (c *Conn) ping() {
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writer()
+		c.gw.writers.start(c)
 	}
 }
 
@@ -189,7 +190,7 @@ func (c *Conn) close(code int, reason string, drain bool) bool {
 		start := c.startWriterLocked()
 		c.mu.Unlock()
 		if start {
-			go c.writer()
+			c.gw.writers.start(c)
 		}
 	}
 	return first
@@ -606,7 +607,7 @@ func (c *Conn) submit(f ClientFrame) {
 	c.acking = true
 	c.sendMu.Unlock()
 	if start {
-		go c.acker()
+		c.gw.ackers.start(c)
 	}
 }
 

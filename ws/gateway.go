@@ -307,6 +307,8 @@ type Gateway struct {
 	histFail *faillog.Log
 	// workers handle the connections' frames.
 	workers *workers
+	// writers run the connections' writers, ackers their ackers.
+	writers, ackers *pool[*Conn]
 
 	// live holds every connection from its upgrade until its writer has
 	// finished it, and clock is the pinger's clock (the Unix nanoseconds
@@ -329,7 +331,9 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	g.clock.Store(time.Now().UnixNano())
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.drained, g.stopDrain = context.WithCancel(context.Background())
-	g.workers = newWorkers(g.ctx.Done())
+	g.workers = newWorkers(g.ctx)
+	g.writers = newPool(g.ctx, (*Conn).writer, maxIdleWriters)
+	g.ackers = newPool(g.ctx, (*Conn).acker, maxIdleAckers)
 	g.upgrader = websocket.Upgrader{
 		// A buffer of its own (not the HTTP server's, which would keep
 		// the server's whole request state alive), small because client
