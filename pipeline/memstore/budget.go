@@ -11,14 +11,15 @@ import (
 // measurements of each entry: a budget bounds memory approximately.
 const (
 	// entryOverhead is a stored message's cost besides its strings: its
-	// pipeline.Message in the room's log (136 bytes on 64-bit platforms)
-	// and the log's spare capacity (usually less than a slot per message,
-	// at most three: see roomLog.drop), the allocator's rounding of its
-	// strings, and the idempotency record of its send (about 260 bytes
-	// when it has a ref). Measured: text + about 230 bytes per message
-	// without a ref, text + about 490 with one; entrySize counts text +
-	// about 470 (384, a UUID, a seq, an epoch, short room and user names).
-	entryOverhead = 384
+	// entry in the room's log (72 bytes on 64-bit platforms) and the
+	// log's spare capacity (usually less than a slot per message, at most
+	// three: see roomLog.drop), the allocator's rounding of its string,
+	// and the idempotency record of its send (about 230 bytes when it has
+	// a ref). Measured by BenchmarkCollectHistory: text + about 155 bytes
+	// per message without a ref, text + about 385 with one; entrySize
+	// counts text + about 400 (304, a UUID, a seq, an epoch, short room
+	// and user names).
+	entryOverhead = 304
 	// deadLetterOverhead is a dead letter's cost besides its strings:
 	// its message.Message (with its two channels) and metadata map.
 	deadLetterOverhead = 640

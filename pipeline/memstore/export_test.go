@@ -26,7 +26,10 @@ func (b *Backend) Bytes() (rooms, dead int64, err error) {
 		}
 		var held int64
 		for _, m := range r.msgs {
-			held += entrySize(m)
+			if size := r.size(m); size != entrySize(r.message(m)) {
+				return 0, 0, fmt.Errorf("room %s counts %d bytes for a message of %d", name, size, entrySize(r.message(m)))
+			}
+			held += r.size(m)
 		}
 		if held != r.bytes {
 			return 0, 0, fmt.Errorf("room %s counts %d bytes, holds %d", name, r.bytes, held)

@@ -40,8 +40,8 @@ type Config struct {
 	// epoch). Default DefaultMaxRooms.
 	MaxRooms int
 	// MaxBytes caps the approximate size of the messages the rooms keep:
-	// each counts its text and metadata plus a fixed 384 bytes (see
-	// entrySize), about 470 bytes plus its text. When an append brings
+	// each counts its text and metadata plus a fixed 304 bytes (see
+	// entrySize), about 400 bytes plus its text. When an append brings
 	// the total above it, the room appended to least recently (not the
 	// one appended to) drops just enough of its oldest messages to bring
 	// it back, as RoomMaxLen drops them: the room keeps its epoch and
@@ -207,8 +207,8 @@ const (
 	// DefaultMaxRooms is the default number of rooms kept.
 	DefaultMaxRooms = 10_000
 	// DefaultMaxBytes is the default budget of the rooms' messages,
-	// 256 MiB: about 470,000 messages of 100 bytes of text (47 in each of
-	// DefaultMaxRooms rooms), or 58,000 of the largest
+	// 256 MiB: about 540,000 messages of 100 bytes of text (54 in each of
+	// DefaultMaxRooms rooms), or 60,000 of the largest
 	// (pipeline.DefaultMaxTextBytes); with the feed's log and the
 	// connections it leaves a single instance room on a 1 GiB host.
 	DefaultMaxBytes = 256 << 20
@@ -393,9 +393,13 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	// Peek: a send that stores nothing (a duplicate, a full queue, a
 	// refused message) is no use of the room; see rooms.Add below.
 	room, _ := b.rooms.Peek(roomName) // nil for a new (or forgotten) room
-	if room != nil && ref != "" {
-		if s, ok := room.sent(sendKey{user, ref}, now, b.cfg.IdempotencyWindow); ok {
-			return pipeline.Appended{ID: s.id, Seq: s.seq, Epoch: room.epoch, Duplicate: true}, nil
+	var key []byte
+	if ref != "" {
+		key = sendKey(make([]byte, 0, 64), user, ref)
+		if room != nil {
+			if s, ok := room.sent(key, now, b.cfg.IdempotencyWindow); ok {
+				return pipeline.Appended{ID: s.id(), Seq: s.seq(), Epoch: room.epoch, Duplicate: true}, nil
+			}
 		}
 	}
 	// Only Append (under mu) fills the queue, so a free slot seen here is
@@ -408,7 +412,7 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	// one neither adds a room (which could evict a real one) nor uses a
 	// seq.
 	if room == nil {
-		room = newRoomLog()
+		room = newRoomLog(roomName)
 	}
 	next := b.following()
 	seq := next.String()
@@ -431,10 +435,10 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	}
 	// What RoomMaxLen drops comes off the total too; then fit takes from
 	// the other rooms first.
-	b.bytes += room.append(m, b.cfg.RoomMaxLen, now)
+	b.bytes += room.append(newEntry(m, next), b.cfg.RoomMaxLen, now)
 	b.fit(room)
 	if ref != "" {
-		room.remember(sendKey{user, ref}, sentRecord{id: m.ID, seq: seq, at: now}, b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
+		room.remember(newSentRecord(m.ID, seq, key, now), b.cfg.RoomMaxLen, b.cfg.IdempotencyWindow)
 	}
 	size := deadLetterSize(stored)
 	b.recent = append(b.recent, stored)
@@ -589,29 +593,31 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 	msgs, trimmed, hasTrimmed := r.msgs, r.trimmed, r.hasTrimmed
 	switch {
 	case q.After != "":
-		i := sort.Search(len(msgs), func(i int) bool {
-			s, _ := pipeline.ParseSeq(msgs[i].Seq)
-			return after.Less(s)
-		})
-		page.Messages = clone(msgs[i:min(len(msgs), i+q.Limit)])
+		i := sort.Search(len(msgs), func(i int) bool { return after.Less(msgs[i].seq) })
+		page.Messages = r.messages(msgs[i:min(len(msgs), i+q.Limit)])
 		page.Truncated = hasTrimmed && after.Less(trimmed)
 		if n := len(page.Messages); n == q.Limit && i+n < len(msgs) {
 			page.Next = page.Messages[n-1].Seq
 		}
 	case q.Before != "":
-		i := sort.Search(len(msgs), func(i int) bool {
-			s, _ := pipeline.ParseSeq(msgs[i].Seq)
-			return !s.Less(before)
-		})
-		page.Messages = clone(msgs[max(0, i-q.Limit):i])
+		i := sort.Search(len(msgs), func(i int) bool { return !msgs[i].seq.Less(before) })
+		page.Messages = r.messages(msgs[max(0, i-q.Limit):i])
 	default:
-		page.Messages = clone(msgs[max(0, len(msgs)-q.Limit):])
+		page.Messages = r.messages(msgs[max(0, len(msgs)-q.Limit):])
 	}
 	return page, nil
 }
 
-func clone(ms []pipeline.Message) []pipeline.Message {
-	return append([]pipeline.Message(nil), ms...)
+// messages returns es, entries of r, as messages.
+func (r *roomLog) messages(es []entry) []pipeline.Message {
+	if len(es) == 0 {
+		return nil
+	}
+	ms := make([]pipeline.Message, len(es))
+	for i, e := range es {
+		ms[i] = r.message(e)
+	}
+	return ms
 }
 
 // DeadLetter keeps msg in the dead-letter list, dropping the oldest

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -373,4 +374,67 @@ func TestIdempotencyRecordsBounded(t *testing.T) {
 	if a := send(fmt.Sprint("r", maxLen)); !a.Duplicate {
 		t.Errorf("the newest send is forgotten: %+v", a)
 	}
+}
+
+// TestSendKeysDoNotCollide proves that a send's record is found by its
+// user and ref exactly: sends whose user and ref put together give the
+// same bytes are different sends, each stored.
+func TestSendKeysDoNotCollide(t *testing.T) {
+	b := newBackend(t, memstore.Config{})
+	for i, s := range []struct{ user, ref string }{{"ab", "c"}, {"a", "bc"}, {"a\x01", "bc"}, {"a", "\x01bc"}} {
+		m := message.NewMessage(fmt.Sprint("id-", i), []byte("hi"))
+		m.Metadata.Set(pipeline.MetaRoom, "lobby")
+		m.Metadata.Set(pipeline.MetaUser, s.user)
+		m.Metadata.Set(pipeline.MetaRef, s.ref)
+		a, err := b.Append(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Duplicate || a.ID != m.UUID {
+			t.Errorf("user %q ref %q: %+v, want stored as %s", s.user, s.ref, a, m.UUID)
+		}
+	}
+}
+
+// TestKeptMessageIsOneString proves that a kept message costs the garbage
+// collector one object, not one per field (BenchmarkCollectHistory): the
+// fields History returns, and a duplicate's ID and seq, lie in one string
+// each.
+func TestKeptMessageIsOneString(t *testing.T) {
+	b := newBackend(t, memstore.Config{})
+	m := message.NewMessage("id-1", []byte("hello"))
+	m.Metadata.Set(pipeline.MetaRoom, "lobby")
+	m.Metadata.Set(pipeline.MetaUser, "alice")
+	m.Metadata.Set(pipeline.MetaRef, "r1")
+	m.Metadata.Set(pipeline.MetaReceivedAt, "2026-12-02T03:04:05.678Z")
+	ctx := context.Background()
+	stored, err := b.Append(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := b.History(ctx, "lobby", pipeline.HistoryQuery{Limit: 10})
+	if err != nil || len(page.Messages) != 1 {
+		t.Fatalf("history: %+v, %v", page, err)
+	}
+	got := page.Messages[0]
+	if got.ID != "id-1" || got.Seq != stored.Seq || got.User != "alice" || got.Text != "hello" || got.Ref != "r1" ||
+		got.Room != "lobby" || got.Epoch != stored.Epoch || !got.TS.Equal(time.UnixMilli(1796180645678)) {
+		t.Fatalf("history gives %+v, stored %+v", got, stored)
+	}
+	contiguous := func(what string, parts ...string) {
+		t.Helper()
+		next := unsafe.StringData(parts[0])
+		for i, p := range parts[1:] {
+			next = (*byte)(unsafe.Add(unsafe.Pointer(next), len(parts[i])))
+			if unsafe.StringData(p) != next {
+				t.Errorf("%s: %q is not kept right after %q in one string", what, p, parts[i])
+			}
+		}
+	}
+	contiguous("history", got.ID, got.Seq, got.User, got.Text, got.Ref)
+	dup, err := b.Append(ctx, m)
+	if err != nil || !dup.Duplicate || dup.ID != "id-1" || dup.Seq != stored.Seq {
+		t.Fatalf("retry: %+v, %v; want a duplicate of %+v", dup, err, stored)
+	}
+	contiguous("send record", dup.ID, dup.Seq)
 }

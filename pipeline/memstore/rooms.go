@@ -1,6 +1,7 @@
 package memstore
 
 import (
+	"encoding/binary"
 	"slices"
 	"time"
 
@@ -10,63 +11,123 @@ import (
 // roomLog is one room's stored messages, its epoch and the sends it
 // remembers for idempotency. The Backend's mu guards it.
 type roomLog struct {
-	// epoch is set when the log is created: a room forgotten (evicted or
-	// idle) and written again is a new log with a new epoch.
-	epoch string
+	// name is the room's name, and epoch is set when the log is created:
+	// a room forgotten (evicted or idle) and written again is a new log
+	// with a new epoch. Every message of the log has both.
+	name, epoch string
 	// lastAppend is the time of the last message, for RoomTTL.
 	lastAppend time.Time
 
-	msgs []pipeline.Message // oldest first, at most RoomMaxLen
+	msgs []entry // oldest first, at most RoomMaxLen
 	// dead is the number of emptied slots before msgs in its array, left
 	// by the messages dropped since the array was allocated: the array
 	// holds dead+cap(msgs) messages.
 	dead int
-	// bytes is the sum of the entrySize of msgs.
+	// bytes is the sum of the size of msgs.
 	bytes int64
 	// trimmed is the seq of the newest message dropped by a cap
 	// (RoomMaxLen or MaxBytes).
 	trimmed    pipeline.Seq
 	hasTrimmed bool
 
-	// sends maps (user, ref) to the message stored for it; order lists
-	// the records oldest first (with stale entries for keys recorded again),
-	// from head on, so expiry visits only expired records. Both are bounded
-	// by RoomMaxLen records: when full, the oldest record is forgotten
-	// before its window ends (a retry of that send would be stored again).
-	sends map[sendKey]sentRecord
+	// sends maps a send's key (see sendKey) to the message stored for it;
+	// order lists the records oldest first (with stale entries for keys
+	// recorded again), from head on, so expiry visits only expired
+	// records. Both are bounded by RoomMaxLen records: when full, the
+	// oldest record is forgotten before its window ends (a retry of that
+	// send would be stored again).
+	sends map[string]sentRecord
 	order []orderEntry
 	head  int
 }
 
-// sendKey identifies a send within its room.
-type sendKey struct{ user, ref string }
-
-// sentRecord is the message stored for a send, and when.
-type sentRecord struct {
-	id, seq string
-	at      time.Time
+// entry is a message as a room log keeps it. Its ID, seq, user, text and
+// ref are one string, so that the garbage collector finds one object per
+// message rather than one per field: a log holds up to RoomMaxLen of
+// them, and every collection marks them all (BenchmarkCollectHistory).
+// Its room and epoch are the log's.
+type entry struct {
+	s string
+	// ends are where the ID, the seq, the user and the text end in s; the
+	// ref is the rest.
+	ends [4]uint32
+	// seq is the seq parsed, for History's search.
+	seq pipeline.Seq
+	ts  time.Time
 }
 
+// newEntry returns m as a log keeps it, with seq its seq parsed.
+func newEntry(m pipeline.Message, seq pipeline.Seq) entry {
+	e := entry{s: m.ID + m.Seq + m.User + m.Text + m.Ref, seq: seq, ts: m.TS}
+	end := 0
+	for i, n := range [4]int{len(m.ID), len(m.Seq), len(m.User), len(m.Text)} {
+		end += n
+		e.ends[i] = uint32(end)
+	}
+	return e
+}
+
+// message returns e as a message of r.
+func (r *roomLog) message(e entry) pipeline.Message {
+	return pipeline.Message{
+		ID: e.s[:e.ends[0]], Seq: e.s[e.ends[0]:e.ends[1]], User: e.s[e.ends[1]:e.ends[2]],
+		Text: e.s[e.ends[2]:e.ends[3]], Ref: e.s[e.ends[3]:], TS: e.ts,
+		Room: r.name, Epoch: r.epoch,
+	}
+}
+
+// size is what e costs in the byte budget: entrySize of its message.
+func (r *roomLog) size(e entry) int64 {
+	return int64(entryOverhead + len(e.s) + len(r.name) + len(r.epoch))
+}
+
+// sendKey returns the key of the send of user and ref in a log's sends,
+// appended to buf: the user's length, the user and the ref, so that no
+// two sends share a key whatever bytes the names hold.
+func sendKey(buf []byte, user, ref string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(user)))
+	return append(append(buf, user...), ref...)
+}
+
+// sentRecord is the message stored for a send, and when. Its ID, seq and
+// key are one string (one object for the collector); the map's key is its
+// end.
+type sentRecord struct {
+	s             string
+	idEnd, seqEnd uint32
+	at            time.Time
+}
+
+// newSentRecord returns the record of the message id, seq stored for the
+// send of key at at.
+func newSentRecord(id, seq string, key []byte, at time.Time) sentRecord {
+	return sentRecord{s: id + seq + string(key), idEnd: uint32(len(id)), seqEnd: uint32(len(id) + len(seq)), at: at}
+}
+
+func (s sentRecord) id() string  { return s.s[:s.idEnd] }
+func (s sentRecord) seq() string { return s.s[s.idEnd:s.seqEnd] }
+func (s sentRecord) key() string { return s.s[s.seqEnd:] }
+
 type orderEntry struct {
-	key sendKey
+	key string
 	at  time.Time
 }
 
-func newRoomLog() *roomLog {
-	return &roomLog{epoch: pipeline.NewEpoch(), sends: make(map[sendKey]sentRecord)}
+func newRoomLog(name string) *roomLog {
+	return &roomLog{name: name, epoch: pipeline.NewEpoch(), sends: make(map[string]sentRecord)}
 }
 
 // append adds m and drops the oldest message when the log then holds
 // more than maxLen, so that a room neither keeps nor counts against
 // MaxBytes a message History cannot return. It returns by how much
 // r.bytes changed.
-func (r *roomLog) append(m pipeline.Message, maxLen int, now time.Time) int64 {
+func (r *roomLog) append(m entry, maxLen int, now time.Time) int64 {
 	r.lastAppend = now
 	if len(r.msgs) == cap(r.msgs) {
 		r.dead = 0 // append moves msgs to a new array
 	}
 	r.msgs = append(r.msgs, m)
-	added := entrySize(m)
+	added := r.size(m)
 	r.bytes += added
 	if over := len(r.msgs) - maxLen; over > 0 {
 		return added - r.drop(over)
@@ -83,7 +144,7 @@ func (r *roomLog) dropOldest(over int64) int64 {
 	var freed int64
 	n := 0
 	for freed < over && n < len(r.msgs)-1 {
-		freed += entrySize(r.msgs[n])
+		freed += r.size(r.msgs[n])
 		n++
 	}
 	if n == 0 {
@@ -97,7 +158,7 @@ func (r *roomLog) spare() int64 {
 	if len(r.msgs) == 0 {
 		return 0
 	}
-	return r.bytes - entrySize(r.msgs[len(r.msgs)-1])
+	return r.bytes - r.size(r.msgs[len(r.msgs)-1])
 }
 
 // drop drops the n oldest messages, 0 < n < len(r.msgs), and returns the
@@ -113,9 +174,9 @@ func (r *roomLog) spare() int64 {
 func (r *roomLog) drop(n int) int64 {
 	var freed int64
 	for _, m := range r.msgs[:n] {
-		freed += entrySize(m)
+		freed += r.size(m)
 	}
-	r.trimmed, _ = pipeline.ParseSeq(r.msgs[n-1].Seq)
+	r.trimmed = r.msgs[n-1].seq
 	r.hasTrimmed = true
 	clear(r.msgs[:n])
 	r.msgs = r.msgs[n:]
@@ -128,18 +189,19 @@ func (r *roomLog) drop(n int) int64 {
 	return freed
 }
 
-// sent returns the message stored for k within window before now.
-func (r *roomLog) sent(k sendKey, now time.Time, window time.Duration) (sentRecord, bool) {
-	s, ok := r.sends[k]
+// sent returns the message stored for the send of key within window
+// before now.
+func (r *roomLog) sent(key []byte, now time.Time, window time.Duration) (sentRecord, bool) {
+	s, ok := r.sends[string(key)]
 	if !ok || now.Sub(s.at) >= window {
 		return sentRecord{}, false
 	}
 	return s, true
 }
 
-// remember records s for k, first forgetting the records older than
-// window and, when maxLen records are kept, the oldest.
-func (r *roomLog) remember(k sendKey, s sentRecord, maxLen int, window time.Duration) {
+// remember records s, first forgetting the records older than window and,
+// when maxLen records are kept, the oldest.
+func (r *roomLog) remember(s sentRecord, maxLen int, window time.Duration) {
 	for r.head < len(r.order) {
 		e := r.order[r.head]
 		if s.at.Sub(e.at) < window && len(r.order)-r.head < maxLen {
@@ -155,6 +217,7 @@ func (r *roomLog) remember(k sendKey, s sentRecord, maxLen int, window time.Dura
 		r.order = append(r.order[:0:0], r.order[r.head:]...)
 		r.head = 0
 	}
+	k := s.key()
 	r.sends[k] = s
 	r.order = append(r.order, orderEntry{key: k, at: s.at})
 }
