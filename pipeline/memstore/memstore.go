@@ -423,6 +423,9 @@ func (b *Backend) Append(ctx context.Context, msg *message.Message) (pipeline.Ap
 	if err != nil {
 		return pipeline.Appended{}, fmt.Errorf("memstore: %w", err)
 	}
+	if n := len(m.ID) + len(m.Seq) + len(m.User) + len(m.Text) + len(m.Ref); uint64(n) > maxEntryBytes {
+		return pipeline.Appended{}, fmt.Errorf("memstore: message %s: %d bytes, over the %d a room log keeps", m.ID, n, maxEntryBytes)
+	}
 	// The message is stored: the room becomes the most recently appended
 	// to, before fit picks rooms by that order. Add moves a kept room to
 	// the front; it adds a new one, and then a full LRU forgets the room
@@ -606,18 +609,6 @@ func (b *Backend) History(ctx context.Context, room string, q pipeline.HistoryQu
 		page.Messages = r.messages(msgs[max(0, len(msgs)-q.Limit):])
 	}
 	return page, nil
-}
-
-// messages returns es, entries of r, as messages.
-func (r *roomLog) messages(es []entry) []pipeline.Message {
-	if len(es) == 0 {
-		return nil
-	}
-	ms := make([]pipeline.Message, len(es))
-	for i, e := range es {
-		ms[i] = r.message(e)
-	}
-	return ms
 }
 
 // DeadLetter keeps msg in the dead-letter list, dropping the oldest

@@ -2,6 +2,7 @@ package memstore
 
 import (
 	"encoding/binary"
+	"math"
 	"slices"
 	"time"
 
@@ -56,7 +57,13 @@ type entry struct {
 	ts  time.Time
 }
 
-// newEntry returns m as a log keeps it, with seq its seq parsed.
+// maxEntryBytes bounds the sum of the lengths of an entry's fields, so
+// that their ends fit its uint32 offsets.
+const maxEntryBytes uint64 = math.MaxUint32
+
+// newEntry returns m as a log keeps it, with seq its seq parsed. m is a
+// message of the log that keeps it: its room and epoch are the log's and
+// are not kept. Its fields are at most maxEntryBytes in all.
 func newEntry(m pipeline.Message, seq pipeline.Seq) entry {
 	e := entry{s: m.ID + m.Seq + m.User + m.Text + m.Ref, seq: seq, ts: m.TS}
 	end := 0
@@ -76,6 +83,18 @@ func (r *roomLog) message(e entry) pipeline.Message {
 	}
 }
 
+// messages returns es, entries of r, as messages.
+func (r *roomLog) messages(es []entry) []pipeline.Message {
+	if len(es) == 0 {
+		return nil
+	}
+	ms := make([]pipeline.Message, len(es))
+	for i, e := range es {
+		ms[i] = r.message(e)
+	}
+	return ms
+}
+
 // size is what e costs in the byte budget: entrySize of its message.
 func (r *roomLog) size(e entry) int64 {
 	return int64(entryOverhead + len(e.s) + len(r.name) + len(r.epoch))
@@ -90,8 +109,8 @@ func sendKey(buf []byte, user, ref string) []byte {
 }
 
 // sentRecord is the message stored for a send, and when. Its ID, seq and
-// key are one string (one object for the collector); the map's key is its
-// end.
+// key are one string (one object for the collector); the log's sends map
+// is keyed by key(), the tail of s.
 type sentRecord struct {
 	s             string
 	idEnd, seqEnd uint32
