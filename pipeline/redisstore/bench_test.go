@@ -127,6 +127,9 @@ func benchMessage(room string, text []byte) *message.Message {
 	m.Metadata.Set(pipeline.MetaConnID, "c-1")
 	m.Metadata.Set(pipeline.MetaRef, m.UUID[24:]) // clients send refs: each append checks and writes a send record
 	m.Metadata.Set(pipeline.MetaReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	// The ingest's middleware sets a correlation ID: a stored message
+	// has eight metadata entries with the seq and epoch.
+	m.Metadata.Set(pipeline.MetaCorrelationID, m.UUID)
 	return m
 }
 

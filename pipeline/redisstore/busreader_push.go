@@ -292,7 +292,7 @@ func parsePush(p string) (x push, ok bool) {
 // field map only for an entry that decodeFast's layout does not fit.
 func (x push) toMessage() *message.Message {
 	if msg, ok := decodeParts(x.uuid, x.payload, x.metadata); ok {
-		msg.Metadata.Set(pipeline.MetaSeq, x.id)
+		setSeq(msg, x.id)
 		return msg
 	}
 	return entryMessage(x.entry())

@@ -3,6 +3,8 @@ package redisstore
 import (
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/chatstream/chatstream/pipeline"
 )
 
 // decodeFast decodes an entry in the layout chatstream writes (string
@@ -45,14 +47,18 @@ func decodeParts(id, payload, md string) (msg *message.Message, ok bool) {
 }
 
 // decodeStringMap decodes s, a msgpack map whose keys and values are all
-// strings, with room for one entry more (the seq, set next); ok is false
-// for anything else or any byte left over.
+// strings; ok is false for anything else or any byte left over.
 func decodeStringMap(s string) (md message.Metadata, ok bool) {
 	n, i, ok := mapHeader(s)
 	if !ok || n > uint64(len(s)-i)/2 { // each entry takes two bytes at least
 		return nil, false
 	}
-	md = make(message.Metadata, n+1)
+	// Sized for its entries only: a map of up to eight is one group of
+	// slots, where room for a ninth makes it a table (twice the bytes and
+	// allocations). Chatstream's messages have eight, the seq among them,
+	// so a reader sets the seq only when it differs (setSeq): any write to
+	// a full group, even of a key it holds, makes it a table.
+	md = make(message.Metadata, n)
 	for range n {
 		var k, v string
 		if k, i, ok = msgpackString(s, i); !ok {
@@ -115,4 +121,13 @@ func bigEndian(b string) uint64 {
 		n = n<<8 | uint64(b[i])
 	}
 	return n
+}
+
+// setSeq sets msg's seq metadata to seq, writing only when it differs: the
+// metadata of an entry in chatstream's layout already holds it, and a
+// write to a full map grows it (see decodeStringMap).
+func setSeq(msg *message.Message, seq string) {
+	if msg.Metadata.Get(pipeline.MetaSeq) != seq {
+		msg.Metadata.Set(pipeline.MetaSeq, seq)
+	}
 }

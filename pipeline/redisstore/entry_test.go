@@ -135,3 +135,48 @@ func TestEntryMessageNilMetadata(t *testing.T) {
 		t.Fatalf("seq %q, want 1-1", got)
 	}
 }
+
+// TestDecodedMetadataStaysOneGroup proves that a delivered message's
+// metadata of eight entries (what the gateway stores: seven and the seq)
+// costs no more allocations than one of seven: a Go map holds up to eight
+// in one group of slots, and grows into a table when sized for a ninth or
+// written to when full, even to a key it holds (so the readers set the
+// seq only when it differs).
+func TestDecodedMetadataStaysOneGroup(t *testing.T) {
+	const id = "1700000000000-0"
+	encode := func(n int) string {
+		keys := []string{pipeline.MetaRoom, pipeline.MetaUser, pipeline.MetaConnID, pipeline.MetaRef,
+			pipeline.MetaReceivedAt, pipeline.MetaEpoch, pipeline.MetaCorrelationID}[:n-1]
+		md := []byte{0x80 | byte(n)}
+		for _, k := range keys {
+			md = appendMsgpackString(appendMsgpackString(md, k), "value-of-"+k)
+		}
+		return string(appendMsgpackString(appendMsgpackString(md, pipeline.MetaSeq), id))
+	}
+	for _, tc := range []struct {
+		name   string
+		decode func(md string) *message.Message
+	}{
+		{"entry", func(md string) *message.Message {
+			return entryMessage(redis.XMessage{ID: id, Values: map[string]any{
+				redisstream.UUIDHeaderKey: "uuid", "payload": "text", "metadata": md}})
+		}},
+		{"push", func(md string) *message.Message {
+			return push{prev: "0-0", id: id, uuid: "uuid", metadata: md, payload: "text"}.toMessage()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			allocs := map[int]float64{}
+			for _, n := range []int{7, 8} {
+				md := encode(n)
+				if msg := tc.decode(md); len(msg.Metadata) != n || msg.Metadata.Get(pipeline.MetaSeq) != id {
+					t.Fatalf("%d entries decode as %v", n, msg.Metadata)
+				}
+				allocs[n] = testing.AllocsPerRun(100, func() { _ = tc.decode(md) })
+			}
+			if allocs[8] > allocs[7] {
+				t.Errorf("eight metadata entries take %v allocations, seven %v", allocs[8], allocs[7])
+			}
+		})
+	}
+}

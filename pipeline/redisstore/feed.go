@@ -147,7 +147,7 @@ func DecodeEntry(x redis.XMessage) (*message.Message, error) {
 // ID.
 func entryMessage(x redis.XMessage) *message.Message {
 	msg, _ := tolerantUnmarshaller{}.Unmarshal(x.Values) // never fails: see tolerantUnmarshaller
-	msg.Metadata.Set(pipeline.MetaSeq, x.ID)
+	setSeq(msg, x.ID)
 	return msg
 }
 
