@@ -337,10 +337,15 @@ func (c *Conn) finish() {
 // writeBatch writes the frames of batch as one text message, separated by
 // newlines. It sets no write deadline, which the socket would arm anew for
 // every message: it stamps the batch with the gateway's clock, and the
-// gateway's pinger cuts a write that lasts longer than WriteWait.
+// gateway's pinger cuts a write that lasts longer than WriteWait. A
+// batch of one frame is written with WriteMessage, which (with compression
+// off, as here) allocates nothing, where NextWriter allocates its writer.
 func (c *Conn) writeBatch(batch [][]byte) error {
 	c.writeSince.Store(c.gw.clock.Load())
 	defer c.writeSince.Store(0)
+	if len(batch) == 1 {
+		return c.ws.WriteMessage(websocket.TextMessage, batch[0])
+	}
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
