@@ -22,9 +22,9 @@ func TestWriteBatch(t *testing.T) {
 	c.mu.Unlock()
 
 	// next reads the next message, which must be want, skipping the
-	// frames the server sent on connecting. The test reads in its own
-	// goroutine, and not while it counts allocations, which counts the
-	// whole process's: the written messages wait in the socket's buffers.
+	// frames the server sent on connecting. It reads in the test's
+	// goroutine, never while AllocsPerRun counts (it counts the whole
+	// process's allocations): the messages wait in the socket's buffers.
 	next := func(want string) {
 		t.Helper()
 		for {
