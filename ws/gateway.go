@@ -332,7 +332,7 @@ func NewGateway(cfg Config, hub *Hub, sub Submitter, hist pipeline.History) (*Ga
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.drained, g.stopDrain = context.WithCancel(context.Background())
 	g.workers = newWorkers(g.ctx)
-	g.writers = newPool(g.ctx, (*Conn).writer, maxIdleWriters)
+	g.writers = bounded(g.ctx, (*Conn).writer, maxIdleWriters, maxRunningWriters(), writerStall)
 	g.ackers = newPool(g.ctx, (*Conn).acker, maxIdleAckers)
 	g.upgrader = websocket.Upgrader{
 		// A buffer of its own (not the HTTP server's, which would keep

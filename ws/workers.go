@@ -2,8 +2,10 @@ package ws
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxIdleWorkers bounds the worker goroutines kept waiting for frames to
@@ -13,10 +15,25 @@ import (
 const maxIdleWorkers = 64
 
 // maxIdleWriters bounds the goroutines kept waiting to run a connection's
-// writer: a fan-out to a room of 1,000 starts up to 1,000 writers at once,
-// and a waiting goroutine holds a stack of 2-8 KiB, so at most 8 MiB for
-// the whole instance.
+// writer. Writers run on at most maxRunningWriters goroutines, and on more
+// only while writes stall (to peers that stopped reading, until the pinger
+// cuts them); a waiting goroutine holds a stack of 2-8 KiB, so at most
+// 8 MiB for the whole instance.
 const maxIdleWriters = 1024
+
+// maxRunningWriters bounds the goroutines running connections' writers at
+// once, past those whose write has stalled (writerStall): a few per
+// processor keep every processor writing, and a fan-out to a room of
+// 1,000 wakes that many goroutines instead of 1,000. On B (1,000
+// receivers, 50 messages a second) the server used 54-57% of a core
+// against 64-68% unbounded.
+func maxRunningWriters() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+// writerStall is how long a writer may run before it lends its place to a
+// writer waiting for one: a write to a healthy socket takes microseconds,
+// one to a peer that stopped reading blocks until the pinger cuts it
+// (WriteWait).
+const writerStall = 2 * time.Millisecond
 
 // maxIdleAckers bounds the goroutines kept waiting to run a connection's
 // acker, which runs while a sender's sends wait for the store.
@@ -39,6 +56,15 @@ const maxIdleAckers = 256
 // already wait, and the waiting ones end when ctx is done. Each waits on a
 // channel of its own: a select on a shared one and on ctx cost a fan-out of
 // small messages (R) more than the `go` statement it replaces.
+//
+// A pool may bound the goroutines running fn at once (bounded). A value
+// started beyond the bound waits in a FIFO, and a goroutine that finishes
+// fn takes the next one from it instead of waiting to be handed one: a
+// fan-out to a room of 1,000 then runs on a few goroutines instead of
+// waking 1,000. A call of fn that blocks (a write to a socket whose peer
+// stopped reading) must not hold the values behind it: a call that has
+// run for a stall period or more lends its place to another goroutine,
+// checked every stall period while values wait.
 type pool[T comparable] struct {
 	fn      func(T)
 	maxIdle int
@@ -46,8 +72,30 @@ type pool[T comparable] struct {
 	spawned atomic.Int64 // goroutines started, ever
 
 	mu      sync.Mutex
-	idle    []chan T // the waiting goroutines' channels, the latest last
-	stopped bool     // ctx is done: no goroutine waits any more
+	idle    []*poolWorker[T] // the waiting goroutines, the latest last
+	stopped bool             // ctx is done: no goroutine waits any more
+
+	// maxRunning bounds running (0: no bound); pending[head:] are the
+	// values waiting for a goroutine, oldest first.
+	maxRunning int
+	running    int
+	pending    []T
+	head       int
+	// busy holds the goroutines running fn, for the stall check, which
+	// runs every stall while values wait (watching).
+	busy     map[*poolWorker[T]]struct{}
+	stall    time.Duration
+	watch    *time.Timer
+	watching bool
+	lent     atomic.Int64 // places lent past the bound, ever
+}
+
+// poolWorker is one goroutine of a pool. Its fields are guarded by the
+// pool's mu.
+type poolWorker[T comparable] struct {
+	ch    chan T // buffered: the next value, or the zero T to end
+	calls uint64 // calls of fn begun
+	seen  uint64 // calls at the last stall check
 }
 
 // newPool returns a pool that runs fn. The zero T tells a waiting
@@ -58,46 +106,147 @@ func newPool[T comparable](ctx context.Context, fn func(T), maxIdle int) *pool[T
 	return p
 }
 
+// bounded returns a pool that runs fn on at most maxRunning goroutines at
+// once, but for calls that have run for stall or longer.
+func bounded[T comparable](ctx context.Context, fn func(T), maxIdle, maxRunning int, stall time.Duration) *pool[T] {
+	p := newPool(ctx, fn, maxIdle)
+	p.maxRunning, p.stall = maxRunning, stall
+	p.busy = make(map[*poolWorker[T]]struct{})
+	return p
+}
+
 // start runs fn(v) on a goroutine of the pool, without waiting for it.
 func (p *pool[T]) start(v T) {
 	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
-		ch := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
+	if p.maxRunning > 0 && p.running >= p.maxRunning {
+		p.pending = append(p.pending, v)
+		if !p.watching {
+			p.watching = true
+			p.markSeenLocked()
+			if p.watch == nil {
+				p.watch = time.AfterFunc(p.stall, p.checkStall)
+			} else {
+				p.watch.Reset(p.stall)
+			}
+		}
 		p.mu.Unlock()
-		ch <- v // buffered: never blocks
 		return
 	}
+	p.runLocked(v)
 	p.mu.Unlock()
-	p.alive.Add(1)
-	p.spawned.Add(1)
-	go p.run(v)
 }
 
-// run runs fn(v), then fn of the values handed to it while it waits.
-func (p *pool[T]) run(v T) {
+// runLocked hands v to a waiting goroutine, or to a new one. p.mu must be
+// held.
+func (p *pool[T]) runLocked(v T) {
+	p.running++
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.beginLocked(w)
+		w.ch <- v // buffered and empty: never blocks
+		return
+	}
+	w := &poolWorker[T]{}
+	p.beginLocked(w)
+	p.alive.Add(1)
+	p.spawned.Add(1)
+	go p.run(w, v)
+}
+
+// beginLocked marks w as beginning a call of fn. p.mu must be held.
+func (p *pool[T]) beginLocked(w *poolWorker[T]) {
+	w.calls++
+	if p.busy != nil {
+		p.busy[w] = struct{}{}
+	}
+}
+
+// run runs fn(v), then the values that wait or are handed to it.
+func (p *pool[T]) run(w *poolWorker[T], v T) {
 	defer p.alive.Add(-1)
-	var ch chan T
 	var zero T
 	for v != zero {
 		p.fn(v)
 		p.mu.Lock()
+		if p.head < len(p.pending) {
+			v = p.takeLocked()
+			w.calls++
+			p.mu.Unlock()
+			continue
+		}
+		p.running--
+		delete(p.busy, w)
 		if p.stopped || len(p.idle) >= p.maxIdle {
 			p.mu.Unlock()
 			return
 		}
-		if ch == nil {
-			ch = make(chan T, 1)
+		if w.ch == nil {
+			w.ch = make(chan T, 1)
 		}
-		p.idle = append(p.idle, ch)
+		p.idle = append(p.idle, w)
 		p.mu.Unlock()
-		v = <-ch
+		v = <-w.ch
 	}
 }
 
+// takeLocked takes the oldest pending value. p.mu must be held, and a
+// value must wait.
+func (p *pool[T]) takeLocked() T {
+	var zero T
+	v := p.pending[p.head]
+	p.pending[p.head] = zero
+	p.head++
+	if p.head == len(p.pending) {
+		// Drained: keep a small array for the next burst, not a large one.
+		if cap(p.pending) > maxKeptPending {
+			p.pending = nil
+		} else {
+			p.pending = p.pending[:0]
+		}
+		p.head = 0
+	}
+	return v
+}
+
+// maxKeptPending is the largest pending array a pool keeps once drained.
+const maxKeptPending = 1024
+
+// markSeenLocked notes every running call as seen by a stall check. p.mu
+// must be held.
+func (p *pool[T]) markSeenLocked() {
+	for w := range p.busy {
+		w.seen = w.calls
+	}
+}
+
+// checkStall runs every stall period while values wait. A call that was
+// running at the previous check, and still is, has run for a stall
+// period or more: for each, one waiting value starts past the bound.
+func (p *pool[T]) checkStall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.head == len(p.pending) {
+		p.watching = false
+		return
+	}
+	stalled := 0
+	for w := range p.busy {
+		if w.calls == w.seen {
+			stalled++
+		}
+	}
+	p.markSeenLocked()
+	for allowed := p.maxRunning + stalled; p.head < len(p.pending) && p.running < allowed; {
+		p.runLocked(p.takeLocked())
+		p.lent.Add(1)
+	}
+	p.watch.Reset(p.stall)
+}
+
 // stop ends the waiting goroutines, and makes those running fn end after
-// it.
+// it and the values still pending.
 func (p *pool[T]) stop() {
 	p.mu.Lock()
 	p.stopped = true
@@ -105,8 +254,8 @@ func (p *pool[T]) stop() {
 	p.idle = nil
 	p.mu.Unlock()
 	var zero T
-	for _, ch := range idle {
-		ch <- zero
+	for _, w := range idle {
+		w.ch <- zero
 	}
 }
 

@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"runtime/metrics"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -185,5 +188,228 @@ func TestAckersReuseGoroutines(t *testing.T) {
 	}
 	if got := g.ackers.alive.Load(); got < 1 || got > maxIdleAckers {
 		t.Fatalf("the acker pool has %d goroutines, want 1 to %d", got, maxIdleAckers)
+	}
+}
+
+// boundedRun is what a bounded pool's fn saw: the values in the order
+// their calls began, and the most calls running at once.
+type boundedRun struct {
+	mu         sync.Mutex
+	order      []int
+	running    int
+	maxRunning int
+	// gates[v], when set, holds v's call until it is closed.
+	gates map[int]chan struct{}
+}
+
+func (r *boundedRun) fn(v int) {
+	r.mu.Lock()
+	r.order = append(r.order, v)
+	r.running++
+	r.maxRunning = max(r.maxRunning, r.running)
+	gate := r.gates[v]
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	r.mu.Lock()
+	r.running--
+	r.mu.Unlock()
+}
+
+func (r *boundedRun) began() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.order)
+}
+
+// A bounded pool runs no more calls at once than its bound while none
+// stalls, and starts the values past the bound in the order they came.
+func TestBoundedPoolKeepsBoundAndOrder(t *testing.T) {
+	for _, bound := range []int{1, 3} {
+		t.Run(fmt.Sprint("bound=", bound), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			gate := make(chan struct{})
+			r := &boundedRun{gates: map[int]chan struct{}{}}
+			for v := 1; v <= bound; v++ {
+				r.gates[v] = gate // the first calls hold every place
+			}
+			p := bounded(ctx, r.fn, 16, bound, time.Hour)
+			const n = 200
+			for v := 1; v <= n; v++ {
+				p.start(v)
+			}
+			waitUntil(t, "the first calls to begin", func() bool { return len(r.began()) == bound })
+			time.Sleep(50 * time.Millisecond) // time for a call past the bound to begin
+			if got := r.began(); len(got) != bound {
+				t.Fatalf("%d calls began while %d held the bound of %d", len(got), bound, bound)
+			}
+			close(gate)
+			waitUntil(t, "every call to begin", func() bool { return len(r.began()) == n })
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.maxRunning > bound {
+				t.Errorf("%d calls ran at once, bound %d", r.maxRunning, bound)
+			}
+			if bound == 1 && !slices.IsSorted(r.order) {
+				t.Errorf("calls began in the order %v, want the order of start", r.order)
+			}
+			if got := p.spawned.Load(); got > int64(bound) {
+				t.Errorf("%d goroutines started for a bound of %d", got, bound)
+			}
+		})
+	}
+}
+
+// A call that blocks lends its place: values waiting behind it run on
+// another goroutine once it has run for the stall period, and do not wait
+// for it to end.
+func TestBoundedPoolLendsPastStalledCall(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stuck := make(chan struct{})
+	defer close(stuck)
+	r := &boundedRun{gates: map[int]chan struct{}{1: stuck, 2: stuck}}
+	p := bounded(ctx, r.fn, 16, 2, 10*time.Millisecond)
+	for v := 1; v <= 10; v++ {
+		p.start(v)
+	}
+	waitUntil(t, "the calls behind two stuck ones to run", func() bool { return len(r.began()) == 10 })
+	if p.lent.Load() < 1 {
+		t.Errorf("no place was lent, yet calls behind two stuck ones ran")
+	}
+	// Once nothing waits, the goroutines it lent to go back to waiting:
+	// only the two stuck calls run.
+	waitUntil(t, "only the stuck calls to run", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.running == 2
+	})
+}
+
+// Stopping a bounded pool (its context done) still runs the values that
+// wait: each is a connection whose writer must finish it.
+func TestBoundedPoolRunsPendingAfterStop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	gate := make(chan struct{})
+	r := &boundedRun{gates: map[int]chan struct{}{1: gate}}
+	p := bounded(ctx, r.fn, 16, 1, time.Hour)
+	for v := 1; v <= 5; v++ {
+		p.start(v)
+	}
+	waitUntil(t, "the first call to begin", func() bool { return len(r.began()) == 1 })
+	cancel()
+	close(gate)
+	waitUntil(t, "the pending calls to run", func() bool { return len(r.began()) == 5 })
+	waitUntil(t, "the pool's goroutines to end", func() bool { return p.alive.Load() == 0 })
+}
+
+// A fan-out runs its writers on a few goroutines: frames queued to 300
+// connections at once, round after round, start a writer each, but no
+// more goroutines than a small multiple of the bound.
+func TestFanOutRunsOnFewWriters(t *testing.T) {
+	const n, rounds = 300, 20
+	g, cls, cs := startManyWith(t, Config{}, n)
+	var got sync.WaitGroup
+	next := make([]chan int, n) // each client's round received
+	for i, cl := range cls {
+		next[i] = make(chan int, rounds)
+		got.Go(func() {
+			_ = cl.SetReadDeadline(time.Now().Add(time.Minute))
+			for k := 0; k < rounds; {
+				_, data, err := cl.ReadMessage()
+				if err != nil {
+					t.Errorf("client %d: %v", i, err)
+					return
+				}
+				if string(data) == fmt.Sprintf(`{"n":%d}`, k) {
+					next[i] <- k
+					k++
+				}
+			}
+		})
+	}
+	before := g.writers.spawned.Load()
+	for k := range rounds {
+		frame := []byte(fmt.Sprintf(`{"n":%d}`, k))
+		for _, c := range cs {
+			c.enqueue(frame)
+		}
+		for i := range n {
+			select {
+			case <-next[i]:
+			case <-time.After(time.Minute):
+				t.Fatalf("client %d did not get frame %d", i, k)
+			}
+		}
+	}
+	got.Wait()
+	spawned := g.writers.spawned.Load() - before
+	t.Logf("%d writer goroutines started, %d places lent", spawned, g.writers.lent.Load())
+	if limit := int64(n / 4); spawned > limit {
+		t.Errorf("%d writer goroutines started for %d rounds to %d connections, want at most %d (bound %d)",
+			spawned, rounds, n, limit, maxRunningWriters())
+	}
+}
+
+// Writes that block (peers that stopped reading, sockets full) do not hold
+// the writers of other connections, though more of them block than the
+// bound on running writers: a connection that reads gets its frame long
+// before the pinger would cut the blocked writes.
+func TestStalledWritersDoNotHoldOthers(t *testing.T) {
+	stalled := maxRunningWriters() + 2
+	g, cls, cs := startManyWith(t, Config{
+		WriteWait: 10 * time.Minute, PongWait: 10 * time.Minute, PingPeriod: 9 * time.Minute,
+		SendQueue: 1024, SendQueueBytes: 64 << 20,
+	}, stalled+1)
+	frame := []byte(`{"type":"message","text":"` + strings.Repeat("x", 64<<10-64) + `"}`)
+	for i, c := range cs[:stalled] {
+		// Small buffers on both ends: a few frames fill them.
+		client, ok := cls[i].NetConn().(*net.TCPConn)
+		server, ok2 := c.ws.NetConn().(*net.TCPConn)
+		if !ok || !ok2 {
+			t.Fatalf("connections are %T and %T, not TCP", cls[i].NetConn(), c.ws.NetConn())
+		}
+		if err := client.SetReadBuffer(4 << 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := server.SetWriteBuffer(4 << 10); err != nil {
+			t.Fatal(err)
+		}
+		for range 64 {
+			c.enqueue(frame)
+		}
+	}
+	// Each non-reading connection's writer is in a write (stamped with
+	// the pinger's clock, which ticks every 54 s here, so only whether it
+	// is set tells), twice 100 ms apart.
+	blocked := func() bool {
+		for _, c := range cs[:stalled] {
+			if c.writeSince.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	waitUntil(t, "every non-reading connection's write to block", blocked)
+	time.Sleep(100 * time.Millisecond)
+	if !blocked() {
+		t.Fatal("a non-reading connection's write ended: the sockets' buffers did not fill")
+	}
+	reader := cls[stalled]
+	cs[stalled].enqueue([]byte(`{"n":1}`))
+	_ = reader.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, data, err := reader.ReadMessage()
+		if err != nil {
+			t.Fatalf("the reading connection's frame did not arrive: %v", err)
+		}
+		if string(data) == `{"n":1}` {
+			break
+		}
+	}
+	if g.writers.lent.Load() < 2 {
+		t.Errorf("%d places lent, yet %d writes blocked with a bound of %d", g.writers.lent.Load(), stalled, maxRunningWriters())
 	}
 }

@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -28,6 +29,14 @@ func startOne(t *testing.T) (*Gateway, *websocket.Conn, *Conn) {
 // here).
 func startOneWith(t *testing.T, cfg Config) (*Gateway, *websocket.Conn, *Conn) {
 	t.Helper()
+	g, cls, cs := startManyWith(t, cfg, 1)
+	return g, cls[0], cs[0]
+}
+
+// startManyWith is startOneWith with n clients, users u0 to u<n-1>; the
+// server's connections come in the clients' order.
+func startManyWith(t *testing.T, cfg Config, n int) (*Gateway, []*websocket.Conn, []*Conn) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	be, err := memstore.New(memstore.Config{Logger: log})
 	if err != nil {
@@ -52,21 +61,27 @@ func startOneWith(t *testing.T, cfg Config) (*Gateway, *websocket.Conn, *Conn) {
 	<-p.Running()
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	cl, _, err := websocket.DefaultDialer.Dial(strings.Replace(srv.URL, "http", "ws", 1)+"/ws?user=u", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	var c *Conn
-	for deadline := time.Now().Add(5 * time.Second); c == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		for _, x := range hub.allConns() {
-			c = x
+	cls := make([]*websocket.Conn, n)
+	cs := make([]*Conn, n)
+	for i := range n {
+		cl, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("%s/ws?user=u%d", strings.Replace(srv.URL, "http", "ws", 1), i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cl.Close() })
+		cls[i] = cl
+		for deadline := time.Now().Add(5 * time.Second); cs[i] == nil && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			for _, x := range hub.allConns() {
+				if x.user == fmt.Sprintf("u%d", i) {
+					cs[i] = x
+				}
+			}
+		}
+		if cs[i] == nil {
+			t.Fatalf("connection %d did not register", i)
 		}
 	}
-	if c == nil {
-		t.Fatal("the connection did not register")
-	}
-	return g, cl, c
+	return g, cls, cs
 }
 
 // TestWriterFinishesAfterLateClose: close marks the connection closing
