@@ -22,18 +22,21 @@ const maxIdleWorkers = 64
 const maxIdleWriters = 1024
 
 // maxRunningWriters bounds the goroutines running connections' writers at
-// once, past those whose write has stalled (writerStall): a few per
-// processor keep every processor writing, and a fan-out to a room of
-// 1,000 wakes that many goroutines instead of 1,000. On B (1,000
-// receivers, 50 messages a second) the server used 54-57% of a core
-// against 64-68% unbounded.
-func maxRunningWriters() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+// once, past those whose write has stalled (writerStall): enough that
+// independent writes (acks, deliveries to rooms of a few) rarely wait for
+// a place, few enough that a fan-out to a room of 1,000 wakes that many
+// goroutines instead of 1,000. On B (1,000 receivers, 50 messages a
+// second, two processors) the server used 43-48% of a core at a bound of
+// 32 against 48-58% unbounded; a bound of 4 made P's p99 worse.
+func maxRunningWriters() int { return max(32, 16*runtime.GOMAXPROCS(0)) }
 
 // writerStall is how long a writer may run before it lends its place to a
-// writer waiting for one: a write to a healthy socket takes microseconds,
-// one to a peer that stopped reading blocks until the pinger cuts it
-// (WriteWait).
-const writerStall = 2 * time.Millisecond
+// writer waiting for one. A write to a healthy socket takes microseconds,
+// and one to a peer that stopped reading blocks until the pinger cuts it
+// (WriteWait); but a writer that waits for a processor looks the same, so
+// the period is long against a busy machine's scheduling delays. Places
+// are only short when a bound's worth of writes block at once.
+const writerStall = 10 * time.Millisecond
 
 // maxIdleAckers bounds the goroutines kept waiting to run a connection's
 // acker, which runs while a sender's sends wait for the store.
