@@ -122,6 +122,13 @@ func bounded[T comparable](ctx context.Context, fn func(T), maxIdle, maxRunning 
 func (p *pool[T]) start(v T) {
 	p.mu.Lock()
 	if p.maxRunning > 0 && p.running >= p.maxRunning {
+		if p.head > 0 && len(p.pending) == cap(p.pending) {
+			// Full, with taken values at its front: move the waiting
+			// ones there rather than grow an array that never drains.
+			n := copy(p.pending, p.pending[p.head:])
+			clear(p.pending[n:])
+			p.pending, p.head = p.pending[:n], 0
+		}
 		p.pending = append(p.pending, v)
 		if !p.watching {
 			p.watching = true
@@ -135,24 +142,35 @@ func (p *pool[T]) start(v T) {
 		p.mu.Unlock()
 		return
 	}
-	p.runLocked(v)
+	w := p.claimLocked()
 	p.mu.Unlock()
+	p.hand(w, v)
 }
 
-// runLocked hands v to a waiting goroutine, or to a new one. p.mu must be
-// held.
-func (p *pool[T]) runLocked(v T) {
+// claimLocked takes a place for a call: a waiting goroutine, or a new
+// worker whose goroutine hand starts. p.mu must be held. The value is
+// handed over once p.mu is released: waking a goroutine can wake a
+// processor, a system call that must not lengthen the critical section.
+func (p *pool[T]) claimLocked() *poolWorker[T] {
 	p.running++
+	var w *poolWorker[T]
 	if n := len(p.idle); n > 0 {
-		w := p.idle[n-1]
+		w = p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		p.beginLocked(w)
-		w.ch <- v // buffered and empty: never blocks
+	} else {
+		w = &poolWorker[T]{}
+	}
+	p.beginLocked(w)
+	return w
+}
+
+// hand runs fn(v) on w, which claimLocked returned.
+func (p *pool[T]) hand(w *poolWorker[T], v T) {
+	if w.ch != nil {
+		w.ch <- v // a waiting goroutine's: buffered and empty, never blocks
 		return
 	}
-	w := &poolWorker[T]{}
-	p.beginLocked(w)
 	p.alive.Add(1)
 	p.spawned.Add(1)
 	go p.run(w, v)
@@ -214,7 +232,7 @@ func (p *pool[T]) takeLocked() T {
 }
 
 // maxKeptPending is the largest pending array a pool keeps once drained.
-const maxKeptPending = 1024
+const maxKeptPending = 4096
 
 // markSeenLocked notes every running call as seen by a stall check. p.mu
 // must be held.
@@ -229,9 +247,9 @@ func (p *pool[T]) markSeenLocked() {
 // period or more: for each, one waiting value starts past the bound.
 func (p *pool[T]) checkStall() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.head == len(p.pending) {
 		p.watching = false
+		p.mu.Unlock()
 		return
 	}
 	stalled := 0
@@ -241,11 +259,21 @@ func (p *pool[T]) checkStall() {
 		}
 	}
 	p.markSeenLocked()
-	for allowed := p.maxRunning + stalled; p.head < len(p.pending) && p.running < allowed; {
-		p.runLocked(p.takeLocked())
-		p.lent.Add(1)
+	type claim struct {
+		w *poolWorker[T]
+		v T
 	}
+	var lent []claim
+	for allowed := p.maxRunning + stalled; p.head < len(p.pending) && p.running < allowed; {
+		v := p.takeLocked()
+		lent = append(lent, claim{p.claimLocked(), v})
+	}
+	p.lent.Add(int64(len(lent)))
 	p.watch.Reset(p.stall)
+	p.mu.Unlock()
+	for _, c := range lent {
+		p.hand(c.w, c.v)
+	}
 }
 
 // stop ends the waiting goroutines, and makes those running fn end after
