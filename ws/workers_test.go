@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -417,4 +418,39 @@ func TestStalledWritersDoNotHoldOthers(t *testing.T) {
 	if g.writers.lent.Load() < 2 {
 		t.Errorf("%d places lent, yet %d writes blocked with a bound of %d", g.writers.lent.Load(), stalled, maxRunningWriters())
 	}
+}
+
+// The FIFO of a bounded pool that never drains (values arrive as fast as
+// they are taken) keeps an array the size of what waits, not of what
+// passed through it.
+func TestBoundedPoolFIFOStaysSmall(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tokens := make(chan struct{})
+	var began atomic.Int64
+	p := bounded(ctx, func(int) {
+		began.Add(1)
+		<-tokens
+	}, 16, 1, time.Hour)
+	const waiting, passed = 10, 300
+	for v := 1; v <= waiting+1; v++ {
+		p.start(v)
+	}
+	waitUntil(t, "the first call to begin", func() bool { return began.Load() == 1 })
+	for v := waiting + 2; v < waiting+2+passed; v++ {
+		want := began.Load() + 1
+		tokens <- struct{}{} // a call ends: the next waiting value runs
+		waitUntil(t, "the next call to begin", func() bool { return began.Load() == want })
+		p.start(v)
+	}
+	p.mu.Lock()
+	size, queued := cap(p.pending), len(p.pending)-p.head
+	p.mu.Unlock()
+	if queued != waiting {
+		t.Fatalf("%d values wait, want %d", queued, waiting)
+	}
+	if size > 4*waiting {
+		t.Errorf("the FIFO's array holds %d values after %d passed through, %d at a time", size, passed, waiting)
+	}
+	close(tokens)
 }
