@@ -67,7 +67,7 @@ const maxIdleAckers = 256
 // waking 1,000. A call of fn that blocks (a write to a socket whose peer
 // stopped reading) must not hold the values behind it: a call that has
 // run for a stall period or more lends its place to another goroutine,
-// checked every stall period while values wait.
+// checked every stall period while values wait, until the call ends.
 type pool[T comparable] struct {
 	fn      func(T)
 	maxIdle int
@@ -85,8 +85,11 @@ type pool[T comparable] struct {
 	pending    []T
 	head       int
 	// busy holds the goroutines running fn, for the stall check, which
-	// runs every stall while values wait (watching).
+	// runs every stall while values wait (watching). stalled counts the
+	// busy ones whose call a check found stalled: each lends its place
+	// until its call ends.
 	busy     map[*poolWorker[T]]struct{}
+	stalled  int
 	stall    time.Duration
 	watch    *time.Timer
 	watching bool
@@ -96,9 +99,10 @@ type pool[T comparable] struct {
 // poolWorker is one goroutine of a pool. Its fields are guarded by the
 // pool's mu.
 type poolWorker[T comparable] struct {
-	ch    chan T // buffered: the next value, or the zero T to end
-	calls uint64 // calls of fn begun
-	seen  uint64 // calls at the last stall check
+	ch      chan T // buffered: the next value, or the zero T to end
+	calls   uint64 // calls of fn begun
+	seen    uint64 // calls at the last stall check
+	stalled bool   // the current call was found stalled (counted in pool.stalled)
 }
 
 // newPool returns a pool that runs fn. The zero T tells a waiting
@@ -120,8 +124,12 @@ func bounded[T comparable](ctx context.Context, fn func(T), maxIdle, maxRunning 
 
 // start runs fn(v) on a goroutine of the pool, without waiting for it.
 func (p *pool[T]) start(v T) {
+	var zero T
+	if v == zero {
+		return // it would end the goroutine it was handed to
+	}
 	p.mu.Lock()
-	if p.maxRunning > 0 && p.running >= p.maxRunning {
+	if p.maxRunning > 0 && p.running >= p.maxRunning+p.stalled {
 		if p.head > 0 && len(p.pending) == cap(p.pending) {
 			// Full, with taken values at its front: move the waiting
 			// ones there rather than grow an array that never drains.
@@ -191,6 +199,10 @@ func (p *pool[T]) run(w *poolWorker[T], v T) {
 	for v != zero {
 		p.fn(v)
 		p.mu.Lock()
+		if w.stalled {
+			w.stalled = false
+			p.stalled--
+		}
 		if p.head < len(p.pending) {
 			v = p.takeLocked()
 			w.calls++
@@ -244,7 +256,8 @@ func (p *pool[T]) markSeenLocked() {
 
 // checkStall runs every stall period while values wait. A call that was
 // running at the previous check, and still is, has run for a stall
-// period or more: for each, one waiting value starts past the bound.
+// period or more: for each, one more value runs past the bound until the
+// call ends, waiting ones at once.
 func (p *pool[T]) checkStall() {
 	p.mu.Lock()
 	if p.head == len(p.pending) {
@@ -252,10 +265,10 @@ func (p *pool[T]) checkStall() {
 		p.mu.Unlock()
 		return
 	}
-	stalled := 0
 	for w := range p.busy {
-		if w.calls == w.seen {
-			stalled++
+		if !w.stalled && w.calls == w.seen {
+			w.stalled = true
+			p.stalled++
 		}
 	}
 	p.markSeenLocked()
@@ -264,7 +277,7 @@ func (p *pool[T]) checkStall() {
 		v T
 	}
 	var lent []claim
-	for allowed := p.maxRunning + stalled; p.head < len(p.pending) && p.running < allowed; {
+	for p.head < len(p.pending) && p.running < p.maxRunning+p.stalled {
 		v := p.takeLocked()
 		lent = append(lent, claim{p.claimLocked(), v})
 	}

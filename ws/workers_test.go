@@ -287,6 +287,19 @@ func TestBoundedPoolLendsPastStalledCall(t *testing.T) {
 		defer p.mu.Unlock()
 		return p.running == 2
 	})
+	// The stuck calls keep lending their places until they end: a value
+	// started now runs at once, not after another stall period (made an
+	// hour here, once the checks have stopped for want of waiting values).
+	waitUntil(t, "the stall checks to stop", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return !p.watching
+	})
+	p.mu.Lock()
+	p.stall = time.Hour
+	p.mu.Unlock()
+	p.start(11)
+	waitUntil(t, "a value started past two stuck calls to run", func() bool { return len(r.began()) == 11 })
 }
 
 // Stopping a bounded pool (its context done) still runs the values that
@@ -301,18 +314,24 @@ func TestBoundedPoolRunsPendingAfterStop(t *testing.T) {
 	}
 	waitUntil(t, "the first call to begin", func() bool { return len(r.began()) == 1 })
 	cancel()
+	waitUntil(t, "the pool to stop", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.stopped
+	})
 	close(gate)
 	waitUntil(t, "the pending calls to run", func() bool { return len(r.began()) == 5 })
 	waitUntil(t, "the pool's goroutines to end", func() bool { return p.alive.Load() == 0 })
 }
 
 // A fan-out runs its writers on a few goroutines: frames queued to 500
-// connections at once, round after round, start a writer each, but no
+// connections (or four times the bound) at once, round after round, start a writer each, but no
 // more goroutines than the bound. (The stall period is made long: a
 // writer waiting for a processor looks stalled, and under the race
 // detector on two processors they wait for tens of milliseconds.)
 func TestFanOutRunsOnFewWriters(t *testing.T) {
-	const n, rounds = 500, 20
+	const rounds = 20
+	n := max(500, 4*maxRunningWriters())
 	g, cls, cs := startManyWith(t, Config{}, n)
 	g.writers.mu.Lock()
 	g.writers.stall = time.Hour
