@@ -207,6 +207,11 @@ func (p *pool[T]) run(w *poolWorker[T], v T) {
 			v = p.takeLocked()
 			w.calls++
 			p.mu.Unlock()
+			// Let the goroutines that wait for a processor run between
+			// two writers: one that never parks keeps its processor for
+			// a whole time slice (10 ms) before it is preempted, and
+			// the sends behind it wait that long.
+			runtime.Gosched()
 			continue
 		}
 		p.running--

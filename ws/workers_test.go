@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"runtime"
 	"runtime/metrics"
 	"slices"
 	"strings"
@@ -472,4 +473,32 @@ func TestBoundedPoolFIFOStaysSmall(t *testing.T) {
 		t.Errorf("the FIFO's array holds %d values after %d passed through, %d at a time", size, passed, waiting)
 	}
 	close(tokens)
+}
+
+// A goroutine of a bounded pool yields its processor between two values:
+// a goroutine woken meanwhile runs after the call that woke it, not once
+// the pool's goroutine is preempted (about 10 ms later). One processor,
+// calls of 200 µs each.
+func TestBoundedPoolYieldsBetweenValues(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int64
+	first := make(chan struct{})
+	p := bounded(ctx, func(int) {
+		if calls.Add(1) == 1 {
+			close(first) // wakes the test's goroutine
+		}
+		for start := time.Now(); time.Since(start) < 200*time.Microsecond; {
+		}
+	}, 16, 1, time.Hour)
+	const n = 500 // 100 ms of calls
+	for v := 1; v <= n; v++ {
+		p.start(v)
+	}
+	<-first
+	if got := calls.Load(); got > 10 {
+		t.Errorf("%d calls ran before the goroutine the first one woke", got)
+	}
+	waitUntil(t, "every call to run", func() bool { return calls.Load() == n })
 }
